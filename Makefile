@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install models demo test lab bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip show torch | grep -q '^Version: 2.13.0' || \
+		(echo "torch is not the pinned 2.13.0 build" && exit 1)
+	touch $(STAMP)
+
+models: install
+	$(BIN)/aillm-lab models pull smollm2
+
+demo: models
+	$(BIN)/aillm-lab serve
+
+test: models
+	$(BIN)/python -m pytest
+
+lab: models
+	$(BIN)/jupyter lab notebooks/
+
+bench: models
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+lint: install
+	$(BIN)/ruff check aillm_lab tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,85 @@
+"""AILLM Lab: agent research that just works inside Jupyter, offline by default.
+
+    import aillm_lab as al
+    al.chat("What is the capital of France?")      # sync, even inside a running loop
+    await al.achat("And of Italy?")                 # async twin
+    for event in al.stream("Tell me a story"):      # streaming
+        print(event, end="")
+    al.complete("Paris facts", output=City)         # a validated pydantic instance
+    with al.Lab(model="scripted:echo") as lab: ...  # settings, models and runner in one place
+
+Names load on first use, so ``import aillm_lab`` stays light (no torch, panel or network).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # the workbench
+    "Lab": "aillm_lab.core.lab",
+    "chat": "aillm_lab.core.lab",
+    "achat": "aillm_lab.core.lab",
+    "complete": "aillm_lab.core.lab",
+    "acomplete": "aillm_lab.core.lab",
+    "stream": "aillm_lab.core.lab",
+    "astream": "aillm_lab.core.lab",
+    "default_lab": "aillm_lab.core.lab",
+    # settings and runtime
+    "LabSettings": "aillm_lab.config",
+    "ModelLimits": "aillm_lab.config",
+    "LoopRunner": "aillm_lab.runtime",
+    "get_runner": "aillm_lab.runtime",
+    "run_sync": "aillm_lab.runtime",
+    # models
+    "Model": "aillm_lab.llm.base",
+    "resolve": "aillm_lab.llm.registry",
+    "registry": "aillm_lab.llm.registry",
+    "Message": "aillm_lab.llm.types",
+    "TextPart": "aillm_lab.llm.types",
+    "ImagePart": "aillm_lab.llm.types",
+    "ToolSpec": "aillm_lab.llm.types",
+    "ToolCall": "aillm_lab.llm.types",
+    "Completion": "aillm_lab.llm.types",
+    "Usage": "aillm_lab.llm.types",
+    "StreamEvent": "aillm_lab.llm.types",
+    "GenerationParams": "aillm_lab.llm.types",
+    # errors
+    "AillmError": "aillm_lab.errors",
+    "ConfigError": "aillm_lab.errors",
+    "ModelNotAvailable": "aillm_lab.errors",
+    "RegistryError": "aillm_lab.errors",
+    "RunnerError": "aillm_lab.errors",
+    "StructuredOutputError": "aillm_lab.errors",
+    "UnsupportedInput": "aillm_lab.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from aillm_lab.config import LabSettings, ModelLimits
+    from aillm_lab.core.lab import (Lab, achat, acomplete, astream, chat, complete, default_lab,
+                                    stream)
+    from aillm_lab.errors import (AillmError, ConfigError, ModelNotAvailable, RegistryError,
+                                  RunnerError, StructuredOutputError, UnsupportedInput)
+    from aillm_lab.llm.base import Model
+    from aillm_lab.llm.registry import registry, resolve
+    from aillm_lab.llm.types import (Completion, GenerationParams, ImagePart, Message,
+                                     StreamEvent, TextPart, ToolCall, ToolSpec, Usage)
+    from aillm_lab.runtime import LoopRunner, get_runner, run_sync
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aillm_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

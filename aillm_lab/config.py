@@ -1,0 +1,165 @@
+"""``LabSettings``: every knob in one validated place, from kwargs, ``AILLM_*`` env or TOML.
+
+A bad value fails here, at load time, with the field, the value, the allowed range and the
+variable that sets it, instead of deep inside a run.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import annotated_types as at
+from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError,
+                      field_validator)
+from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
+                               TomlConfigSettingsSource)
+
+from aillm_lab.errors import ConfigError
+
+MODEL_SPEC = r"^[a-z][a-z0-9_.-]*:.+$"
+_SECRET_FIELDS = {"openai_api_key", "anthropic_api_key"}
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+
+
+class ModelLimits(BaseModel):
+    """Per (provider, model) limits; enforced by the gateway before any call is sent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concurrency: int = Field(default=4, ge=1, le=10_000)
+    rpm: float | None = Field(default=None, gt=0, le=1_000_000)
+    tpm: float | None = Field(default=None, gt=0, le=1_000_000_000)
+
+
+class LabSettings(BaseSettings):
+    """Workspace, default model, limits, budgets, logging and dashboard settings."""
+
+    model_config = SettingsConfigDict(env_prefix="AILLM_", extra="forbid",
+                                      populate_by_name=True, validate_default=True)
+
+    home: Path = Field(default=Path("~/.aillm_lab"), description="workspace folder")
+    models_dir: Path | None = Field(default=None, description="defaults to <home>/models")
+    model: str | None = Field(default=None, pattern=MODEL_SPEC,
+                              description="default model, e.g. 'local:smollm2'")
+    fallbacks: list[str] = Field(default_factory=list)
+    limits: dict[str, ModelLimits] = Field(default_factory=dict)
+    budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    run_budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    request_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
+    dashboard_host: str = Field(default="localhost", min_length=1)
+    dashboard_port: int = Field(default=5006, ge=1, le=65535)
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("openai_api_key", "AILLM_OPENAI_API_KEY",
+                                                    "OPENAI_API_KEY"))
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("anthropic_api_key",
+                                                    "AILLM_ANTHROPIC_API_KEY",
+                                                    "ANTHROPIC_API_KEY"))
+    ollama_host: str = Field(
+        default="http://localhost:11434",
+        validation_alias=AliasChoices("ollama_host", "AILLM_OLLAMA_HOST", "OLLAMA_HOST"))
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise config_error(exc, type(self)) from None
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LabSettings:
+        """Settings from ``overrides`` > ``AILLM_*`` env > TOML file > defaults.
+
+        The TOML file is ``config_file``, else ``$AILLM_CONFIG``; a missing named file is an
+        error rather than silently ignored.
+        """
+        path = config_file or os.environ.get("AILLM_CONFIG")
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ConfigError(f"config_file = {str(path)!r}: no such TOML file. Create it or "
+                              "unset AILLM_CONFIG.", fields=("config_file",))
+        token = _toml_path.set(Path(path).expanduser() if path else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _toml_path.reset(token)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = _toml_path.get()
+        if path is None:
+            return init_settings, env_settings
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path)
+
+    @field_validator("home", "models_dir")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+    @field_validator("fallbacks")
+    @classmethod
+    def _specs(cls, value: list[str]) -> list[str]:
+        import re
+
+        bad = [v for v in value if not re.match(MODEL_SPEC, v)]
+        if bad:
+            raise ValueError(f"each fallback must look like 'provider:model', got {bad}")
+        return value
+
+    @property
+    def model_path(self) -> Path:
+        """Where local model files live."""
+        return self.models_dir or self.home / "models"
+
+    def limits_for(self, spec: str) -> ModelLimits:
+        return self.limits.get(spec) or ModelLimits()
+
+
+def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> ConfigError:
+    """Turn pydantic's error list into one readable message that never echoes a secret."""
+    lines, fields = [], []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"]]
+        field = ".".join(loc) or "settings"
+        fields.append(field)
+        secret = bool(loc) and loc[0] in _SECRET_FIELDS
+        value = "'***'" if secret else repr(err.get("input"))
+        env = f"AILLM_{loc[0].upper()}" if loc else "AILLM_*"
+        lines.append(f"{field} = {value}: {err['msg']}. Allowed: {_allowed(model, loc, err)}. "
+                     f"Fix it in the call, in ${env}, or in the TOML file.")
+    return ConfigError("Invalid settings:\n  " + "\n  ".join(lines), fields=tuple(fields))
+
+
+def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:
+    field = model.model_fields.get(loc[0]) if loc else None
+    if field is not None and loc[0] == "limits" and len(loc) >= 3:
+        field = ModelLimits.model_fields.get(loc[2])
+    if field is None:
+        return str(err.get("ctx") or "see the LabSettings docs")
+    bounds = {type(m).__name__: m for m in field.metadata}
+    low = bounds.get("Ge") or bounds.get("Gt")
+    high = bounds.get("Le") or bounds.get("Lt")
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if isinstance(low, at.Ge) else '>'} {_bound(low)}")
+    if high is not None:
+        parts.append(f"{'<=' if isinstance(high, at.Le) else '<'} {_bound(high)}")
+    if parts:
+        return " and ".join(parts)
+    if loc and loc[0] in ("model", "fallbacks"):
+        return "'provider:model', e.g. 'local:smollm2' or 'openai:gpt-4o-mini'"
+    return str(field.annotation).replace("typing.", "")
+
+
+def _bound(constraint: Any) -> Any:
+    for name in ("ge", "gt", "le", "lt"):
+        if hasattr(constraint, name):
+            return getattr(constraint, name)
+    return constraint

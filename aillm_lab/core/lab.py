@@ -1,0 +1,228 @@
+"""``Lab``: the owner of settings, models and the runner, with sync and async doors.
+
+Every async method runs its work on the runner loop, so model clients and threads belong to
+one loop whatever loop (or none) the caller is on; every sync twin goes through
+``LoopRunner.run``, which works inside Jupyter cells, ``asyncio.run(main())`` and Panel.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from aillm_lab.config import LabSettings
+from aillm_lab.errors import ConfigError
+from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.registry import default_model, registry
+from aillm_lab.llm.structured import complete_structured
+from aillm_lab.llm.types import (Completion, GenerationParams, Message, StreamEvent, ToolSpec,
+                                 as_messages)
+from aillm_lab.runtime import LoopRunner, get_runner
+
+Prompt = str | Message | list[Message] | list[dict[str, Any]]
+ModelArg = str | Model | None
+
+
+class Lab:
+    """Settings, models and the runner in one object; use it as a (async) context manager."""
+
+    def __init__(self, settings: LabSettings | None = None, *, model: ModelArg = None,
+                 runner: LoopRunner | None = None, **overrides: Any) -> None:
+        if settings is not None and overrides:
+            settings = LabSettings(**{**settings.model_dump(), **overrides})
+        self.settings = settings or LabSettings.load(**overrides)
+        self.runner = runner or get_runner()
+        self._default = model
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+        self._default_choice: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Lab home={str(self.settings.home)!r} model={self.default_model_id!r}>"
+
+    # -- models ----------------------------------------------------------------------------
+    @property
+    def default_model_id(self) -> str:
+        if isinstance(self._default, Model):
+            return self._default.id
+        return self._default or self.default_model_reason()[0]
+
+    def default_model_reason(self) -> tuple[str, str]:
+        """The default model and why it was chosen (cached: probing Ollama takes time)."""
+        if self._default is not None:
+            return self.default_model_id, "given to Lab(model=...)"
+        if self._default_choice is None:
+            self._default_choice = default_model(self.settings)
+        return self._default_choice
+
+    def model(self, spec: ModelArg = None) -> Model:
+        """Resolve ``spec`` (or the default) once; the Model is reused by later calls."""
+        if isinstance(spec, Model):
+            return spec
+        if spec is None and isinstance(self._default, Model):
+            return self._default
+        key = spec or self.default_model_id
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                model = self._models[key] = registry.resolve(key, self.settings)
+            return model
+
+    # -- async door ------------------------------------------------------------------------
+    async def achat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
+                    tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
+        """Answer a prompt (or message list) with ``model`` or the default model."""
+        gen = _params(params)
+        return await self.runner.arun(self._complete(prompt, self.model(model), system, tools, None, gen, 0),
+                                      self.settings.request_timeout_s)
+
+    async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
+                        output: OutputSpec = None, system: str | None = None,
+                        tools: Sequence[ToolSpec] | None = None, retries: int = 2,
+                        **params: Any) -> Any:
+        """Like ``achat``; with ``output=`` it returns a validated instance of that type."""
+        gen = _params(params)
+        completion = await self.runner.arun(
+            self._complete(prompt, self.model(model), system, tools, output, gen, retries),
+            self.settings.request_timeout_s)
+        return completion.output if output is not None else completion
+
+    async def astream(self, prompt: Prompt, model: ModelArg = None, *,
+                      system: str | None = None, tools: Sequence[ToolSpec] | None = None,
+                      **params: Any) -> AsyncIterator[StreamEvent]:
+        """Stream events; ``str(event)`` is its text, the last event carries the completion."""
+        gen = _params(params)
+        resolved = self.model(model)
+        async for event in self.runner.aiterate(
+                lambda: self._stream(prompt, resolved, system, tools, gen)):
+            yield event
+
+    # -- sync door -------------------------------------------------------------------------
+    def chat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
+             tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
+        gen = _params(params)
+        return self.runner.run(self._complete(prompt, self.model(model), system, tools, None, gen, 0),
+                               self.settings.request_timeout_s)
+
+    def complete(self, prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
+                 system: str | None = None, tools: Sequence[ToolSpec] | None = None,
+                 retries: int = 2, **params: Any) -> Any:
+        gen = _params(params)
+        completion = self.runner.run(
+            self._complete(prompt, self.model(model), system, tools, output, gen, retries),
+            self.settings.request_timeout_s)
+        return completion.output if output is not None else completion
+
+    def stream(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
+               tools: Sequence[ToolSpec] | None = None, **params: Any) -> Iterator[StreamEvent]:
+        gen = _params(params)
+        resolved = self.model(model)
+        return self.runner.iterate(lambda: self._stream(prompt, resolved, system, tools, gen),
+                                   self.settings.request_timeout_s)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Release the models this Lab created; the shared runner stays up for others."""
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        if models:
+            await self.runner.arun(_close_all(models))
+
+    def close(self) -> None:
+        with self._lock:
+            models, self._models = list(self._models.values()), {}
+        if models and self.runner.started:
+            self.runner.run(_close_all(models), timeout=60)
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Lab:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- on the runner loop ------------------------------------------------------------------
+    async def _complete(self, prompt: Prompt, model: Model, system: str | None,
+                        tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                        params: GenerationParams, retries: int) -> Completion:
+        resolved = model
+        messages = as_messages(prompt, system)
+        if output is not None:
+            return await complete_structured(resolved, messages, output, params, retries)
+        return await resolved.complete(messages, tools=tools, params=params)
+
+    async def _stream(self, prompt: Prompt, model: Model, system: str | None,
+                      tools: Sequence[ToolSpec] | None,
+                      params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        async for event in model.stream(as_messages(prompt, system), tools=tools,
+                                           params=params):
+            yield event
+
+
+def _params(params: dict[str, Any]) -> GenerationParams:
+    try:
+        return GenerationParams(**params)
+    except ValidationError as exc:
+        allowed = ", ".join(GenerationParams.model_fields)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ConfigError(f"bad generation parameter ({problems}). Allowed parameters: "
+                          f"{allowed}.", fields=tuple(str(e["loc"][0])
+                                                      for e in exc.errors())) from None
+
+
+async def _close_all(models: list[Model]) -> None:
+    for model in models:
+        await model.aclose()
+
+
+# -- module-level conveniences over one default Lab -------------------------------------------
+_lab: Lab | None = None
+_lab_lock = threading.Lock()
+
+
+def default_lab() -> Lab:
+    """The Lab behind ``al.chat`` and friends, created on first use from the environment."""
+    global _lab
+    if _lab is None:
+        with _lab_lock:
+            if _lab is None:
+                _lab = Lab()
+    return _lab
+
+
+def chat(prompt: Prompt, model: ModelArg = None, **params: Any) -> Completion:
+    """Answer ``prompt`` with the default model; works in cells, scripts and running loops."""
+    return default_lab().chat(prompt, model, **params)
+
+
+async def achat(prompt: Prompt, model: ModelArg = None, **params: Any) -> Completion:
+    return await default_lab().achat(prompt, model, **params)
+
+
+def complete(prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
+             **params: Any) -> Any:
+    """Like ``chat``; ``output=MyModel`` returns a validated ``MyModel``."""
+    return default_lab().complete(prompt, model, output=output, **params)
+
+
+async def acomplete(prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
+                    **params: Any) -> Any:
+    return await default_lab().acomplete(prompt, model, output=output, **params)
+
+
+def stream(prompt: Prompt, model: ModelArg = None, **params: Any) -> Iterator[StreamEvent]:
+    """Yield stream events as they arrive; ``print(event, end="")`` shows the text."""
+    return default_lab().stream(prompt, model, **params)
+
+
+def astream(prompt: Prompt, model: ModelArg = None, **params: Any) -> AsyncIterator[StreamEvent]:
+    return default_lab().astream(prompt, model, **params)

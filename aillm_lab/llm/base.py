@@ -1,0 +1,56 @@
+"""The ``Model`` interface: one async door for every provider, local or hosted."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec
+
+OutputSpec = type[BaseModel] | dict[str, Any] | None
+
+
+class Model(ABC):
+    """A chat model. Subclasses implement ``complete``; ``stream`` has a working default."""
+
+    provider: ClassVar[str] = ""
+    supports_tools: ClassVar[bool] = True
+    supports_structured: ClassVar[bool] = True
+    supports_images: ClassVar[bool] = False
+    native_structured: ClassVar[bool] = False  # output valid by construction, no retries
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}:{self.name}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"
+
+    @abstractmethod
+    async def complete(self, messages: Sequence[Message], *,
+                       tools: Sequence[ToolSpec] | None = None,
+                       output: OutputSpec = None,
+                       params: GenerationParams | None = None) -> Completion:
+        """Answer ``messages``; with ``output`` the text is JSON for that schema."""
+
+    async def stream(self, messages: Sequence[Message], *,
+                     tools: Sequence[ToolSpec] | None = None,
+                     output: OutputSpec = None,
+                     params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
+        """Yield text and tool-call events, then one ``done`` event with the completion."""
+        completion = await self.complete(messages, tools=tools, output=output, params=params)
+        if completion.text:
+            yield StreamEvent(type="text", text=completion.text)
+        for call in completion.tool_calls:
+            yield StreamEvent(type="tool_call", tool_call=call)
+        yield StreamEvent(type="usage", usage=completion.usage)
+        yield StreamEvent(type="done", completion=completion)
+
+    async def aclose(self) -> None:
+        """Release clients or threads; the runner calls this on close."""

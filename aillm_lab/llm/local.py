@@ -1,0 +1,242 @@
+"""``local:`` models: SmolLM2 (or any GGUF / HF folder) on CPU through transformers.
+
+Generation runs in a worker thread that feeds an asyncio queue, so the loop never blocks and
+tokens stream as they are made; cancelling the awaiting task stops generation at the next
+token.
+
+Structured and tool-call output use grammar-constrained decoding with xgrammar rather than
+parse-and-retry: a 135M model slips on JSON syntax often, and masking the logits makes every
+token legal by construction. The reply is still validated with pydantic afterwards, because a
+reply cut off at ``max_tokens`` can be valid JSON only by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aillm_lab.errors import UnsupportedInput
+from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.local_files import find_model
+from aillm_lab.llm.local_weights import Loaded, load_weights
+from aillm_lab.llm.structured import json_schema
+from aillm_lab.llm.types import (Completion, GenerationParams, Message, StreamEvent, ToolCall,
+                                 ToolSpec, Usage)
+
+if TYPE_CHECKING:
+    from aillm_lab.config import LabSettings
+
+_END = object()
+
+
+class LocalModel(Model):
+    """A chat model on this machine's CPU; weights load once per process on first use."""
+
+    provider = "local"
+    native_structured = True
+
+    def __init__(self, name: str, path: Path) -> None:
+        super().__init__(name)
+        self.path = path
+        self._live: set[tuple[threading.Thread, threading.Event]] = set()
+
+    async def load(self) -> Loaded:
+        """Load (or reuse) the weights in a worker thread."""
+        return await asyncio.to_thread(load_weights, self.path)
+
+    async def complete(self, messages: Sequence[Message], *,
+                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
+                       params: GenerationParams | None = None) -> Completion:
+        completion = None
+        async for event in self.stream(messages, tools=tools, output=output, params=params):
+            if event.type == "done":
+                completion = event.completion
+        assert completion is not None
+        return completion
+
+    async def stream(self, messages: Sequence[Message], *,
+                     tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
+                     params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
+        params = params or GenerationParams()
+        tools = list(tools or []) if params.tool_choice != "none" else []
+        schema = _tool_schema(tools, params.tool_choice) if tools else (
+            json_schema(output) if output is not None else None)
+        chat = _to_chat(messages, tools, schema if output is not None else None)
+        loaded = await self.load()
+        started = time.perf_counter()
+        ttft = None
+        stops = _StopFilter(params.stop)
+        text = ""
+        result: dict[str, Any] = {}
+        stop = threading.Event()
+        async with aclosing(self._generate(loaded, chat, schema, params, result, stop)) as gen:
+            async for piece in gen:
+                if stops.hit:
+                    continue  # drain until the worker notices, so usage counts are exact
+                ttft = ttft if ttft is not None else time.perf_counter() - started
+                visible = stops.feed(piece)
+                text += visible
+                if visible and not tools:
+                    yield StreamEvent(type="text", text=visible)
+                if stops.hit:
+                    stop.set()
+        tail = stops.flush()
+        text += tail
+        if tail and not tools:
+            yield StreamEvent(type="text", text=tail)
+        completion = self._finish(text, tools, result, params, stops.hit, started, ttft)
+        if tools:
+            if completion.text:
+                yield StreamEvent(type="text", text=completion.text)
+            for call in completion.tool_calls:
+                yield StreamEvent(type="tool_call", tool_call=call)
+        yield StreamEvent(type="usage", usage=completion.usage)
+        yield StreamEvent(type="done", completion=completion)
+
+    async def aclose(self) -> None:
+        for _thread, stop in list(self._live):
+            stop.set()
+        for thread, _stop in list(self._live):
+            await asyncio.to_thread(thread.join, 30)
+        self._live.clear()
+
+    async def _generate(self, loaded: Loaded, chat: list[dict[str, str]],
+                        schema: dict[str, Any] | None, params: GenerationParams,
+                        result: dict[str, Any], stop: threading.Event) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        def work() -> None:
+            try:
+                result.update(loaded.generate(chat, schema, params, emit, stop))
+            except BaseException as exc:  # surfaced to the awaiting task below
+                result["error"] = exc
+            finally:
+                emit(_END)
+
+        thread = threading.Thread(target=work, name="aillm-local-generate", daemon=True)
+        entry = (thread, stop)
+        self._live.add(entry)
+        thread.start()
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item
+            if "error" in result:
+                raise result["error"]
+        finally:
+            stop.set()
+            self._live.discard(entry)
+
+    def _finish(self, text: str, tools: list[ToolSpec], result: dict[str, Any],
+                params: GenerationParams, stopped: bool, started: float,
+                ttft: float | None) -> Completion:
+        usage = Usage(input_tokens=result.get("input_tokens", 0),
+                      output_tokens=result.get("output_tokens", 0))
+        finish = "stop" if stopped or result.get("eos") else "length"
+        calls: list[ToolCall] = []
+        if tools:
+            text, calls = _parse_tool_reply(text)
+            finish = "tool_calls" if calls else finish
+        return Completion(text=text, tool_calls=calls, usage=usage, model=self.id,
+                          response_id=f"local-{uuid.uuid4().hex[:12]}", finish_reason=finish,
+                          latency_s=time.perf_counter() - started, ttft_s=ttft)
+
+
+def create(name: str, settings: LabSettings) -> Model:
+    """Factory for ``local:NAME`` (a known model) or ``local:/path/to/model.gguf``."""
+    return LocalModel(name, find_model(name, settings.model_path))
+
+
+class _StopFilter:
+    """Holds back text that might start a stop string, so streams never show one."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.keep = max((len(s) for s in self.stops), default=1) - 1
+        self.buffer = ""
+        self.hit = False
+
+    def feed(self, piece: str) -> str:
+        self.buffer += piece
+        for stop in self.stops:
+            if stop in self.buffer:
+                out = self.buffer[:self.buffer.index(stop)]
+                self.buffer, self.hit = "", True
+                return out
+        cut = len(self.buffer) - self.keep
+        out, self.buffer = self.buffer[:max(cut, 0)], self.buffer[max(cut, 0):]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = self.buffer, ""
+        return out
+
+
+def _to_chat(messages: Sequence[Message], tools: list[ToolSpec],
+             output_schema: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Render messages for SmolLM2's template, which knows only system/user/assistant."""
+    chat: list[dict[str, str]] = []
+    for m in messages:
+        if m.images:
+            raise UnsupportedInput(f"the local model {m.role!r} message has images, but local "
+                                   "models are text-only; use a vision model such as "
+                                   "'openai:gpt-4o-mini'")
+        if m.role == "tool":
+            chat.append({"role": "user", "content": f"Result of tool {m.name or ''}: {m.text}"})
+        elif m.role == "assistant" and m.tool_calls:
+            calls = [{"tool": c.name, "arguments": c.arguments} for c in m.tool_calls]
+            chat.append({"role": "assistant", "content": json.dumps(calls[0])})
+        else:
+            chat.append({"role": m.role, "content": m.text})
+    extra = []
+    if tools:
+        listing = "\n".join(f"- {t.name}: {t.description} arguments schema: "
+                            f"{json.dumps(t.parameters)}" for t in tools)
+        extra.append("You can call these tools by replying with JSON "
+                     '{"tool": NAME, "arguments": {...}}, or answer with '
+                     f'{{"answer": TEXT}}:\n{listing}')
+    if output_schema is not None:
+        extra.append(f"Reply only with JSON that matches this schema: {json.dumps(output_schema)}")
+    if extra:
+        if chat and chat[0]["role"] == "system":
+            chat[0] = {"role": "system", "content": chat[0]["content"] + "\n\n" + "\n".join(extra)}
+        else:
+            chat.insert(0, {"role": "system", "content": "\n".join(extra)})
+    return chat
+
+
+def _tool_schema(tools: list[ToolSpec], choice: str) -> dict[str, Any]:
+    """One JSON Schema whose instances are exactly the legal tool calls (or an answer)."""
+    chosen = [t for t in tools if choice in ("auto", "required") or t.name == choice]
+    options: list[dict[str, Any]] = [
+        {"type": "object", "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
+         "required": ["tool", "arguments"], "additionalProperties": False} for t in chosen]
+    if choice == "auto":
+        options.append({"type": "object", "properties": {"answer": {"type": "string"}},
+                        "required": ["answer"], "additionalProperties": False})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def _parse_tool_reply(text: str) -> tuple[str, list[ToolCall]]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text, []
+    if isinstance(data, dict) and "tool" in data:
+        call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=data["tool"],
+                        arguments=data.get("arguments") or {})
+        return "", [call]
+    if isinstance(data, dict) and "answer" in data:
+        return str(data["answer"]), []
+    return text, []

@@ -1,0 +1,261 @@
+"""The one background event loop that owns every async resource.
+
+Why a thread: Jupyter already runs a loop on the main thread, so a sync facade cannot use
+``asyncio.run`` or ``run_until_complete`` there. Hopping to a private loop thread works the
+same in cells, scripts, pytest, ``asyncio.run(main())`` and ``panel serve``, and keeps
+HTTP clients and database connections bound to a single loop for their whole life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
+
+from aillm_lab.errors import RunnerError
+
+T = TypeVar("T")
+Closer = Callable[[], Awaitable[None]]
+
+log = logging.getLogger(__name__)
+
+_SLICE = 0.05  # seconds between checks for KeyboardInterrupt while waiting
+_CANCEL_GRACE = 1.0  # how long a cancelled task gets to unwind before we return
+_DONE = object()
+
+
+class LoopRunner:
+    """A lazily started daemon thread running one event loop, with sync and async doors."""
+
+    def __init__(self, name: str = "aillm-lab-loop") -> None:
+        self.name = name
+        self._lock = threading.RLock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closers: list[Closer] = []
+        self._atexit_registered = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The runner's loop, started on first use (and again after ``close()``)."""
+        loop = self._loop
+        return loop if loop is not None else self._start()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def in_runner_thread(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.ident == threading.get_ident()
+
+    def on_close(self, closer: Closer) -> None:
+        """Register an async cleanup that runs on the loop when the runner closes."""
+        self.loop  # noqa: B018 - closers belong to the loop that is current now
+        self._closers.append(closer)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Close resources, cancel tasks, stop the loop and join the thread; idempotent."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            if self.in_runner_thread():
+                raise RunnerError("LoopRunner.close() was called from the runner thread; "
+                                  "call it from any other thread, or use `await aclose()`.")
+            self._loop = self._thread = None
+            closers, self._closers = self._closers, []
+        try:
+            asyncio.run_coroutine_threadsafe(_shutdown(closers), loop).result(timeout)
+        except Exception as exc:  # cleanup must not stop interpreter exit
+            log.warning("runner shutdown was incomplete: %r", exc)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        if not thread.is_alive():
+            loop.close()
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is not None:
+                return self._loop
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(target=_serve, args=(loop, ready), name=self.name,
+                                      daemon=True)
+            thread.start()
+            ready.wait()
+            self._loop, self._thread = loop, thread
+            if not self._atexit_registered:
+                atexit.register(self.close)
+                self._atexit_registered = True
+            return loop
+
+    # -- sync door -------------------------------------------------------------------------
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the runner loop and wait; Ctrl-C or a timeout cancels it."""
+        if self.in_runner_thread():
+            coro.close()
+            raise RunnerError(
+                "A sync aillm_lab call was made from the runner's own event loop thread, "
+                "where it would deadlock. Use the async form (`await lab.achat(...)`) there.")
+        finished = threading.Event()
+        fut = asyncio.run_coroutine_threadsafe(_tracked(coro, finished), self.loop)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"aillm_lab call timed out after {timeout} s")
+                concurrent.futures.wait((fut,), wait)
+                if fut.done():
+                    return fut.result()
+        except BaseException:
+            _cancel(fut, finished)
+            raise
+
+    def iterate(self, make: Callable[[], AsyncIterator[T]],
+                timeout: float | None = None) -> Iterator[T]:
+        """Drive an async iterator on the runner loop and yield its items to a sync caller."""
+        if self.in_runner_thread():
+            raise RunnerError("A sync aillm_lab stream was started from the runner thread; "
+                              "use the async form (`async for ... in lab.astream(...)`).")
+        items: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        finished = threading.Event()
+        fut = asyncio.run_coroutine_threadsafe(
+            _tracked(_pump(make, items.put), finished), self.loop)
+        fut.add_done_callback(lambda _: items.put(_DONE))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"aillm_lab stream timed out after {timeout} s")
+                try:
+                    item = items.get(timeout=_SLICE)
+                except queue.Empty:
+                    continue
+                if item is _DONE:
+                    fut.result()  # re-raise the producer's error, if any
+                    return
+                yield item
+        finally:
+            if not fut.done():
+                _cancel(fut, finished)
+
+    # -- async door ------------------------------------------------------------------------
+    async def arun(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Await ``coro`` on the runner loop; no thread hop when already on it."""
+        loop = self.loop
+        if _running_loop() is loop:
+            return await asyncio.wait_for(coro, timeout)
+        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        finally:
+            fut.cancel()  # no-op when done; cancels the runner task if we were cancelled
+
+    async def aiterate(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
+        """Async twin of :meth:`iterate` for callers on another loop (Jupyter, Panel)."""
+        loop = self.loop
+        caller = asyncio.get_running_loop()
+        if caller is loop:
+            async for item in make():
+                yield item
+            return
+        items: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:
+            caller.call_soon_threadsafe(items.put_nowait, item)
+
+        fut = asyncio.run_coroutine_threadsafe(_pump(make, put), loop)
+        fut.add_done_callback(lambda _: _safe_call(caller, items.put_nowait, _DONE))
+        try:
+            while (item := await items.get()) is not _DONE:
+                yield item
+            fut.result()
+        finally:
+            fut.cancel()
+
+
+_default_runner: LoopRunner | None = None
+_default_lock = threading.Lock()
+
+
+def get_runner() -> LoopRunner:
+    """The process-wide runner shared by every Lab unless one is given its own."""
+    global _default_runner
+    if _default_runner is None:
+        with _default_lock:
+            if _default_runner is None:
+                _default_runner = LoopRunner()
+    return _default_runner
+
+
+def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run a coroutine on the shared runner from sync code, in or out of a running loop."""
+    return get_runner().run(coro, timeout)
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    loop.run_forever()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def _tracked(coro: Coroutine[Any, Any, T], finished: threading.Event) -> T:
+    try:
+        return await coro
+    finally:
+        finished.set()
+
+
+async def _pump(make: Callable[[], AsyncIterator[T]], put: Callable[[Any], None]) -> None:
+    agen = make()
+    try:
+        async for item in agen:
+            put(item)
+    finally:
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _cancel(fut: concurrent.futures.Future[Any], finished: threading.Event) -> None:
+    """Cancel the runner task and give it a moment to unwind, so its resources are freed."""
+    fut.cancel()
+    finished.wait(_CANCEL_GRACE)
+
+
+def _safe_call(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(fn, *args)
+
+
+async def _shutdown(closers: list[Closer]) -> None:
+    for closer in reversed(closers):
+        try:
+            await closer()
+        except Exception as exc:
+            log.warning("closer %r failed: %r", closer, exc)
+    current = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not current]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
