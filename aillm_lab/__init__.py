@@ -61,14 +61,38 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from aillm_lab.config import LabSettings, ModelLimits
-    from aillm_lab.core.lab import (Lab, achat, acomplete, astream, chat, complete, default_lab,
-                                    stream)
-    from aillm_lab.errors import (AillmError, ConfigError, ModelNotAvailable, RegistryError,
-                                  RunnerError, StructuredOutputError, UnsupportedInput)
+    from aillm_lab.core.lab import (
+        Lab,
+        achat,
+        acomplete,
+        astream,
+        chat,
+        complete,
+        default_lab,
+        stream,
+    )
+    from aillm_lab.errors import (
+        AillmError,
+        ConfigError,
+        ModelNotAvailable,
+        RegistryError,
+        RunnerError,
+        StructuredOutputError,
+        UnsupportedInput,
+    )
     from aillm_lab.llm.base import Model
     from aillm_lab.llm.registry import registry, resolve
-    from aillm_lab.llm.types import (Completion, GenerationParams, ImagePart, Message,
-                                     StreamEvent, TextPart, ToolCall, ToolSpec, Usage)
+    from aillm_lab.llm.types import (
+        Completion,
+        GenerationParams,
+        ImagePart,
+        Message,
+        StreamEvent,
+        TextPart,
+        ToolCall,
+        ToolSpec,
+        Usage,
+    )
     from aillm_lab.runtime import LoopRunner, get_runner, run_sync
 
 

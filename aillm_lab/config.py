@@ -12,10 +12,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types as at
-from pydantic import (AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError,
-                      field_validator)
-from pydantic_settings import (BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict,
-                               TomlConfigSettingsSource)
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from aillm_lab.errors import ConfigError
 

@@ -39,6 +39,7 @@ class LoopRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closers: list[Closer] = []
+        self._closing: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
         self._atexit_registered = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -53,8 +54,10 @@ class LoopRunner:
         return self._loop is not None
 
     def in_runner_thread(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.ident == threading.get_ident()
+        me = threading.get_ident()
+        closing = self._closing
+        return any(t is not None and t.ident == me
+                   for t in (self._thread, closing[1] if closing else None))
 
     def on_close(self, closer: Closer) -> None:
         """Register an async cleanup that runs on the loop when the runner closes."""
@@ -71,11 +74,14 @@ class LoopRunner:
                 raise RunnerError("LoopRunner.close() was called from the runner thread; "
                                   "call it from any other thread, or use `await aclose()`.")
             self._loop = self._thread = None
+            self._closing = (loop, thread)
             closers, self._closers = self._closers, []
         try:
             asyncio.run_coroutine_threadsafe(_shutdown(closers), loop).result(timeout)
         except Exception as exc:  # cleanup must not stop interpreter exit
             log.warning("runner shutdown was incomplete: %r", exc)
+        finally:
+            self._closing = None
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout)
         if not thread.is_alive():
@@ -151,10 +157,11 @@ class LoopRunner:
     # -- async door ------------------------------------------------------------------------
     async def arun(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Await ``coro`` on the runner loop; no thread hop when already on it."""
-        loop = self.loop
-        if _running_loop() is loop:
+        current = _running_loop()
+        closing = self._closing
+        if current is not None and (current is self._loop or (closing and current is closing[0])):
             return await asyncio.wait_for(coro, timeout)
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
         finally:

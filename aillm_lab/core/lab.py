@@ -8,6 +8,7 @@ one loop whatever loop (or none) the caller is on; every sync twin goes through
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
@@ -18,8 +19,14 @@ from aillm_lab.errors import ConfigError
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.registry import default_model, registry
 from aillm_lab.llm.structured import complete_structured
-from aillm_lab.llm.types import (Completion, GenerationParams, Message, StreamEvent, ToolSpec,
-                                 as_messages)
+from aillm_lab.llm.types import (
+    Completion,
+    GenerationParams,
+    Message,
+    StreamEvent,
+    ToolSpec,
+    as_messages,
+)
 from aillm_lab.runtime import LoopRunner, get_runner
 
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
@@ -39,6 +46,7 @@ class Lab:
         self._models: dict[str, Model] = {}
         self._lock = threading.Lock()
         self._default_choice: tuple[str, str] | None = None
+        self._closer_loop: object = None
 
     def __repr__(self) -> str:
         return f"<Lab home={str(self.settings.home)!r} model={self.default_model_id!r}>"
@@ -69,15 +77,32 @@ class Lab:
             model = self._models.get(key)
             if model is None:
                 model = self._models[key] = registry.resolve(key, self.settings)
+                self._close_with_runner()
             return model
+
+    def _close_with_runner(self) -> None:
+        """Have the runner release our models when it closes (at exit, say), without
+        keeping this Lab alive just for that."""
+        loop = self.runner.loop
+        if self._closer_loop is loop:
+            return
+        self._closer_loop = loop
+        ref = weakref.ref(self)
+
+        async def closer() -> None:
+            lab = ref()
+            if lab is not None:
+                await lab.aclose()
+
+        self.runner.on_close(closer)
 
     # -- async door ------------------------------------------------------------------------
     async def achat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
                     tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
         """Answer a prompt (or message list) with ``model`` or the default model."""
         gen = _params(params)
-        return await self.runner.arun(self._complete(prompt, self.model(model), system, tools, None, gen, 0),
-                                      self.settings.request_timeout_s)
+        coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
+        return await self.runner.arun(coro, self.settings.request_timeout_s)
 
     async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
                         output: OutputSpec = None, system: str | None = None,
@@ -104,8 +129,8 @@ class Lab:
     def chat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
              tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
         gen = _params(params)
-        return self.runner.run(self._complete(prompt, self.model(model), system, tools, None, gen, 0),
-                               self.settings.request_timeout_s)
+        coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
+        return self.runner.run(coro, self.settings.request_timeout_s)
 
     def complete(self, prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
                  system: str | None = None, tools: Sequence[ToolSpec] | None = None,

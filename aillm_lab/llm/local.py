@@ -27,8 +27,15 @@ from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.local_files import find_model
 from aillm_lab.llm.local_weights import Loaded, load_weights
 from aillm_lab.llm.structured import json_schema
-from aillm_lab.llm.types import (Completion, GenerationParams, Message, StreamEvent, ToolCall,
-                                 ToolSpec, Usage)
+from aillm_lab.llm.types import (
+    Completion,
+    GenerationParams,
+    Message,
+    StreamEvent,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from aillm_lab.config import LabSettings

@@ -1,8 +1,8 @@
 """``provider:model`` strings to ``Model`` objects, through one door for built-ins and plugins.
 
 Third parties add a provider with an entry point in the ``aillm_lab.models`` group whose
-object is a factory ``(model_name: str, settings: LabSettings) -> Model``; built-ins are registered through the
-same ``register`` call, so they have no privileges a plugin lacks.
+object is a factory ``(model_name: str, settings: LabSettings) -> Model``; built-ins are
+registered through the same ``register`` call, so they have no privileges a plugin lacks.
 """
 
 from __future__ import annotations

@@ -13,18 +13,25 @@ import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from pydantic import BaseModel
 
 from aillm_lab.errors import AillmError
 from aillm_lab.llm.base import Model, OutputSpec
-from aillm_lab.llm.types import (Completion, GenerationParams, Message, StreamEvent, ToolCall,
-                                 ToolSpec, Usage)
+from aillm_lab.llm.types import (
+    Completion,
+    GenerationParams,
+    Message,
+    StreamEvent,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 
-Reply = Union[str, Completion, ToolCall, list[ToolCall], dict[str, Any], BaseModel,
-              BaseException]
-ReplyFn = Callable[[list[Message], "ScriptedRequest"], Union[Reply, Awaitable[Reply]]]
+Reply = (str | Completion | ToolCall | list[ToolCall] | dict[str, Any] | BaseModel
+         | BaseException)
+ReplyFn = Callable[[list[Message], "ScriptedRequest"], Reply | Awaitable[Reply]]
 _ids = itertools.count(1)
 
 
