@@ -138,6 +138,8 @@ def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> 
     lines, fields = [], []
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
+        if loc:
+            loc[0] = _field_name(model, loc[0])
         field = ".".join(loc) or "settings"
         fields.append(field)
         secret = bool(loc) and loc[0] in _SECRET_FIELDS
@@ -146,6 +148,16 @@ def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> 
         lines.append(f"{field} = {value}: {err['msg']}. Allowed: {_allowed(model, loc, err)}. "
                      f"Fix it in the call, in ${env}, or in the TOML file.")
     return ConfigError("Invalid settings:\n  " + "\n  ".join(lines), fields=tuple(fields))
+
+
+def _field_name(model: type[BaseModel], name: str) -> str:
+    """Map an alias (``OPENAI_API_KEY``) back to its field, so masking and hints apply."""
+    for field_name, info in model.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        if name == field_name or name in choices:
+            return field_name
+    return name
 
 
 def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:

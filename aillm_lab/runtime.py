@@ -111,20 +111,19 @@ class LoopRunner:
             raise RunnerError(
                 "A sync aillm_lab call was made from the runner's own event loop thread, "
                 "where it would deadlock. Use the async form (`await lab.achat(...)`) there.")
-        finished = threading.Event()
-        fut = asyncio.run_coroutine_threadsafe(_tracked(coro, finished), self.loop)
+        call = _Call(coro, self.loop)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
                 wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
                 if wait <= 0:
                     raise TimeoutError(f"aillm_lab call timed out after {timeout} s")
-                concurrent.futures.wait((fut,), wait)
-                if fut.done():
-                    return fut.result()
+                if call.finished.acquire(timeout=wait):
+                    break
         except BaseException:
-            _cancel(fut, finished)
+            call.cancel()
             raise
+        return call.result()
 
     def iterate(self, make: Callable[[], AsyncIterator[T]],
                 timeout: float | None = None) -> Iterator[T]:
@@ -239,6 +238,51 @@ async def _pump(make: Callable[[], AsyncIterator[T]], put: Callable[[Any], None]
         aclose = getattr(agen, "aclose", None)
         if aclose is not None:
             await aclose()
+
+
+class _Call:
+    """One sync-facade call: a task on the runner loop and a lock released when it ends.
+
+    Why not ``run_coroutine_threadsafe(...).result()``: a bare lock and one task cost about
+    two thirds of that (no concurrent Future, no waiter objects), and the sync facade is on
+    every call path (see benchmarks/bench_runtime.py).
+    """
+
+    __slots__ = ("coro", "loop", "finished", "task", "cancelled")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.coro, self.loop = coro, loop
+        self.finished = threading.Lock()
+        self.finished.acquire()
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+        loop.call_soon_threadsafe(self._start)
+
+    def result(self) -> Any:
+        assert self.task is not None
+        return self.task.result()
+
+    def cancel(self) -> None:
+        """Cancel the task and give it a moment to unwind, so its resources are freed."""
+        self.cancelled = True
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._cancel_task)
+            self.finished.acquire(timeout=_CANCEL_GRACE)
+
+    def _start(self) -> None:  # on the runner loop
+        if self.cancelled:
+            self.coro.close()
+            self.finished.release()
+            return
+        self.task = self.loop.create_task(self.coro)
+        self.task.add_done_callback(self._done)
+
+    def _done(self, _: asyncio.Task[Any]) -> None:
+        self.finished.release()
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _cancel(fut: concurrent.futures.Future[Any], finished: threading.Event) -> None:

@@ -180,6 +180,10 @@ class Lab:
                         params: GenerationParams, retries: int) -> Completion:
         resolved = model
         messages = as_messages(prompt, system)
+        if output is not None and tools:
+            raise ConfigError("complete(): pass either tools= or output=, not both; ask for "
+                              "the tool calls first, then the structured answer.",
+                              fields=("tools", "output"))
         if output is not None:
             return await complete_structured(resolved, messages, output, params, retries)
         return await resolved.complete(messages, tools=tools, params=params)

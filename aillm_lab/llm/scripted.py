@@ -66,6 +66,8 @@ class ScriptedModel(Model):
         self.delay = delay
         self.requests: list[ScriptedRequest] = []
         self._fn: ReplyFn | None = replies if callable(replies) else None
+        if isinstance(replies, str | dict | BaseModel | ToolCall):
+            replies = [replies]  # one reply, not an iterable of characters or keys
         self._queue: deque[Reply] = deque(() if self._fn or replies is None else replies)
 
     def enqueue(self, *replies: Reply) -> ScriptedModel:

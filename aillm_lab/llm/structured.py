@@ -33,8 +33,10 @@ def parse_output(text: str, output: OutputSpec) -> Any:
         data = json_repair.loads(text)
         if data == "" and text.strip():
             raise StructuredOutputError(f"reply is not JSON: {text[:200]!r}", raw=text) from None
-    if isinstance(output, dict) or output is None:
+    if output is None:
         return data
+    if isinstance(output, dict):
+        return _check_schema(data, output, text)
     try:
         if isinstance(output, type) and issubclass(output, BaseModel):
             return output.model_validate(data)
@@ -43,6 +45,17 @@ def parse_output(text: str, output: OutputSpec) -> Any:
         raise StructuredOutputError(
             f"reply does not match {getattr(output, '__name__', 'the schema')}: "
             f"{exc.errors(include_url=False)}", raw=text) from exc
+
+
+def _check_schema(data: Any, schema: dict[str, Any], text: str) -> Any:
+    from jsonschema import Draft202012Validator
+
+    problems = [f"{'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}"
+                for e in Draft202012Validator(schema).iter_errors(data)]
+    if problems:
+        raise StructuredOutputError("reply does not match the JSON schema: "
+                                    + "; ".join(problems[:5]), raw=text)
+    return data
 
 
 async def complete_structured(model: Model, messages: Sequence[Message], output: OutputSpec,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -27,10 +28,19 @@ class ImagePart(BaseModel):
     data: str | None = Field(default=None, description="base64 without the data: prefix")
     media_type: str = "image/png"
 
+    @model_validator(mode="after")
+    def _one_source(self) -> ImagePart:
+        if (self.url is None) == (self.data is None):
+            raise ValueError("give exactly one of url= or data= (base64), e.g. "
+                             "ImagePart.from_path('cat.png')")
+        return self
+
     @classmethod
     def from_path(cls, path: str | Path, media_type: str | None = None) -> ImagePart:
         p = Path(path)
-        kind = media_type or f"image/{p.suffix.lstrip('.').lower().replace('jpg', 'jpeg')}"
+        kind = media_type or mimetypes.guess_type(p.name)[0]
+        if kind is None or not kind.startswith("image/"):
+            raise ValueError(f"{p.name}: unknown image type; pass media_type='image/png' etc.")
         return cls(data=base64.b64encode(p.read_bytes()).decode(), media_type=kind)
 
     @property

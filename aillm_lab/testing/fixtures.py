@@ -23,6 +23,19 @@ def lab_home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, lab_home: Path) -> Path:
+    """No ambient ``AILLM_*`` settings, provider keys or Ollama host; a temporary home."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AILLM_") or name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+                                                 "OLLAMA_HOST"):
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AILLM_HOME", str(lab_home))
+    return lab_home
+
+
+@pytest.fixture
 def scripted_model() -> ScriptedModel:
     """A ScriptedModel with an empty queue; ``enqueue`` the replies the test needs."""
     return ScriptedModel()

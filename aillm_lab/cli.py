@@ -1,0 +1,161 @@
+"""``aillm-lab``: doctor, models pull/list, and serve the workbench.
+
+argparse rather than click or typer: three small commands do not justify a dependency, and
+the CLI must start fast and work before any extra is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from aillm_lab.config import LabSettings
+from aillm_lab.errors import AillmError, ConfigError
+
+PACKAGES = ("aillm-lab", "pydantic", "pydantic-settings", "torch", "transformers", "xgrammar",
+            "sentence-transformers", "panel", "openai", "anthropic", "ollama")
+EXIT_CONFIG, EXIT_FAILED = 2, 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        settings = LabSettings.load(config_file=args.config)
+        return args.run(args, settings) or 0
+    except ConfigError as exc:
+        print(f"aillm-lab: configuration error\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except AillmError as exc:
+        print(f"aillm-lab: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+# -- doctor -----------------------------------------------------------------------------------
+def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
+    """Print what this machine has and which model a bare ``al.chat`` would use, and why."""
+    from aillm_lab.llm.local_files import list_models, pull_command
+    from aillm_lab.llm.registry import _ollama_answers, default_model
+
+    say = print
+    say(f"python      {platform.python_version()} ({sys.executable})")
+    for name in PACKAGES:
+        say(f"  {name:<22} {_version(name)}")
+    say(f"home        {settings.home}")
+    say("local models")
+    for row in list_models(settings.model_path):
+        say(f"  {row['model']:<22} {row['status']:<8} {row['path']}")
+        if row["status"] == "missing":
+            name = row["model"].removeprefix("local:")
+            say(f"  {'':<22} fetch it with: {pull_command(name, settings.model_path)}")
+    say("provider keys")
+    for label, key in (("OPENAI_API_KEY", settings.openai_api_key),
+                       ("ANTHROPIC_API_KEY", settings.anthropic_api_key)):
+        say(f"  {label:<22} {mask(None if key is None else key.get_secret_value())}")
+    answers = _ollama_answers(settings.ollama_host)
+    say(f"ollama      {settings.ollama_host}: {'answers' if answers else 'no server answers'}")
+    spec, reason = default_model(settings)
+    say(f"default model  {spec}\n  why: {reason}")
+    return 0
+
+
+def mask(secret: str | None) -> str:
+    """Whether a key is set, never the key: only its length and a 3-character vendor prefix."""
+    if not secret:
+        return "not set"
+    prefix = secret[:3] if len(secret) >= 20 else ""
+    return f"set ({prefix}{'*' * 8}, {len(secret)} chars)"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+# -- models -----------------------------------------------------------------------------------
+def models_pull(args: argparse.Namespace, settings: LabSettings) -> int:
+    from aillm_lab.llm.local_files import pull
+
+    pull(args.name, settings.model_path, force=args.force)
+    return 0
+
+
+def models_list(args: argparse.Namespace, settings: LabSettings) -> int:
+    from aillm_lab.llm.local_files import list_models
+
+    print(f"models in {settings.model_path}")
+    for row in list_models(settings.model_path):
+        print(f"  {row['model']:<22} {row['status']:<8} {row['description']}\n"
+              f"  {'':<22} {row['path']}")
+    return 0
+
+
+# -- serve ------------------------------------------------------------------------------------
+def serve(args: argparse.Namespace, settings: LabSettings) -> int:
+    """Serve the workbench with Panel until interrupted."""
+    try:
+        import panel as pn
+    except ImportError:
+        raise AillmError('the dashboard needs Panel: pip install "aillm-lab[dashboard]"') from None
+    from aillm_lab.core.lab import Lab
+    from aillm_lab.ui.dashboard.app import TITLE, create_app
+
+    host = args.host or settings.dashboard_host
+    port = settings.dashboard_port if args.port is None else args.port
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port = {port}: must be between 1 and 65535.", fields=("port",))
+    lab = Lab(settings, model=args.model)
+    model_id, reason = lab.default_model_reason()
+    print(f"AILLM Lab workbench on http://{host}:{port} — model {model_id} ({reason})",
+          flush=True)
+    origins = [f"{h}:{port}" for h in {host, "localhost", "127.0.0.1"}]
+    pn.serve({"/": lambda: create_app(lab, max_tokens=args.max_tokens)}, port=port,
+             address=host, websocket_origin=origins, show=args.show, title=TITLE,
+             liveness=True, verbose=False)
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aillm-lab", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=None,
+                        help="a TOML settings file (default: $AILLM_CONFIG)")
+    commands = parser.add_subparsers(title="commands")
+    _command(commands, "doctor", doctor, "show versions, models, keys (masked) and the "
+             "default model")
+    models = commands.add_parser("models", help="fetch and list local models")
+    sub = models.add_subparsers(title="models commands", required=True)
+    pull = _command(sub, "pull", models_pull, "download and verify a known local model")
+    pull.add_argument("name", help="a known model, e.g. smollm2")
+    pull.add_argument("--force", action="store_true", help="download again even if present")
+    _command(sub, "list", models_list, "show known and downloaded local models")
+    serve_cmd = _command(commands, "serve", serve, "serve the Panel workbench")
+    serve_cmd.add_argument("--host", default=None, help="default: settings.dashboard_host")
+    serve_cmd.add_argument("--port", type=int, default=None,
+                           help="default: settings.dashboard_port (5006)")
+    serve_cmd.add_argument("--model", default=None, help="e.g. local:smollm2 or scripted:echo")
+    serve_cmd.add_argument("--max-tokens", type=int, default=256)
+    serve_cmd.add_argument("--show", action="store_true", help="open a browser tab")
+    return parser
+
+
+def _command(commands: Any, name: str, run: Callable[..., int],
+             text: str) -> argparse.ArgumentParser:
+    cmd = commands.add_parser(name, help=text, description=text)
+    cmd.set_defaults(run=run)
+    return cmd
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Panel workbench served by ``aillm-lab serve`` and ``make demo``."""

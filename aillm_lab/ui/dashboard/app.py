@@ -1,0 +1,97 @@
+"""The workbench page: a Panel chat that streams replies from the default model.
+
+The chat callback is an async generator, as Panel recommends, and it iterates
+``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
+loop, so a slow model never blocks other sessions. Panel is imported here, never at
+``import aillm_lab``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from aillm_lab.core.lab import Lab
+from aillm_lab.errors import AillmError
+from aillm_lab.llm.types import Completion
+
+if TYPE_CHECKING:
+    import panel as pn
+
+TITLE = "AILLM Lab"
+HISTORY_TURNS = 6  # earlier user/assistant turns sent along with each prompt
+
+
+def create_app(lab: Lab | None = None, *, max_tokens: int = 256) -> pn.viewable.Viewable:
+    """Build one session's page; ``panel.serve`` calls this once per browser tab."""
+    import panel as pn
+
+    pn.extension()
+    lab = lab or Lab()
+    model_id, reason = lab.default_model_reason()
+    chat = pn.chat.ChatInterface(
+        callback=_responder(lab, max_tokens), callback_user=model_id,
+        callback_exception="verbose", show_rerun=False, show_undo=False,
+        placeholder_text="Thinking…", sizing_mode="stretch_both", min_height=480)
+    header = pn.pane.Markdown(
+        f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
+        sizing_mode="stretch_width")
+    return pn.Column(header, chat, sizing_mode="stretch_both", name=TITLE)
+
+
+def _responder(lab: Lab, max_tokens: int) -> Any:
+    async def respond(contents: Any, user: str, instance: Any) -> AsyncIterator[Any]:
+        """Stream the reply; finish with a footer of token and latency figures."""
+        import panel as pn
+
+        messages = _history(instance, str(contents))
+        text, completion, start, first = "", None, time.perf_counter(), None
+        try:
+            async for event in lab.astream(messages, max_tokens=max_tokens):
+                if event.text:
+                    first = first or time.perf_counter()
+                    text += event.text
+                    yield text
+                if event.completion is not None:
+                    completion = event.completion
+        except AillmError as exc:
+            yield {"object": f"⚠️ {type(exc).__name__}: {exc}", "user": "error"}
+            return
+        stats = reply_stats(completion, time.perf_counter() - start,
+                            None if first is None else first - start)
+        yield {"object": text or "(empty reply)",
+               "footer_objects": [pn.pane.Str(stats, name="reply-stats")]}
+
+    return respond
+
+
+def _history(instance: Any, prompt: str) -> list[dict[str, str]]:
+    """The last few turns as messages, so the model sees the conversation."""
+    turns = []
+    for message in instance.objects[:-1][-2 * HISTORY_TURNS:]:
+        if message.user == "error" or not isinstance(message.object, str):
+            continue
+        role = "user" if message.user == "User" else "assistant"
+        turns.append({"role": role, "content": message.object})
+    return [*turns, {"role": "user", "content": prompt}]
+
+
+def reply_stats(completion: Completion | None, latency_s: float,
+                ttft_s: float | None) -> str:
+    """One line of figures for a reply: tokens in/out, latency, first token and speed."""
+    if completion is None:
+        return f"latency {latency_s:.2f} s"
+    usage = completion.usage
+    parts = [completion.model, f"{usage.input_tokens} in / {usage.output_tokens} out tokens",
+             f"latency {latency_s:.2f} s"]
+    if ttft_s is not None:
+        parts.append(f"first token {ttft_s:.2f} s")
+        decode = latency_s - ttft_s
+        if usage.output_tokens > 1 and decode > 0:
+            parts.append(f"{(usage.output_tokens - 1) / decode:.1f} tok/s")
+    return " · ".join(parts)
+
+
+if __name__.startswith("bokeh"):  # `panel serve aillm_lab/ui/dashboard/app.py`
+    create_app().servable(title=TITLE)

