@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
-	$(BIN)/python -m pip show torch | grep -q '^Version: 2.13.0' || \
+	$(BIN)/python -m pip show torch | grep '^Version: 2.13.0+cpu' >/dev/null || \
 		(echo "torch is not the pinned 2.13.0 build" && exit 1)
 	touch $(STAMP)
 

@@ -2,7 +2,8 @@
 
 transformers dequantizes a GGUF file on load, which takes about 30 s on two cores. The first
 load therefore saves the dequantized weights as a safetensors folder beside the GGUF, keyed by
-the GGUF's sha256, so every later process (a notebook kernel, a test run) loads in about 1 s.
+the GGUF's sha256, so every later process (a notebook kernel, a test run) loads in about 6 s
+on two cores, half of it importing torch and transformers (benchmarks/bench_local_model.py).
 The GGUF stays the source of truth; deleting the folder only costs one slow load.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import os
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,29 +36,25 @@ def _get(url: str, timeout: float = 5) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
-@pytest.fixture
-def served(lab_home) -> Iterator[str]:
-    """`aillm-lab serve` in a subprocess on a free port, stopped after the test."""
-    port = _free_port()
-    env = {**os.environ, "AILLM_HOME": str(lab_home)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1",
-         "--port", str(port), "--model", "scripted:echo"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True)
+@contextlib.contextmanager
+def _serving(args: list[str], port: int, home: Path) -> Iterator[str]:
+    """Run a server command in a subprocess until it answers /liveness; stop it after."""
+    env = {**os.environ, "AILLM_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"aillm-lab serve exited early:\n{proc.stdout.read()}")
+                pytest.fail(f"{args} exited early:\n{proc.stdout.read()}")
             try:
                 if _get(f"{url}/liveness", 2)[0] == 200:
                     break
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail("aillm-lab serve did not answer /liveness within 90 s")
+                pytest.fail(f"{args} did not answer /liveness within 90 s")
             time.sleep(0.3)
         yield url
     finally:
@@ -69,6 +67,26 @@ def served(lab_home) -> Iterator[str]:
         proc.stdout.close()
 
 
+def _document_texts(url: str) -> tuple[set[str], str]:
+    """Open a real Bokeh session over the websocket: the model kinds and all their text."""
+    import panel.models  # noqa: F401 - registers Panel's Bokeh models for the client
+    from bokeh.client import pull_session
+
+    with pull_session(url=url) as session:
+        models = list(session.document.models)
+    texts = "\n".join(html.unescape(str(getattr(m, "text", ""))) for m in models)
+    return {type(m).__name__ for m in models}, texts
+
+
+@pytest.fixture
+def served(lab_home) -> Iterator[str]:
+    """`aillm-lab serve` on a free port."""
+    port = _free_port()
+    with _serving(["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                   "--model", "scripted:echo"], port, lab_home) as url:
+        yield url
+
+
 def test_served_page_loads_over_http_with_the_panel_bundle(served):
     status, page = _get(served + "/")
     assert status == 200
@@ -77,15 +95,34 @@ def test_served_page_loads_over_http_with_the_panel_bundle(served):
 
 
 def test_served_session_holds_a_chat_and_names_the_model_in_use(served):
-    import panel.models  # noqa: F401 - registers Panel's Bokeh models for the client
-    from bokeh.client import pull_session
-
-    with pull_session(url=served + "/") as session:
-        models = list(session.document.models)
-    kinds = {type(m).__name__ for m in models}
+    kinds, texts = _document_texts(served + "/")
     assert {"ChatAreaInput", "Feed"} <= kinds
-    texts = "\n".join(html.unescape(str(getattr(m, "text", ""))) for m in models)
     assert "scripted:echo" in texts and "given to Lab(model=...)" in texts
+
+
+def test_the_app_file_runs_under_panel_serve_too(lab_home):
+    port = _free_port()
+    app = Path(create_app.__code__.co_filename)
+    with _serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
+                   "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+                   "--liveness"], port, lab_home) as url:
+        kinds, texts = _document_texts(f"{url}/app")
+    assert "ChatAreaInput" in kinds and "local:smollm2" in texts
+
+
+def test_sync_chat_works_inside_a_panel_serve_session(lab_home, tmp_path):
+    port = _free_port()
+    app = tmp_path / "sync_app.py"
+    app.write_text(
+        "import asyncio\nimport panel as pn\nimport aillm_lab as al\n"
+        "asyncio.get_running_loop()  # Bokeh builds sessions on its running loop\n"
+        "reply = al.chat('hello from panel serve', model='scripted:echo')\n"
+        "pn.pane.Markdown('REPLY: ' + reply.text).servable()\n")
+    with _serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
+                   "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
+                   "--liveness"], port, lab_home) as url:
+        _, texts = _document_texts(f"{url}/sync_app")
+    assert "REPLY: hello from panel serve" in texts
 
 
 def _drive(respond, contents: str, instance) -> list:
