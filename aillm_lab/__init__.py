@@ -55,6 +55,12 @@ _EXPORTS: dict[str, str] = {
     "RunnerError": "aillm_lab.errors",
     "StructuredOutputError": "aillm_lab.errors",
     "UnsupportedInput": "aillm_lab.errors",
+    "ProviderError": "aillm_lab.errors",
+    "RateLimited": "aillm_lab.errors",
+    "AuthenticationError": "aillm_lab.errors",
+    "BadRequest": "aillm_lab.errors",
+    "BudgetExceeded": "aillm_lab.errors",
+    "ReplayMiss": "aillm_lab.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -73,9 +79,15 @@ if TYPE_CHECKING:
     )
     from aillm_lab.errors import (
         AillmError,
+        AuthenticationError,
+        BadRequest,
+        BudgetExceeded,
         ConfigError,
         ModelNotAvailable,
+        ProviderError,
+        RateLimited,
         RegistryError,
+        ReplayMiss,
         RunnerError,
         StructuredOutputError,
         UnsupportedInput,

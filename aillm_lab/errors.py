@@ -41,3 +41,60 @@ class StructuredOutputError(AillmError, ValueError):
 
 class UnsupportedInput(AillmError, ValueError):
     """The chosen model cannot take this input (for example images on a text-only model)."""
+
+
+class ProviderError(AillmError, RuntimeError):
+    """A model provider failed a call; ``retryable`` tells the gateway whether to try again.
+
+    Providers translate their SDK's exceptions into this family, so the gateway's single
+    retry loop never needs to know a vendor. ``vendor_message`` is the provider's own text.
+    """
+
+    retryable_by_default = False
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "",
+                 status: int | None = None, vendor_message: str = "",
+                 retry_after_s: float | None = None, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.provider, self.model, self.status = provider, model, status
+        self.vendor_message = vendor_message
+        self.retry_after_s = retry_after_s
+        self.retryable = self.retryable_by_default if retryable is None else retryable
+
+
+class ProviderConnectionError(ProviderError):
+    """The server could not be reached, reset the connection or timed out; retryable."""
+
+    retryable_by_default = True
+
+
+class RateLimited(ProviderError):
+    """HTTP 429; ``retry_after_s`` comes from ``Retry-After`` or ``retry-after-ms``."""
+
+    retryable_by_default = True
+
+
+class ProviderUnavailable(ProviderError):
+    """HTTP 408, 409, 5xx or Anthropic's 529 overloaded; retryable."""
+
+    retryable_by_default = True
+
+
+class AuthenticationError(ProviderError):
+    """HTTP 401/403: the key is missing, wrong or lacks access; never retried."""
+
+
+class BadRequest(ProviderError):
+    """HTTP 400/404/422: the request itself is wrong (unknown model, bad schema); not retried."""
+
+
+class StreamInterrupted(ProviderError):
+    """A stream broke after its first byte; never retried, since tokens were already shown."""
+
+
+class BudgetExceeded(AillmError, RuntimeError):
+    """A call could overshoot a USD budget, so it was refused before any request was sent."""
+
+
+class ReplayMiss(AillmError, LookupError):
+    """Replay mode found no recording for a request; the message names the request."""

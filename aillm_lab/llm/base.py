@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
+from aillm_lab.errors import UnsupportedInput
 from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec
 
 OutputSpec = type[BaseModel] | dict[str, Any] | None
@@ -21,6 +22,7 @@ class Model(ABC):
     supports_structured: ClassVar[bool] = True
     supports_images: ClassVar[bool] = False
     native_structured: ClassVar[bool] = False  # output valid by construction, no retries
+    base_url: str | None = None  # where a hosted model is served; part of cache keys
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -51,6 +53,11 @@ class Model(ABC):
             yield StreamEvent(type="tool_call", tool_call=call)
         yield StreamEvent(type="usage", usage=completion.usage)
         yield StreamEvent(type="done", completion=completion)
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, for providers that have embeddings (OpenAI, Ollama)."""
+        raise UnsupportedInput(f"{self.id} has no embeddings; use an embedding model such as "
+                               "'openai:text-embedding-3-small' or 'ollama:nomic-embed-text'")
 
     async def aclose(self) -> None:
         """Release clients or threads; the runner calls this on close."""
