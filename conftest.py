@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-pytest_plugins = ["aillm_lab.testing.fixtures"]
+pytest_plugins = ["aillm_lab.testing.fixtures", "aillm_lab.testing.server_fixtures"]
 
 _SCRUB = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AILLM_OPENAI_API_KEY",
           "AILLM_ANTHROPIC_API_KEY", "AILLM_MODEL", "AILLM_CONFIG", "OPENAI_BASE_URL",

@@ -35,14 +35,42 @@ _SECRET_FIELDS = {"openai_api_key", "anthropic_api_key"}
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
 
 
+class ModelPrice(BaseModel):
+    """A user's price for one model, USD per million tokens; cache prices default to input."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, le=100_000)
+    output: float = Field(ge=0, le=100_000)
+    cache_read: float | None = Field(default=None, ge=0, le=100_000)
+    cache_write: float | None = Field(default=None, ge=0, le=100_000)
+
+
 class ModelLimits(BaseModel):
-    """Per (provider, model) limits; enforced by the gateway before any call is sent."""
+    """Per (provider, model) limits, retries and timeouts; the gateway applies them.
+
+    ``None`` timeouts mean "no gateway timeout" (``total_timeout_s`` then falls back to
+    ``LabSettings.request_timeout_s``); ``connect_timeout_s`` is passed on to providers.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     concurrency: int = Field(default=4, ge=1, le=10_000)
     rpm: float | None = Field(default=None, gt=0, le=1_000_000)
     tpm: float | None = Field(default=None, gt=0, le=1_000_000_000)
+    max_attempts: int = Field(default=4, ge=1, le=20, description="attempts per model")
+    backoff_base_s: float = Field(default=0.5, ge=0, le=60)
+    backoff_cap_s: float = Field(default=30.0, ge=0, le=600)
+    retry_after_cap_s: float = Field(default=60.0, ge=0, le=3600,
+                                     description="longest Retry-After the gateway waits")
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    total_timeout_s: float | None = Field(default=None, gt=0, le=86_400,
+                                          description="one attempt, end to end")
+    ttft_timeout_s: float | None = Field(default=None, gt=0, le=3600,
+                                         description="stream: wait for the first event")
+    adaptive: bool = Field(default=False, description="cut concurrency on 429 bursts")
+    adaptive_grow_after: int = Field(default=20, ge=1, le=100_000,
+                                     description="successes per +1 concurrency when adaptive")
 
 
 class LabSettings(BaseSettings):
@@ -59,6 +87,15 @@ class LabSettings(BaseSettings):
     limits: dict[str, ModelLimits] = Field(default_factory=dict)
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     run_budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="USD per million tokens for 'provider:model', "
+        "overriding the genai-prices table (fine-tunes, self-hosted endpoints)")
+    cache_mode: Literal["off", "record", "replay", "replay_or_record"] = Field(
+        default="off", description="the record/replay store in <home>/cache.db")
+    memory_cache: bool = Field(default=False, description="answer identical requests from "
+                               "an in-memory LRU (off by default: sampling should vary)")
+    cache_max_entries: int = Field(default=1024, ge=1, le=10_000_000)
+    cache_ttl_s: float = Field(default=3600.0, gt=0, le=31_536_000)
     request_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     dashboard_host: str = Field(default="localhost", min_length=1)
@@ -162,8 +199,9 @@ def _field_name(model: type[BaseModel], name: str) -> str:
 
 def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:
     field = model.model_fields.get(loc[0]) if loc else None
-    if field is not None and loc[0] == "limits" and len(loc) >= 3:
-        field = ModelLimits.model_fields.get(loc[2])
+    if field is not None and loc[0] in ("limits", "prices") and len(loc) >= 3:
+        inner = ModelLimits if loc[0] == "limits" else ModelPrice
+        field = inner.model_fields.get(loc[2])
     if field is None:
         return str(err.get("ctx") or "see the LabSettings docs")
     bounds = {type(m).__name__: m for m in field.metadata}

@@ -7,17 +7,23 @@ one loop whatever loop (or none) the caller is on; every sync twin goes through
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from aillm_lab.config import LabSettings
-from aillm_lab.errors import ConfigError
+from aillm_lab.errors import ConfigError, ModelNotAvailable
 from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.calllog import CallLog
+from aillm_lab.llm.gateway import Gateway, GatewayModel
+from aillm_lab.llm.limits import UNSET
+from aillm_lab.llm.pricing import Pricing
 from aillm_lab.llm.registry import default_model, registry
+from aillm_lab.llm.store import ResponseCache, ResponseStore, TieredStore
 from aillm_lab.llm.structured import complete_structured
 from aillm_lab.llm.types import (
     Completion,
@@ -29,6 +35,10 @@ from aillm_lab.llm.types import (
 )
 from aillm_lab.runtime import LoopRunner, get_runner
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
 
@@ -44,9 +54,11 @@ class Lab:
         self.runner = runner or get_runner()
         self._default = model
         self._models: dict[str, Model] = {}
+        self._fallbacks: list[Model] | None = None
         self._lock = threading.Lock()
         self._default_choice: tuple[str, str] | None = None
         self._closer_loop: object = None
+        self.calllog, self.store, self.gateway = _plumbing(self.settings, self.runner)
 
     def __repr__(self) -> str:
         return f"<Lab home={str(self.settings.home)!r} model={self.default_model_id!r}>"
@@ -67,18 +79,55 @@ class Lab:
         return self._default_choice
 
     def model(self, spec: ModelArg = None) -> Model:
-        """Resolve ``spec`` (or the default) once; the Model is reused by later calls."""
-        if isinstance(spec, Model):
+        """``spec`` (or the default) behind this Lab's gateway; strings resolve only once."""
+        if isinstance(spec, GatewayModel):
             return spec
         if spec is None and isinstance(self._default, Model):
-            return self._default
+            spec = self._default
+        if isinstance(spec, Model):  # the caller owns it: wrapped per call, never closed here
+            return self.gateway.wrap(spec, self._fallback_models(spec.id))
         key = spec or self.default_model_id
         with self._lock:
             model = self._models.get(key)
-            if model is None:
-                model = self._models[key] = registry.resolve(key, self.settings)
-                self._close_with_runner()
-            return model
+        if model is None:
+            inner = registry.resolve(key, self.settings)
+            wrapped = self.gateway.wrap(inner, self._fallback_models(inner.id))
+            with self._lock:
+                model = self._models.setdefault(key, wrapped)
+            self._close_with_runner()
+        return model
+
+    def _fallback_models(self, primary: str) -> list[Model]:
+        """``settings.fallbacks`` resolved once; ones that cannot run here are skipped."""
+        if self._fallbacks is None:
+            found = []
+            for spec in self.settings.fallbacks:
+                try:
+                    found.append(registry.resolve(spec, self.settings))
+                except ModelNotAvailable as exc:
+                    log.warning("fallback %s is skipped: %s", spec, exc)
+            self._fallbacks = found
+        return [m for m in self._fallbacks if m.id != primary]
+
+    # -- runs, budgets and the call log --------------------------------------------------------
+    def run(self, run_id: str | None = None, budget_usd: float | None = UNSET) -> Any:
+        """``with lab.run("exp-1", budget_usd=0.5):`` tags calls and caps their spend."""
+        return self.gateway.run(run_id, budget_usd)
+
+    def calls(self) -> pd.DataFrame:
+        """The call log as a DataFrame: one row per model call, cache and replay hits too."""
+        return self.calllog.frame()
+
+    def sql(self, query: str) -> pd.DataFrame:
+        """Query the call log with DuckDB: ``lab.sql("select model, count(*) from calls
+        group by model")``."""
+        return self.calllog.sql(query)
+
+    async def acalls(self) -> pd.DataFrame:
+        return await self.calllog.aframe()
+
+    async def asql(self, query: str) -> pd.DataFrame:
+        return await self.calllog.asql(query)
 
     def _close_with_runner(self) -> None:
         """Have the runner release our models when it closes (at exit, say), without
@@ -102,7 +151,7 @@ class Lab:
         """Answer a prompt (or message list) with ``model`` or the default model."""
         gen = _params(params)
         coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
-        return await self.runner.arun(coro, self.settings.request_timeout_s)
+        return await self.runner.arun(coro)
 
     async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
                         output: OutputSpec = None, system: str | None = None,
@@ -111,8 +160,7 @@ class Lab:
         """Like ``achat``; with ``output=`` it returns a validated instance of that type."""
         gen = _params(params)
         completion = await self.runner.arun(
-            self._complete(prompt, self.model(model), system, tools, output, gen, retries),
-            self.settings.request_timeout_s)
+            self._complete(prompt, self.model(model), system, tools, output, gen, retries))
         return completion.output if output is not None else completion
 
     async def astream(self, prompt: Prompt, model: ModelArg = None, *,
@@ -130,37 +178,39 @@ class Lab:
              tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
         gen = _params(params)
         coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
-        return self.runner.run(coro, self.settings.request_timeout_s)
+        return self.runner.run(coro)
 
     def complete(self, prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
                  system: str | None = None, tools: Sequence[ToolSpec] | None = None,
                  retries: int = 2, **params: Any) -> Any:
         gen = _params(params)
         completion = self.runner.run(
-            self._complete(prompt, self.model(model), system, tools, output, gen, retries),
-            self.settings.request_timeout_s)
+            self._complete(prompt, self.model(model), system, tools, output, gen, retries))
         return completion.output if output is not None else completion
 
     def stream(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
                tools: Sequence[ToolSpec] | None = None, **params: Any) -> Iterator[StreamEvent]:
         gen = _params(params)
         resolved = self.model(model)
-        return self.runner.iterate(lambda: self._stream(prompt, resolved, system, tools, gen),
-                                   self.settings.request_timeout_s)
+        return self.runner.iterate(lambda: self._stream(prompt, resolved, system, tools, gen))
 
     # -- lifecycle -------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Release the models this Lab created; the shared runner stays up for others."""
-        with self._lock:
-            models, self._models = list(self._models.values()), {}
-        if models:
-            await self.runner.arun(_close_all(models))
+        """Release this Lab's models, store and call log; the shared runner stays up."""
+        await self.runner.arun(self._release())
 
     def close(self) -> None:
+        if self.runner.started:
+            self.runner.run(self._release(), timeout=60)
+        self.calllog.close()
+
+    async def _release(self) -> None:  # on the runner loop
         with self._lock:
             models, self._models = list(self._models.values()), {}
-        if models and self.runner.started:
-            self.runner.run(_close_all(models), timeout=60)
+            fallbacks, self._fallbacks = self._fallbacks or [], None
+        await _close_all([*models, *fallbacks])
+        await self.store.aclose()
+        await self.calllog.aclose()
 
     def __enter__(self) -> Lab:
         return self
@@ -211,6 +261,21 @@ def _params(params: dict[str, Any]) -> GenerationParams:
 async def _close_all(models: list[Model]) -> None:
     for model in models:
         await model.aclose()
+
+
+def _plumbing(settings: LabSettings,
+              runner: LoopRunner) -> tuple[CallLog, ResponseStore, Gateway]:
+    """The call log, the record/replay store (behind an optional memory cache) and the
+    gateway that every model call of a Lab passes through."""
+    calllog = CallLog(settings.home)
+    store = ResponseStore(settings.home, settings.cache_mode, runner=runner)
+    cache = (ResponseCache(settings.cache_max_entries, settings.cache_ttl_s)
+             if settings.memory_cache else None)
+    prices = {spec: p.model_dump(exclude_none=True) for spec, p in settings.prices.items()}
+    gateway = Gateway.from_settings(settings, on_record=calllog.append,
+                                    store=TieredStore(store, cache),
+                                    pricing=Pricing(overrides=prices))
+    return calllog, store, gateway
 
 
 # -- module-level conveniences over one default Lab -------------------------------------------

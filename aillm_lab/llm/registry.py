@@ -30,9 +30,12 @@ Factory = Callable[[str, "LabSettings"], Model]
 _BUILTINS: dict[str, tuple[str, str | None]] = {
     "scripted": ("aillm_lab.llm.scripted", None),
     "local": ("aillm_lab.llm.local", "local"),
+    "openai": ("aillm_lab.llm.openai", "openai"),
+    "anthropic": ("aillm_lab.llm.anthropic", "anthropic"),
+    "ollama": ("aillm_lab.llm.ollama", "ollama"),
 }
 # providers planned but not shipped in this build, so users get a useful answer
-_EXTRAS_HINT = {"openai": "openai", "anthropic": "anthropic", "ollama": "ollama"}
+_EXTRAS_HINT: dict[str, str] = {}
 
 
 class Registry:

@@ -34,7 +34,7 @@ def lab(runner):
 
 @pytest.fixture(scope="module")
 def model(lab) -> LocalModel:
-    m = lab.model()
+    m = lab.model().inner  # the Lab hands out its gateway's wrapper
     assert isinstance(m, LocalModel)
     return m
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -60,13 +61,19 @@ def _listening() -> Iterator[str]:
 
 
 @contextmanager
-def _provider(name: str) -> Iterator[None]:
-    """Register a fake provider in the process-wide registry for the duration of a test."""
-    registry.register(name, lambda model, settings: FakeModel(model, settings))
+def _provider(name: str, fake: bool = True) -> Iterator[None]:
+    """Put a fake provider (or, with ``fake=False``, none) under ``name`` in the process-wide
+    registry for the duration of a test, restoring a built-in of that name afterwards."""
+    saved = registry._factories.get(name), registry._extras.get(name)
+    registry.unregister(name)
+    if fake:
+        registry.register(name, lambda model, settings: FakeModel(model, settings))
     try:
         yield
     finally:
         registry.unregister(name)
+        if saved[0] is not None:
+            registry.register(name, saved[0], extra=saved[1])
 
 
 def _settings(**values) -> LabSettings:
@@ -77,7 +84,7 @@ def _settings(**values) -> LabSettings:
 # -- register -------------------------------------------------------------------------------
 def test_builtins_are_registered():
     r = Registry(plugins=False)
-    assert {"local", "scripted"} <= set(r.providers())
+    assert {"local", "scripted", "openai", "anthropic", "ollama"} <= set(r.providers())
 
 
 def test_registering_a_provider_twice_raises_registry_error():
@@ -175,13 +182,21 @@ def test_unknown_provider_error_lists_the_known_providers():
     assert ENTRY_POINT_GROUP in message
 
 
-@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
-def test_unknown_planned_provider_error_names_the_pip_extra(provider):
+def test_unknown_planned_provider_error_names_the_pip_extra(monkeypatch):
+    monkeypatch.setitem(registry_module._EXTRAS_HINT, "mistral", "mistral")
     with pytest.raises(RegistryError) as info:
-        Registry(plugins=False).resolve(f"{provider}:some-model", _settings())
+        Registry(plugins=False).resolve("mistral:some-model", _settings())
     message = str(info.value)
-    assert f"aillm-lab[{provider}]" in message
+    assert "aillm-lab[mistral]" in message
     assert "local" in message and "scripted" in message
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic", "ollama"])
+def test_a_hosted_provider_whose_sdk_is_missing_names_the_pip_extra(monkeypatch, provider):
+    monkeypatch.setitem(sys.modules, provider, None)  # `import openai` now fails
+    monkeypatch.delitem(sys.modules, f"aillm_lab.llm.{provider}", raising=False)
+    with pytest.raises(ModelNotAvailable, match=rf"aillm-lab\[{provider}\]"):
+        Registry(plugins=False).resolve(f"{provider}:some-model", _settings())
 
 
 def test_a_builtin_whose_packages_are_missing_raises_model_not_available_with_the_fix():
@@ -274,8 +289,8 @@ def test_default_model_with_nothing_available_is_the_local_model():
 
 
 def test_default_model_skips_an_openai_key_when_the_provider_is_not_installed():
-    assert "openai" not in registry.providers()
-    spec, reason = default_model(_settings(openai_api_key="sk-test-key"))
+    with _provider("openai", fake=False):
+        spec, reason = default_model(_settings(openai_api_key="sk-test-key"))
     assert spec == "local:smollm2"
     assert "OpenAI key" in reason
     assert "'openai' provider is not installed" in reason
@@ -283,15 +298,14 @@ def test_default_model_skips_an_openai_key_when_the_provider_is_not_installed():
 
 
 def test_default_model_skips_an_anthropic_key_when_the_provider_is_not_installed():
-    assert "anthropic" not in registry.providers()
-    spec, reason = default_model(_settings(anthropic_api_key="sk-ant"))
+    with _provider("anthropic", fake=False):
+        spec, reason = default_model(_settings(anthropic_api_key="sk-ant"))
     assert spec == "local:smollm2"
     assert "'anthropic' provider is not installed" in reason
 
 
 def test_default_model_reports_an_ollama_server_when_the_provider_is_not_installed():
-    assert "ollama" not in registry.providers()
-    with _listening() as host:
+    with _provider("ollama", fake=False), _listening() as host:
         spec, reason = default_model(_settings(ollama_host=host))
     assert spec == "local:smollm2"
     assert "Ollama server" in reason and host in reason
@@ -350,6 +364,6 @@ def test_default_model_order_is_openai_then_anthropic_then_ollama():
 
 
 def test_default_model_falls_through_an_uninstalled_provider_to_the_next_one():
-    with _provider("anthropic"):
+    with _provider("openai", fake=False), _provider("anthropic"):
         spec, _ = default_model(_settings(openai_api_key="k1", anthropic_api_key="k2"))
     assert spec == "anthropic:claude-3-5-haiku-latest"

@@ -1,0 +1,557 @@
+"""The gateway: every model call passes here for limits, retries, budgets, fallbacks and logs.
+
+``Gateway`` is one per Lab and holds the per-model limiters, the budgets and two hooks (the
+response store and the call log). ``GatewayModel`` wraps a ``Model`` so callers see a plain
+``Model``. One call goes: store lookup → for each model (the asked one, then fallbacks):
+reserve the worst-case cost, take a concurrency slot and RPM/TPM tokens, send, retry
+retryable errors with backoff → settle the real cost → save to the store → one call-log row.
+
+Money rule: typed errors (a provider's error response, a model refusing before sending) cost
+0; outcomes the gateway cannot see (its own timeouts, cancellation, an abandoned stream,
+unexpected exceptions) are charged the reserved worst case, so a budget is never undercounted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import inspect
+import itertools
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel
+
+from aillm_lab.config import LabSettings, ModelLimits
+from aillm_lab.errors import (
+    AillmError,
+    ModelNotAvailable,
+    ProviderError,
+    RateLimited,
+    StreamInterrupted,
+)
+from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.calllog import CallRecord
+from aillm_lab.llm.limits import (
+    UNSET,
+    Budget,
+    Clock,
+    ModelLimiter,
+    ProviderTimeout,
+    Reservation,
+    Run,
+    Runs,
+    Sleep,
+    backoff_delay,
+    estimate_input_tokens,
+    reserve,
+    within,
+)
+from aillm_lab.llm.pricing import Pricing
+from aillm_lab.llm.store import describe_request
+from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec, Usage
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+OnRecord = Callable[[CallRecord], object]  # may return an awaitable; failures are logged
+Recorded = Completion | list[StreamEvent]
+_Opened = tuple[AsyncIterator[StreamEvent], StreamEvent | None, float | None]
+_DELEGATED = ("provider", "supports_tools", "supports_structured", "supports_images",
+              "native_structured", "base_url")
+
+
+class ResponseStore(Protocol):
+    """The record/replay store or response cache (``llm/store.py``), as the gateway uses it.
+
+    ``lookup`` returns what was saved under ``key`` (a ``Completion``, or the events of a
+    stream) or None, and may raise ``ReplayMiss``; ``save`` keeps a finished answer. A store
+    whose ``mode`` starts with ``"replay"`` has its hits logged as replay hits.
+    """
+
+    async def lookup(self, key: str, *, stream: bool, describe: str = "") -> Recorded | None:
+        ...
+
+    async def save(self, key: str, value: Recorded) -> Any: ...
+
+
+def request_hash(provider: str, model: str, messages: Sequence[Message], *,
+                 base_url: str | None = None, tools: Sequence[ToolSpec] | None = None,
+                 output: OutputSpec = None, params: GenerationParams | None = None,
+                 sample: int = 0) -> str:
+    """sha256 of a canonical JSON of everything that shapes an answer; never any key.
+
+    ``base_url`` loses its user:password and query string, the places keys hide in URLs.
+    ``sample`` tells apart repeated samples of one request (see ``Gateway.sample``).
+    """
+    if isinstance(output, type) and issubclass(output, BaseModel):
+        schema: Any = output.model_json_schema()
+    else:
+        schema = output
+    body = {
+        "provider": provider, "model": model, "base_url": _public_url(base_url),
+        "messages": [m.model_dump(mode="json") for m in messages],
+        "tools": [t.model_dump(mode="json") for t in tools or ()],
+        "output": schema,
+        "params": (params or GenerationParams()).model_dump(mode="json"),
+        "sample": sample,
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                           default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Gateway:
+    """Limits, retries, budgets, fallbacks and logging for every model call of one Lab.
+
+    ``limits`` maps ``"provider:model"`` to ``ModelLimits`` (others get ``default_limits``).
+    ``budget_usd`` caps the Lab; ``run_budget_usd`` caps each ``run()`` block. ``on_record``
+    receives one ``CallRecord`` per call; ``store`` answers repeats. ``clock``, ``sleep`` and
+    ``seed`` make limits and backoff testable on fake time.
+    """
+
+    def __init__(self, *, limits: Mapping[str, ModelLimits] | None = None,
+                 default_limits: ModelLimits | None = None, budget_usd: float | None = None,
+                 run_budget_usd: float | None = None, request_timeout_s: float | None = 300.0,
+                 pricing: Pricing | None = None, on_record: OnRecord | None = None,
+                 store: ResponseStore | None = None, run_id: str | None = None,
+                 clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
+                 seed: int | None = None) -> None:
+        self.limits = dict(limits or {})
+        self.default_limits = default_limits or ModelLimits()
+        self.budget = Budget(budget_usd, "Lab")
+        self.runs = Runs(run_id or f"lab-{uuid.uuid4().hex[:8]}", run_budget_usd)
+        self.request_timeout_s = request_timeout_s
+        self.pricing = pricing or Pricing()
+        self.on_record = on_record
+        self.store = store
+        self._clock, self._sleep = clock, sleep
+        self._rng = random.Random(seed)
+        self._limiters: dict[str, ModelLimiter] = {}
+        self._sample: contextvars.ContextVar[int] = contextvars.ContextVar(
+            "gateway_sample", default=0)
+
+    @classmethod
+    def from_settings(cls, settings: LabSettings, **kwargs: Any) -> Gateway:
+        """A gateway with the settings' limits, budgets and timeout; ``kwargs`` add hooks."""
+        return cls(limits=settings.limits, budget_usd=settings.budget_usd,
+                   run_budget_usd=settings.run_budget_usd,
+                   request_timeout_s=settings.request_timeout_s, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Gateway run={self.runs.current_id!r} {self.budget!r}>"
+
+    def wrap(self, model: Model, fallbacks: Sequence[Model] = ()) -> GatewayModel:
+        return GatewayModel(model, self, fallbacks)
+
+    def limits_for(self, model_id: str) -> ModelLimits:
+        return self.limits.get(model_id) or self.default_limits
+
+    def limiter(self, model_id: str) -> ModelLimiter:
+        """The one limiter of a ``provider:model``, created on first use."""
+        limiter = self._limiters.get(model_id)
+        if limiter is None:
+            limiter = self._limiters[model_id] = ModelLimiter(
+                self.limits_for(model_id), clock=self._clock, sleep=self._sleep)
+        return limiter
+
+    def run(self, run_id: str | None = None, budget_usd: float | None = UNSET
+            ) -> AbstractContextManager[Run]:
+        """``with gateway.run("exp-1", budget_usd=0.5):`` calls inside also count against
+        this run's budget (default ``run_budget_usd``); calls outside count against the Lab
+        budget only. Works in sync and async code; the run follows the context into the
+        runner loop."""
+        return self.runs.open(run_id, budget_usd)
+
+    @contextmanager
+    def sample(self, index: int) -> Iterator[None]:
+        """Mark calls as sample ``index`` of a repeated request, so each caches apart."""
+        token = self._sample.set(index)
+        try:
+            yield
+        finally:
+            self._sample.reset(token)
+
+    # -- one call ---------------------------------------------------------------------------
+    async def complete(self, model: GatewayModel, messages: Sequence[Message],
+                       tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                       params: GenerationParams) -> Completion:
+        call = self._new_call(model, messages, tools, output, params, stream=False)
+        try:
+            hit = await self._lookup(call)
+            if hit is not None:
+                completion = _as_completion(hit)
+                completion = completion.model_copy(update={"latency_s": call.elapsed()})
+                await self._record(call, usage=completion.usage, cost=0.0)
+                return completion
+            completion, limiter, hold = await self._send(
+                call, call.candidates, lambda m, total: within(
+                    m.complete(messages, tools=tools, output=output, params=params),
+                    total, "answer", m))
+            cost = self._settle(call, limiter, hold, completion.usage)
+            if completion.latency_s is None:
+                completion = completion.model_copy(update={"latency_s": call.elapsed()})
+        except BaseException as exc:
+            await self._record(call, error=exc)
+            raise
+        await self._record(call, usage=completion.usage, cost=cost)
+        await self._save(call, completion)
+        return completion
+
+    async def stream(self, model: GatewayModel, messages: Sequence[Message],
+                     tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                     params: GenerationParams) -> AsyncIterator[StreamEvent]:
+        call = self._new_call(model, messages, tools, output, params, stream=True)
+        try:
+            hit = await self._lookup(call)
+        except BaseException as exc:
+            await self._record(call, error=exc)
+            raise
+        if hit is not None:
+            async with contextlib.aclosing(self._replay(call, hit)) as replay:
+                async for event in replay:
+                    yield event
+            return
+        try:
+            (agen, first, deadline), limiter, hold = await self._send(
+                call, call.candidates,
+                lambda m, total: self._open(m, total, messages, tools, output, params))
+        except BaseException as exc:
+            await self._record(call, error=exc)
+            raise
+        events: list[StreamEvent] = []
+        usage: Usage | None = None
+        error: BaseException | None = None
+        done = False
+        try:
+            event = first
+            while event is not None:  # from here on nothing is retried: text was shown
+                call.ttft = call.elapsed() if call.ttft is None else call.ttft
+                usage = event.usage or (event.completion.usage if event.completion else usage)
+                done = event.type == "done"
+                if self.store is not None:
+                    events.append(event)
+                yield event
+                event = await _next_event(agen, deadline, call.model or call.requested)
+        except BaseException as exc:
+            if not (done and isinstance(exc, GeneratorExit)):  # closed after "done": fine
+                error = exc
+            raise
+        finally:
+            await _aclose(agen)
+            if error is None:
+                cost = self._settle(call, limiter, hold, usage)
+                await self._record(call, usage=usage, cost=cost)
+                await self._save(call, events)
+            else:
+                hold.settle(None)  # tokens may have been billed; charge the worst case
+                limiter.release(call.tokens, None)
+                await self._record(call, error=error, usage=usage)
+
+    async def embed(self, model: GatewayModel, texts: Sequence[str]) -> list[list[float]]:
+        """Limits and retries for embeddings; no fallbacks (vectors would not compare)."""
+        messages = [Message.user(t) for t in texts]
+        call = self._new_call(model, messages, None, None, GenerationParams(), stream=False)
+        call.max_tokens, call.tokens = 0, call.input_tokens
+        try:
+            vectors, limiter, hold = await self._send(
+                call, [model.inner],
+                lambda m, total: within(m.embed(texts), total, "embedding", m))
+        except BaseException as exc:
+            await self._record(call, error=exc)
+            raise
+        hold.settle(None)  # embed() reports no usage: charge the estimate we reserved
+        limiter.release(call.tokens, None)
+        limiter.concurrency.on_success()
+        await self._record(call)
+        return vectors
+
+    # -- steps ------------------------------------------------------------------------------
+    def _new_call(self, model: GatewayModel, messages: Sequence[Message],
+                  tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                  params: GenerationParams, stream: bool) -> _Call:
+        inner = model.inner
+        key = request_hash(inner.provider, inner.name, messages, base_url=inner.base_url,
+                           tools=tools, output=output, params=params,
+                           sample=self._sample.get())
+        run = self.runs.current
+        input_tokens = estimate_input_tokens(messages, tools, output)
+        return _Call(requested=inner, candidates=[inner, *model.fallbacks], key=key,
+                     run_id=self.runs.current_id,
+                     budgets=[self.budget] + ([run.budget] if run is not None else []),
+                     stream=stream, input_tokens=input_tokens, max_tokens=params.max_tokens,
+                     tokens=input_tokens + params.max_tokens, started=self._clock(),
+                     clock=self._clock,
+                     describe=describe_request(inner.provider, inner.name, messages))
+
+    async def _lookup(self, call: _Call) -> Recorded | None:
+        if self.store is None:
+            return None
+        hit = await self.store.lookup(call.key, stream=call.stream, describe=call.describe)
+        if hit is not None:
+            replay = str(getattr(self.store, "mode", "")).startswith("replay")
+            call.replay_hit, call.cache_hit = replay, not replay
+            call.attempts = 0
+        return hit
+
+    async def _replay(self, call: _Call, hit: Recorded) -> AsyncIterator[StreamEvent]:
+        events = _as_events(hit)
+        error: BaseException | None = None
+        try:
+            for event in events:
+                call.ttft = call.elapsed() if call.ttft is None else call.ttft
+                yield event
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            final = events[-1].completion if events else None
+            await self._record(call, error=error, usage=final.usage if final else None,
+                               cost=0.0)
+
+    async def _open(self, model: Model, total: float | None, messages: Sequence[Message],
+                    tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                    params: GenerationParams) -> _Opened:
+        """Start a stream and wait for its first event, within the TTFT and total limits."""
+        ttft = self.limits_for(model.id).ttft_timeout_s
+        deadline = None if total is None else asyncio.get_running_loop().time() + total
+        first_wait = total if ttft is None else ttft if total is None else min(ttft, total)
+        agen = aiter(model.stream(messages, tools=tools, output=output, params=params))
+        try:
+            first = await within(_anext_or_none(agen), first_wait, "first token", model)
+        except BaseException:
+            await _aclose(agen)
+            raise
+        return agen, first, deadline
+
+    async def _send(self, call: _Call, models: Sequence[Model],
+                    send: Callable[[Model, float | None], Awaitable[T]],
+                    ) -> tuple[T, ModelLimiter, Reservation]:
+        """Try ``models`` in order until one answers; the caller settles the hold and
+        frees the slot of the one that did."""
+        for model in models[:-1]:
+            try:
+                return await self._attempts(call, model, send)
+            except Exception as exc:
+                fits = isinstance(exc, ModelNotAvailable) or (
+                    isinstance(exc, ProviderError) and exc.retryable)
+                if not fits:
+                    raise
+                log.warning("%s failed (%s: %s); falling back to the next model", model.id,
+                            type(exc).__name__, exc)
+        return await self._attempts(call, models[-1], send)
+
+    async def _attempts(self, call: _Call, model: Model,
+                        send: Callable[[Model, float | None], Awaitable[T]],
+                        ) -> tuple[T, ModelLimiter, Reservation]:
+        """Send with retries on one model, within its limits and the budgets."""
+        limits = self.limits_for(model.id)
+        total = limits.total_timeout_s or self.request_timeout_s
+        for attempt in itertools.count(1):
+            call.model = model
+            worst = self.pricing.worst_case(model.provider, model.name, call.input_tokens,
+                                            call.max_tokens)
+            hold = reserve(call.budgets, worst, f"a call to {model.id} "
+                           f"(~{call.input_tokens} input tokens, max_tokens={call.max_tokens})")
+            limiter = self.limiter(model.id)
+            try:
+                await limiter.acquire(call.tokens)
+            except BaseException:
+                hold.settle(0.0)
+                raise
+            call.attempts += 1
+            try:
+                return await send(model, total), limiter, hold
+            except BaseException as exc:
+                # our typed errors are known outcomes (a vendor error, or refused before
+                # sending); anything else, our own timeouts included, may have been billed
+                clean = isinstance(exc, AillmError) and not isinstance(exc, ProviderTimeout)
+                hold.settle(0.0 if clean else None)
+                limiter.release(call.tokens, 0 if clean else None)
+                if isinstance(exc, RateLimited):
+                    limiter.concurrency.on_rate_limited()
+                if not (isinstance(exc, ProviderError) and exc.retryable) \
+                        or attempt >= limits.max_attempts:
+                    raise
+                delay = backoff_delay(attempt, limits, exc.retry_after_s, self._rng)
+            log.info("%s: attempt %d failed, retrying in %.2f s", model.id, attempt, delay)
+            await self._sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _settle(self, call: _Call, limiter: ModelLimiter, hold: Reservation,
+                usage: Usage | None) -> float | None:
+        """Swap the hold for the real cost and correct the TPM charge; returns the cost."""
+        model = call.model or call.requested
+        cost = None if usage is None else self.pricing.price(model.provider, model.name, usage)
+        hold.settle(cost)
+        limiter.release(call.tokens, usage.total_tokens if usage is not None else None)
+        limiter.concurrency.on_success()
+        return cost
+
+    async def _record(self, call: _Call, *, error: BaseException | None = None,
+                      usage: Usage | None = None, cost: float | None = None) -> None:
+        if self.on_record is None:
+            return
+        model = call.model or call.requested
+        usage = usage or Usage()
+        record = CallRecord(
+            run_id=call.run_id, provider=model.provider, model=model.id,
+            requested_model=call.requested.id, request_hash=call.key,
+            cache_hit=call.cache_hit, replay_hit=call.replay_hit, stream=call.stream,
+            attempts=call.attempts, latency_s=call.elapsed(), ttft_s=call.ttft,
+            status="ok" if error is None else "error",
+            error_type=None if error is None else type(error).__name__,
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens, cost_usd=cost)
+        try:
+            result = self.on_record(record)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("the call-log hook failed for request %s", call.key[:12])
+
+    async def _save(self, call: _Call, value: Recorded) -> None:
+        if self.store is None or call.cache_hit or call.replay_hit:
+            return
+        try:
+            await self.store.save(call.key, value)
+        except Exception:
+            log.exception("the response store could not save request %s", call.key[:12])
+
+
+class GatewayModel(Model):
+    """A ``Model`` whose every call goes through a ``Gateway``; looks like the model it wraps.
+
+    ``fallbacks`` are tried in order when ``inner`` fails with a retryable error after its
+    attempts, or raises ``ModelNotAvailable``. ``aclose`` closes ``inner`` only: fallbacks
+    belong to whoever resolved them. Other attributes are read from ``inner``.
+    """
+
+    def __init__(self, inner: Model, gateway: Gateway, fallbacks: Sequence[Model] = ()) -> None:
+        super().__init__(inner.name)
+        self.inner, self.gateway, self.fallbacks = inner, gateway, list(fallbacks)
+        for name in _DELEGATED:
+            setattr(self, name, getattr(inner, name))
+
+    def __repr__(self) -> str:
+        extra = f" → {', '.join(m.id for m in self.fallbacks)}" if self.fallbacks else ""
+        return f"<GatewayModel {self.id}{extra}>"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    async def complete(self, messages: Sequence[Message], *,
+                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
+                       params: GenerationParams | None = None) -> Completion:
+        return await self.gateway.complete(self, list(messages), tools, output,
+                                           params or GenerationParams())
+
+    def stream(self, messages: Sequence[Message], *,
+               tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
+               params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
+        # the gateway's own generator, not a wrapper, so closing it reaches the gateway
+        return self.gateway.stream(self, list(messages), tools, output,
+                                   params or GenerationParams())
+
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await self.gateway.embed(self, list(texts))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@dataclass
+class _Call:
+    """The state of one gateway call across attempts and fallbacks."""
+
+    requested: Model
+    candidates: list[Model]
+    key: str
+    run_id: str
+    budgets: list[Budget]
+    stream: bool
+    input_tokens: int
+    max_tokens: int
+    tokens: int
+    started: float
+    clock: Clock
+    describe: str = ""
+    model: Model | None = None
+    attempts: int = 0
+    ttft: float | None = None
+    cache_hit: bool = False
+    replay_hit: bool = False
+
+    def elapsed(self) -> float:
+        return max(0.0, self.clock() - self.started)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+async def _next_event(agen: AsyncIterator[StreamEvent], deadline: float | None,
+                      model: Model) -> StreamEvent | None:
+    """The next event of a started stream; any provider failure now is StreamInterrupted."""
+    try:
+        return await within(_anext_or_none(agen), None, "next event", model, at=deadline)
+    except StreamInterrupted:
+        raise
+    except ProviderError as exc:
+        raise StreamInterrupted(
+            f"{model.id}: the stream broke after its first event ({type(exc).__name__}: "
+            f"{exc}); not retried, since its text was already shown.",
+            provider=exc.provider or model.provider, model=exc.model or model.name,
+            status=exc.status, vendor_message=exc.vendor_message) from exc
+
+
+async def _anext_or_none(agen: AsyncIterator[StreamEvent]) -> StreamEvent | None:
+    try:
+        return await anext(agen)
+    except StopAsyncIteration:
+        return None
+
+
+async def _aclose(agen: AsyncIterator[StreamEvent]) -> None:
+    close = getattr(agen, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _as_completion(value: Recorded) -> Completion:
+    if isinstance(value, Completion):
+        return value
+    final = value[-1].completion if value else None
+    if final is None:
+        raise ValueError("a recorded stream without its final 'done' event cannot answer a "
+                         "completion; clear that recording")
+    return final
+
+
+def _as_events(value: Recorded) -> list[StreamEvent]:
+    if isinstance(value, list):
+        return value
+    events = [StreamEvent(type="text", text=value.text)] if value.text else []
+    events += [StreamEvent(type="tool_call", tool_call=c) for c in value.tool_calls]
+    return [*events, StreamEvent(type="usage", usage=value.usage),
+            StreamEvent(type="done", completion=value)]
+
+
+def _public_url(url: str | None) -> str | None:
+    """``url`` without user:password, query or fragment: what may be hashed and logged."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
