@@ -24,7 +24,7 @@ import anthropic
 import httpx2
 from pydantic import SecretStr
 
-from aillm_lab.errors import ProviderError, UnsupportedInput
+from aillm_lab.errors import AuthenticationError, ProviderError, UnsupportedInput
 from aillm_lab.llm._clients import (
     Closer,
     HostedModel,
@@ -109,9 +109,16 @@ class AnthropicModel(HostedModel):
             limits=httpx2.Limits(max_connections=self._http.max_connections,
                                  max_keepalive_connections=self._http.max_keepalive_connections))
         key = self._api_key.get_secret_value() if self._api_key is not None else None
+        if not key and self.base_url != ANTHROPIC_URL:
+            key = "not-needed"  # compatible gateways and test servers ignore it
         # without a key the SDK finds one itself: ANTHROPIC_AUTH_TOKEN, a profile, ...
         client = anthropic.AsyncAnthropic(api_key=key or None, base_url=self.base_url,
                                           max_retries=0, timeout=timeout, http_client=http)
+        if not any(getattr(client, a, None) for a in ("api_key", "auth_token", "credentials")):
+            raise AuthenticationError(
+                f"no Anthropic API key for {self.id}: set {self.key_hint}, or point the model "
+                "at a compatible server with ANTHROPIC_BASE_URL or 'anthropic:NAME@URL'.",
+                provider=self.provider, model=self.id)
         return client, client.close
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,

@@ -10,6 +10,7 @@ import httpx2
 import pytest
 from pydantic import BaseModel
 
+import aillm_lab as al
 from aillm_lab.config import LabSettings
 from aillm_lab.errors import (
     AuthenticationError,
@@ -417,3 +418,19 @@ def test_a_stream_cut_after_its_first_events_raises_stream_interrupted(served, r
     events, error = runner.run(_collect(model.stream([Message.user("count")])))
     assert isinstance(error, StreamInterrupted) and error.retryable is False
     assert events and "".join(map(str, events)).startswith("one")
+
+
+def test_no_key_for_the_official_api_is_a_typed_error_with_the_fix(monkeypatch):
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    with al.Lab(model="anthropic:claude-3-5-haiku-latest") as lab:
+        with pytest.raises(al.AuthenticationError, match="ANTHROPIC_API_KEY"):
+            lab.chat("hi")
+
+
+@needs_fake
+def test_a_compatible_server_needs_no_key(monkeypatch):
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    with FakeAnthropic(["no key needed"]) as server, al.Lab() as lab:
+        assert lab.chat("hi", model=f"anthropic:claude-x@{server.url}").text == "no key needed"
