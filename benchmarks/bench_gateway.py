@@ -1,0 +1,140 @@
+"""The gateway's cost against the bare SDK, and how closely its rate limiter keeps a rate.
+
+* overhead   2,000 chat calls at concurrency 100 to a loopback FakeOpenAI answering after
+             20 ms: once through a Lab (gateway, limits, call log) and once through a bare
+             ``AsyncOpenAI`` with an ``asyncio.Semaphore``, interleaved in one run. Reports
+             calls/s for both, the ratio, and p50/p99 latency each side.
+             Target: the gateway reaches >= 0.9x the bare SDK's calls/s.
+* rate       the RPM bucket at 60, 600 and 6,000 RPM: achieved rate over a fixed number of
+             acquisitions against the configured one (real clock). Target: within 5%.
+
+    .venv/bin/python benchmarks/bench_gateway.py [--calls 2000] [--concurrency 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+
+import openai
+from _common import environment, save  # benchmarks/ is sys.path[0] when run as a script
+
+import aillm_lab as al
+from aillm_lab.llm.limits import TokenBucket
+from aillm_lab.runtime import LoopRunner
+from aillm_lab.testing import FakeOpenAI, Fault
+
+NAME = "bench_gateway"
+LATENCY_S = 0.02
+TARGET_RATIO = 0.9
+RATE_TOLERANCE = 0.05
+
+
+async def _drive(call, n: int, concurrency: int) -> tuple[float, list[float]]:
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - start, latencies
+
+
+async def bare(url: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0)
+    try:
+        async def call(i: int) -> None:
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": f"call {i}"}])
+
+        return await _drive(call, n, concurrency)
+    finally:
+        await client.close()
+
+
+async def gateway(lab: al.Lab, url: str, n: int, concurrency: int) -> tuple[float, list[float]]:
+    model = f"openai:gpt-4o-mini@{url}"
+
+    async def call(i: int) -> None:
+        await lab.achat(f"call {i}", model=model)
+
+    return await _drive(call, n, concurrency)
+
+
+async def rate(rpm: float, acquisitions: int) -> float:
+    bucket = TokenBucket.per_minute(rpm)
+    await bucket.acquire()  # the first token is there at start; time the steady state
+    start = time.perf_counter()
+    for _ in range(acquisitions):
+        await bucket.acquire()
+    return acquisitions / (time.perf_counter() - start) * 60.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    runner = LoopRunner(name="bench-gateway")
+    per_round = args.calls // args.rounds
+    results: dict[str, dict[str, list[float]]] = {"bare SDK": {}, "gateway (Lab)": {}}
+    with FakeOpenAI() as server, tempfile.TemporaryDirectory() as home:
+        server.fault_rate(1.0, kinds=[Fault.delay(LATENCY_S)])
+        lab = al.Lab(home=home, runner=runner,
+                     limits={"openai:gpt-4o-mini": {"concurrency": args.concurrency}})
+        for _ in range(args.rounds):
+            for name, run in (("bare SDK", bare), ("gateway (Lab)", None)):
+                coro = (run(server.url, per_round, args.concurrency) if run else
+                        gateway(lab, server.url, per_round, args.concurrency))
+                elapsed, lat = runner.run(coro)
+                slot = results[name]
+                slot.setdefault("elapsed", []).append(elapsed)
+                slot.setdefault("latencies", []).extend(lat)
+        logged = len(lab.calls())
+        lab.close()
+    rates = {rpm: runner.run(rate(rpm, n)) for rpm, n in ((60, 5), (600, 30), (6000, 200))}
+    runner.close()
+
+    rows, figures = [], {}
+    for name, slot in results.items():
+        lat = sorted(slot["latencies"])
+        cps = len(lat) / sum(slot["elapsed"])
+        figures[name] = {"calls_per_s": cps, "p50_ms": statistics.median(lat) * 1000,
+                         "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "calls": len(lat)}
+        rows.append(f"{name:16} {cps:10.1f} {figures[name]['p50_ms']:9.1f} "
+                    f"{figures[name]['p99_ms']:9.1f}")
+    ratio = figures["gateway (Lab)"]["calls_per_s"] / figures["bare SDK"]["calls_per_s"]
+    added_p50 = figures["gateway (Lab)"]["p50_ms"] - figures["bare SDK"]["p50_ms"]
+    added_p99 = figures["gateway (Lab)"]["p99_ms"] - figures["bare SDK"]["p99_ms"]
+    rate_err = {rpm: abs(got - rpm) / rpm for rpm, got in rates.items()}
+    verdict = ("PASS" if ratio >= TARGET_RATIO and max(rate_err.values()) <= RATE_TOLERANCE
+               else "FAIL")
+    env = environment()
+    lines = [f"# {NAME}: {args.calls} chat calls each at concurrency {args.concurrency}, "
+             f"server latency {LATENCY_S * 1000:.0f} ms, {args.rounds} interleaved rounds",
+             "# " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
+             f"{'path':16} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9}", *rows, "",
+             f"gateway / bare SDK calls/s: {ratio:.2f}x (target >= {TARGET_RATIO}x)",
+             f"added latency: p50 {added_p50:+.1f} ms, p99 {added_p99:+.1f} ms",
+             f"call-log rows written by the gateway run: {logged}", "",
+             "rate limiter (RPM bucket, real clock):"]
+    lines += [f"  configured {rpm:>6} RPM -> achieved {got:8.1f} RPM ({rate_err[rpm]:.1%} off)"
+              for rpm, got in rates.items()]
+    lines.append(f"target: >= {TARGET_RATIO}x bare SDK and rates within "
+                 f"{RATE_TOLERANCE:.0%}  ->  {verdict}")
+    save(NAME, "\n".join(lines), {"environment": env, "figures": figures, "ratio": ratio,
+                                  "added_p50_ms": added_p50, "added_p99_ms": added_p99,
+                                  "rates": rates, "verdict": verdict})
+
+
+if __name__ == "__main__":
+    main()
