@@ -29,6 +29,7 @@ from pydantic_settings import (
 )
 
 from aillm_lab.errors import ConfigError
+from aillm_lab.tools.policy import SafetyPolicy
 
 MODEL_SPEC = r"^[a-z][a-z0-9_.-]*:.+$"
 _SECRET_FIELDS = {"openai_api_key", "anthropic_api_key"}
@@ -97,6 +98,10 @@ class LabSettings(BaseSettings):
     cache_max_entries: int = Field(default=1024, ge=1, le=10_000_000)
     cache_ttl_s: float = Field(default=3600.0, gt=0, le=31_536_000)
     request_timeout_s: float = Field(default=300.0, gt=0, le=86_400)
+    workspace: Path | None = Field(default=None, description="the folder tools may touch; "
+                                   "defaults to <home>/workspace")
+    safety: SafetyPolicy = Field(default_factory=SafetyPolicy,
+                                 description="the Safety Guard's rules for every tool call")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     dashboard_host: str = Field(default="localhost", min_length=1)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
@@ -146,7 +151,7 @@ class LabSettings(BaseSettings):
             return init_settings, env_settings
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path)
 
-    @field_validator("home", "models_dir")
+    @field_validator("home", "models_dir", "workspace")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser()
@@ -165,6 +170,15 @@ class LabSettings(BaseSettings):
     def model_path(self) -> Path:
         """Where local model files live."""
         return self.models_dir or self.home / "models"
+
+    @property
+    def workspace_path(self) -> Path:
+        return self.workspace or self.home / "workspace"
+
+    @property
+    def db_path(self) -> Path:
+        """``lab.db``: memory, documents, chunks, vectors and the audit log."""
+        return self.home / "lab.db"
 
     def limits_for(self, spec: str) -> ModelLimits:
         return self.limits.get(spec) or ModelLimits()
@@ -202,6 +216,12 @@ def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:
     if field is not None and loc[0] in ("limits", "prices") and len(loc) >= 3:
         inner = ModelLimits if loc[0] == "limits" else ModelPrice
         field = inner.model_fields.get(loc[2])
+    elif field is not None and len(loc) >= 2:  # nested models such as safety.commands.x
+        for part in loc[1:]:
+            sub = field.annotation if isinstance(field.annotation, type) else None
+            if sub is None or not issubclass(sub, BaseModel) or part not in sub.model_fields:
+                break
+            field = sub.model_fields[part]
     if field is None:
         return str(err.get("ctx") or "see the LabSettings docs")
     bounds = {type(m).__name__: m for m in field.metadata}

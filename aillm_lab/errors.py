@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class AillmError(Exception):
     """Base class, so callers can catch everything the lab raises on purpose."""
@@ -98,3 +100,22 @@ class BudgetExceeded(AillmError, RuntimeError):
 
 class ReplayMiss(AillmError, LookupError):
     """Replay mode found no recording for a request; the message names the request."""
+
+
+class SafetyViolation(AillmError, PermissionError):
+    """The Safety Guard refused a tool call; ``rule`` names the policy, ``detail`` says why.
+
+    Agents turn it into a tool result, so the message is written for the model as much as
+    for the user: what was refused and what would be allowed instead.
+    """
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"{rule}: {detail}")
+        self.rule, self.detail = rule, detail
+
+    def __reduce__(self) -> tuple[Any, ...]:  # survive pickling across processes
+        return (type(self), (self.rule, self.detail))
+
+
+class ToolError(AillmError, RuntimeError):
+    """A tool was misdefined or misused by the caller (not by the model): fix the code."""

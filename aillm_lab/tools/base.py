@@ -1,0 +1,244 @@
+"""Tools: ``@tool`` turns a typed function into a ``Tool`` the model can call.
+
+The JSON Schema comes from pydantic (``validate_call`` + ``TypeAdapter``) rather than a
+home-made builder, so every type pydantic knows works, and argument validation and schema
+can never disagree. Parameter descriptions come from the docstring's ``Args:`` section.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import re
+from collections.abc import Callable, Iterator
+from enum import StrEnum
+from typing import Any, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from aillm_lab.errors import RegistryError, ToolError
+from aillm_lab.llm.types import ToolSpec
+
+DEFAULT_MAX_RESULT_CHARS = 20_000
+
+
+class RiskLevel(StrEnum):
+    """What a call can do; the approval policy is set per level (or per tool)."""
+
+    READ = "read"
+    WRITE = "write"
+    EXECUTE = "execute"
+    NETWORK = "network"
+
+
+class ToolResult(BaseModel):
+    """What the model reads back: text ``content``, plus flags the guard set on the way."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    call_id: str | None = None
+    ok: bool = True
+    content: str = ""
+    error: str | None = None
+    rule: str | None = Field(default=None, description="the safety rule that refused the call")
+    truncated: bool = False
+    injection: list[str] = Field(default_factory=list, description="markers found in output")
+    value: Any = Field(default=None, exclude=True, description="the raw return value")
+
+    def __str__(self) -> str:
+        return self.content
+
+
+class Tool:
+    """A validated, schema-described callable; call it with ``await tool.acall(args)``.
+
+    Sync functions run in an executor so they never block the runner loop.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
+                 description: str | None = None, risk: RiskLevel | str = RiskLevel.READ,
+                 max_result_chars: int = DEFAULT_MAX_RESULT_CHARS) -> None:
+        if not callable(fn):
+            raise ToolError(f"@tool needs a function, got {type(fn).__name__}")
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.risk = RiskLevel(risk)
+        self.max_result_chars = max_result_chars
+        doc_summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
+        self._args = _args_model(fn, arg_docs)
+        self.spec = ToolSpec(name=name or fn.__name__,
+                             description=description if description is not None else doc_summary,
+                             parameters=_schema(self._args))
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name} risk={self.risk.value}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Calling the tool like the function still works (no guard: for your own code)."""
+        return self.fn(*args, **kwargs)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Coerced keyword arguments, or pydantic's ``ValidationError`` naming each field."""
+        if not isinstance(arguments, dict):
+            arguments = {"__root__": arguments}  # fails validation with a readable message
+        parsed = self._args.model_validate(arguments)
+        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+
+    async def acall(self, arguments: dict[str, Any]) -> Any:
+        """Validate and run (sync functions in the default executor)."""
+        kwargs = self.validate(arguments)
+        if self.is_async:
+            return await self.fn(**kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.fn, **kwargs))
+
+    # -- vendor formats ----------------------------------------------------------------------
+    def to_openai(self) -> dict[str, Any]:
+        return {"type": "function", "function": {
+            "name": self.name, "description": self.spec.description,
+            "parameters": self.spec.parameters}}
+
+    def to_anthropic(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.spec.description,
+                "input_schema": self.spec.parameters}
+
+    def to_ollama(self) -> dict[str, Any]:
+        return self.to_openai()  # Ollama takes the OpenAI function shape
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(*, name: str | None = None, description: str | None = None,
+         risk: RiskLevel | str = RiskLevel.READ, max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+         ) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         description: str | None = None, risk: RiskLevel | str = RiskLevel.READ,
+         max_result_chars: int = DEFAULT_MAX_RESULT_CHARS) -> Any:
+    """``@al.tool`` or ``@al.tool(risk="write")``: build a ``Tool`` from a typed function."""
+    def wrap(f: Callable[..., Any]) -> Tool:
+        return Tool(f, name=name, description=description, risk=risk,
+                    max_result_chars=max_result_chars)
+    return wrap(fn) if fn is not None else wrap
+
+
+class ToolRegistry:
+    """Named tools; registering a name twice raises."""
+
+    def __init__(self, tools: list[Tool] | None = None) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools or []:
+            self.add(t)
+
+    def add(self, t: Tool | Callable[..., Any]) -> Tool:
+        t = t if isinstance(t, Tool) else Tool(t)
+        if t.name in self._tools:
+            raise RegistryError(f"a tool named {t.name!r} is already registered; rename one "
+                                f"with @tool(name=...) or remove the old one first")
+        self._tools[t.name] = t
+        return t
+
+    def remove(self, name: str) -> None:
+        self._tools.pop(name, None)
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tools)) or "none"
+            raise RegistryError(f"no tool named {name!r}; registered: {known}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def specs(self) -> list[ToolSpec]:
+        return [t.spec for t in self._tools.values()]
+
+
+# -- helpers --------------------------------------------------------------------------------
+_ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
+_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
+_SECTION = re.compile(r"^\s*(Returns|Raises|Yields|Examples?|Notes?)\s*:\s*$")
+
+
+def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The text before ``Args:``, and each argument's description (Google style)."""
+    summary: list[str] = []
+    args: dict[str, str] = {}
+    current: str | None = None
+    in_args = False
+    for line in doc.splitlines():
+        if _ARGS_HEADER.match(line):
+            in_args = True
+            continue
+        if _SECTION.match(line):
+            in_args, current = False, None
+            continue
+        if in_args:
+            m = _ARG_LINE.match(line)
+            if m and (not line.startswith(" " * 8) or current is None):
+                current = m.group(1).lstrip("*")
+                args[current] = m.group(3).strip()
+            elif current and line.strip():
+                args[current] = f"{args[current]} {line.strip()}".strip()
+        elif current is None:
+            summary.append(line)
+    return "\n".join(summary).strip(), args
+
+
+def _args_model(fn: Callable[..., Any], arg_docs: dict[str, str]) -> type[BaseModel]:
+    """A pydantic model of the signature: it validates arguments and gives the schema."""
+    sig = inspect.signature(fn)
+    hints = _hints(fn)
+    fields: dict[str, Any] = {}
+    for pname, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ToolError(f"tool {fn.__name__!r}: *args/**kwargs cannot be described to a "
+                            f"model; give each parameter a name and a type")
+        annotation = hints.get(pname, Any)
+        default = ... if param.default is param.empty else param.default
+        fields[pname] = (annotation, Field(default, description=arg_docs.get(pname)))
+    config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    return create_model(f"{fn.__name__}_args", __config__=config, **fields)
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    return schema
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(fn)
+    except Exception as exc:  # a forward reference that does not resolve
+        raise ToolError(f"tool {fn.__name__!r}: cannot read its type hints ({exc}); "
+                        f"import the types at module level") from exc
+
+
+__all__ = ["DEFAULT_MAX_RESULT_CHARS", "RiskLevel", "Tool", "ToolRegistry", "ToolResult",
+           "ValidationError", "parse_docstring", "tool"]

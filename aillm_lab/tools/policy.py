@@ -1,0 +1,111 @@
+"""``SafetyPolicy``: one pydantic model for every rule the Safety Guard enforces.
+
+Data only (no tool imports), so ``LabSettings`` can hold it and a TOML file can set it.
+Defaults are strict: a workspace-only file system, a short program allowlist, public
+hosts only, read-only SQL, a sandbox without network, and approval for git writes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decision = Literal["auto", "ask", "deny"]
+
+
+class _Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathPolicy(_Policy):
+    """Which files inside the workspace tools may touch, and how much of them."""
+
+    deny_globs: list[str] = Field(
+        default_factory=lambda: ["**/.env", "**/*.pem", "**/*.key", "**/id_rsa*",
+                                 "**/.git/config", "**/.ssh/**"],
+        description="workspace-relative globs no tool may read or write")
+    max_read_bytes: int = Field(default=2_000_000, ge=1, le=10**10)
+    max_write_bytes: int = Field(default=5_000_000, ge=1, le=10**10)
+
+
+class CommandPolicy(_Policy):
+    """Programs the Shell tool may start (by name, resolved on a fixed PATH)."""
+
+    allow: list[str] = Field(default_factory=lambda: [
+        "ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "cut", "echo", "pwd",
+        "find", "diff", "date", "true", "false", "python", "python3", "git"])
+    deny_args: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "find": ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fls"],
+            "python": ["-c", "-m"], "python3": ["-c", "-m"],
+            "git": ["-c", "--exec-path", "--upload-pack", "--receive-pack", "-C",
+                    "--git-dir", "--work-tree", "--config-env"]},
+        description="per-program arguments that are refused (exact or '--opt=' prefix)")
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_output_bytes: int = Field(default=200_000, ge=1, le=10**9)
+
+
+class NetworkPolicy(_Policy):
+    """Where the Web tool may connect; private addresses are refused after DNS."""
+
+    allow_hosts: list[str] = Field(default_factory=list,
+                                   description="if set, only these hosts (and subdomains)")
+    deny_hosts: list[str] = Field(default_factory=list)
+    allow_loopback: bool = Field(default=False, description="for tests against 127.0.0.1")
+    max_bytes: int = Field(default=5_000_000, ge=1, le=10**9)
+    timeout_s: float = Field(default=20.0, gt=0, le=600)
+    max_redirects: int = Field(default=5, ge=0, le=30)
+
+
+class SqlPolicy(_Policy):
+    """Read-only DuckDB: caps on what a query may return and how long it may run."""
+
+    max_rows: int = Field(default=10_000, ge=1, le=10**9)
+    max_result_bytes: int = Field(default=20_000_000, ge=1, le=10**10)
+    timeout_s: float = Field(default=30.0, gt=0, le=3600)
+
+
+class CodePolicy(_Policy):
+    """OS limits for the Python sandbox process."""
+
+    memory_mb: int = Field(default=1024, ge=64, le=1_000_000)
+    cpu_s: int = Field(default=30, ge=1, le=86_400)
+    wall_s: float = Field(default=60.0, gt=0, le=86_400)
+    max_open_files: int = Field(default=256, ge=16, le=65_536)
+    max_processes: int = Field(default=64, ge=1, le=65_536)
+    max_file_mb: int = Field(default=100, ge=1, le=1_000_000)
+    max_output_bytes: int = Field(default=200_000, ge=1, le=10**9)
+    network: bool = Field(default=False, description="allow sockets inside the sandbox")
+
+
+class ApprovalPolicy(_Policy):
+    """``auto | ask | deny`` per risk level, overridden per tool name."""
+
+    by_risk: dict[Literal["read", "write", "execute", "network"], Decision] = Field(
+        default_factory=lambda: {"read": "auto", "write": "auto", "execute": "auto",
+                                 "network": "auto"})
+    by_tool: dict[str, Decision] = Field(
+        default_factory=lambda: {"git_add": "ask", "git_commit": "ask", "git_branch": "ask"})
+    timeout_s: float = Field(default=300.0, gt=0, le=86_400,
+                             description="an unanswered approval is a denial after this")
+
+
+class OutputPolicy(_Policy):
+    """What the guard does to tool output before the model sees it."""
+
+    max_chars: int = Field(default=20_000, ge=100, le=10**8)
+    scan_injection: bool = True
+    redact_secrets: bool = True
+
+
+class SafetyPolicy(_Policy):
+    """Every rule in one place; ``LabSettings.safety`` holds one."""
+
+    paths: PathPolicy = Field(default_factory=PathPolicy)
+    commands: CommandPolicy = Field(default_factory=CommandPolicy)
+    network: NetworkPolicy = Field(default_factory=NetworkPolicy)
+    sql: SqlPolicy = Field(default_factory=SqlPolicy)
+    code: CodePolicy = Field(default_factory=CodePolicy)
+    approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    output: OutputPolicy = Field(default_factory=OutputPolicy)
