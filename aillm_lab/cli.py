@@ -51,6 +51,9 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     for name in PACKAGES:
         say(f"  {name:<22} {_version(name)}")
     say(f"home        {settings.home}")
+    say("data")
+    for label, path in _data_paths(settings):
+        say(f"  {label:<22} {path} ({_size(path)})")
     say("local models")
     for row in list_models(settings.model_path):
         say(f"  {row['model']:<22} {row['status']:<8} {row['path']}")
@@ -66,6 +69,22 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     spec, reason = default_model(settings)
     say(f"default model  {spec}\n  why: {reason}")
     return 0
+
+
+def _data_paths(settings: LabSettings) -> list[tuple[str, Path]]:
+    """Where each store lives, so users know what to back up, inspect or delete."""
+    return [("call log (Parquet)", settings.home / "calls"),
+            (f"record/replay ({settings.cache_mode})", settings.home / "cache.db"),
+            ("lab.db (audit, RAG, memory)", settings.db_path),
+            ("tool workspace", settings.workspace_path)]
+
+
+def _size(path: Path) -> str:
+    if not path.exists():
+        return "not created yet"
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    total = sum(p.stat().st_size for p in files)
+    return f"{len(files)} file{'s' * (len(files) != 1)}, {total / 1e6:.1f} MB"
 
 
 def mask(secret: str | None) -> str:

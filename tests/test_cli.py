@@ -144,3 +144,16 @@ def test_the_console_script_is_installed_and_runs():
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
     assert "local:smollm2" in done.stdout
+
+
+def test_doctor_lists_where_the_call_log_store_lab_db_and_workspace_live(capsys, monkeypatch,
+                                                                         tmp_path):
+    monkeypatch.setenv("AILLM_HOME", str(tmp_path))
+    (tmp_path / "calls").mkdir()
+    (tmp_path / "calls" / "part-1.parquet").write_bytes(b"x" * 2_000_000)
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    assert f"call log (Parquet)     {tmp_path / 'calls'} (1 file, 2.0 MB)" in out
+    assert f"record/replay (off)    {tmp_path / 'cache.db'} (not created yet)" in out
+    assert f"{tmp_path / 'lab.db'} (not created yet)" in out
+    assert f"tool workspace         {tmp_path / 'workspace'}" in out

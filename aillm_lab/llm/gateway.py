@@ -16,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import inspect
 import itertools
-import json
 import logging
 import random
 import time
@@ -28,9 +26,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
-
-from pydantic import BaseModel
 
 from aillm_lab.config import LabSettings, ModelLimits
 from aillm_lab.errors import (
@@ -38,10 +33,18 @@ from aillm_lab.errors import (
     ModelNotAvailable,
     ProviderError,
     RateLimited,
-    StreamInterrupted,
 )
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.calllog import CallRecord
+from aillm_lab.llm.gateway_model import (
+    GatewayModel,
+    Recorded,
+    aclose_stream,
+    anext_or_none,
+    as_completion,
+    as_events,
+    next_event,
+)
 from aillm_lab.llm.limits import (
     UNSET,
     Budget,
@@ -58,16 +61,16 @@ from aillm_lab.llm.limits import (
     within,
 )
 from aillm_lab.llm.pricing import Pricing
+from aillm_lab.llm.request_key import public_url, request_hash
 from aillm_lab.llm.store import describe_request
 from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec, Usage
 
+__all__ = ["Gateway", "GatewayModel", "ProviderTimeout", "ResponseStore", "public_url",
+           "request_hash"]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 OnRecord = Callable[[CallRecord], object]  # may return an awaitable; failures are logged
-Recorded = Completion | list[StreamEvent]
 _Opened = tuple[AsyncIterator[StreamEvent], StreamEvent | None, float | None]
-_DELEGATED = ("provider", "supports_tools", "supports_structured", "supports_images",
-              "native_structured", "base_url")
 
 
 class ResponseStore(Protocol):
@@ -82,32 +85,6 @@ class ResponseStore(Protocol):
         ...
 
     async def save(self, key: str, value: Recorded) -> Any: ...
-
-
-def request_hash(provider: str, model: str, messages: Sequence[Message], *,
-                 base_url: str | None = None, tools: Sequence[ToolSpec] | None = None,
-                 output: OutputSpec = None, params: GenerationParams | None = None,
-                 sample: int = 0) -> str:
-    """sha256 of a canonical JSON of everything that shapes an answer; never any key.
-
-    ``base_url`` loses its user:password and query string, the places keys hide in URLs.
-    ``sample`` tells apart repeated samples of one request (see ``Gateway.sample``).
-    """
-    if isinstance(output, type) and issubclass(output, BaseModel):
-        schema: Any = output.model_json_schema()
-    else:
-        schema = output
-    body = {
-        "provider": provider, "model": model, "base_url": _public_url(base_url),
-        "messages": [m.model_dump(mode="json") for m in messages],
-        "tools": [t.model_dump(mode="json") for t in tools or ()],
-        "output": schema,
-        "params": (params or GenerationParams()).model_dump(mode="json"),
-        "sample": sample,
-    }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                           default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class Gateway:
@@ -189,7 +166,7 @@ class Gateway:
         try:
             hit = await self._lookup(call)
             if hit is not None:
-                completion = _as_completion(hit)
+                completion = as_completion(hit)
                 completion = completion.model_copy(update={"latency_s": call.elapsed()})
                 await self._record(call, usage=completion.usage, cost=0.0)
                 return completion
@@ -198,8 +175,8 @@ class Gateway:
                     m.complete(messages, tools=tools, output=output, params=params),
                     total, "answer", m))
             cost = self._settle(call, limiter, hold, completion.usage)
-            if completion.latency_s is None:
-                completion = completion.model_copy(update={"latency_s": call.elapsed()})
+            if completion.latency_s is None:  # a fresh object from the provider: ours to set
+                completion.latency_s = call.elapsed()
         except BaseException as exc:
             await self._record(call, error=exc)
             raise
@@ -241,13 +218,13 @@ class Gateway:
                 if self.store is not None:
                     events.append(event)
                 yield event
-                event = await _next_event(agen, deadline, call.model or call.requested)
+                event = await next_event(agen, deadline, call.model or call.requested)
         except BaseException as exc:
             if not (done and isinstance(exc, GeneratorExit)):  # closed after "done": fine
                 error = exc
             raise
         finally:
-            await _aclose(agen)
+            await aclose_stream(agen)
             if error is None:
                 cost = self._settle(call, limiter, hold, usage)
                 await self._record(call, usage=usage, cost=cost)
@@ -285,9 +262,10 @@ class Gateway:
                            sample=self._sample.get())
         run = self.runs.current
         input_tokens = estimate_input_tokens(messages, tools, output)
+        budgets = [self.budget] + ([run.budget] if run is not None else [])
         return _Call(requested=inner, candidates=[inner, *model.fallbacks], key=key,
                      run_id=self.runs.current_id,
-                     budgets=[self.budget] + ([run.budget] if run is not None else []),
+                     budgets=budgets, capped=any(b.cap_usd is not None for b in budgets),
                      stream=stream, input_tokens=input_tokens, max_tokens=params.max_tokens,
                      tokens=input_tokens + params.max_tokens, started=self._clock(),
                      clock=self._clock,
@@ -304,7 +282,7 @@ class Gateway:
         return hit
 
     async def _replay(self, call: _Call, hit: Recorded) -> AsyncIterator[StreamEvent]:
-        events = _as_events(hit)
+        events = as_events(hit)
         error: BaseException | None = None
         try:
             for event in events:
@@ -327,9 +305,9 @@ class Gateway:
         first_wait = total if ttft is None else ttft if total is None else min(ttft, total)
         agen = aiter(model.stream(messages, tools=tools, output=output, params=params))
         try:
-            first = await within(_anext_or_none(agen), first_wait, "first token", model)
+            first = await within(anext_or_none(agen), first_wait, "first token", model)
         except BaseException:
-            await _aclose(agen)
+            await aclose_stream(agen)
             raise
         return agen, first, deadline
 
@@ -359,7 +337,7 @@ class Gateway:
         for attempt in itertools.count(1):
             call.model = model
             worst = self.pricing.worst_case(model.provider, model.name, call.input_tokens,
-                                            call.max_tokens)
+                                            call.max_tokens) if call.capped else 0.0
             hold = reserve(call.budgets, worst, f"a call to {model.id} "
                            f"(~{call.input_tokens} input tokens, max_tokens={call.max_tokens})")
             limiter = self.limiter(model.id)
@@ -430,49 +408,6 @@ class Gateway:
             log.exception("the response store could not save request %s", call.key[:12])
 
 
-class GatewayModel(Model):
-    """A ``Model`` whose every call goes through a ``Gateway``; looks like the model it wraps.
-
-    ``fallbacks`` are tried in order when ``inner`` fails with a retryable error after its
-    attempts, or raises ``ModelNotAvailable``. ``aclose`` closes ``inner`` only: fallbacks
-    belong to whoever resolved them. Other attributes are read from ``inner``.
-    """
-
-    def __init__(self, inner: Model, gateway: Gateway, fallbacks: Sequence[Model] = ()) -> None:
-        super().__init__(inner.name)
-        self.inner, self.gateway, self.fallbacks = inner, gateway, list(fallbacks)
-        for name in _DELEGATED:
-            setattr(self, name, getattr(inner, name))
-
-    def __repr__(self) -> str:
-        extra = f" → {', '.join(m.id for m in self.fallbacks)}" if self.fallbacks else ""
-        return f"<GatewayModel {self.id}{extra}>"
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    async def complete(self, messages: Sequence[Message], *,
-                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                       params: GenerationParams | None = None) -> Completion:
-        return await self.gateway.complete(self, list(messages), tools, output,
-                                           params or GenerationParams())
-
-    def stream(self, messages: Sequence[Message], *,
-               tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-               params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
-        # the gateway's own generator, not a wrapper, so closing it reaches the gateway
-        return self.gateway.stream(self, list(messages), tools, output,
-                                   params or GenerationParams())
-
-    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        return await self.gateway.embed(self, list(texts))
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 @dataclass
 class _Call:
     """The state of one gateway call across attempts and fallbacks."""
@@ -489,6 +424,7 @@ class _Call:
     started: float
     clock: Clock
     describe: str = ""
+    capped: bool = True  # a budget has a cap, so each attempt reserves its worst case
     model: Model | None = None
     attempts: int = 0
     ttft: float | None = None
@@ -497,61 +433,3 @@ class _Call:
 
     def elapsed(self) -> float:
         return max(0.0, self.clock() - self.started)
-
-
-# -- helpers ---------------------------------------------------------------------------------
-async def _next_event(agen: AsyncIterator[StreamEvent], deadline: float | None,
-                      model: Model) -> StreamEvent | None:
-    """The next event of a started stream; any provider failure now is StreamInterrupted."""
-    try:
-        return await within(_anext_or_none(agen), None, "next event", model, at=deadline)
-    except StreamInterrupted:
-        raise
-    except ProviderError as exc:
-        raise StreamInterrupted(
-            f"{model.id}: the stream broke after its first event ({type(exc).__name__}: "
-            f"{exc}); not retried, since its text was already shown.",
-            provider=exc.provider or model.provider, model=exc.model or model.name,
-            status=exc.status, vendor_message=exc.vendor_message) from exc
-
-
-async def _anext_or_none(agen: AsyncIterator[StreamEvent]) -> StreamEvent | None:
-    try:
-        return await anext(agen)
-    except StopAsyncIteration:
-        return None
-
-
-async def _aclose(agen: AsyncIterator[StreamEvent]) -> None:
-    close = getattr(agen, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _as_completion(value: Recorded) -> Completion:
-    if isinstance(value, Completion):
-        return value
-    final = value[-1].completion if value else None
-    if final is None:
-        raise ValueError("a recorded stream without its final 'done' event cannot answer a "
-                         "completion; clear that recording")
-    return final
-
-
-def _as_events(value: Recorded) -> list[StreamEvent]:
-    if isinstance(value, list):
-        return value
-    events = [StreamEvent(type="text", text=value.text)] if value.text else []
-    events += [StreamEvent(type="tool_call", tool_call=c) for c in value.tool_calls]
-    return [*events, StreamEvent(type="usage", usage=value.usage),
-            StreamEvent(type="done", completion=value)]
-
-
-def _public_url(url: str | None) -> str | None:
-    """``url`` without user:password, query or fragment: what may be hashed and logged."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import math
 import random
@@ -239,9 +240,11 @@ class Reservation:
             return
         actual = self.amount if actual_usd is None else _usd(actual_usd)
         with _budget_lock:
-            for budget in self.budgets:
-                budget._reserved -= self.amount
-                budget._spent += actual
+            for budget in self.budgets:  # zeros skipped: Fraction arithmetic is slow
+                if self.amount:
+                    budget._reserved -= self.amount
+                if actual:
+                    budget._spent += actual
             self.settled = True
 
 
@@ -270,13 +273,17 @@ def reserve(budgets: Sequence[Budget], worst_usd: float | None, what: str) -> Re
                     f"budget (cap ${budget.cap_usd:.4f}, spent ${budget.spent_usd:.6f}, "
                     f"reserved by calls in flight ${budget.reserved_usd:.6f}). No request "
                     "was sent. Lower max_tokens, raise the budget, or start a new run.")
-        for budget in budgets:
-            budget._reserved += amount
+        if amount:
+            for budget in budgets:
+                budget._reserved += amount
     return Reservation(budgets, amount)
 
 
+@functools.lru_cache(maxsize=4096)
 def _usd(amount: float) -> Fraction:
-    """The exact decimal a float prints as (repr round-trips, so order is kept)."""
+    """The exact decimal a float prints as (repr round-trips, so order is kept).
+
+    Cached: the same few prices repeat, and building a Fraction from a string is slow."""
     return Fraction(repr(float(amount)))
 
 

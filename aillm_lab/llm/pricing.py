@@ -9,8 +9,11 @@ that split, not added to it.
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -129,6 +132,49 @@ def _cache_split(usage: Usage) -> tuple[int, int]:
 
 
 def _genai_price(provider: str, model: str, usage: Usage) -> float | None:
+    flat = _flat_price(provider, model, time.monotonic() // _PRICE_TTL_S)
+    if flat is not None:
+        return flat.cost(usage) if isinstance(flat, Price) else None
+    return _genai_calc(provider, model, usage)
+
+
+_PRICE_TTL_S = 3600.0  # prices can change by date; re-resolve each hour
+_SIMPLE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+
+
+@functools.lru_cache(maxsize=512)
+def _flat_price(provider: str, model: str, _epoch: float) -> Price | bool | None:
+    """The model's price as a plain ``Price`` when it is flat (no tiers), else None.
+
+    Why: ``genai_prices.calc_price`` takes ~100 µs a call (Decimal unit machinery), which was
+    the gateway's largest overhead; a flat price gives the same number with four products.
+    ``False`` caches "unknown model"; None sends tiered prices to the full calculation.
+    """
+    try:
+        import genai_prices
+    except ImportError:
+        return False
+    try:
+        calc = genai_prices.calc_price(genai_prices.Usage(input_tokens=0, output_tokens=0),
+                                       model, provider_id=provider)
+    except (LookupError, ValueError):
+        return False
+    values = {k: getattr(calc.model_price, k, None) for k in _SIMPLE_KEYS}
+    if not all(v is None or isinstance(v, Decimal) for v in values.values()):
+        return None
+    if values["input_mtok"] is None or values["output_mtok"] is None:
+        return None
+    return Price(input=float(values["input_mtok"]), output=float(values["output_mtok"]),
+                 cache_read=_float(values["cache_read_mtok"]),
+                 cache_write=_float(values["cache_write_mtok"]))
+
+
+def _float(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _genai_calc(provider: str, model: str, usage: Usage) -> float | None:
+    """genai-prices' full calculation, for tiered prices."""
     try:
         import genai_prices
     except ImportError:  # an optional data set: without it only overrides price calls

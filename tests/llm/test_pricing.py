@@ -111,3 +111,19 @@ def test_the_genai_prices_version_is_recorded():
     assert Pricing().version == prices_version()
     assert Pricing().source("openai", "gpt-4o-mini") == f"genai-prices {prices_version()}"
     assert prices_version() in repr(Pricing())
+
+
+@pytest.mark.parametrize(("provider", "model"), [
+    ("openai", "gpt-4o-mini"), ("openai", "gpt-4o"), ("openai", "gpt-4.1-nano"),
+    ("anthropic", "claude-3-5-haiku-latest"), ("anthropic", "claude-sonnet-4-0"),
+    ("google", "gemini-2.5-pro"), ("google", "gemini-1.5-flash")])
+def test_the_flat_price_fast_path_matches_genai_prices_own_calculation(provider, model):
+    from aillm_lab.llm.pricing import _genai_calc, _genai_price
+
+    for usage in (Usage(input_tokens=1234, output_tokens=567),
+                  Usage(input_tokens=300_000, output_tokens=10, cache_read_tokens=200_000),
+                  Usage(input_tokens=5000, output_tokens=0, cache_read_tokens=1000,
+                        cache_write_tokens=2000)):
+        slow, fast = _genai_calc(provider, model, usage), _genai_price(provider, model, usage)
+        assert slow is not None, f"{provider}:{model} should be priced"
+        assert fast == pytest.approx(slow, rel=1e-12, abs=1e-15)

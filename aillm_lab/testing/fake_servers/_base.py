@@ -18,6 +18,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class RecordedRequest:
     headers: MappingProxyType[str, str]
     body: Any
     fault: str | None = None
+    received_at: float = 0.0  # time.monotonic() on arrival, to measure client backoff
 
 
 @dataclass
@@ -395,7 +397,7 @@ class FakeServer:
                 self._served[fault.kind] += 1
             self._requests.append(RecordedRequest(
                 request.method, request.path_qs, MappingProxyType(headers), body,
-                fault.kind if fault else None))
+                fault.kind if fault else None, time.monotonic()))
         return fault
 
     def _error(self, status: int, kind: str, message: str | None,
