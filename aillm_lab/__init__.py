@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "stream": "aillm_lab.core.lab",
     "astream": "aillm_lab.core.lab",
     "default_lab": "aillm_lab.core.lab",
+    "embed": "aillm_lab.core.lab",
+    "aembed": "aillm_lab.core.lab",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -71,10 +73,12 @@ if TYPE_CHECKING:
         Lab,
         achat,
         acomplete,
+        aembed,
         astream,
         chat,
         complete,
         default_lab,
+        embed,
         stream,
     )
     from aillm_lab.errors import (

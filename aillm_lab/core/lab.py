@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from aillm_lab.config import LabSettings
+from aillm_lab.core.services import LabServices
 from aillm_lab.errors import ConfigError, ModelNotAvailable
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.calllog import CallLog
@@ -43,7 +44,7 @@ Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
 
 
-class Lab:
+class Lab(LabServices):
     """Settings, models and the runner in one object; use it as a (async) context manager."""
 
     def __init__(self, settings: LabSettings | None = None, *, model: ModelArg = None,
@@ -209,6 +210,7 @@ class Lab:
             models, self._models = list(self._models.values()), {}
             fallbacks, self._fallbacks = self._fallbacks or [], None
         await _close_all([*models, *fallbacks])
+        await self._close_services()
         await self.store.aclose()
         await self.calllog.aclose()
 
@@ -320,3 +322,12 @@ def stream(prompt: Prompt, model: ModelArg = None, **params: Any) -> Iterator[St
 
 def astream(prompt: Prompt, model: ModelArg = None, **params: Any) -> AsyncIterator[StreamEvent]:
     return default_lab().astream(prompt, model, **params)
+
+
+def embed(texts: str | Sequence[str], model: ModelArg = None) -> list[list[float]]:
+    """Vectors for ``texts``: local all-MiniLM-L6-v2 by default, offline."""
+    return default_lab().embed(texts, model)
+
+
+async def aembed(texts: str | Sequence[str], model: ModelArg = None) -> list[list[float]]:
+    return await default_lab().aembed(texts, model)

@@ -1,0 +1,87 @@
+"""The Lab's services beyond chat: embeddings, tools, RAG and memory, each made on first use.
+
+A mixin so ``core/lab.py`` stays about models; every service lives on the Lab's runner loop,
+shares its settings (``home``, ``lab.db``, ``workspace``, ``safety``) and closes with it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from aillm_lab.config import LabSettings
+    from aillm_lab.llm.base import Model
+    from aillm_lab.runtime import LoopRunner
+
+S = TypeVar("S")
+
+
+class LabServices:
+    """Lazily built services; ``Lab`` provides ``settings``, ``runner`` and ``model()``."""
+
+    settings: LabSettings
+    runner: LoopRunner
+    model: Callable[..., Model]
+
+    def _service(self, name: str, make: Callable[[], S]) -> S:
+        services: dict[str, Any] = self.__dict__.setdefault("_services", {})
+        lock: threading.Lock = self.__dict__.setdefault("_services_lock", threading.Lock())
+        with lock:
+            if name not in services:
+                services[name] = make()
+            return services[name]
+
+    async def _close_services(self) -> None:
+        services: dict[str, Any] = self.__dict__.get("_services", {})
+        for name in list(services):
+            service = services.pop(name)
+            closer = getattr(service, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    # -- embeddings -------------------------------------------------------------------------
+    async def aembed(self, texts: str | Sequence[str], model: str | Model | None = None,
+                     ) -> list[list[float]]:
+        """One vector per text: the local all-MiniLM-L6-v2 by default (offline, free), or a
+        provider's embedding model (``"openai:text-embedding-3-small"``) via the gateway."""
+        batch = _texts(texts)
+        if not batch:
+            return []
+        if model is None:
+            embedder = self._service("embedder", _default_embedder)
+            vectors = await self.runner.arun(embedder.aembed(batch))
+            return [list(map(float, v)) for v in vectors]
+        resolved = self.model(model)
+        return await self.runner.arun(resolved.embed(batch))
+
+    def embed(self, texts: str | Sequence[str], model: str | Model | None = None,
+              ) -> list[list[float]]:
+        return self.runner.run(self.aembed(texts, model))
+
+
+def _texts(texts: str | Sequence[str]) -> list[str]:
+    batch = [texts] if isinstance(texts, str) else list(texts)
+    bad = [type(t).__name__ for t in batch if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts: give a string or a list of strings; got items of type "
+                        f"{', '.join(sorted(set(bad)))}")
+    return batch
+
+
+def _default_embedder() -> Any:
+    from aillm_lab.rag.embeddings import default_embedder
+
+    return _Shared(default_embedder())
+
+
+class _Shared:
+    """The process-wide embedder, which a Lab uses but must not close."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def aembed(self, texts: list[str]) -> Any:
+        return await self.inner.aembed(texts)
+
