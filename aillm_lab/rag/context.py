@@ -299,8 +299,9 @@ def _local_counter(name: str) -> TokenCounter:
             tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
             tok.no_padding()  # a counter wants the true length, not a padded window
             tok.no_truncation()
-            return FunctionCounter(lambda t: len(tok.encode(t, add_special_tokens=False).ids),
-                                   f"local:{name} tokenizer")
+            return FunctionCounter(
+                lambda t, tok=tok: len(tok.encode(t, add_special_tokens=False).ids),
+                f"local:{name} tokenizer")
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(Path(gguf).parent, gguf_file=Path(gguf).name)

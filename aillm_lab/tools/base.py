@@ -45,7 +45,8 @@ class ToolResult(BaseModel):
     rule: str | None = Field(default=None, description="the safety rule that refused the call")
     truncated: bool = False
     injection: list[str] = Field(default_factory=list, description="markers found in output")
-    value: Any = Field(default=None, exclude=True, description="the raw return value")
+    value: Any = Field(default=None, exclude=True, repr=False,
+                       description="the raw return value, unredacted: for your code only")
 
     def __str__(self) -> str:
         return self.content
@@ -68,7 +69,12 @@ class Tool:
         self.max_result_chars = max_result_chars
         doc_summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
         self._args = _args_model(fn, arg_docs)
-        self.spec = ToolSpec(name=name or fn.__name__,
+        tool_name = name or fn.__name__
+        if not _NAME.match(tool_name):
+            raise ToolError(f"tool name {tool_name!r} is not valid for model APIs: use letters, "
+                            f"digits, '_', '.' or '-' (at most 64, not starting with a digit), "
+                            f"e.g. @tool(name='read_file')")
+        self.spec = ToolSpec(name=tool_name,
                              description=description if description is not None else doc_summary,
                              parameters=_schema(self._args))
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -93,7 +99,10 @@ class Tool:
 
     async def acall(self, arguments: dict[str, Any]) -> Any:
         """Validate and run (sync functions in the default executor)."""
-        kwargs = self.validate(arguments)
+        return await self.acall_validated(self.validate(arguments))
+
+    async def acall_validated(self, kwargs: dict[str, Any]) -> Any:
+        """Run with keyword arguments that ``validate`` already returned."""
         if self.is_async:
             return await self.fn(**kwargs)
         loop = asyncio.get_running_loop()
@@ -174,6 +183,7 @@ class ToolRegistry:
 
 
 # -- helpers --------------------------------------------------------------------------------
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # the same rule as ToolSpec.name
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
 _ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 _SECTION = re.compile(r"^\s*(Returns|Raises|Yields|Examples?|Notes?)\s*:\s*$")
@@ -184,22 +194,22 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     summary: list[str] = []
     args: dict[str, str] = {}
     current: str | None = None
-    in_args = False
-    for line in doc.splitlines():
+    section = "summary"  # then "args", or "other" for Returns:/Raises:/... (not shown)
+    for line in inspect.cleandoc(doc).splitlines():  # raw __doc__ works too
         if _ARGS_HEADER.match(line):
-            in_args = True
+            section, current = "args", None
             continue
         if _SECTION.match(line):
-            in_args, current = False, None
+            section, current = "other", None
             continue
-        if in_args:
+        if section == "args":
             m = _ARG_LINE.match(line)
             if m and (not line.startswith(" " * 8) or current is None):
                 current = m.group(1).lstrip("*")
                 args[current] = m.group(3).strip()
             elif current and line.strip():
                 args[current] = f"{args[current]} {line.strip()}".strip()
-        elif current is None:
+        elif section == "summary":
             summary.append(line)
     return "\n".join(summary).strip(), args
 
@@ -234,7 +244,7 @@ def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
     import typing
 
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints
     except Exception as exc:  # a forward reference that does not resolve
         raise ToolError(f"tool {fn.__name__!r}: cannot read its type hints ({exc}); "
                         f"import the types at module level") from exc

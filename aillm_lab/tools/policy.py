@@ -34,14 +34,28 @@ class CommandPolicy(_Policy):
 
     allow: list[str] = Field(default_factory=lambda: [
         "ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "cut", "echo", "pwd",
-        "find", "diff", "date", "true", "false", "python", "python3", "git"])
+        "find", "diff", "date", "true", "false", "git"],
+        description="programs run_shell may start; python is left out because it would run "
+                    "code outside the sandbox (use run_python), add it only if you trust that")
     deny_args: dict[str, list[str]] = Field(
         default_factory=lambda: {
-            "find": ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fls"],
+            "find": ["-exec", "-execdir", "-ok", "-okdir", "-delete", "-fprint", "-fprint0",
+                     "-fprintf", "-fls", "-files0-from"],
             "python": ["-c", "-m"], "python3": ["-c", "-m"],
+            "sort": ["--compress-program", "--files0-from"], "wc": ["--files0-from"],
+            "grep": ["-R", "--dereference-recursive"], "date": ["-s", "--set"],
             "git": ["-c", "--exec-path", "--upload-pack", "--receive-pack", "-C",
-                    "--git-dir", "--work-tree", "--config-env"]},
-        description="per-program arguments that are refused (exact or '--opt=' prefix)")
+                    "--git-dir", "--work-tree", "--config-env", "-O", "--open-files-in-pager",
+                    "--output", "--ext-diff", "--textconv", "--exec", "--template"]},
+        description="per-program arguments that are refused (exact, '--opt=' or a combined "
+                    "short flag like '-Sc' for '-c')")
+    git_subcommands: list[str] = Field(
+        default_factory=lambda: [
+            "status", "diff", "log", "show", "rev-parse", "ls-files", "ls-tree", "cat-file",
+            "blame", "grep", "describe", "shortlog", "version"],
+        description="what `run_shell git ...` may run: reads only by default, so writes go "
+                    "through the git tools and their approval; config, aliases, transports and "
+                    "commands that start other programs are never listed")
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_output_bytes: int = Field(default=200_000, ge=1, le=10**9)
 
@@ -86,7 +100,8 @@ class ApprovalPolicy(_Policy):
         default_factory=lambda: {"read": "auto", "write": "auto", "execute": "auto",
                                  "network": "auto"})
     by_tool: dict[str, Decision] = Field(
-        default_factory=lambda: {"git_add": "ask", "git_commit": "ask", "git_branch": "ask"})
+        default_factory=lambda: {"git_add": "ask", "git_commit": "ask",
+                                 "git_create_branch": "ask"})
     timeout_s: float = Field(default=300.0, gt=0, le=86_400,
                              description="an unanswered approval is a denial after this")
 

@@ -1,0 +1,1 @@
+"""Long-term memory: durable, searchable memories per namespace (see long_term.py)."""

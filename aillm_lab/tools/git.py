@@ -1,0 +1,259 @@
+"""The Git tools: status, diff, log, show, branch, add and commit on repositories in the workspace.
+
+Why the hardening: git runs other programs on request of its configuration (hooks,
+fsmonitor, pagers, external diff, textconv, credential helpers, transports), and reads
+options from anything that starts with ``-``. So every call runs the git CLI through
+``run_command`` with no system or global config, hooks pointed at ``/dev/null``, those
+settings overridden on the command line, repository discovery stopped at the workspace,
+``--end-of-options`` before revisions and ``--`` before literal pathspecs, and a fixed
+identity for commits. A repository whose git data lives outside the workspace is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from aillm_lab.errors import SafetyViolation
+from aillm_lab.tools.base import RiskLevel, Tool
+from aillm_lab.tools.paths import Workspace
+from aillm_lab.tools.policy import CommandPolicy
+from aillm_lab.tools.shell import CommandError, run_command
+
+DEFAULT_IDENTITY = ("AILLM Lab agent", "agent@aillm-lab.invalid")
+# Settings that would start a program, each neutralised on the command line (which wins
+# over the repository's own config).
+HARDENING: tuple[str, ...] = (
+    "--no-pager",
+    "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "core.pager=cat",
+    "-c", "core.sshCommand=false", "-c", "core.askPass=", "-c", "credential.helper=",
+    "-c", "protocol.allow=never", "-c", "commit.gpgSign=false", "-c", "tag.gpgSign=false",
+    "-c", "gpg.program=false", "-c", "gpg.ssh.program=false", "-c", "gpg.x509.program=false",
+    "-c", "safe.bareRepository=explicit", "-c", "color.ui=false")
+_GLOBAL_OPTIONS = frozenset({"--no-pager", "-P", "--no-replace-objects", "--literal-pathspecs",
+                             "--no-optional-locks", "--version"})
+_DIFFING = frozenset({"diff", "show", "log"})
+_REV = re.compile(r"[A-Za-z0-9_./~^@{}:+-]{1,256}")
+_BRANCH = re.compile(r"[A-Za-z0-9_./+-]{1,200}")
+_MAX_MESSAGE_CHARS = 20_000
+
+
+def git_tools(ws: Workspace, policy: CommandPolicy, *,
+              identity: tuple[str, str] = DEFAULT_IDENTITY) -> list[Tool]:
+    """The git tools bound to one workspace; ``identity`` is (name, email) for commits."""
+    git = _Git(ws, policy, identity)
+
+    async def git_status(repo: str = ".") -> str:
+        """Show the current branch and the changed, staged and untracked files.
+
+        Args:
+            repo: the repository folder, relative to the workspace.
+        """
+        return await git.run(repo, ["status", "--short", "--branch"])
+
+    async def git_diff(path: str | None = None, staged: bool = False, repo: str = ".") -> str:
+        """Show uncommitted changes as a unified diff.
+
+        Args:
+            path: only this file or folder (relative to the workspace).
+            staged: show what is staged for the next commit instead of unstaged changes.
+            repo: the repository folder, relative to the workspace.
+        """
+        args = ["diff", "--no-ext-diff", "--no-textconv", *(["--staged"] if staged else [])]
+        return await git.run(repo, [*args, "--", *git.paths([path] if path else [])])
+
+    async def git_log(max_count: Annotated[int, Field(ge=1, le=1000)] = 20,
+                      repo: str = ".") -> str:
+        """List recent commits, newest first: short hash, date, author and subject.
+
+        Args:
+            max_count: how many commits to list.
+            repo: the repository folder, relative to the workspace.
+        """
+        if not 1 <= max_count <= 1000:  # until Tool keeps Annotated constraints
+            raise CommandError(f"max_count must be between 1 and 1000, got {max_count}")
+        return await git.run(repo, ["log", f"--max-count={max_count}", "--date=short",
+                                    "--format=%h %ad %an: %s"])
+
+    async def git_show(rev: str = "HEAD", repo: str = ".") -> str:
+        """Show one commit (message, file stats and patch), or a file at a revision.
+
+        Args:
+            rev: a commit, branch, tag or 'REV:path', e.g. 'HEAD~1' or 'main:README.md'.
+            repo: the repository folder, relative to the workspace.
+        """
+        return await git.run(repo, ["show", "--no-ext-diff", "--no-textconv", "--stat",
+                                    "--patch", "--end-of-options", check_rev(rev)])
+
+    async def git_branch(repo: str = ".") -> str:
+        """List the branches, marking the current one.
+
+        Args:
+            repo: the repository folder, relative to the workspace.
+        """
+        return await git.run(repo, ["branch", "--list", "-v"])
+
+    async def git_create_branch(name: str, repo: str = ".") -> str:
+        """Create a branch at HEAD (no checkout).
+
+        Args:
+            name: the new branch's name, e.g. 'feature/parser'.
+            repo: the repository folder, relative to the workspace.
+        """
+        return await git.run(repo, ["branch", "--end-of-options", check_branch(name)])
+
+    async def git_add(paths: Annotated[list[str], Field(min_length=1)], repo: str = ".") -> str:
+        """Stage files for the next commit.
+
+        Args:
+            paths: files or folders relative to the workspace, e.g. ['src/app.py'].
+            repo: the repository folder, relative to the workspace.
+        """
+        if not paths:
+            raise CommandError("paths is empty; name the files to stage, e.g. ['src/app.py']")
+        return await git.run(repo, ["add", "--", *git.paths(paths)])
+
+    async def git_commit(message: str, repo: str = ".") -> str:
+        """Commit what is staged, with the lab's fixed author identity.
+
+        Args:
+            message: the commit message: a short subject line, then details if useful.
+            repo: the repository folder, relative to the workspace.
+        """
+        return await git.run(repo, ["commit", "--no-verify", "--no-gpg-sign",
+                                    f"--message={check_message(message)}"])
+
+    read, write = RiskLevel.READ, RiskLevel.WRITE
+    return [Tool(git_status, risk=read), Tool(git_diff, risk=read), Tool(git_log, risk=read),
+            Tool(git_show, risk=read), Tool(git_branch, risk=read),
+            Tool(git_create_branch, risk=write), Tool(git_add, risk=write),
+            Tool(git_commit, risk=write)]
+
+
+def check_rev(rev: str) -> str:
+    """A revision that git cannot mistake for an option."""
+    if rev.startswith("-") or not _REV.fullmatch(rev):
+        raise SafetyViolation("git.bad_revision", f"revision {rev[:80]!r} is not allowed: use a "
+                              f"commit hash, branch, tag or expression like 'HEAD~2' or "
+                              f"'main:path/file' (no spaces, not starting with '-')")
+    return rev
+
+
+def check_branch(name: str) -> str:
+    """A branch name that is not an option and has no characters git would refuse anyway."""
+    if (name.startswith("-") or not _BRANCH.fullmatch(name) or ".." in name
+            or name.endswith((".lock", "/", ".")) or "//" in name):
+        raise SafetyViolation("git.bad_branch", f"branch name {name[:80]!r} is not allowed: use "
+                              f"letters, digits and . _ / + -, not starting with '-', "
+                              f"e.g. 'feature/login'")
+    return name
+
+
+def check_message(message: str) -> str:
+    if not message.strip():
+        raise CommandError("message is empty; describe the change in a short subject line")
+    if len(message) > _MAX_MESSAGE_CHARS or "\x00" in message:
+        raise SafetyViolation("git.bad_message", f"the commit message must be under "
+                              f"{_MAX_MESSAGE_CHARS} characters with no NUL bytes")
+    return message
+
+
+def git_env(ws: Workspace, identity: tuple[str, str] = DEFAULT_IDENTITY) -> dict[str, str]:
+    """Environment on top of ``safe_env``: no system/global config, no prompts, no walking up."""
+    name, email = identity
+    env = {"HOME": str(ws.root), "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null",
+           "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": ":",
+           "GIT_SEQUENCE_EDITOR": ":", "GIT_LITERAL_PATHSPECS": "1", "GIT_OPTIONAL_LOCKS": "0",
+           "GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+           "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    if ws.root.parent != ws.root:
+        env["GIT_CEILING_DIRECTORIES"] = str(ws.root.parent)
+    return env
+
+
+def check_repo(folder: Path, ws: Workspace) -> None:
+    """Refuse a repository whose git data (``.git`` file/link, commondir) leaves the workspace."""
+    for parent in (folder, *folder.parents):
+        dotgit = parent / ".git"
+        if os.path.lexists(dotgit):
+            gitdir = _gitdir(dotgit)
+            common = gitdir / "commondir"
+            targets = [gitdir, (gitdir / common.read_text().strip()).resolve()
+                       ] if common.is_file() else [gitdir]
+            for target in targets:
+                try:
+                    ws.resolve(target)
+                except SafetyViolation:
+                    raise SafetyViolation("git.outside_workspace", f"the repository at "
+                                          f"{ws.relative(parent)!r} keeps its git data at "
+                                          f"{target}, outside the workspace; use a repository "
+                                          f"created inside it") from None
+            return
+        if parent == ws.root:
+            return
+
+
+def harden_shell_argv(args: list[str], ws: Workspace,
+                      policy: CommandPolicy) -> tuple[list[str], dict[str, str]]:
+    """``run_shell git ...``: allowlisted subcommand, hardened argv and environment."""
+    sub = next((a for a in args if not a.startswith("-")), None)
+    for arg in args[:args.index(sub) if sub else len(args)]:
+        if arg not in _GLOBAL_OPTIONS:
+            raise SafetyViolation("command.denied_argument",
+                                  f"git option {arg!r} before the subcommand is not allowed; "
+                                  f"allowed there: {', '.join(sorted(_GLOBAL_OPTIONS))}")
+    if sub is None and "--version" not in args:
+        raise CommandError("git needs a subcommand, e.g. 'git status'")
+    if sub is not None and sub not in policy.git_subcommands:
+        raise SafetyViolation("command.git_subcommand",
+                              f"'git {sub}' is not allowed from run_shell (allowed: "
+                              f"{', '.join(policy.git_subcommands)}); use the git_* tools "
+                              f"for writes, which ask for approval")
+    check_repo(ws.root, ws)
+    if sub in _DIFFING:  # the repository's diff.external / textconv would start programs
+        at = args.index(sub) + 1
+        args = [*args[:at], "--no-ext-diff", "--no-textconv", *args[at:]]
+    return ["git", *HARDENING, *args], git_env(ws)
+
+
+class _Git:
+    """Runs hardened git commands in a repository folder of one workspace."""
+
+    def __init__(self, ws: Workspace, policy: CommandPolicy,
+                 identity: tuple[str, str]) -> None:
+        self.ws, self.policy, self.identity = ws, policy, identity
+
+    def repo_dir(self, repo: str) -> Path:
+        folder = self.ws.resolve(repo)
+        if not folder.is_dir():
+            raise CommandError(f"repo {repo!r} is not a folder in the workspace; give the "
+                               f"repository's folder relative to it, e.g. '.'")
+        check_repo(folder, self.ws)
+        return folder
+
+    def paths(self, paths: list[str]) -> list[str]:
+        """Absolute paths inside the workspace, passed after ``--`` as literal pathspecs."""
+        return [str(self.ws.resolve(p)) for p in paths]
+
+    async def run(self, repo: str, args: list[str]) -> str:
+        folder = self.repo_dir(repo)
+        result = await run_command(["git", *HARDENING, *args], cwd=folder, policy=self.policy,
+                                   env=git_env(self.ws, self.identity))
+        return result.render()
+
+
+def _gitdir(dotgit: Path) -> Path:
+    """Where a ``.git`` entry points: itself (dir or link) or its ``gitdir:`` line."""
+    if dotgit.is_file() and not dotgit.is_symlink():
+        first = dotgit.read_text(errors="replace").splitlines()[:1]
+        if first and first[0].startswith("gitdir:"):
+            return (dotgit.parent / first[0][len("gitdir:"):].strip()).resolve()
+    return dotgit.resolve()
+
+
+__all__ = ["DEFAULT_IDENTITY", "HARDENING", "check_branch", "check_message", "check_repo",
+           "check_rev", "git_env", "git_tools", "harden_shell_argv"]

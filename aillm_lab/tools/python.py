@@ -1,0 +1,536 @@
+"""``PythonSandbox``: run model-written Python in a separate, limited worker process.
+
+Why a process and not ``exec`` in ours: smolagents' in-process executor was escaped
+(CVE-2025-9959). The boundary is the operating system; the audit hook only explains.
+
+The boundary, in layers:
+
+* a persistent worker (``python -I -B _sandbox_worker.py``, started on the runner loop in
+  its own session) with an environment built from nothing (no key or token of ours: only
+  PATH, HOME=workdir, LANG, TMPDIR, MPLBACKEND=Agg, thread caps), a private temporary folder
+  as cwd and HOME, and stdin/stdout pipes carrying length-prefixed JSON. The worker is run
+  by path, so it never imports ``aillm_lab`` or reads our settings;
+* resource limits the worker sets on itself before any user code (``setrlimit`` in the
+  child rather than ``preexec_fn``, which can deadlock a threaded parent): RLIMIT_AS
+  (``memory_mb``), RLIMIT_CPU (``cpu_s``, re-armed before each call, since the kernel counts
+  a process's whole life), RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_FSIZE and RLIMIT_CORE 0.
+  RLIMIT_NPROC counts every process and thread *of the user*, so in a container where all
+  runs as one uid the worker shares that budget with everything else there; it is set to
+  the uid's current tasks plus ``max_processes``, and root is not counted at all, so the
+  seccomp filter is what actually stops forks;
+* a wall-clock timeout (``wall_s`` or per call) that SIGKILLs the whole process group; the
+  next call starts a fresh worker and its result says that earlier variables are gone;
+* on Linux, a new network namespace (inside a new user namespace when possible, so even a
+  root worker holds capabilities only there and cannot raise its hard limits), Landlock
+  (read-only on the interpreter's folders and system libraries, read-write on the sandbox
+  folders, nothing else; no TCP; no signals out) and seccomp (no exec, fork, ptrace,
+  namespace, ownership or xattr changes, no signals to other processes, and with the
+  network off no ``socket``/``connect``, since a netns does not hide Unix sockets on disk).
+  Known gap: code that got past the hook could still ``chmod`` files its uid owns, which
+  neither Landlock nor seccomp can check by path.
+
+Defence in depth: an audit hook refuses sockets, subprocesses, ``ctypes``, heap walking,
+new audit hooks, raising limits, links, and files outside the sandbox folder (reads are
+also allowed under Python's own folders, so imports work; /etc, /proc and home folders are
+not readable, /etc/passwd included). Its refusals are readable ``PermissionError``s the
+model can act on, and each is listed in ``SandboxResult.refused``. It is not a boundary:
+Python code in the same process can race it (e.g. mutate a path object from a thread).
+
+What each platform gets: Linux with user namespaces, Landlock (>= 5.13) and seccomp: all
+of the above (``protections`` says which layers a session got). Linux without them: the
+process, limits, whatever of netns/Landlock/seccomp exists, and the hook. macOS: the
+process, limits and the hook only, so do not run untrusted code there. Windows: not
+supported (``SandboxUnavailable``).
+
+Files written to the workdir survive timeouts and ``reset()``; ``close()`` removes the
+temporary folder (a ``workdir`` you pass in is yours and is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, PositiveFloat
+
+from aillm_lab.errors import AillmError, ToolError
+from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.tools.base import RiskLevel, Tool
+from aillm_lab.tools.policy import CodePolicy
+
+_WORKER = Path(__file__).with_name("_sandbox_worker.py")
+_START_TIMEOUT_S = 30.0
+_STDERR_TAIL = 16_384
+_MAX_FILES = 1_000
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# read-only system folders the interpreter and C extensions load from (Python's own
+# folders are added by the worker itself), plus harmless machine facts libraries probe
+# (duckdb reads /proc/self/cgroup); secrets live elsewhere (/etc, /root, /home, /proc/<pid>)
+_SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64", "/usr/share",
+                "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types", "/dev/urandom",
+                "/dev/zero", "/proc/self", "/sys/fs/cgroup", "/sys/devices/system/cpu")
+
+
+class SandboxUnavailable(AillmError, RuntimeError):
+    """The sandbox cannot run here (Windows) or its worker failed to start."""
+
+
+class SandboxFile(BaseModel):
+    """A file the call created or changed in the sandbox folder."""
+
+    name: str = Field(description="path relative to the sandbox folder")
+    size: int
+
+
+class SandboxResult(BaseModel):
+    """Everything one ``run`` produced, including why it stopped if it did not finish."""
+
+    ok: bool = True
+    stdout: str = ""
+    stderr: str = ""
+    stdout_truncated: int = Field(default=0, description="bytes of stdout not kept")
+    stderr_truncated: int = Field(default=0, description="bytes of stderr not kept")
+    value: str | None = Field(default=None, description="repr of the last expression")
+    error: str | None = Field(default=None, description="traceback text")
+    files: list[SandboxFile] = Field(default_factory=list)
+    figures: list[str] = Field(default_factory=list, description="PNG images, base64")
+    duration_s: float = 0.0
+    timed_out: bool = False
+    killed_by: str | None = Field(default=None, description="signal that ended the worker")
+    memory_error: bool = False
+    restarted: bool = Field(default=False, description="a fresh worker ran this call")
+    refused: list[str] = Field(default_factory=list,
+                               description="'rule (event)' for each operation the hook refused")
+    notes: list[str] = Field(default_factory=list)
+
+    def figure_png(self, index: int = 0) -> bytes:
+        """The PNG bytes of one figure."""
+        return base64.b64decode(self.figures[index])
+
+    def to_text(self) -> str:
+        """What the model reads: output, value, error, files and what happened."""
+        parts: list[str] = []
+        for name, text, cut in (("stdout", self.stdout, self.stdout_truncated),
+                                ("stderr", self.stderr, self.stderr_truncated)):
+            if text or cut:
+                parts.append(f"[{name}]\n{text.rstrip()}")
+                if cut:
+                    parts.append(f"[{name} truncated: {cut} more bytes not shown]")
+        if self.value is not None:
+            parts.append(f"[value]\n{self.value}")
+        if self.error:
+            parts.append(f"[error]\n{self.error.rstrip()}")
+        if self.files:
+            parts.append("[files] " + ", ".join(f"{f.name} ({f.size} bytes)"
+                                                for f in self.files))
+        if self.figures:
+            parts.append(f"[figures] {len(self.figures)} figure(s) returned as PNG")
+        parts += [f"[note] {n}" for n in self.notes]
+        return "\n".join(parts) if parts else "(no output)"
+
+
+class PythonSandbox:
+    """A persistent, limited Python worker: variables survive between calls until reset.
+
+    ``run``/``arun`` execute code; ``tools()`` gives the model ``run_python``. Files written
+    to ``workdir`` survive resets and timeouts; ``close()`` removes the temporary folder.
+    """
+
+    def __init__(self, policy: CodePolicy | None = None, *, workdir: Path | str | None = None,
+                 runner: LoopRunner | None = None, audit_hook: bool = True) -> None:
+        """``audit_hook=False`` leaves only the OS layers: for testing them, not for use."""
+        if sys.platform.startswith("win"):
+            raise SandboxUnavailable("PythonSandbox needs Linux or macOS (it relies on "
+                                     "POSIX process groups and resource limits); run the "
+                                     "lab in WSL or a Linux container on Windows.")
+        self.policy = policy or CodePolicy()
+        self._runner = runner or get_runner()
+        given = None if workdir is None else _check_workdir(Path(workdir))
+        self._root = Path(tempfile.mkdtemp(prefix="aillm-sandbox-"))
+        self.workdir = given or (self._root / "work").resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._tmp = self._root / "tmp"
+        self._tmp.mkdir()
+        self._worker: _Worker | None = None
+        self._lock: asyncio.Lock | None = None
+        self._lost_state = False  # a worker existed and died, so the next one starts empty
+        self._closed = False
+        self._audit_hook = audit_hook
+        self._runner.on_close(self.aclose)  # at exit the runner removes the folder too
+        self.protections: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "running" if self._worker else "idle"
+        return f"<PythonSandbox {state} workdir={str(self.workdir)!r}>"
+
+    def __enter__(self) -> PythonSandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PythonSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (None when no worker is running)."""
+        return self._worker.pid if self._worker else None
+
+    # -- running code ----------------------------------------------------------------------
+    def run(self, code: str, timeout_s: float | None = None) -> SandboxResult:
+        """Sync twin of :meth:`arun`."""
+        return self._runner.run(self.arun(code, timeout_s))
+
+    async def arun(self, code: str, timeout_s: float | None = None) -> SandboxResult:
+        """Run ``code`` in the worker; its last expression's repr is the result's value.
+
+        Args:
+            code: Python source; state persists from earlier calls.
+            timeout_s: wall-clock limit for this call (default ``policy.wall_s``).
+        """
+        if not isinstance(code, str):
+            raise ToolError(f"code must be a str of Python source, got {type(code).__name__}")
+        wall = self.policy.wall_s if timeout_s is None else timeout_s
+        if not isinstance(wall, int | float) or not 0 < wall < float("inf"):
+            raise ToolError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        return await self._runner.arun(self._arun(code, float(wall)))
+
+    async def _arun(self, code: str, wall: float) -> SandboxResult:
+        if self._closed:
+            raise ToolError("this PythonSandbox is closed; create a new one")
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            restarted = False
+            if self._worker is None or not self._worker.alive:
+                restarted = await self._start()
+            assert self._worker is not None
+            before = await asyncio.to_thread(_snapshot, self.workdir)
+            start = time.perf_counter()
+            reply = await self._worker.call({"op": "run", "code": code,
+                                             "max_output": self.policy.max_output_bytes}, wall)
+            elapsed = time.perf_counter() - start
+            result = await self._result(reply, wall, elapsed)
+            after = await asyncio.to_thread(_snapshot, self.workdir)
+            result.files = [SandboxFile(name=k, size=v[0]) for k, v in sorted(after.items())
+                            if before.get(k) != v]
+            if restarted:
+                result.restarted = True
+                result.notes.insert(0, "a fresh worker ran this call: variables from earlier "
+                                       "calls are gone (files in the sandbox folder remain)")
+            return result
+
+    async def _result(self, reply: dict[str, Any] | None, wall: float,
+                      elapsed: float) -> SandboxResult:
+        worker = self._worker
+        assert worker is not None
+        if reply is not None and reply.get("op") == "result":
+            return _from_reply(reply)
+        timed_out = reply is None and worker.alive
+        broken = reply is not None and reply.get("op") != "eof"
+        await self._kill()
+        result = SandboxResult(ok=False, duration_s=elapsed, timed_out=timed_out)
+        if timed_out:
+            result.killed_by = "SIGKILL"
+            result.notes.append(f"timed out after {wall:g} s of wall time: the worker was "
+                                f"killed; the next call starts a fresh one, so variables "
+                                f"from earlier calls are gone")
+            return result
+        code = worker.returncode
+        result.killed_by = _signal_name(-code) if code is not None and code < 0 else None
+        why = _death_reason(result.killed_by, self.policy)
+        result.memory_error = "memory" in why
+        result.error = (f"the sandbox worker died ({why}); the next call starts a fresh one, "
+                        f"so variables from earlier calls are gone")
+        if broken:
+            assert reply is not None
+            result.error = f"the sandbox worker broke the protocol ({reply.get('op')}); " \
+                           "it was stopped and the next call starts a fresh one"
+        tail = worker.stderr_tail()
+        if tail.strip():
+            result.stderr = tail
+        return result
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Sync twin of :meth:`areset`."""
+        self._runner.run(self.areset())
+
+    async def areset(self) -> None:
+        """Stop the worker, so the next call starts with no variables (files stay)."""
+        await self._runner.arun(self._kill())
+
+    def close(self) -> None:
+        """Stop the worker and remove the temporary folder; idempotent."""
+        if self._closed:
+            return
+        if not self._runner.started:  # the runner closed first: no worker can be left
+            self._closed = True
+            self._remove_dirs()
+            return
+        self._runner.run(self.aclose())
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._runner.arun(self._kill())
+        self._remove_dirs()
+
+    def _remove_dirs(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)  # a caller's workdir is not in it
+
+    async def _start(self) -> bool:
+        """Start a worker; True when it replaces one that held state."""
+        cfg = {"workdir": str(self.workdir), "network": self.policy.network,
+               "audit_hook": self._audit_hook,
+               "read_roots": list(_SYSTEM_READ),
+               "write_roots": [str(self.workdir), str(self._tmp.resolve()), os.devnull],
+               "limits": self.policy.model_dump(include={
+                   "memory_mb", "cpu_s", "max_open_files", "max_processes", "max_file_mb"})}
+        max_frame = 4 * self.policy.max_output_bytes + 64 * 1024 * 1024  # + figures
+        self._worker = await _Worker.start(cfg, _scrubbed_env(self.workdir, self._tmp),
+                                           max_frame)
+        self.protections = self._worker.protections
+        lost, self._lost_state = self._lost_state, False
+        return lost
+
+    async def _kill(self) -> None:
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._lost_state = True
+            await worker.kill()
+
+    # -- tools -----------------------------------------------------------------------------
+    def tools(self) -> list[Tool]:
+        """``run_python`` for agents (risk ``execute``); it returns readable text."""
+        sandbox = self
+
+        async def run_python(code: str,
+                             timeout_s: PositiveFloat | None = None) -> str:
+            """Run Python in a sandbox (no network, files only in its folder) and return
+            stdout, the last expression's value, errors, files created and figures. Variables
+            persist between calls.
+
+            Args:
+                code: Python source; end with an expression to see its value.
+                timeout_s: seconds before the run is stopped (capped by the policy).
+            """
+            if timeout_s is not None and not 0 < timeout_s < float("inf"):
+                return f"[error] timeout_s must be a positive number of seconds, got {timeout_s}"
+            wall = sandbox.policy.wall_s if timeout_s is None else min(timeout_s,
+                                                                       sandbox.policy.wall_s)
+            return (await sandbox.arun(code, wall)).to_text()
+
+        return [Tool(run_python, name="run_python", risk=RiskLevel.EXECUTE)]
+
+
+# -- the worker process -------------------------------------------------------------------
+class _Worker:
+    """One worker process and the protocol that reads its frames."""
+
+    def __init__(self, transport: asyncio.SubprocessTransport, proto: _WorkerProtocol) -> None:
+        self.transport, self.proto = transport, proto
+        self.pid: int = transport.get_pid()
+        self.protections: dict[str, Any] = {}
+
+    @classmethod
+    async def start(cls, cfg: dict[str, Any], env: dict[str, str], max_frame: int) -> _Worker:
+        loop = asyncio.get_running_loop()
+        args = [sys.executable, "-I", "-B", str(_WORKER), json.dumps(cfg)]
+        transport, proto = await loop.subprocess_exec(
+            lambda: _WorkerProtocol(max_frame), *args, env=env, cwd=cfg["workdir"],
+            start_new_session=True, close_fds=True)
+        worker = cls(transport, proto)
+        try:
+            ready = await asyncio.wait_for(proto.frames.get(), _START_TIMEOUT_S)
+        except TimeoutError:
+            ready = None
+        if not ready or ready.get("op") != "ready":
+            await worker.kill()
+            raise SandboxUnavailable(f"the sandbox worker did not start ({ready!r}); its "
+                                     f"stderr said: {worker.stderr_tail()[-2000:] or 'nothing'}")
+        worker.protections = ready.get("protections", {})
+        return worker
+
+    @property
+    def alive(self) -> bool:
+        return self.transport.get_returncode() is None and not self.proto.eof
+
+    @property
+    def returncode(self) -> int | None:
+        return self.transport.get_returncode()
+
+    def stderr_tail(self) -> str:
+        return bytes(self.proto.stderr).decode("utf-8", "replace")
+
+    async def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Send one request; the reply, ``{"op": "eof"}`` if the worker died, None on timeout."""
+        body = json.dumps(request).encode("utf-8")
+        stdin = self.transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        stdin.write(struct.pack(">I", len(body)) + body)
+        try:
+            reply = await asyncio.wait_for(self.proto.frames.get(), timeout)
+        except TimeoutError:
+            return None
+        if reply is None:  # EOF: give the exit status a moment to arrive
+            await _wait(self.proto.exited, 2.0)
+            return {"op": "eof"}
+        return reply
+
+    async def kill(self) -> None:
+        """SIGKILL the whole process group (anything the code started dies too)."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        await _wait(self.proto.exited, 5.0)
+        self.transport.close()
+
+
+class _WorkerProtocol(asyncio.SubprocessProtocol):
+    """Splits stdout into frames and keeps the tail of stderr for diagnostics."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self.frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self.buffer = bytearray()
+        self.stderr = bytearray()
+        self.exited = asyncio.Event()
+        self.eof = False
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 2:
+            self.stderr += data
+            del self.stderr[:-_STDERR_TAIL]
+            return
+        if self.eof:
+            return
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            size = struct.unpack(">I", self.buffer[:4])[0]
+            if size > self.max_frame:
+                self._broken("oversized frame")
+                return
+            if len(self.buffer) < 4 + size:
+                return
+            body, self.buffer = bytes(self.buffer[4:4 + size]), self.buffer[4 + size:]
+            try:
+                self.frames.put_nowait(json.loads(body))
+            except ValueError:
+                self._broken("unreadable frame")
+                return
+
+    def _broken(self, why: str) -> None:
+        self.eof = True
+        self.buffer.clear()
+        self.frames.put_nowait({"op": f"protocol error: {why}"})
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1 and not self.eof:
+            self.eof = True
+            self.frames.put_nowait(None)
+
+    def process_exited(self) -> None:
+        self.exited.set()
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _scrubbed_env(workdir: Path, tmp: Path) -> dict[str, str]:
+    """Built from nothing, so no key or token of ours reaches the sandbox."""
+    (tmp / "mpl").mkdir(exist_ok=True)
+    return {"PATH": "/usr/bin:/bin", "HOME": str(workdir), "USER": "sandbox",
+            "LOGNAME": "sandbox", "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8", "TMPDIR": str(tmp), "MPLBACKEND": "Agg",
+            "MPLCONFIGDIR": str(tmp / "mpl"), "OPENBLAS_NUM_THREADS": "1",
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _check_workdir(path: Path) -> Path:
+    """The sandbox may write anywhere below its workdir, so keep code we run out of it."""
+    path = path.expanduser().resolve()
+    protected = {Path(sys.prefix), Path(sys.base_prefix), Path(__file__).parents[1],
+                 Path.home()}
+    for p in protected:
+        p = p.resolve()
+        if path == p or path in p.parents:
+            raise ToolError(f"workdir={str(path)!r} contains {str(p)!r}, which the sandbox "
+                            f"could then rewrite; pass a dedicated folder (or none, for a "
+                            f"temporary one)")
+    return path
+
+
+def _from_reply(reply: dict[str, Any]) -> SandboxResult:
+    result = SandboxResult(
+        ok=reply.get("error") is None, stdout=reply.get("stdout", ""),
+        stderr=reply.get("stderr", ""), stdout_truncated=int(reply.get("stdout_dropped", 0)),
+        stderr_truncated=int(reply.get("stderr_dropped", 0)), value=reply.get("value"),
+        error=reply.get("error"), duration_s=float(reply.get("duration_s", 0.0)),
+        memory_error=bool(reply.get("memory_error")), refused=list(reply.get("refused", [])))
+    figures = [f for f in reply.get("figures", []) if isinstance(f, str)]
+    result.figures = [f for f in figures if base64.b64decode(f)[:8] == _PNG_MAGIC]
+    if result.memory_error:
+        result.notes.append("the code ran out of memory (limit: the policy's memory_mb)")
+    if result.refused and result.error:
+        result.notes.append("the sandbox refused: " + ", ".join(sorted(set(result.refused))))
+    return result
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (size, mtime_ns) of regular files; links are never followed."""
+    found: dict[str, tuple[int, int]] = {}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            found[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+            if len(found) >= _MAX_FILES:
+                return found
+        dirnames.sort()
+    return found
+
+
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+def _death_reason(sig: str | None, policy: CodePolicy) -> str:
+    if sig == "SIGXCPU":
+        return f"CPU limit of {policy.cpu_s} s exceeded"
+    if sig == "SIGKILL":
+        return f"killed, probably for memory (limit {policy.memory_mb} MB) or by the system"
+    if sig == "SIGSEGV":
+        return f"segmentation fault, often memory exhaustion (limit {policy.memory_mb} MB)"
+    return f"exited by {sig}" if sig else "exited"
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except TimeoutError:
+        pass
+
+
+__all__ = ["PythonSandbox", "SandboxFile", "SandboxResult", "SandboxUnavailable"]

@@ -1,0 +1,296 @@
+"""``SafetyGuard``: the one door every tool call goes through (DESIGN invariant 8).
+
+Pipeline: validate the arguments -> approval (``auto | ask | deny`` from the policy, by
+tool name over risk level) -> run the tool (its own path/command/network/SQL/code checks
+raise ``SafetyViolation``) -> render the result as text -> redact secrets -> scan for prompt
+injection and fence suspicious output as data -> cap its size -> write an audit row.
+Every outcome is audited: allowed, refused (a safety rule), denied (approval) and error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
+
+from aillm_lab.errors import SafetyViolation, ToolError
+from aillm_lab.tools.audit import AuditEntry, AuditLog
+from aillm_lab.tools.audit import Decision as AuditDecision
+from aillm_lab.tools.base import Tool, ToolResult
+from aillm_lab.tools.policy import Decision, SafetyPolicy
+from aillm_lab.tools.scan import Redactor, scan_injection, wrap_as_data
+
+MAX_ERROR_CHARS = 2000
+_EDGE = 4096  # chars past the cap still redacted, so no secret (or PEM block) is half-shown
+_DENIAL_RULES = {"approval.denied", "approval.denied_by_policy", "approval.timeout",
+                 "approval.failed"}
+
+
+class ApprovalRequest(BaseModel):
+    """What an approver sees: the call (arguments already redacted) and why it is asked."""
+
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    risk: str
+    reason: str
+    call_id: str | None = None
+
+
+Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+
+
+class SafetyGuard:
+    """Run tools under a ``SafetyPolicy``; ``run`` raises on refusal, ``invoke`` never does.
+
+    ``approver`` answers ``ask`` decisions (sync functions run in a thread, so a slow human
+    never blocks the loop); ``secrets`` are exact values to hide from output and the audit.
+    """
+
+    def __init__(self, policy: SafetyPolicy | None = None, *, audit: AuditLog | None = None,
+                 approver: Approver | None = None, secrets: Iterable[str] = ()) -> None:
+        self.policy = policy or SafetyPolicy()
+        self.audit = audit
+        self.approver = approver
+        self.redactor = Redactor(secrets)
+
+    def __repr__(self) -> str:
+        return f"SafetyGuard(audit={self.audit!r}, approver={self.approver!r})"
+
+    def decision(self, tool: Tool) -> Decision:
+        """``auto``, ``ask`` or ``deny`` for this tool: by tool name first, then by risk."""
+        approvals = self.policy.approvals
+        if tool.name in approvals.by_tool:
+            return approvals.by_tool[tool.name]
+        return approvals.by_risk.get(tool.risk.value, "auto")
+
+    async def run(self, tool: Tool, arguments: dict[str, Any],
+                  call_id: str | None = None) -> ToolResult:
+        """The checked, rendered result; raises ``SafetyViolation`` (redacted) on refusal.
+
+        Bad arguments raise pydantic's ``ValidationError`` and a failing tool its own error,
+        after the call is audited; if that error's text holds a secret, a ``ToolError`` with
+        the redacted text is raised instead (keys never reach errors).
+        """
+        return await self._execute(tool, arguments, call_id, raise_errors=True)
+
+    async def invoke(self, tool: Tool, arguments: dict[str, Any],
+                     call_id: str | None = None) -> ToolResult:
+        """Like ``run``, but refusals and errors come back as ``ToolResult(ok=False)``.
+
+        This is the agents' door: the model reads ``content`` (the error) and can fix the
+        call. Cancellation and ``KeyboardInterrupt`` still propagate.
+        """
+        return await self._execute(tool, arguments, call_id, raise_errors=False)
+
+    # -- pipeline --------------------------------------------------------------------------
+    async def _execute(self, tool: Tool, arguments: dict[str, Any], call_id: str | None,
+                       *, raise_errors: bool) -> ToolResult:
+        start = time.perf_counter()
+        arguments = {} if arguments is None else arguments  # a model's "no arguments"
+        shown_args = self._shown_arguments(arguments)
+        try:
+            kwargs = tool.validate(arguments)
+            await self._approve(tool, shown_args, call_id)
+            value = await tool.acall_validated(kwargs)
+        except SafetyViolation as exc:
+            detail = self._clean(exc.detail)
+            result = self._failure(tool, call_id, f"Refused by the safety policy "
+                                   f"[{exc.rule}]: {detail}", rule=exc.rule)
+            decision: AuditDecision = "denied" if exc.rule in _DENIAL_RULES else "refused"
+            await self._record(tool, shown_args, call_id, start, result, decision)
+            if raise_errors:
+                if detail == exc.detail:
+                    raise
+                raise SafetyViolation(exc.rule, detail) from None  # the secret-free copy
+            return result
+        except Exception as exc:
+            message = (validation_message(tool, exc) if isinstance(exc, ValidationError) else
+                       f"Tool {tool.name!r} failed: {type(exc).__name__}: {exc}. Check the "
+                       f"arguments, or try another approach.")
+            result = self._failure(tool, call_id, self._clean(message))
+            await self._record(tool, shown_args, call_id, start, result, "error")
+            if not raise_errors:
+                return result
+            if self._clean(str(exc)) == str(exc):
+                raise
+            raise ToolError(result.content) from None  # the original names a secret
+        result, size = self._success(tool, call_id, value)
+        await self._record(tool, shown_args, call_id, start, result, "allowed", size)
+        return result
+
+    async def _approve(self, tool: Tool, shown_args: dict[str, Any],
+                       call_id: str | None) -> None:
+        """Raise ``SafetyViolation`` unless the policy (or the approver) lets the call run."""
+        decision = self.decision(tool)
+        if decision == "auto":
+            return
+        source = (f"approvals.by_tool[{tool.name!r}]" if tool.name in
+                  self.policy.approvals.by_tool else f"approvals.by_risk[{tool.risk.value!r}]")
+        if decision == "deny":
+            raise SafetyViolation("approval.denied_by_policy", f"{source} is 'deny', so "
+                                  f"{tool.name!r} never runs; use another tool or ask the user "
+                                  f"to change the policy.")
+        if self.approver is None:
+            raise SafetyViolation("approval.no_approver", f"{source} is 'ask' but no approver "
+                                  f"is set; set toolbox.approver (a function taking an "
+                                  f"ApprovalRequest and returning True/False).")
+        request = ApprovalRequest(tool=tool.name, arguments=shown_args, risk=tool.risk.value,
+                                  reason=f"{source} is 'ask' for this {tool.risk.value} tool",
+                                  call_id=call_id)
+        approved = await self._ask(request)
+        if not approved:
+            raise SafetyViolation("approval.denied", f"the user did not approve this call to "
+                                  f"{tool.name!r}; do not retry it unchanged, ask the user "
+                                  f"what they want instead.")
+
+    async def _ask(self, request: ApprovalRequest) -> bool:
+        """The approver's answer (only ``True`` approves); timeouts and errors deny."""
+        timeout = self.policy.approvals.timeout_s
+        approver = self.approver
+        assert approver is not None
+        try:
+            async with asyncio.timeout(timeout):
+                if _is_async(approver):
+                    answer = await approver(request)  # type: ignore[misc]
+                else:
+                    loop = asyncio.get_running_loop()
+                    answer = await loop.run_in_executor(None, approver, request)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            raise SafetyViolation("approval.timeout", f"no answer from the approver within "
+                                  f"{timeout:g} s (approvals.timeout_s), so the call was "
+                                  f"not run.") from None
+        except Exception as exc:
+            raise SafetyViolation("approval.failed", f"the approver raised {type(exc).__name__}"
+                                  f": {exc}; the call was not run.") from None
+        return answer is True
+
+    def _success(self, tool: Tool, call_id: str | None, value: Any) -> tuple[ToolResult, int]:
+        """The model-ready result, and the rendered size before the cap (for the audit).
+
+        Only the part that can be shown (plus a margin, so a secret cut at the edge is still
+        recognised) is redacted and scanned: a 5 MB output costs what 20 kB costs.
+        """
+        out = self.policy.output
+        text = render(value)
+        limit = min(tool.max_result_chars, out.max_chars)
+        size = len(text)
+        if size > limit + _EDGE:
+            text = text[:limit + _EDGE]
+        if out.redact_secrets:
+            text = self.redactor.redact(text)
+        total = size if size > limit + _EDGE else len(text)
+        truncated = len(text) > limit
+        if truncated:
+            text = text[:limit]
+        markers = scan_injection(text) if out.scan_injection else []
+        if truncated:
+            text += (f"\n[truncated: {limit:,} of {total:,} chars shown; ask for a smaller "
+                     f"part, e.g. a line range, a filter or a LIMIT]")
+        if markers:
+            text = wrap_as_data(text, tool.name, markers)
+        return ToolResult(name=tool.name, call_id=call_id, content=text, truncated=truncated,
+                          injection=markers, value=value), size
+
+    def _failure(self, tool: Tool, call_id: str | None, message: str,
+                 rule: str | None = None) -> ToolResult:
+        message = message if len(message) <= MAX_ERROR_CHARS else (
+            message[:MAX_ERROR_CHARS] + " …[error truncated]")
+        return ToolResult(name=tool.name, call_id=call_id, ok=False, content=message,
+                          error=message, rule=rule)
+
+    async def _record(self, tool: Tool, shown_args: dict[str, Any], call_id: str | None,
+                      start: float, result: ToolResult, decision: AuditDecision,
+                      size: int | None = None) -> None:
+        if self.audit is None:
+            return
+        await self.audit.record(AuditEntry(
+            tool=tool.name, call_id=call_id, arguments=shown_args, risk=tool.risk.value,
+            decision=decision, rule=result.rule,
+            duration_ms=(time.perf_counter() - start) * 1000,
+            result_chars=len(result.content) if size is None else size,
+            truncated=result.truncated, injection=result.injection, error=result.error))
+
+    def _shown_arguments(self, arguments: Any) -> dict[str, Any]:
+        """Arguments as the approver and the audit log may see them: secrets redacted."""
+        if not isinstance(arguments, dict):
+            return {"__invalid__": self._clean(repr(arguments))}
+        if not self.policy.output.redact_secrets:
+            return dict(arguments)
+        return self.redactor.redact_value(arguments)
+
+    def _clean(self, text: str) -> str:
+        return self.redactor.redact(text) if self.policy.output.redact_secrets else text
+
+
+def render(value: Any) -> str:
+    """Tool output as text: str as is, models and containers as JSON, frames as tables."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    module = type(value).__module__
+    if module.startswith("pandas") and hasattr(value, "to_string"):
+        return _frame_text(value)
+    if isinstance(value, dict | list | tuple | int | float | bool) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)):
+        return to_json(value, fallback=str).decode()
+    return repr(value)
+
+
+def validation_message(tool: Tool, exc: ValidationError) -> str:
+    """One line per bad field, then the expected parameters, so the model can fix the call."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"- {field}: unknown argument (remove it)")
+        elif err["type"] == "missing":
+            lines.append(f"- {field}: required argument is missing")
+        else:
+            got = repr(err.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."
+            lines.append(f"- {field}: {err['msg']} (got {got})")
+    props = tool.spec.parameters.get("properties", {})
+    required = set(tool.spec.parameters.get("required", []))
+    expected = ", ".join(f"{name} ({_type_name(prop)}{', required' if name in required else ''})"
+                         for name, prop in props.items()) or "none"
+    return (f"Invalid arguments for tool {tool.name!r}:\n" + "\n".join(lines)
+            + f"\nExpected parameters: {expected}. Fix the arguments and call again.")
+
+
+def _type_name(prop: dict[str, Any]) -> str:
+    if "type" in prop:
+        return str(prop["type"])
+    if "enum" in prop:
+        return "one of " + "/".join(map(str, prop["enum"]))
+    options = prop.get("anyOf") or prop.get("oneOf")
+    if options:
+        return " or ".join(_type_name(o) for o in options)
+    return "object" if "$ref" in prop else "any"
+
+
+def _frame_text(value: Any, max_rows: int = 60) -> str:
+    shape = getattr(value, "shape", None)
+    text = value.to_string(max_rows=max_rows, max_cols=30)
+    rows = shape[0] if shape else 0
+    return text if rows <= max_rows else f"{text}\n[{rows:,} rows in all]"
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None))  # noqa: B004 - an async callable object
+
+
+__all__ = ["ApprovalRequest", "Approver", "SafetyGuard", "render", "validation_message"]

@@ -1,0 +1,200 @@
+"""``Toolbox``: the built-in tools plus yours, each call going through the Safety Guard.
+
+Why one object: the workspace, the registry, the guard and the audit log must agree (same
+policy, same secrets, same ``lab.db``), and the Database/Python sandbox resources must be
+closed on the runner loop that opened them. Built-ins are imported on first use, so making a
+``Lab`` never imports aiohttp, DuckDB or subprocess machinery it will not need.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from aillm_lab.config import LabSettings
+from aillm_lab.errors import RegistryError
+from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.tools.audit import AuditLog
+from aillm_lab.tools.base import Tool, ToolRegistry, ToolResult
+from aillm_lab.tools.paths import Workspace
+from aillm_lab.tools.safety import Approver, SafetyGuard
+from aillm_lab.tools.scan import env_secrets
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aillm_lab.llm.types import ToolSpec
+
+# (module, factory) building a list of tools; (module, class) with .tools() and aclose()
+_FACTORIES = (("files", "file_tools"), ("shell", "shell_tools"), ("git", "git_tools"),
+              ("web", "web_tools"))
+_RESOURCES = (("database", "Database"), ("python", "PythonSandbox"))
+
+
+class Toolbox:
+    """Registered tools behind one ``SafetyGuard``; ``call`` raises, ``invoke`` reports.
+
+    ``builtins=False`` starts empty (only the tools you ``add``).
+    """
+
+    def __init__(self, settings: LabSettings | None = None, runner: LoopRunner | None = None,
+                 *, approver: Approver | None = None, builtins: bool = True) -> None:
+        self.settings = settings if settings is not None else LabSettings.load()
+        self.runner = runner if runner is not None else get_runner()
+        root = self.settings.workspace_path
+        root.mkdir(parents=True, exist_ok=True)
+        self.workspace = Workspace(root, self.settings.safety.paths)
+        self.registry = ToolRegistry()
+        self.audit_log = AuditLog(self.settings.db_path, runner=self.runner)
+        self.guard = SafetyGuard(self.settings.safety, audit=self.audit_log, approver=approver,
+                                 secrets=lab_secrets(self.settings))
+        self._builtins_pending = builtins
+        self._resources: list[Any] = []
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Toolbox {len(self)} tools, workspace={str(self.workspace.root)!r}>"
+
+    # -- registry --------------------------------------------------------------------------
+    @property
+    def approver(self) -> Approver | None:
+        """Answers ``ask`` decisions; set it to a function of ``ApprovalRequest`` -> bool."""
+        return self.guard.approver
+
+    @approver.setter
+    def approver(self, value: Approver | None) -> None:
+        self.guard.approver = value
+
+    def add(self, fn_or_tool: Tool | Callable[..., Any]) -> Tool:
+        """Register a ``Tool`` (or a plain typed function); a taken name raises."""
+        self._load_builtins()
+        return self.registry.add(fn_or_tool)
+
+    def get(self, name: str) -> Tool:
+        self._load_builtins()
+        return self.registry.get(name)
+
+    def names(self) -> list[str]:
+        self._load_builtins()
+        return self.registry.names()
+
+    def specs(self) -> list[ToolSpec]:
+        """What a model is shown: name, description and JSON Schema of every tool."""
+        self._load_builtins()
+        return self.registry.specs()
+
+    def __contains__(self, name: object) -> bool:
+        self._load_builtins()
+        return name in self.registry
+
+    def __iter__(self) -> Iterator[Tool]:
+        self._load_builtins()
+        return iter(self.registry)
+
+    def __len__(self) -> int:
+        self._load_builtins()
+        return len(self.registry)
+
+    # -- calls -----------------------------------------------------------------------------
+    async def acall(self, name: str, /, **arguments: Any) -> ToolResult:
+        """Run a tool through the guard; ``SafetyViolation`` or the tool's error propagates."""
+        return await self.runner.arun(self.guard.run(self.get(name), arguments))
+
+    def call(self, name: str, /, **arguments: Any) -> ToolResult:
+        """Sync twin of :meth:`acall`."""
+        return self.runner.run(self.guard.run(self.get(name), arguments))
+
+    async def ainvoke(self, name: str, arguments: dict[str, Any],
+                      call_id: str | None = None) -> ToolResult:
+        """The agents' door: refusals, bad arguments and failures come back as results."""
+        try:
+            tool = self.get(name)
+        except RegistryError as exc:
+            return ToolResult(name=name, call_id=call_id, ok=False, content=str(exc),
+                              error=str(exc), rule=None)
+        return await self.runner.arun(self.guard.invoke(tool, arguments, call_id))
+
+    def invoke(self, name: str, arguments: dict[str, Any],
+               call_id: str | None = None) -> ToolResult:
+        """Sync twin of :meth:`ainvoke`."""
+        return self.runner.run(self.ainvoke(name, arguments, call_id))
+
+    async def aaudit(self, limit: int | None = None, *, tool: str | None = None
+                     ) -> pd.DataFrame:
+        """The audit log (oldest first); ``limit`` keeps the most recent rows."""
+        return await self.runner.arun(self.audit_log.frame(limit, tool=tool))
+
+    def audit(self, limit: int | None = None, *, tool: str | None = None) -> pd.DataFrame:
+        """Sync twin of :meth:`aaudit`."""
+        return self.runner.run(self.audit_log.frame(limit, tool=tool))
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Close the Database and sandbox (if they were made) and the audit log; idempotent."""
+        await self.runner.arun(self._aclose())
+
+    def close(self) -> None:
+        if self.runner.started:
+            self.runner.run(self._aclose())
+
+    def __enter__(self) -> Toolbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Toolbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _aclose(self) -> None:
+        resources, self._resources = self._resources, []
+        for resource in reversed(resources):
+            await resource.aclose()
+        await self.audit_log.aclose()
+
+    def _load_builtins(self) -> None:
+        """Register the domain tools that exist, once (modules missing here are skipped)."""
+        if not self._builtins_pending:
+            return
+        safety, ws = self.settings.safety, self.workspace
+        args = {"files": (ws,), "shell": (ws, safety.commands), "git": (ws, safety.commands),
+                "web": (safety.network,), "database": (ws, safety.sql),
+                "python": (safety.code,)}
+        tools: list[Tool] = []
+        resources: list[Any] = []
+        for module_name, factory in _FACTORIES:
+            module = _domain(module_name)
+            if module is not None:
+                tools.extend(getattr(module, factory)(*args[module_name]))
+        for module_name, class_name in _RESOURCES:
+            module = _domain(module_name)
+            if module is not None:
+                resource = getattr(module, class_name)(*args[module_name])
+                resources.append(resource)
+                tools.extend(resource.tools())
+        self._builtins_pending = False
+        self._resources.extend(resources)
+        for t in tools:
+            self.registry.add(t)
+
+
+def lab_secrets(settings: LabSettings) -> list[str]:
+    """The values the guard hides: the Lab's API keys and secret-looking env vars."""
+    keys = [settings.openai_api_key, settings.anthropic_api_key]
+    return [k.get_secret_value() for k in keys if k is not None] + env_secrets()
+
+
+def _domain(name: str) -> Any:
+    """``aillm_lab.tools.<name>`` if that module exists (import errors inside it propagate)."""
+    full = f"aillm_lab.tools.{name}"
+    if importlib.util.find_spec(full) is None:
+        return None
+    return importlib.import_module(full)
+
+
+__all__ = ["Toolbox", "lab_secrets"]

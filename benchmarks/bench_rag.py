@@ -1,0 +1,374 @@
+"""RAG: ingest throughput, query latency at 10k/100k chunks, ANN recall and retrieval quality.
+
+Corpus: real docstrings of the standard library, numpy and pandas (whatever is installed),
+harvested with ``inspect``. Each docstring with a summary line and a body becomes one
+Markdown document ``# <qualified name>\\n\\n<body>``; its summary line is the query whose one
+relevant document is that body (summaries are not in the documents).
+
+* ingest        ``Knowledge.ingest`` of the corpus folder (load, chunk, embed with
+                all-MiniLM-L6-v2 on CPU, SQLite + FTS + index, commit) in chunks/s, against raw
+                ``SentenceTransformer.encode`` (same batch size) on a random sample of the same
+                chunk texts, timed just before and just after the ingest (the mean is used,
+                so a change in machine load hits both sides). Target: ingest >= 0.9x raw.
+* quality       nDCG@10 and recall@10 (distinct documents) for dense through usearch, dense by
+                brute-force exact search, sparse (FTS5 BM25) and hybrid (RRF, k=60).
+* scale         10k and 100k chunk collections built from the ingested chunks: each real
+                (text, vector) pair is reused with a small Gaussian perturbation of the vector
+                (sigma 0.025 per dimension, cosine ~0.9 to its source) and " (variant n)"
+                appended to the text, so no extra embedding is needed. Query latency p50/p95
+                for dense and hybrid, without query embedding (vectors precomputed) and with
+                it (MiniLM on the query). 10k uses exact numpy search, 100k usearch.
+* recall        recall@10 of usearch against exact search at 100k, over the real summary
+                queries, for several ``expansion_search`` values (connectivity 16,
+                expansion_add 128). Target: >= 0.98 at the default (128).
+* threshold     exact numpy top-10 latency at 5k..100k vectors against usearch at 100k: the
+                evidence for ``EXACT_THRESHOLD``.
+
+    .venv/bin/python benchmarks/bench_rag.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import math
+import os
+import shutil
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import environment, save  # benchmarks/ is sys.path[0] when run as a script
+
+from aillm_lab.rag import index as rag_index
+from aillm_lab.rag.chunking import Chunk, Chunker
+from aillm_lab.rag.embeddings import Embedder, LocalEmbedder, default_embedder, normalise
+from aillm_lab.rag.loaders import Document, load
+from aillm_lab.rag.retriever import Knowledge
+
+NAME = "bench_rag"
+MODULES = [
+    "os", "re", "json", "collections", "itertools", "functools", "pathlib", "asyncio",
+    "subprocess", "shutil", "string", "textwrap", "datetime", "decimal", "fractions",
+    "statistics", "random", "math", "heapq", "bisect", "typing", "inspect", "logging",
+    "argparse", "csv", "sqlite3", "email.message", "http.client", "urllib.parse",
+    "xml.etree.ElementTree", "zipfile", "tarfile", "tempfile", "threading",
+    "concurrent.futures", "unittest", "difflib", "pprint", "enum", "dataclasses", "contextlib",
+    "io", "codecs", "struct", "hashlib", "base64", "uuid", "socket", "ssl", "selectors",
+    "calendar", "locale", "glob", "pickle", "copy", "operator", "weakref", "types", "ast",
+    "tokenize", "traceback", "warnings", "platform", "sysconfig", "zlib", "gzip",
+    "configparser", "html.parser", "mimetypes", "smtplib", "queue", "graphlib", "ipaddress",
+    "zoneinfo", "numpy", "numpy.linalg", "numpy.fft", "numpy.random", "numpy.ma",
+    "numpy.polynomial", "pandas", "pandas.api.types"]
+SIGMA = 0.025
+
+
+def harvest() -> list[tuple[str, str, str]]:
+    """(qualified name, one-line summary, body) for documented public objects, deduplicated."""
+    seen: set[int] = set()
+    out: dict[str, tuple[str, str, str]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in MODULES:
+            try:
+                mod = importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - an optional package may be missing
+                continue
+            for qual, obj in _members(name, mod):
+                try:
+                    doc = inspect.getdoc(obj)
+                except Exception:  # noqa: BLE001 - odd objects raise anything
+                    continue
+                if not doc or id(obj) in seen:
+                    continue
+                seen.add(id(obj))
+                parts = doc.strip().split("\n\n", 1)
+                if len(parts) < 2:
+                    continue
+                summary, body = " ".join(parts[0].split()), parts[1].strip()
+                if len(summary) >= 20 and len(body) >= 80 and not summary.endswith(":"):
+                    out.setdefault(body, (qual, summary, body))
+    items = list(out.values())
+    items.sort(key=lambda t: t[0])
+    np.random.default_rng(0).shuffle(items)  # type: ignore[arg-type]
+    return items
+
+
+def _members(name: str, mod: Any) -> list[tuple[str, Any]]:
+    found = []
+    for attr, obj in vars(mod).items():
+        if attr.startswith("_"):
+            continue
+        found.append((f"{name}.{attr}", obj))
+        if inspect.isclass(obj):
+            found += [(f"{name}.{attr}.{m}", f) for m, f in vars(obj).items()
+                      if not m.startswith("_")]
+    return found
+
+
+class Precomputed(Embedder):
+    """Answers known texts from a dict (to time search without the query embedding)."""
+
+    def __init__(self, inner: LocalEmbedder, vectors: dict[str, np.ndarray]) -> None:
+        self.inner, self.vectors = inner, vectors
+        self.model_id, self.dim, self.max_tokens = inner.model_id, inner.dim, inner.max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        return self.inner.count_tokens(text)
+
+    async def aembed(self, texts: list[str]) -> np.ndarray:
+        if all(t in self.vectors for t in texts):
+            return np.stack([self.vectors[t] for t in texts])
+        return await self.inner.aembed(texts)
+
+
+# -- ingest throughput ------------------------------------------------------------------------
+def bench_ingest(items: list[tuple[str, str, str]], work: Path, emb: LocalEmbedder,
+                 raw_sample: int) -> tuple[dict[str, Any], Knowledge, Path]:
+    folder = work / "corpus"
+    for i, (qual, _summary, body) in enumerate(items):
+        (folder / f"{i // 500:03d}").mkdir(parents=True, exist_ok=True)
+        (folder / f"{i // 500:03d}" / f"doc{i:05d}.md").write_text(f"# {qual}\n\n{body}\n")
+    emb.embed_blocking(["warm-up text"] * 8)  # load the model outside the timings
+    chunker = Chunker.for_embedder(emb)
+    texts = [c.text for d in load(folder).documents for c in chunker.split(d)]
+    sample = [texts[i] for i in np.random.default_rng(2).permutation(len(texts))[:raw_sample]]
+    model = emb.model()
+
+    def raw() -> float:
+        t0 = time.perf_counter()
+        model.encode(sample, batch_size=emb.batch_size, normalize_embeddings=True,
+                     convert_to_numpy=True, show_progress_bar=False)
+        return len(sample) / (time.perf_counter() - t0)
+
+    before = raw()  # raw runs bracket the ingest, so a load change hits both sides
+    kb = Knowledge(db_path=work / "lab.db", index_dir=work / "index", embedder=emb,
+                   progress=False)
+    t0 = time.perf_counter()
+    report = kb.ingest(folder)
+    ingest_s = time.perf_counter() - t0
+    after = raw()
+    raw_rate = (before + after) / 2
+    ingest_rate = report.chunks_added / ingest_s
+    data = {"docs": report.docs_added, "chunks": report.chunks_added,
+            "embeddings_computed": report.embeddings_computed,
+            "mean_tokens": round(statistics.fmean(emb.count_tokens(t) for t in texts), 1),
+            "ingest_s": round(ingest_s, 2), "raw_sample": len(sample),
+            "ingest_chunks_per_s": round(ingest_rate, 1),
+            "raw_chunks_per_s": round(raw_rate, 1),
+            "raw_chunks_per_s_before_after": [round(before, 1), round(after, 1)],
+            "ratio": round(ingest_rate / raw_rate, 3)}
+    return data, kb, folder
+
+
+# -- retrieval quality -----------------------------------------------------------------------
+def bench_quality(items: list[tuple[str, str, str]], work: Path, folder: Path,
+                  emb: LocalEmbedder, queries: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    chosen = list(range(min(queries, len(items))))
+    texts = [items[i][1] for i in chosen]
+    qvecs = emb.embed_blocking(texts)
+    pre = Precomputed(emb, dict(zip(texts, qvecs, strict=True)))
+    kbs = {"dense (usearch)": ("dense", 0), "dense (exact)": ("dense", 10**9),
+           "sparse (BM25)": ("sparse", 10**9), "hybrid (RRF)": ("hybrid", 10**9)}
+    out: dict[str, Any] = {}
+    for label, (mode, threshold) in kbs.items():
+        kb = Knowledge(db_path=work / "lab.db", index_dir=work / f"index-{threshold}",
+                       embedder=pre, exact_threshold=threshold, progress=False)
+        ndcg, recall = [], []
+        for i in chosen:
+            target = f"doc{i:05d}.md"
+            hits = kb.search(items[i][1], k=30, mode=mode)  # type: ignore[arg-type]
+            names = [Path(s).name for s in hits.sources][:10]
+            rank = names.index(target) + 1 if target in names else 0
+            ndcg.append(1 / math.log2(rank + 1) if rank else 0.0)
+            recall.append(1.0 if rank else 0.0)
+        out[label] = {"ndcg@10": round(statistics.fmean(ndcg), 4),
+                      "recall@10": round(statistics.fmean(recall), 4)}
+        kb.close()
+    return out, dict(zip(texts, qvecs, strict=True))
+
+
+# -- scale: latency, recall, threshold -------------------------------------------------------
+def synthetic(kb: Knowledge, n: int) -> tuple[list[str], np.ndarray]:
+    rows = kb.runner.run(kb.db.fetchall(
+        "SELECT text, vector FROM rag_chunks WHERE alive = 1 ORDER BY id"))
+    base_t = [r[0] for r in rows]
+    base_v = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), -1)
+    rng = np.random.default_rng(1)
+    idx = np.arange(n) % len(base_t)
+    vecs = base_v[idx].copy()
+    vecs[len(base_t):] += rng.normal(0, SIGMA, size=(n - min(n, len(base_t)), vecs.shape[1]))
+    texts = [base_t[j] if i < len(base_t) else f"{base_t[j]} (variant {i // len(base_t)})"
+             for i, j in enumerate(idx)]
+    return texts, normalise(vecs, vecs.shape[1])
+
+
+def build_collection(work: Path, emb: Embedder, name: str, texts: list[str],
+                     vecs: np.ndarray) -> Knowledge:
+    """Write chunks straight into SQLite (no embedding), then open: the index builds once."""
+    kb = Knowledge(db_path=work / f"{name}.db", index_dir=work / "index", embedder=emb,
+                   progress=False)
+    cid = kb.runner.run(kb._collection_id(name, create=True))
+    per_doc = 100
+    for start in range(0, len(texts), 5000):
+        group = []
+        for d in range(start, min(start + 5000, len(texts)), per_doc):
+            part = texts[d:d + per_doc]
+            doc = Document(source=f"/synthetic/{name}/doc{d // per_doc}.md",
+                           text="\n".join(part), type="markdown")
+            group.append((doc, [Chunk(text=t, ordinal=o, token_count=0)
+                                for o, t in enumerate(part)]))
+        kb.runner.run(rag_index.replace_documents(
+            kb.db, cid, group, vecs[start:start + 5000], []))
+    return kb
+
+
+def latency(kb: Knowledge, name: str, queries: list[str], mode: str) -> dict[str, float]:
+    samples = []
+    for q in queries:
+        t0 = time.perf_counter()
+        kb.search(q, k=10, mode=mode, collection=name)  # type: ignore[arg-type]
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return {"p50_ms": round(statistics.median(samples), 2),
+            "p95_ms": round(samples[int(len(samples) * 0.95) - 1], 2)}
+
+
+def bench_scale(kb0: Knowledge, work: Path, emb: LocalEmbedder, qmap: dict[str, np.ndarray],
+                sizes: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    queries = list(qmap)[:200]
+    for n in sizes:
+        texts, vecs = synthetic(kb0, n)
+        name = f"c{n}"
+        t0 = time.perf_counter()
+        pre = Precomputed(emb, qmap)
+        kb = build_collection(work, pre, name, texts, vecs)
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dense = kb.runner.run(kb._dense_index(name))  # opens: exact load or usearch build
+        open_s = time.perf_counter() - t0
+        kb.search(queries[0], collection=name)  # warm caches
+        row: dict[str, Any] = {"chunks": n, "ann": dense.uses_ann,
+                               "sqlite_load_s": round(load_s, 1),
+                               "index_open_s": round(open_s, 1)}
+        for mode in ("dense", "hybrid"):
+            row[f"{mode} (vector given)"] = latency(kb, name, queries[:100], mode)
+        kb._embedder = emb  # real query embedding from here on
+        for mode in ("dense", "hybrid"):
+            row[f"{mode} (with embedding)"] = latency(kb, name, queries[100:150], mode)
+        if dense.uses_ann:
+            row["recall"] = ann_recall(dense, vecs, kb, name, [qmap[q] for q in queries])
+        out[name] = row
+        kb.close()
+    out["threshold"] = threshold_curve(vecs, [qmap[q] for q in queries[:50]])
+    return out
+
+
+def ann_recall(dense: Any, vecs: np.ndarray, kb: Knowledge, name: str,
+               qvecs: list[np.ndarray]) -> dict[str, Any]:
+    rows = kb.runner.run(kb.db.fetchall(
+        "SELECT id FROM rag_chunks WHERE alive = 1 ORDER BY id"))
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    ann = dense._ann
+    out = {}
+    for ef in (32, 64, 128, 256):
+        ann.expansion_search = ef
+        hits, total, took = 0, 0, []
+        for q in qvecs:
+            exact = {int(i) for i, _ in rag_index._exact(q, ids, vecs, 10)}
+            t0 = time.perf_counter()
+            found = {int(k) for k in ann.search(q, 10).keys}
+            took.append((time.perf_counter() - t0) * 1000)
+            hits += len(exact & found)
+            total += 10
+        out[f"expansion_search={ef}"] = {"recall@10": round(hits / total, 4),
+                                         "p50_ms": round(statistics.median(took), 3)}
+    ann.expansion_search = 128
+    return out
+
+
+def threshold_curve(vecs: np.ndarray, qvecs: list[np.ndarray]) -> dict[str, float]:
+    out = {}
+    for n in (5_000, 10_000, 20_000, 50_000, 100_000):
+        if n > len(vecs):
+            continue
+        ids, mat = np.arange(n), vecs[:n]
+        took = []
+        for q in qvecs:
+            t0 = time.perf_counter()
+            rag_index._exact(q, ids, mat, 10)
+            took.append((time.perf_counter() - t0) * 1000)
+        out[f"exact p50 ms @ {n}"] = round(statistics.median(took), 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, about a minute")
+    args = parser.parse_args()
+    load0 = os.getloadavg()[0]
+    n_docs, n_queries = (200, 150) if args.quick else (1000, 300)
+    sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
+    items = harvest()[:n_docs]
+    emb = default_embedder()
+    work = Path(tempfile.mkdtemp(prefix="bench-rag-"))
+    try:
+        ingest, kb0, folder = bench_ingest(items, work, emb, 300 if args.quick else 600)
+        print("ingest:", ingest, flush=True)
+        quality, qmap = bench_quality(items, work, folder, emb, n_queries)
+        print("quality:", quality, flush=True)
+        scale = bench_scale(kb0, work, emb, qmap, sizes)
+        kb0.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(args.quick, load0, ingest, quality, scale)
+
+
+def report(quick: bool, load0: float, ingest: dict[str, Any], quality: dict[str, Any],
+           scale: dict[str, Any]) -> None:
+    env = environment(load0)
+    lines = [f"bench_rag{' --quick' if quick else ''}  {env}", "",
+             f"ingest: {ingest['docs']} docs -> {ingest['chunks']} chunks "
+             f"(mean {ingest['mean_tokens']} tokens)",
+             f"  Knowledge.ingest      {ingest['ingest_chunks_per_s']:8.1f} chunks/s "
+             f"({ingest['ingest_s']} s)",
+             f"  raw model.encode      {ingest['raw_chunks_per_s']:8.1f} chunks/s "
+             f"(random {ingest['raw_sample']} of the same chunks, before and after: "
+             f"{ingest['raw_chunks_per_s_before_after']})",
+             f"  ratio {ingest['ratio']:.2f}x (target >= 0.90) -> "
+             f"{'PASS' if ingest['ratio'] >= 0.9 else 'FAIL'}", "",
+             "quality (docstring summary -> its body):"]
+    lines += [f"  {label:18s} nDCG@10 {m['ndcg@10']:.3f}  recall@10 {m['recall@10']:.3f}"
+              for label, m in quality.items()]
+    recall_ok = None
+    for name, row in scale.items():
+        if name == "threshold":
+            continue
+        kind = "usearch" if row["ann"] else "exact"
+        lines += ["", f"collection of {row['chunks']} chunks ({kind}; SQLite load "
+                  f"{row['sqlite_load_s']} s, index open {row['index_open_s']} s)"]
+        lines += [f"  {key:26s} p50 {v['p50_ms']:7.2f} ms  p95 {v['p95_ms']:7.2f} ms"
+                  for key, v in row.items() if isinstance(v, dict) and "p95_ms" in v]
+        for key, v in row.get("recall", {}).items():
+            lines.append(f"  ANN {key:22s} recall@10 {v['recall@10']:.4f}  "
+                         f"(search p50 {v['p50_ms']} ms)")
+            if key == "expansion_search=128":
+                recall_ok = v["recall@10"] >= 0.98
+    lines += ["", "exact numpy top-10 latency (threshold evidence):"]
+    lines += [f"  {k}: {v}" for k, v in scale["threshold"].items()]
+    if recall_ok is not None:
+        lines.append(f"ANN recall@10 target >= 0.98 at expansion_search=128 -> "
+                     f"{'PASS' if recall_ok else 'FAIL'}")
+    save(NAME + ("_quick" if quick else ""), "\n".join(lines),
+         {"environment": env, "ingest": ingest, "quality": quality, "scale": scale,
+          "sigma": SIGMA})
+
+
+if __name__ == "__main__":
+    main()

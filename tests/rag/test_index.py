@@ -1,0 +1,218 @@
+"""The usearch file is a rebuildable cache of SQLite: damage it and results come back the same."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aillm_lab.rag.embeddings import HashingEmbedder
+from aillm_lab.rag.index import _exact, under
+from aillm_lab.rag.retriever import Knowledge
+from aillm_lab.runtime import LoopRunner
+
+pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
+
+TOPICS = ["kettles boil water", "teapots keep heat", "bicycles need oil", "rivers flood plains",
+          "violins have strings", "compilers emit code", "glaciers carve valleys",
+          "bakers proof dough", "comets have tails", "owls hunt mice"]
+
+
+@pytest.fixture()
+def runner() -> Iterator[LoopRunner]:
+    runner = LoopRunner("rag-index-test")
+    yield runner
+    runner.close()
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i, topic in enumerate(TOPICS):
+        (docs / f"doc{i}.txt").write_text(f"Document {i}. In short, {topic}. " * 3)
+    return docs
+
+
+def _kb(tmp_path: Path, runner: LoopRunner, threshold: int = 0) -> Knowledge:
+    return Knowledge(db_path=tmp_path / "lab.db", index_dir=tmp_path / "index",
+                     embedder=HashingEmbedder(dim=32), runner=runner, exact_threshold=threshold,
+                     progress=False)
+
+
+def _dense(kb: Knowledge, queries: list[str] = TOPICS) -> list[list[tuple[float, int]]]:
+    """Every chunk's score per query, in a tie-proof order."""
+    return [sorted((-round(h.score, 5), h.chunk_id) for h in kb.search(q, k=50, mode="dense"))
+            for q in queries]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _stale_manifest(path: Path) -> None:
+    manifest_path = path.with_suffix(".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["count"] -= 3
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def _other_model(path: Path) -> None:
+    manifest_path = path.with_suffix(".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model_id"] = "someone-else"
+    manifest_path.write_text(json.dumps(manifest))
+
+
+DAMAGE: dict[str, Callable[[Path], None]] = {
+    "deleted": lambda p: p.unlink(),
+    "truncated": _truncate,
+    "corrupted": _corrupt,
+    "stale manifest": _stale_manifest,
+    "manifest deleted": lambda p: p.with_suffix(".manifest.json").unlink(),
+    "manifest for another model": _other_model,
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_index_file_is_rebuilt_and_results_match(tmp_path: Path, folder: Path,
+                                                         runner: LoopRunner,
+                                                         damage: str) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    before = _dense(kb)
+    assert kb.collections()[0].ann
+    kb.close()
+    index_file = tmp_path / "index" / "default.usearch"
+    DAMAGE[damage](index_file)
+
+    reopened = _kb(tmp_path, runner)
+    assert _dense(reopened) == before
+    info = reopened.collections()[0]
+    assert info.ann and info.rebuilds == 1
+    manifest = json.loads(index_file.with_suffix(".manifest.json").read_text())
+    assert manifest["count"] == info.chunks == len(TOPICS)
+    reopened.close()
+
+
+def test_an_intact_index_file_is_reused_without_a_rebuild(tmp_path: Path, folder: Path,
+                                                          runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    before = _dense(kb)
+    kb.close()
+    reopened = _kb(tmp_path, runner)
+    assert _dense(reopened) == before
+    assert reopened.collections()[0].rebuilds == 0
+    reopened.close()
+
+
+def test_an_older_valid_file_catches_up_with_chunks_committed_after_it(
+        tmp_path: Path, folder: Path, runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    saved = tmp_path / "saved"
+    shutil.copytree(tmp_path / "index", saved)
+    (folder / "late.txt").write_text("Late arrival: narwhals have tusks. " * 3)
+    kb.ingest(folder)
+    expected = _dense(kb, ["narwhals have tusks"])
+    kb.close()
+    shutil.rmtree(tmp_path / "index")
+    shutil.copytree(saved, tmp_path / "index")  # as if we crashed before saving the file
+
+    reopened = _kb(tmp_path, runner)
+    got = _dense(reopened, ["narwhals have tusks"])
+    assert got == expected
+    assert reopened.search("narwhals", k=1, mode="dense")[0].source.endswith("late.txt")
+    assert reopened.collections()[0].rebuilds == 0
+    reopened.close()
+
+
+def test_many_dead_entries_trigger_a_compacting_rebuild(tmp_path: Path, folder: Path,
+                                                        runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    for round_ in range(3):
+        (folder / "doc0.txt").write_text(f"Version {round_}: kettles whistle loudly. " * 3)
+        kb.ingest(folder)
+    info = kb.collections()[0]
+    assert info.rebuilds >= 1
+    dead = kb.runner.run(kb.db.fetchone("SELECT count(*) FROM rag_chunks WHERE alive = 0"))
+    manifest = json.loads((tmp_path / "index" / "default.manifest.json").read_text())
+    assert dead is not None and manifest["count"] == info.chunks + dead[0]
+    assert kb.search("kettles whistle", k=1, mode="dense")[0].text.startswith("Version 2")
+    kb.close()
+
+
+def test_exact_and_usearch_paths_agree_on_a_small_collection(tmp_path: Path, folder: Path,
+                                                             runner: LoopRunner) -> None:
+    ann = _kb(tmp_path / "a", runner, threshold=0)
+    exact = _kb(tmp_path / "b", runner, threshold=10_000)
+    ann.ingest(folder)
+    exact.ingest(folder)
+    assert ann.collections()[0].ann and not exact.collections()[0].ann
+    for q in TOPICS:
+        a = sorted((-round(h.score, 4), h.source) for h in ann.search(q, k=50, mode="dense"))
+        b = sorted((-round(h.score, 4), h.source) for h in exact.search(q, k=50, mode="dense"))
+        assert a == b and len(a) == len(TOPICS)
+        assert ann.search(q, k=1, mode="dense")[0].text == exact.search(q, k=1,
+                                                                        mode="dense")[0].text
+    ann.close()
+    exact.close()
+
+
+def test_growing_past_the_threshold_switches_to_the_usearch_file(tmp_path: Path, folder: Path,
+                                                                 runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner, threshold=len(TOPICS) + 2)
+    kb.ingest(folder)
+    assert not kb.collections()[0].ann
+    assert not (tmp_path / "index" / "default.usearch").exists()
+    for i in range(3):
+        (folder / f"extra{i}.txt").write_text(f"Extra {i}: penguins cannot fly. " * 3)
+    kb.ingest(folder)
+    assert kb.collections()[0].ann
+    assert (tmp_path / "index" / "default.usearch").exists()
+    assert kb.search("penguins cannot fly", k=3, mode="dense")[0].source.startswith(str(folder))
+    kb.close()
+
+
+def test_exact_search_orders_by_cosine_and_caps_k() -> None:
+    ids = np.array([10, 11, 12])
+    mat = np.eye(3, dtype=np.float32)
+    query = np.array([0.1, 0.9, 0.4], dtype=np.float32)
+    assert [i for i, _ in _exact(query, ids, mat, 10)] == [11, 12, 10]
+    assert _exact(query, ids[:0], mat[:0], 3) == []
+
+
+def test_under_matches_folders_files_and_globs(tmp_path: Path) -> None:
+    src = str(tmp_path / "a" / "b.md")
+    assert under(src, tmp_path / "a")
+    assert not under(src, tmp_path / "ab")
+    assert under(src, [tmp_path / "zzz", src])
+    assert under(src, str(tmp_path / "*" / "*.md"))
+    assert not under(src, str(tmp_path / "*" / "*.txt"))
+
+
+def test_dead_keys_left_in_the_usearch_file_are_never_returned(tmp_path: Path, folder: Path,
+                                                               runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    old_id = kb.search("kettles boil water", k=1, mode="dense")[0].chunk_id
+    (folder / "doc0.txt").write_text("Document 0. In short, kettles sing. " * 3)
+    kb.ingest(folder)  # 1 of 11 keys dead: below the compaction ratio
+    info = kb.collections()[0]
+    assert info.ann and info.rebuilds == 0
+    hits = kb.search("kettles boil water", k=50, mode="dense")
+    assert len(hits) == info.chunks == len(TOPICS)
+    assert old_id not in {h.chunk_id for h in hits}
+    kb.close()
