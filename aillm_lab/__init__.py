@@ -49,6 +49,22 @@ _EXPORTS: dict[str, str] = {
     "Usage": "aillm_lab.llm.types",
     "StreamEvent": "aillm_lab.llm.types",
     "GenerationParams": "aillm_lab.llm.types",
+    # tools and the Safety Guard
+    "tool": "aillm_lab.tools.base",
+    "Tool": "aillm_lab.tools.base",
+    "ToolResult": "aillm_lab.tools.base",
+    "RiskLevel": "aillm_lab.tools.base",
+    "Toolbox": "aillm_lab.tools.toolbox",
+    "SafetyGuard": "aillm_lab.tools.safety",
+    "ApprovalRequest": "aillm_lab.tools.safety",
+    "SafetyPolicy": "aillm_lab.tools.policy",
+    # RAG and memory
+    "Knowledge": "aillm_lab.rag.retriever",
+    "SearchResults": "aillm_lab.rag.results",
+    "ContextManager": "aillm_lab.rag.context",
+    "LongTermMemory": "aillm_lab.memory.long_term",
+    "Memory": "aillm_lab.memory.long_term",
+    "ScoringWeights": "aillm_lab.memory.long_term",
     # errors
     "AillmError": "aillm_lab.errors",
     "ConfigError": "aillm_lab.errors",
@@ -63,6 +79,9 @@ _EXPORTS: dict[str, str] = {
     "BadRequest": "aillm_lab.errors",
     "BudgetExceeded": "aillm_lab.errors",
     "ReplayMiss": "aillm_lab.errors",
+    "SafetyViolation": "aillm_lab.errors",
+    "ToolError": "aillm_lab.errors",
+    "MemoryNotFound": "aillm_lab.memory.long_term",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -93,7 +112,9 @@ if TYPE_CHECKING:
         RegistryError,
         ReplayMiss,
         RunnerError,
+        SafetyViolation,
         StructuredOutputError,
+        ToolError,
         UnsupportedInput,
     )
     from aillm_lab.llm.base import Model
@@ -109,7 +130,15 @@ if TYPE_CHECKING:
         ToolSpec,
         Usage,
     )
+    from aillm_lab.memory.long_term import LongTermMemory, Memory, MemoryNotFound, ScoringWeights
+    from aillm_lab.rag.context import ContextManager
+    from aillm_lab.rag.results import SearchResults
+    from aillm_lab.rag.retriever import Knowledge
     from aillm_lab.runtime import LoopRunner, get_runner, run_sync
+    from aillm_lab.tools.base import RiskLevel, Tool, ToolResult, tool
+    from aillm_lab.tools.policy import SafetyPolicy
+    from aillm_lab.tools.safety import ApprovalRequest, SafetyGuard
+    from aillm_lab.tools.toolbox import Toolbox
 
 
 def __getattr__(name: str) -> Any:

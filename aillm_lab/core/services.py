@@ -11,9 +11,18 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
+
+    import pandas as pd
+
     from aillm_lab.config import LabSettings
     from aillm_lab.llm.base import Model
+    from aillm_lab.memory.long_term import LongTermMemory
+    from aillm_lab.rag.results import SearchResults
+    from aillm_lab.rag.retriever import Filters, IngestReport, Knowledge, Mode
     from aillm_lab.runtime import LoopRunner
+    from aillm_lab.tools.toolbox import Toolbox
 
 S = TypeVar("S")
 
@@ -59,6 +68,73 @@ class LabServices:
     def embed(self, texts: str | Sequence[str], model: str | Model | None = None,
               ) -> list[list[float]]:
         return self.runner.run(self.aembed(texts, model))
+
+    # -- tools ------------------------------------------------------------------------------
+    @property
+    def tools(self) -> Toolbox:
+        """The built-in tools and yours, in ``settings.workspace``, behind the Safety Guard."""
+        def make() -> Toolbox:
+            from aillm_lab.tools.toolbox import Toolbox
+
+            return Toolbox(self.settings, self.runner)
+
+        return self._service("tools", make)
+
+    async def aaudit(self, limit: int | None = None, *, tool: str | None = None,
+                     ) -> pd.DataFrame:
+        return await self.tools.aaudit(limit, tool=tool)
+
+    def audit(self, limit: int | None = None, *, tool: str | None = None) -> pd.DataFrame:
+        """Every tool call in ``lab.db`` (oldest first): arguments redacted, decision, rule."""
+        return self.tools.audit(limit, tool=tool)
+
+    # -- RAG --------------------------------------------------------------------------------
+    @property
+    def knowledge(self) -> Knowledge:
+        """Document collections in ``lab.db`` with usearch and BM25 indexes under ``home``."""
+        def make() -> Knowledge:
+            from aillm_lab.rag.embeddings import default_embedder
+            from aillm_lab.rag.retriever import Knowledge
+
+            return Knowledge(self.settings, runner=self.runner, embedder=default_embedder())
+
+        return self._service("knowledge", make)
+
+    async def aingest(self, paths: str | Path | Iterable[str | Path],
+                      collection: str = "default", sync: bool = False, *,
+                      tags: Iterable[str] = (), progress: bool | None = None) -> IngestReport:
+        return await self.knowledge.aingest(paths, collection, sync, tags=tags,
+                                            progress=progress)
+
+    def ingest(self, paths: str | Path | Iterable[str | Path], collection: str = "default",
+               sync: bool = False, *, tags: Iterable[str] = (),
+               progress: bool | None = None) -> IngestReport:
+        """Load, chunk, embed and index files (unchanged ones cost nothing)."""
+        return self.knowledge.ingest(paths, collection, sync, tags=tags, progress=progress)
+
+    async def asearch(self, query: str, k: int = 10, mode: Mode = "hybrid",
+                      collection: str = "default",
+                      filters: Filters | dict[str, Any] | None = None) -> SearchResults:
+        return await self.knowledge.asearch(query, k, mode, collection, filters)
+
+    def search(self, query: str, k: int = 10, mode: Mode = "hybrid",
+               collection: str = "default",
+               filters: Filters | dict[str, Any] | None = None) -> SearchResults:
+        """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search."""
+        return self.knowledge.search(query, k, mode, collection, filters)
+
+    # -- memory -----------------------------------------------------------------------------
+    @property
+    def memory(self) -> LongTermMemory:
+        """Long-term memories per namespace in ``lab.db`` (durable, deduplicated, versioned)."""
+        def make() -> LongTermMemory:
+            from aillm_lab.memory.long_term import LongTermMemory
+            from aillm_lab.rag.embeddings import default_embedder
+
+            return LongTermMemory(self.settings, runner=self.runner,
+                                  embedder=default_embedder())
+
+        return self._service("memory", make)
 
 
 def _texts(texts: str | Sequence[str]) -> list[str]:

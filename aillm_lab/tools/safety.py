@@ -282,10 +282,14 @@ def _type_name(prop: dict[str, Any]) -> str:
 
 
 def _frame_text(value: Any, max_rows: int = 60) -> str:
+    """The table, its size when cut, and a tool's own note (``attrs["note"]``, e.g. SQL caps)."""
     shape = getattr(value, "shape", None)
     text = value.to_string(max_rows=max_rows, max_cols=30)
     rows = shape[0] if shape else 0
-    return text if rows <= max_rows else f"{text}\n[{rows:,} rows in all]"
+    if rows > max_rows:
+        text = f"{text}\n[{rows:,} rows in all]"
+    note = getattr(value, "attrs", {}).get("note")
+    return f"{text}\n{note}" if note else text
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

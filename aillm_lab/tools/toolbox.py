@@ -8,8 +8,6 @@ closed on the runner loop that opened them. Built-ins are imported on first use,
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +24,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aillm_lab.llm.types import ToolSpec
-
-# (module, factory) building a list of tools; (module, class) with .tools() and aclose()
-_FACTORIES = (("files", "file_tools"), ("shell", "shell_tools"), ("git", "git_tools"),
-              ("web", "web_tools"))
-_RESOURCES = (("database", "Database"), ("python", "PythonSandbox"))
-
+    from aillm_lab.tools.database import Database
+    from aillm_lab.tools.python import PythonSandbox
 
 class Toolbox:
     """Registered tools behind one ``SafetyGuard``; ``call`` raises, ``invoke`` reports.
@@ -66,6 +60,24 @@ class Toolbox:
     @approver.setter
     def approver(self, value: Approver | None) -> None:
         self.guard.approver = value
+
+    @property
+    def database(self) -> Database:
+        """The DuckDB behind ``sql_query``: ``register(name, df)`` or ``register_file``."""
+        return self._resource("Database")
+
+    @property
+    def sandbox(self) -> PythonSandbox:
+        """The Python sandbox behind ``run_python`` (``reset()`` forgets its state)."""
+        return self._resource("PythonSandbox")
+
+    def _resource(self, kind: str) -> Any:
+        self._load_builtins()
+        for resource in self._resources:
+            if type(resource).__name__ == kind:
+                return resource
+        raise RegistryError(f"the {kind} tools are not available on this platform "
+                            f"(see aillm_lab.tools.python for what each platform gets)")
 
     def add(self, fn_or_tool: Tool | Callable[..., Any]) -> Tool:
         """Register a ``Tool`` (or a plain typed function); a taken name raises."""
@@ -158,43 +170,39 @@ class Toolbox:
         await self.audit_log.aclose()
 
     def _load_builtins(self) -> None:
-        """Register the domain tools that exist, once (modules missing here are skipped)."""
+        """Register the built-in tools once, on first use (their modules import lazily)."""
         if not self._builtins_pending:
             return
-        safety, ws = self.settings.safety, self.workspace
-        args = {"files": (ws,), "shell": (ws, safety.commands), "git": (ws, safety.commands),
-                "web": (safety.network,), "database": (ws, safety.sql),
-                "python": (safety.code,)}
-        tools: list[Tool] = []
-        resources: list[Any] = []
-        for module_name, factory in _FACTORIES:
-            module = _domain(module_name)
-            if module is not None:
-                tools.extend(getattr(module, factory)(*args[module_name]))
-        for module_name, class_name in _RESOURCES:
-            module = _domain(module_name)
-            if module is not None:
-                resource = getattr(module, class_name)(*args[module_name])
-                resources.append(resource)
-                tools.extend(resource.tools())
         self._builtins_pending = False
-        self._resources.extend(resources)
-        for t in tools:
+        for t in self._builtin_tools():
             self.registry.add(t)
+
+    def _builtin_tools(self) -> list[Tool]:
+        from aillm_lab.tools.database import Database
+        from aillm_lab.tools.files import file_tools
+        from aillm_lab.tools.git import git_tools
+        from aillm_lab.tools.python import PythonSandbox, SandboxUnavailable
+        from aillm_lab.tools.shell import shell_tools
+        from aillm_lab.tools.web import web_tools
+
+        safety, ws = self.settings.safety, self.workspace
+        tools = [*file_tools(ws), *shell_tools(ws, safety.commands),
+                 *git_tools(ws, safety.commands), *web_tools(safety.network)]
+        database = Database(ws, safety.sql, runner=self.runner)
+        self._resources.append(database)
+        tools.extend(database.tools())
+        try:
+            sandbox = PythonSandbox(safety.code, runner=self.runner)
+        except SandboxUnavailable:  # Windows: the other tools still work
+            return tools
+        self._resources.append(sandbox)
+        return [*tools, *sandbox.tools()]
 
 
 def lab_secrets(settings: LabSettings) -> list[str]:
     """The values the guard hides: the Lab's API keys and secret-looking env vars."""
     keys = [settings.openai_api_key, settings.anthropic_api_key]
     return [k.get_secret_value() for k in keys if k is not None] + env_secrets()
-
-
-def _domain(name: str) -> Any:
-    """``aillm_lab.tools.<name>`` if that module exists (import errors inside it propagate)."""
-    full = f"aillm_lab.tools.{name}"
-    if importlib.util.find_spec(full) is None:
-        return None
-    return importlib.import_module(full)
 
 
 __all__ = ["Toolbox", "lab_secrets"]

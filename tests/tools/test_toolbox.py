@@ -6,15 +6,12 @@ import asyncio
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from aillm_lab.config import LabSettings
 from aillm_lab.errors import RegistryError, SafetyViolation
 from aillm_lab.runtime import LoopRunner
-from aillm_lab.tools import toolbox as toolbox_module
 from aillm_lab.tools.base import Tool, tool
 from aillm_lab.tools.safety import ApprovalRequest
 from aillm_lab.tools.toolbox import Toolbox, lab_secrets
@@ -153,55 +150,22 @@ def test_close_is_idempotent_and_a_later_call_reopens(settings: LabSettings,
     box.close()
 
 
-class _FakeResource:
-    def __init__(self, *args: Any) -> None:
-        self.args, self.closed = args, False
-
-    def tools(self) -> list[Tool]:
-        @tool(name=f"fake_{type(self).__name__.lower()}")
-        def run() -> str:
-            return "ok"
-        return [run]
-
-    async def aclose(self) -> None:
-        self.closed = True
+BUILTINS = {"read_file", "write_file", "run_shell", "git_status", "git_commit", "fetch_url",
+            "sql_query", "run_python"}
 
 
-class Database(_FakeResource):
-    pass
-
-
-class PythonSandbox(_FakeResource):
-    pass
-
-
-def test_builtins_load_lazily_and_resources_close(settings: LabSettings, runner: LoopRunner,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    imported: list[str] = []
-
-    def fake_domain(name: str) -> Any:
-        imported.append(name)
-        if name == "files":
-            return SimpleNamespace(file_tools=lambda ws: [Tool(shout.fn, name="read_file")])
-        if name == "database":
-            return SimpleNamespace(Database=Database)
-        if name == "python":
-            return SimpleNamespace(PythonSandbox=PythonSandbox)
-        return None  # shell, git and web "not installed"
-
-    monkeypatch.setattr(toolbox_module, "_domain", fake_domain)
+def test_builtins_load_once_on_first_use_and_resources_close(settings: LabSettings,
+                                                             runner: LoopRunner) -> None:
     box = Toolbox(settings, runner)
-    assert imported == []  # nothing imported until the tools are needed
-    assert box.names() == ["read_file", "fake_database", "fake_pythonsandbox"]
-    assert sorted(imported) == ["database", "files", "git", "python", "shell", "web"]
+    assert box._resources == []  # nothing made until the tools are needed
+    assert BUILTINS <= set(box.names())
     db, sandbox = box._resources
-    assert db.args == (box.workspace, settings.safety.sql)
-    assert sandbox.args == (settings.safety.code,)
-    assert box.call("fake_database").content == "ok"
+    assert (type(db).__name__, type(sandbox).__name__) == ("Database", "PythonSandbox")
+    assert db._runner is runner and sandbox._runner is runner  # closed on the loop that made them
+    assert box.names() == box.names() and box._resources == [db, sandbox]  # loaded once
+    assert (box.database, box.sandbox) == (db, sandbox)
     box.close()
-    assert db.closed and sandbox.closed
-    box.names()
-    assert len(imported) == 6  # loaded once
+    assert db._closed and sandbox._closed
 
 
 @pytest.mark.skipif(importlib.util.find_spec("aillm_lab.tools.files") is None,
@@ -230,3 +194,14 @@ def test_repr_shows_tools_and_workspace(settings: LabSettings, runner: LoopRunne
     box = Toolbox(settings, runner, builtins=False)
     box.add(shout)
     assert repr(box) == f"<Toolbox 1 tools, workspace={str(box.workspace.root)!r}>"
+
+
+def test_a_capped_sql_result_tells_the_model_it_was_truncated(settings: LabSettings,
+                                                               runner: LoopRunner) -> None:
+    settings.safety.sql.max_rows = 5
+    with Toolbox(settings, runner) as box:
+        (box.workspace.root / "nums.csv").write_text("n\n" + "\n".join(map(str, range(40))))
+        box.database.register_file("nums", "nums.csv")
+        result = box.call("sql_query", sql="select n from nums order by n")
+        assert "Truncated:" in result.content and "Aggregate or filter" in result.content
+        assert " 4\n" in result.content + "\n" and " 5\n" not in result.content + "\n"
