@@ -16,23 +16,45 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from aillm_lab.errors import AillmError, SafetyViolation
+from aillm_lab.errors import SafetyViolation
+from aillm_lab.tools._duckdb_engine import (
+    READERS,
+    Engine,
+    QueryTimeout,
+    Source,
+    ThreadState,
+    Ticket,
+    close_quietly,
+    consume,
+    describe_columns,
+    interrupt_quietly,
+    interrupt_until_done,
+    quote,
+    read_settings,
+    sync_frames,
+)
 from aillm_lab.tools.base import RiskLevel, Tool
 from aillm_lab.tools.paths import Workspace
 from aillm_lab.tools.policy import SqlPolicy
+from aillm_lab.tools.sqlguard import (
+    ALLOWED_CATALOG_VIEWS,
+    ALLOWED_TABLE_FUNCTIONS,
+    DENIED_FUNCTIONS,
+    RESERVED_PREFIXES,
+    DatabaseError,
+    check_sql,
+    first_line,
+)
 
 if TYPE_CHECKING:
-    import duckdb
     import pandas as pd
 
     from aillm_lab.runtime import LoopRunner
@@ -43,59 +65,7 @@ FileFormat = Literal["csv", "parquet", "json"]
 _SUFFIXES: dict[str, FileFormat] = {
     ".csv": "csv", ".tsv": "csv", ".parquet": "parquet", ".pq": "parquet",
     ".json": "json", ".jsonl": "json", ".ndjson": "json"}
-_READERS: dict[str, str] = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json"}
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_RESERVED_PREFIXES = ("duckdb_", "pragma_", "sqlite_", "pg_")
-
-# Table functions a query may call: generators and catalog views, nothing that reads files,
-# executes SQL text, writes logs or checkpoints (DuckDB has dozens; new ones stay refused).
-ALLOWED_TABLE_FUNCTIONS = frozenset({
-    "range", "generate_series", "unnest", "repeat", "json_each", "json_tree",
-    "duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_types", "duckdb_schemas",
-    "duckdb_constraints", "duckdb_keywords", "duckdb_functions", "pragma_table_info",
-    "histogram", "histogram_values", "summary", "pg_timezone_names", "icu_calendar_names"})
-# System views (the duckdb_/pragma_/sqlite_/pg_ names) a query may read; pg_settings and
-# friends are refused because settings hold values such as http_proxy_password.
-ALLOWED_CATALOG_VIEWS = frozenset({
-    "duckdb_columns", "duckdb_constraints", "duckdb_indexes", "duckdb_schemas", "duckdb_tables",
-    "duckdb_types", "duckdb_views", "sqlite_master", "sqlite_schema", "pg_attribute", "pg_class",
-    "pg_constraint", "pg_index", "pg_indexes", "pg_namespace", "pg_proc", "pg_tables", "pg_type",
-    "pg_views"})
-_FILE_FUNCTIONS = frozenset({"glob", "sniff_csv", "query_table", "seq_scan"})
-_FILE_PREFIXES = ("read_", "parquet_", "iceberg_", "delta_", "sqlite_", "postgres_")
-# Scalar functions that reveal the host or settings, or change database state.
-DENIED_FUNCTIONS = frozenset({
-    "getenv", "current_setting", "getvariable", "which_secret", "nextval", "currval", "setval",
-    "write_log", "json_execute_serialized_sql"})
-
-# Set when the database is created; the rest are SET in order, then the config is locked.
-_CONFIG: dict[str, Any] = {
-    "python_enable_replacements": False, "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False, "allow_community_extensions": False,
-    "allow_persistent_secrets": False, "allow_extension_repositories": "forbidden",
-    "temp_directory": ""}
-_INTERRUPT_EVERY_S = 0.05
-_INTERRUPT_GRACE_S = 5.0
-
-
-class DatabaseError(AillmError, ValueError):
-    """DuckDB could not run a query or register a table; the message says which and why."""
-
-
-class QueryTimeout(SafetyViolation, TimeoutError):
-    """A query ran past its time limit and was interrupted (rule ``sql.timeout``).
-
-    A ``SafetyViolation`` so agents hand it to the model like any policy refusal (the model
-    can narrow the query), and a ``TimeoutError`` so generic timeout handling catches it.
-    """
-
-
-@dataclass(frozen=True)
-class _Source:
-    name: str
-    kind: Literal["dataframe", "csv", "parquet", "json"]
-    frame: Any = None  # pandas DataFrame for kind == "dataframe"
-    path: Path | None = None
 
 
 class Database:
@@ -114,14 +84,14 @@ class Database:
         self.policy = policy or SqlPolicy()
         self._runner = runner
         self._lock = threading.RLock()
-        self._sources: dict[str, _Source] = {}  # keyed by lower-case name, like DuckDB
+        self._sources: dict[str, Source] = {}  # keyed by lower-case name, like DuckDB
         self._files_version = 0
-        self._engine: _Engine | None = None
-        self._engines: list[_Engine] = []  # every engine not yet closed
+        self._engine: Engine | None = None
+        self._engines: list[Engine] = []  # every engine not yet closed
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="aillm-duckdb")
-        self._local = _ThreadState()
+        self._local = ThreadState()
         self._cursors: list[Any] = []
-        self._tickets: set[_Ticket] = set()
+        self._tickets: set[Ticket] = set()
         self._closed = False
         self._close_registered = False
 
@@ -136,7 +106,7 @@ class Database:
         if not isinstance(df, pd.DataFrame):
             raise DatabaseError(f"register({name!r}, ...) needs a pandas DataFrame, got "
                                 f"{type(df).__name__}; use register_file() for files")
-        self._put(_Source(_check_name(name), "dataframe", frame=df))
+        self._put(Source(_check_name(name), "dataframe", frame=df))
 
     def register_file(self, name: str, path: str | Path, *,
                       format: FileFormat | None = None) -> None:
@@ -154,11 +124,11 @@ class Database:
             raise DatabaseError(f"register_file({name!r}, {str(path)!r}): no such file in the "
                                 f"workspace {self.ws.root}; pass a path relative to it")
         kind = format or _SUFFIXES.get(real.suffix.lower())
-        if kind not in _READERS:
+        if kind not in READERS:
             raise DatabaseError(f"register_file({name!r}, {str(path)!r}): unknown format "
                                 f"{format or real.suffix!r}; use a {', '.join(_SUFFIXES)} file "
                                 f"or pass format='csv'|'parquet'|'json'")
-        self._put(_Source(name, kind, path=real))
+        self._put(Source(name, kind, path=real))
 
     def unregister(self, name: str) -> None:
         """Remove table ``name``; queries already running keep their view of it."""
@@ -203,14 +173,14 @@ class Database:
             source = self._sources.get(str(name).lower())
             if source is None:
                 raise DatabaseError(f"no table named {name!r}; tables: {self._names()}")
-        return await self._submit(functools.partial(_describe, source.name), None)
+        return await self._submit(functools.partial(describe_columns, source.name), None)
 
     def describe(self, name: str) -> pd.DataFrame:
         return self._sync(self.adescribe(name))
 
     async def asettings(self) -> dict[str, str]:
         """The security settings DuckDB reports (external access, lock, allowed paths)."""
-        return await self._submit(_settings, None)
+        return await self._submit(read_settings, None)
 
     def settings(self) -> dict[str, str]:
         return self._sync(self.asettings())
@@ -255,7 +225,10 @@ class Database:
             self._closed = True
         for ticket in list(self._tickets):
             ticket.stop()
-        await asyncio.to_thread(self._shutdown)
+        try:
+            await asyncio.to_thread(self._shutdown)
+        except RuntimeError:  # at interpreter exit no new thread may start: stop inline
+            self._shutdown()
 
     def close(self) -> None:
         """Sync twin of :meth:`aclose`."""
@@ -275,7 +248,7 @@ class Database:
         await self.aclose()
 
     # -- internals -------------------------------------------------------------------------
-    def _put(self, source: _Source) -> None:
+    def _put(self, source: Source) -> None:
         with self._lock:
             self._check_open()
             old = self._sources.pop(source.name.lower(), None)
@@ -313,18 +286,18 @@ class Database:
             if self._runner is not None and not self._close_registered:
                 self._runner.on_close(self.aclose)
                 self._close_registered = True
-        ticket = _Ticket(timeout)
+        ticket = Ticket(timeout)
         try:
             fut = asyncio.get_running_loop().run_in_executor(self._executor, self._work, job,
                                                              ticket)
         except RuntimeError:  # closed between the check and the submit
             raise DatabaseError("this Database is closed; create a new one") from None
-        fut.add_done_callback(_consume)
+        fut.add_done_callback(consume)
         self._tickets.add(ticket)
         try:
             done, _ = await asyncio.wait({fut}, timeout=timeout)
             if fut not in done:
-                await _interrupt(ticket, fut)
+                await interrupt_until_done(ticket, fut)
                 raise ticket.timeout_error()
             return fut.result()
         except asyncio.CancelledError:
@@ -333,14 +306,14 @@ class Database:
         finally:
             self._tickets.discard(ticket)
 
-    def _work(self, job: Callable[[Any], T], ticket: _Ticket) -> T:
+    def _work(self, job: Callable[[Any], T], ticket: Ticket) -> T:
         """Worker thread: bring this thread's cursor up to date, then run the job on it."""
         import duckdb
 
         engine, local = self._prepare_thread()
         cursor = local.cursor
         try:
-            _sync_frames(cursor, local.frames, local.want)
+            sync_frames(cursor, local.frames, local.want)
             ticket.attach(cursor)
             try:
                 return job(cursor)
@@ -351,14 +324,14 @@ class Database:
                 raise DatabaseError("the Database was closed while the query ran") from None
             raise ticket.timeout_error() from None
         except duckdb.PermissionException as exc:
-            raise SafetyViolation("sql.file_access", f"{_first_line(exc)}; query the "
+            raise SafetyViolation("sql.file_access", f"{first_line(exc)}; query the "
                                   f"registered tables instead: {self._names()}") from None
         except duckdb.Error as exc:
             raise DatabaseError(_explain(exc, engine, self._names())) from None
         finally:
             self._release(engine)
 
-    def _prepare_thread(self) -> tuple[_Engine, _ThreadState]:
+    def _prepare_thread(self) -> tuple[Engine, ThreadState]:
         with self._lock:
             self._check_open()
             engine = self._engine
@@ -367,27 +340,27 @@ class Database:
                     engine.retired = True
                     self._maybe_close(engine)
                 files = {k: s for k, s in self._sources.items() if s.path is not None}
-                engine = self._engine = _Engine(files, self._files_version)
+                engine = self._engine = Engine(files, self._files_version)
                 self._engines.append(engine)
             local = self._local
             local.want = {s.name: s.frame for s in self._sources.values() if s.frame is not None}
             if local.engine is not engine:
                 old = local.cursor
-                _close_quietly(old)
+                close_quietly(old)
                 local.engine, local.cursor, local.frames = engine, engine.con.cursor(), {}
                 self._cursors = [c for c in self._cursors if c is not old] + [local.cursor]
             engine.active += 1
         return engine, local
 
-    def _release(self, engine: _Engine) -> None:
+    def _release(self, engine: Engine) -> None:
         with self._lock:
             engine.active -= 1
             self._maybe_close(engine)
 
-    def _maybe_close(self, engine: _Engine) -> None:
+    def _maybe_close(self, engine: Engine) -> None:
         if engine.retired and engine.active == 0 and engine in self._engines:
             self._engines.remove(engine)
-            _close_quietly(engine.con)
+            close_quietly(engine.con)
 
     def _list_job(self, cursor: Any) -> pd.DataFrame:
         import pandas as pd
@@ -397,10 +370,10 @@ class Database:
         rows = []
         for s in sources:
             try:
-                cols = cursor.sql(f"DESCRIBE {_quote(s.name)}").fetchall()
+                cols = cursor.sql(f"DESCRIBE {quote(s.name)}").fetchall()
                 columns = ", ".join(f"{c[0]} {c[1]}" for c in cols)
             except Exception as exc:  # one broken file must not hide the other tables
-                reason = self._local.engine.errors.get(s.name.lower()) or _first_line(exc)
+                reason = self._local.engine.errors.get(s.name.lower()) or first_line(exc)
                 columns = f"(cannot read: {reason})"
             source = "DataFrame" if s.path is None else self.ws.relative(s.path)
             rows.append({"name": s.name, "kind": s.kind, "source": source, "columns": columns})
@@ -409,41 +382,14 @@ class Database:
     def _shutdown(self) -> None:
         with self._lock:  # a worker whose ticket was already released still stops here
             for cursor in self._cursors:
-                _interrupt_quietly(cursor)
+                interrupt_quietly(cursor)
         self._executor.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for cursor in self._cursors:
-                _close_quietly(cursor)
+                close_quietly(cursor)
             for engine in self._engines:
-                _close_quietly(engine.con)
+                close_quietly(engine.con)
             self._cursors, self._engines, self._engine = [], [], None
-
-
-def check_sql(sql: str, con: duckdb.DuckDBPyConnection) -> None:
-    """Refuse anything but one read-only SELECT over tables (``SafetyViolation``).
-
-    ``con`` is only used to parse: ``extract_statements`` and ``json_serialize_sql``.
-    """
-    import duckdb
-
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise DatabaseError(f"the SQL does not parse: {_first_line(exc)}") from None
-    if not statements:
-        raise DatabaseError("the SQL is empty; send one SELECT statement")
-    kinds = [_statement_type(s) for s in statements]
-    if len(statements) > 1:
-        raise SafetyViolation("sql.multiple_statements", f"found {len(statements)} statements "
-                              f"({', '.join(kinds)}); send exactly one SELECT per call")
-    if kinds[0] != "SELECT":
-        raise SafetyViolation("sql.not_read_only", f"{kinds[0]} statements are refused: the "
-                              "database is read-only. Send one SELECT (WITH, FROM-first, VALUES, "
-                              "DESCRIBE, SHOW and SUMMARIZE also work)")
-    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
-    if tree.get("error"):
-        raise DatabaseError(f"the SQL does not parse: {tree.get('error_message', tree)}")
-    _check_tree(tree)
 
 
 def to_text(df: pd.DataFrame, *, max_rows: int = 50, max_colwidth: int = 60) -> str:
@@ -455,157 +401,6 @@ def to_text(df: pd.DataFrame, *, max_rows: int = 50, max_colwidth: int = 60) -> 
         body = df.to_string(index=False, max_rows=max_rows, max_colwidth=max_colwidth)
     note = df.attrs.get("note")
     return "\n".join([body, shape] + ([str(note)] if note else []))
-
-
-# -- the guard ------------------------------------------------------------------------------
-def _check_tree(tree: Any) -> None:
-    """Walk the SELECT's syntax tree for table functions, functions and file-like tables."""
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        kind = node.get("type")
-        if kind == "TABLE_FUNCTION":
-            _check_table_function(str(node.get("function", {}).get("function_name", "")))
-        elif kind == "BASE_TABLE":
-            _check_table_name(str(node.get("table_name", "")))
-        if "function_name" in node:
-            _check_function(str(node["function_name"]))
-        stack.extend(v for v in node.values() if isinstance(v, dict | list))
-
-
-def _statement_type(statement: Any) -> str:
-    try:
-        return str(statement.type.name)
-    except ValueError:  # a type this DuckDB build's Python enum does not know (UPDATE EXTENSIONS)
-        return "UNKNOWN"
-
-
-def _check_table_function(name: str) -> None:
-    low = name.lower()
-    if low in ALLOWED_TABLE_FUNCTIONS:
-        return
-    if low in _FILE_FUNCTIONS or low.startswith(_FILE_PREFIXES):
-        raise SafetyViolation("sql.file_access", f"{name}() reads files, which queries may "
-                              "not do; query the registered tables (list_tables) instead")
-    raise SafetyViolation("sql.function_not_allowed", f"table function {name}() is not "
-                          f"allowed; allowed: {', '.join(sorted(ALLOWED_TABLE_FUNCTIONS))}")
-
-
-def _check_function(name: str) -> None:
-    if name.lower() in DENIED_FUNCTIONS:
-        raise SafetyViolation("sql.function_not_allowed", f"{name}() is not allowed: it "
-                              "reveals settings or the host, or changes database state; "
-                              "query the registered tables (list_tables) instead")
-
-
-def _check_table_name(name: str) -> None:
-    if any(ch in name for ch in "/\\.:~"):
-        raise SafetyViolation("sql.file_access", f"FROM {name!r} would read a file (a DuckDB "
-                              "replacement scan); query the registered tables instead")
-    low = name.lower()
-    if low.startswith(_RESERVED_PREFIXES) and low not in ALLOWED_CATALOG_VIEWS:
-        raise SafetyViolation("sql.function_not_allowed", f"the system view {name} is not "
-                              "allowed (it can reveal settings or the host); allowed: "
-                              f"{', '.join(sorted(ALLOWED_CATALOG_VIEWS))}, information_schema")
-
-
-# -- engine, worker state and tickets -------------------------------------------------------
-class _Engine:
-    """One locked in-memory DuckDB database; rebuilt when the set of files changes."""
-
-    def __init__(self, files: dict[str, _Source], version: int) -> None:
-        import duckdb
-
-        self.version, self.active, self.retired = version, 0, False
-        self.errors: dict[str, str] = {}
-        for _ in range(3):  # a file swapped for a symlink mid-build is caught on the next try
-            for key, s in files.items():
-                if os.path.realpath(s.path) != str(s.path):
-                    self.errors[key] = "the file became a symbolic link; register a real file"
-            pinned = [s for key, s in files.items() if key not in self.errors]
-            con = _locked_connection(sorted({str(s.path) for s in pinned}))
-            if con is not None:
-                break
-        else:
-            raise SafetyViolation("path.symlink_escape", "registered files keep turning into "
-                                  "symbolic links; unregister them and register real files")
-        self.con = con
-        for s in pinned:
-            try:
-                con.execute(f"CREATE VIEW {_quote(s.name)} AS SELECT * FROM "
-                            f"{_READERS[s.kind]}({_literal(str(s.path))})")
-            except duckdb.Error as exc:  # one bad file must not take the others down
-                self.errors[s.name.lower()] = _first_line(exc)
-
-
-def _locked_connection(paths: list[str]) -> Any:
-    """A DuckDB connection that can read exactly ``paths``, or None if one was a symlink.
-
-    DuckDB resolves symlinks when it stores ``allowed_paths``, so reading the setting back
-    proves that no listed file was swapped for a link between our check and the SET.
-    """
-    import duckdb
-
-    con = duckdb.connect(":memory:", config=_CONFIG)
-    if paths:  # must precede the next two: DuckDB refuses it once access is off
-        con.execute("SET allowed_paths = ?", [paths])
-        stored = con.execute("SELECT current_setting('allowed_paths')").fetchall()[0][0]
-        if sorted(stored) != paths:
-            con.close()
-            return None
-    con.execute("SET enable_external_access = false")
-    con.execute("SET lock_configuration = true")
-    return con
-
-
-class _ThreadState(threading.local):
-    def __init__(self) -> None:
-        self.engine: _Engine | None = None
-        self.cursor: Any = None
-        self.frames: dict[str, Any] = {}  # DataFrames registered on this cursor
-        self.want: dict[str, Any] = {}  # DataFrames registered on the Database now
-
-
-class _Ticket:
-    """One query's link between the loop (which may stop it) and its worker thread."""
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.lock = threading.Lock()
-        self.cursor: Any = None
-        self.cancelled = False
-
-    def attach(self, cursor: Any) -> None:
-        """Bind the worker's cursor (None when done); a stopped ticket refuses to start."""
-        with self.lock:
-            if self.cancelled and cursor is not None:
-                raise self.timeout_error()
-            self.cursor = cursor
-
-    def stop(self) -> None:
-        with self.lock:
-            self.cancelled = True
-            if self.cursor is not None:
-                self.cursor.interrupt()
-
-    def timeout_error(self) -> QueryTimeout:
-        return QueryTimeout("sql.timeout", f"the query ran past {self.timeout:g} s and was "
-                            "stopped; filter, aggregate or add a LIMIT, or pass a larger "
-                            "timeout_s")
-
-
-async def _interrupt(ticket: _Ticket, fut: asyncio.Future[Any]) -> None:
-    """Interrupt until the worker gives up (an interrupt before execution starts is lost)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _INTERRUPT_GRACE_S
-    while not fut.done() and loop.time() < deadline:
-        ticket.stop()
-        await asyncio.wait({fut}, timeout=_INTERRUPT_EVERY_S)
 
 
 def _run_select(sql: str, limit: int, max_bytes: int, cursor: Any) -> pd.DataFrame:
@@ -641,33 +436,8 @@ def _rows_within(df: pd.DataFrame, max_bytes: int) -> int:
     return lo
 
 
-def _describe(name: str, cursor: Any) -> pd.DataFrame:
-    df = cursor.sql(f"DESCRIBE {_quote(name)}").df()
-    return df[["column_name", "column_type", "null"]]
-
-
-def _settings(cursor: Any) -> dict[str, str]:
-    rows = cursor.execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
-        "'lock_configuration', 'allowed_paths', 'allowed_directories', 'allowed_configs', "
-        "'python_enable_replacements', 'autoload_known_extensions', "
-        "'autoinstall_known_extensions')").fetchall()
-    return {str(k): str(v) for k, v in rows}
-
-
-def _sync_frames(cursor: Any, have: dict[str, Any], want: dict[str, Any]) -> None:
-    """Register this thread's cursor's DataFrames (registrations are per connection)."""
-    for name in [n for n in have if n not in want]:
-        cursor.unregister(name)
-        del have[name]
-    for name, frame in want.items():
-        if have.get(name) is not frame:
-            cursor.register(name, frame)
-            have[name] = frame
-
-
-def _explain(exc: Exception, engine: _Engine, tables: str) -> str:
-    text = _first_line(exc)
+def _explain(exc: Exception, engine: Engine, tables: str) -> str:
+    text = first_line(exc)
     hint = f"tables: {tables}"
     if engine.errors:
         hint += "; views that failed to load: " + "; ".join(
@@ -679,43 +449,10 @@ def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DatabaseError(f"table name {name!r} is not a plain identifier; use letters, "
                             "digits and underscores, starting with a letter (max 63)")
-    if name.lower().startswith(_RESERVED_PREFIXES):
+    if name.lower().startswith(RESERVED_PREFIXES):
         raise DatabaseError(f"table name {name!r} would shadow DuckDB's own "
                             f"{name.split('_')[0]}_* names; choose another")
     return name
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _close_quietly(obj: Any) -> None:
-    if obj is not None:
-        try:
-            obj.close()
-        except Exception:  # already closed with its parent connection
-            pass
-
-
-def _interrupt_quietly(cursor: Any) -> None:
-    try:
-        cursor.interrupt()
-    except Exception:  # closed with its parent connection
-        pass
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Mark a worker's error as seen when nobody awaits it any more (after a timeout)."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 __all__ = ["ALLOWED_CATALOG_VIEWS", "ALLOWED_TABLE_FUNCTIONS", "DENIED_FUNCTIONS", "Database",

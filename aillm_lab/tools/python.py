@@ -50,11 +50,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import shutil
 import signal
-import struct
 import sys
 import tempfile
 import time
@@ -63,14 +61,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field, PositiveFloat
 
-from aillm_lab.errors import AillmError, ToolError
+from aillm_lab.errors import SafetyViolation, ToolError
 from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.tools._sandbox_process import SandboxUnavailable, Worker
 from aillm_lab.tools.base import RiskLevel, Tool
 from aillm_lab.tools.policy import CodePolicy
 
 _WORKER = Path(__file__).with_name("_sandbox_worker.py")
-_START_TIMEOUT_S = 30.0
-_STDERR_TAIL = 16_384
 _MAX_FILES = 1_000
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # read-only system folders the interpreter and C extensions load from (Python's own
@@ -79,10 +76,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SYSTEM_READ = ("/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64", "/usr/share",
                 "/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types", "/dev/urandom",
                 "/dev/zero", "/proc/self", "/sys/fs/cgroup", "/sys/devices/system/cpu")
-
-
-class SandboxUnavailable(AillmError, RuntimeError):
-    """The sandbox cannot run here (Windows) or its worker failed to start."""
 
 
 class SandboxFile(BaseModel):
@@ -161,7 +154,7 @@ class PythonSandbox:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._tmp = self._root / "tmp"
         self._tmp.mkdir()
-        self._worker: _Worker | None = None
+        self._worker: Worker | None = None
         self._lock: asyncio.Lock | None = None
         self._lost_state = False  # a worker existed and died, so the next one starts empty
         self._closed = False
@@ -304,8 +297,8 @@ class PythonSandbox:
                "limits": self.policy.model_dump(include={
                    "memory_mb", "cpu_s", "max_open_files", "max_processes", "max_file_mb"})}
         max_frame = 4 * self.policy.max_output_bytes + 64 * 1024 * 1024  # + figures
-        self._worker = await _Worker.start(cfg, _scrubbed_env(self.workdir, self._tmp),
-                                           max_frame)
+        env = _scrubbed_env(self.workdir, self._tmp)
+        self._worker = await Worker.start(_WORKER, cfg, env, max_frame)
         self.protections = self._worker.protections
         lost, self._lost_state = self._lost_state, False
         return lost
@@ -335,120 +328,13 @@ class PythonSandbox:
                 return f"[error] timeout_s must be a positive number of seconds, got {timeout_s}"
             wall = sandbox.policy.wall_s if timeout_s is None else min(timeout_s,
                                                                        sandbox.policy.wall_s)
-            return (await sandbox.arun(code, wall)).to_text()
+            result = await sandbox.arun(code, wall)
+            if result.refused:  # the guard audits it as refused, with the rule
+                rule = result.refused[0].split(" (", 1)[0]
+                raise SafetyViolation(rule, result.to_text())
+            return result.to_text()
 
         return [Tool(run_python, name="run_python", risk=RiskLevel.EXECUTE)]
-
-
-# -- the worker process -------------------------------------------------------------------
-class _Worker:
-    """One worker process and the protocol that reads its frames."""
-
-    def __init__(self, transport: asyncio.SubprocessTransport, proto: _WorkerProtocol) -> None:
-        self.transport, self.proto = transport, proto
-        self.pid: int = transport.get_pid()
-        self.protections: dict[str, Any] = {}
-
-    @classmethod
-    async def start(cls, cfg: dict[str, Any], env: dict[str, str], max_frame: int) -> _Worker:
-        loop = asyncio.get_running_loop()
-        args = [sys.executable, "-I", "-B", str(_WORKER), json.dumps(cfg)]
-        transport, proto = await loop.subprocess_exec(
-            lambda: _WorkerProtocol(max_frame), *args, env=env, cwd=cfg["workdir"],
-            start_new_session=True, close_fds=True)
-        worker = cls(transport, proto)
-        try:
-            ready = await asyncio.wait_for(proto.frames.get(), _START_TIMEOUT_S)
-        except TimeoutError:
-            ready = None
-        if not ready or ready.get("op") != "ready":
-            await worker.kill()
-            raise SandboxUnavailable(f"the sandbox worker did not start ({ready!r}); its "
-                                     f"stderr said: {worker.stderr_tail()[-2000:] or 'nothing'}")
-        worker.protections = ready.get("protections", {})
-        return worker
-
-    @property
-    def alive(self) -> bool:
-        return self.transport.get_returncode() is None and not self.proto.eof
-
-    @property
-    def returncode(self) -> int | None:
-        return self.transport.get_returncode()
-
-    def stderr_tail(self) -> str:
-        return bytes(self.proto.stderr).decode("utf-8", "replace")
-
-    async def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-        """Send one request; the reply, ``{"op": "eof"}`` if the worker died, None on timeout."""
-        body = json.dumps(request).encode("utf-8")
-        stdin = self.transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        stdin.write(struct.pack(">I", len(body)) + body)
-        try:
-            reply = await asyncio.wait_for(self.proto.frames.get(), timeout)
-        except TimeoutError:
-            return None
-        if reply is None:  # EOF: give the exit status a moment to arrive
-            await _wait(self.proto.exited, 2.0)
-            return {"op": "eof"}
-        return reply
-
-    async def kill(self) -> None:
-        """SIGKILL the whole process group (anything the code started dies too)."""
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        await _wait(self.proto.exited, 5.0)
-        self.transport.close()
-
-
-class _WorkerProtocol(asyncio.SubprocessProtocol):
-    """Splits stdout into frames and keeps the tail of stderr for diagnostics."""
-
-    def __init__(self, max_frame: int) -> None:
-        self.max_frame = max_frame
-        self.frames: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self.buffer = bytearray()
-        self.stderr = bytearray()
-        self.exited = asyncio.Event()
-        self.eof = False
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 2:
-            self.stderr += data
-            del self.stderr[:-_STDERR_TAIL]
-            return
-        if self.eof:
-            return
-        self.buffer += data
-        while len(self.buffer) >= 4:
-            size = struct.unpack(">I", self.buffer[:4])[0]
-            if size > self.max_frame:
-                self._broken("oversized frame")
-                return
-            if len(self.buffer) < 4 + size:
-                return
-            body, self.buffer = bytes(self.buffer[4:4 + size]), self.buffer[4 + size:]
-            try:
-                self.frames.put_nowait(json.loads(body))
-            except ValueError:
-                self._broken("unreadable frame")
-                return
-
-    def _broken(self, why: str) -> None:
-        self.eof = True
-        self.buffer.clear()
-        self.frames.put_nowait({"op": f"protocol error: {why}"})
-
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1 and not self.eof:
-            self.eof = True
-            self.frames.put_nowait(None)
-
-    def process_exited(self) -> None:
-        self.exited.set()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -524,13 +410,6 @@ def _death_reason(sig: str | None, policy: CodePolicy) -> str:
     if sig == "SIGSEGV":
         return f"segmentation fault, often memory exhaustion (limit {policy.memory_mb} MB)"
     return f"exited by {sig}" if sig else "exited"
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
-        pass
 
 
 __all__ = ["PythonSandbox", "SandboxFile", "SandboxResult", "SandboxUnavailable"]

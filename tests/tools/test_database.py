@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -366,3 +368,16 @@ def test_closing_the_runner_closes_the_database(ws: Workspace) -> None:
     runner.close()
     with pytest.raises(DatabaseError, match="closed"):
         database.register("people", PEOPLE)
+
+
+def test_a_database_left_open_closes_cleanly_at_interpreter_exit(ws: Workspace) -> None:
+    """At exit no new thread may start, so the runner's closer must stop DuckDB inline."""
+    script = (f"from aillm_lab.runtime import get_runner\n"
+              f"from aillm_lab.tools.database import Database\n"
+              f"from aillm_lab.tools.paths import Workspace\n"
+              f"db = Database(Workspace({str(ws.root)!r}), runner=get_runner())\n"
+              f"print(db.query('SELECT 42 AS x')['x'][0])\n")
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "42", proc.stderr
+    assert "failed" not in proc.stderr, proc.stderr

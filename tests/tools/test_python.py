@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 import aillm_lab.tools.python as sandbox_module
-from aillm_lab.errors import ToolError
+from aillm_lab.errors import SafetyViolation, ToolError
 from aillm_lab.runtime import get_runner
 from aillm_lab.tools.base import RiskLevel
 from aillm_lab.tools.policy import CodePolicy
@@ -43,6 +43,18 @@ def test_run_python_returns_readable_text(sb: PythonSandbox) -> None:
     assert text == "[stdout]\nhi\n[value]\n42"
 
 
+def test_run_python_turns_a_sandbox_refusal_into_a_violation_with_the_output(
+        sb: PythonSandbox) -> None:
+    """So the guard audits the call as refused, with the rule, not as allowed."""
+    (tool,) = sb.tools()
+    with pytest.raises(SafetyViolation) as info:
+        get_runner().run(tool.acall({"code": "print('before')\nimport socket\n"
+                                                 "socket.socket()"}))
+    assert info.value.rule == "code.network"
+    assert "[stdout]\nbefore" in info.value.detail and "[error]" in info.value.detail
+    assert get_runner().run(tool.acall({"code": "1 + 1"})) == "[value]\n2"  # still answers
+
+
 def test_run_python_caps_the_timeout_at_the_policy(tmp_path: Path) -> None:
     with PythonSandbox(CodePolicy(wall_s=0.5, memory_mb=256)) as box:
         (tool,) = box.tools()
@@ -51,12 +63,14 @@ def test_run_python_caps_the_timeout_at_the_policy(tmp_path: Path) -> None:
         assert "timed out after 0.5 s" in text
 
 
-def test_run_python_rejects_a_non_positive_timeout(sb: PythonSandbox) -> None:
+def test_run_python_rejects_a_non_positive_or_endless_timeout(sb: PythonSandbox) -> None:
     (tool,) = sb.tools()
-    text = get_runner().run(tool.acall({"code": "1", "timeout_s": 0}))
+    assert tool.spec.parameters["properties"]["timeout_s"]["anyOf"][0]["exclusiveMinimum"] == 0
+    for bad in (0, -1, "soon"):
+        with pytest.raises(ValidationError, match="timeout_s"):
+            tool.validate({"code": "1", "timeout_s": bad})
+    text = get_runner().run(tool.acall({"code": "1", "timeout_s": float("inf")}))
     assert text.startswith("[error] timeout_s must be a positive number")
-    with pytest.raises(ValidationError, match="timeout_s"):
-        tool.validate({"code": "1", "timeout_s": "soon"})
 
 
 def test_arun_works_from_another_event_loop(sb: PythonSandbox) -> None:
