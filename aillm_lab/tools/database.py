@@ -214,7 +214,26 @@ class Database:
             """
             return await db.adescribe(name)
 
-        return [Tool(fn, risk=RiskLevel.READ) for fn in (sql_query, list_tables, describe_table)]
+        async def load_table(path: str, name: str | None = None) -> str:
+            """Make a CSV, Parquet or JSON file from the workspace queryable as a table.
+
+            Args:
+                path: the file, relative to the workspace, e.g. 'data/sales.csv'.
+                name: the table name (letters, digits, '_'); defaults to the file's name.
+            """
+            table = name or _table_name(path)
+            with db._lock:
+                taken = db._sources.get(table.lower())
+            if taken is not None and taken.kind == "dataframe":
+                raise DatabaseError(f"table {table!r} holds data your user registered; "
+                                    f"pass another name, e.g. name='{table}_file'")
+            db.register_file(table, path)
+            columns = await db.adescribe(table)
+            return (f"table {table!r} reads {path}; query it with sql_query. Columns:\n"
+                    + to_text(columns))
+
+        return [Tool(fn, risk=RiskLevel.READ)
+                for fn in (sql_query, list_tables, describe_table, load_table)]
 
     # -- lifecycle -------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -390,6 +409,12 @@ class Database:
             for engine in self._engines:
                 close_quietly(engine.con)
             self._cursors, self._engines, self._engine = [], [], None
+
+
+def _table_name(path: str) -> str:
+    """A valid table name from a file name: 'data/2024 sales.csv' -> 't_2024_sales'."""
+    stem = re.sub(r"\W+", "_", Path(str(path)).stem).strip("_") or "data"
+    return f"t_{stem}" if stem[0].isdigit() else stem[:62]
 
 
 def to_text(df: pd.DataFrame, *, max_rows: int = 50, max_colwidth: int = 60) -> str:

@@ -318,7 +318,7 @@ def test_queries_can_be_awaited_from_a_loop_that_is_not_the_runner(db: Database)
 # -- tools and lifecycle --------------------------------------------------------------------
 def test_the_tools_are_read_risk_with_schemas_and_return_dataframes(db: Database) -> None:
     tools = {t.name: t for t in db.tools()}
-    assert set(tools) == {"sql_query", "list_tables", "describe_table"}
+    assert set(tools) == {"sql_query", "list_tables", "describe_table", "load_table"}
     assert all(t.risk.value == "read" for t in tools.values())
     assert tools["sql_query"].spec.parameters["required"] == ["sql"]
     assert "max_rows" in tools["sql_query"].spec.parameters["properties"]
@@ -335,6 +335,34 @@ def test_the_tools_are_read_risk_with_schemas_and_return_dataframes(db: Database
                                            "columns": "id BIGINT, name VARCHAR, "
                                                       "dept VARCHAR, salary BIGINT"}]
     assert list(described["column_name"]) == list(PEOPLE.columns)
+
+
+def test_load_table_lets_the_model_query_a_workspace_file(db: Database) -> None:
+    tools = {t.name: t for t in db.tools()}
+    (db.ws.root / "2024 stock.csv").write_text("item,qty\nfig,3\nkiwi,5\n")
+
+    async def main() -> tuple[str, pd.DataFrame]:
+        loaded = await tools["load_table"].acall({"path": "2024 stock.csv"})
+        return loaded, await tools["sql_query"].acall({"sql": "SELECT sum(qty) AS q "
+                                                              "FROM t_2024_stock"})
+
+    loaded, total = get_runner().run(main())
+    assert "'t_2024_stock'" in loaded and "item" in loaded and "qty" in loaded
+    assert total["q"][0] == 8
+
+
+@pytest.mark.parametrize(("args", "error", "match"), [
+    ({"path": "../outside.csv", "name": "x"}, SafetyViolation, "outside the workspace"),
+    ({"path": "people.csv", "name": "people"}, DatabaseError, "name='people_file'"),
+    ({"path": "missing.csv"}, DatabaseError, "no such file"),
+])
+def test_load_table_refuses_outside_files_user_tables_and_missing_files(
+        db: Database, args: dict[str, str], error: type[Exception], match: str) -> None:
+    tool = next(t for t in db.tools() if t.name == "load_table")
+    (db.ws.root / "people.csv").write_text("a\n1\n")
+    with pytest.raises(error, match=match):
+        get_runner().run(tool.acall(args))
+    assert db.tables() == ["people"]
 
 
 def test_the_sql_query_tool_refuses_writes_like_the_method(db: Database) -> None:
