@@ -82,6 +82,7 @@ _EXPORTS: dict[str, str] = {
     "SafetyViolation": "aillm_lab.errors",
     "ToolError": "aillm_lab.errors",
     "MemoryNotFound": "aillm_lab.memory.long_term",
+    "MemoryBusy": "aillm_lab.memory.long_term",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -130,7 +131,13 @@ if TYPE_CHECKING:
         ToolSpec,
         Usage,
     )
-    from aillm_lab.memory.long_term import LongTermMemory, Memory, MemoryNotFound, ScoringWeights
+    from aillm_lab.memory.long_term import (
+        LongTermMemory,
+        Memory,
+        MemoryBusy,
+        MemoryNotFound,
+        ScoringWeights,
+    )
     from aillm_lab.rag.context import ContextManager
     from aillm_lab.rag.results import SearchResults
     from aillm_lab.rag.retriever import Knowledge

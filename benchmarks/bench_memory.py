@@ -120,7 +120,8 @@ def bench_kills(workdir: Path, kills: int) -> dict[str, Any]:
     db = workdir / "kills.db"
     rng = random.Random(3)
     committed: set[str] = set()
-    bad_integrity, lost_total, sizes = 0, 0, []
+    lost: set[str] = set()  # committed ids missing after any kill (they never come back)
+    bad_integrity, bad_vectors, sizes = 0, 0, []
     for n in range(kills):
         out = workdir / "kill-out.txt"
         with out.open("wb") as fh:
@@ -140,11 +141,14 @@ def bench_kills(workdir: Path, kills: int) -> dict[str, Any]:
         with sqlite3.connect(db) as conn:
             stored = {r[0] for r in conn.execute("SELECT id FROM memories")}
             ok = conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+            vectors = conn.execute("SELECT count(*) FROM memory_vectors").fetchone()[0]
         conn.close()
         bad_integrity += not ok
-        lost_total = len(committed - stored)
-    return {"kills": kills, "committed": len(committed), "survived": len(committed) - lost_total,
-            "lost": lost_total, "integrity_failures": bad_integrity,
+        bad_vectors += vectors != len(stored)  # rows and vectors commit together
+        lost |= committed - stored
+    return {"kills": kills, "committed": len(committed), "survived": len(committed - lost),
+            "lost": len(lost), "integrity_failures": bad_integrity,
+            "vector_mismatches": bad_vectors,
             "commits_per_run_median": statistics.median(sizes)}
 
 
@@ -199,7 +203,8 @@ def report(load: float, writes: dict[str, float], search: dict[str, Any],
         f"search p50 <= {TARGET_SEARCH_P50_MS:.0f} ms at {search['memories']:,}":
             s["p50"] <= TARGET_SEARCH_P50_MS,
         "durability: every committed memory survived, integrity ok":
-            kills["lost"] == 0 and kills["integrity_failures"] == 0,
+            kills["lost"] == 0 and kills["integrity_failures"] == 0
+            and kills["vector_mismatches"] == 0,
     }
     lines = [f"# {NAME}: long-term memory writes, search at scale, kill -9 durability",
              "# " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
@@ -216,7 +221,8 @@ def report(load: float, writes: dict[str, float], search: dict[str, Any],
               f"p90 {a['p90']:.1f} ms", "",
               f"durability: {kills['kills']} SIGKILLs of a writer (NORMAL, every 4th FULL): "
               f"{kills['survived']}/{kills['committed']} committed memories survived, "
-              f"integrity failures {kills['integrity_failures']}, median "
+              f"integrity failures {kills['integrity_failures']}, rows without their vector "
+              f"{kills['vector_mismatches']}, median "
               f"{kills['commits_per_run_median']:.0f} commits per run", "",
               f"total {total_s:.0f} s"]
     lines += [f"target: {name}  ->  {'PASS' if ok else 'FAIL'}" for name, ok in checks.items()]

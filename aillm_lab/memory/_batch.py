@@ -205,6 +205,10 @@ async def fetch_one(conn: aiosqlite.Connection, column: str, value: Any) -> Any:
     return rows[0] if rows else None
 
 
+async def select(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    return list(await conn.execute_fetchall(sql, params))
+
+
 async def one_value(conn: aiosqlite.Connection, sql: str) -> Any:
     rows = list(await conn.execute_fetchall(sql))
     return rows[0][0] if rows else None

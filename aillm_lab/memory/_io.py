@@ -151,8 +151,8 @@ async def reindex(mem: LongTermMemory, namespace: str | None, batch: int) -> int
     while True:
         if int(embedder.dim) <= 0:
             await mem._embed(["dimension probe"])
-        rows = await unembedded(await mem._db.conn(), namespace, embedder.model_id,
-                                int(embedder.dim), limit=batch)
+        rows = await mem._read(unembedded, namespace, embedder.model_id, int(embedder.dim),
+                               limit=batch)
         if not rows:
             return total
         vectors = await mem._embed([r[2] for r in rows])
@@ -169,7 +169,7 @@ async def import_records(mem: LongTermMemory,
                          records: Iterable[Mapping[str, Any] | Memory]) -> ImportReport:
     """Insert records whose ids are new, with their links and vectors, in one transaction."""
     memories = _validated(records)
-    existing = await _existing(await mem._db.conn(), memories)
+    existing = await mem._read(_existing, memories)
     new = [m for m in memories if m.id not in existing]
     live = [m for m in new if m.live]
     vectors = await mem._embed([m.text for m in live]) if live else None

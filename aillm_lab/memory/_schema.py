@@ -95,6 +95,12 @@ class MemoryInputError(AillmError, ValueError):
         return (type(self), (self.argument, str(self).split(" = ", 1)[-1]))
 
 
+class MemoryBusy(AillmError, TimeoutError):
+    """Another connection held ``lab.db``'s write lock for longer than ``busy_timeout_ms``."""
+
+    argument = "busy_timeout_ms"
+
+
 class ScoringWeights(BaseModel):
     """How search ranks: ``similarity**a × importance**b × recency**c``.
 
@@ -268,7 +274,7 @@ def check_metadata(metadata: Any, argument: str = "metadata") -> dict[str, Any]:
 
 
 def check_options(synchronous: Any, dedupe_threshold: Any, checkpoint_every: Any,
-                  checkpoint_interval_s: Any) -> None:
+                  checkpoint_interval_s: Any, busy_timeout_ms: Any = 5000) -> None:
     """LongTermMemory's constructor options, checked before anything is opened."""
     if synchronous not in ("NORMAL", "FULL", "EXTRA"):
         raise MemoryInputError("synchronous", f"{synchronous!r}: use 'NORMAL' (survives a "
@@ -284,6 +290,10 @@ def check_options(synchronous: Any, dedupe_threshold: Any, checkpoint_every: Any
     if not isinstance(checkpoint_interval_s, int | float) or not checkpoint_interval_s > 0:
         raise MemoryInputError("checkpoint_interval_s", f"{checkpoint_interval_s!r}: must be "
                                "a number of seconds > 0.")
+    if isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int) or (
+            busy_timeout_ms < 0):
+        raise MemoryInputError("busy_timeout_ms", f"{busy_timeout_ms!r}: must be an integer "
+                               ">= 0 (milliseconds a write waits for another writer's lock).")
 
 
 def normalise(text: str) -> str:

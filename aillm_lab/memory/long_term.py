@@ -4,7 +4,10 @@ Why SQLite and not a vector database: one file holds the memories, their history
 index and the vectors, and every write batch is one ``BEGIN IMMEDIATE … COMMIT`` (WAL), so a
 memory whose ``add`` returned survives a crash of the process. With ``synchronous="NORMAL"``
 (the default) WAL commits reach the OS but are not fsynced: safe against a killed or crashed
-process, not against power loss; pass ``synchronous="FULL"`` when that matters.
+process, not against power loss; pass ``synchronous="FULL"`` when that matters. Reads share
+the instance's connection with its writes, so they wait for an open batch to end and never
+see rows that are not committed yet (or never will be). Another writer's lock is waited out
+for ``busy_timeout_ms``, then ``MemoryBusy`` says so.
 
 Adding never deletes (mem0 #1674): a near-duplicate of a live memory (same normalised text,
 or cosine above ``dedupe_threshold``) strengthens it instead. ``update`` writes a new version
@@ -16,37 +19,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import sqlite3
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
 from aillm_lab.db import LabDB, Synchronous
-from aillm_lab.memory import _batch, _io
+from aillm_lab.memory import _batch, _changes, _io
 from aillm_lab.memory._schema import (
     COLUMNS,
-    INSERT,
     SCHEMA,
     Hits,
     ImportReport,
     Memories,
     Memory,
+    MemoryBusy,
     MemoryHit,
     MemoryInputError,
     MemoryNotFound,
     ScoringWeights,
     check_id,
-    check_importance,
-    check_metadata,
     check_namespace,
     check_options,
-    check_tags,
     check_text,
-    text_hash,
 )
 from aillm_lab.memory._vectors import VectorCache, as_matrix, score
 
@@ -62,7 +68,7 @@ T = TypeVar("T")
 _CHECKPOINT_MODES = ("PASSIVE", "FULL", "RESTART", "TRUNCATE")
 
 __all__ = ["EmbedderLike", "Hits", "ImportReport", "LongTermMemory", "Memories", "Memory",
-           "MemoryHit", "MemoryInputError", "MemoryNotFound", "ScoringWeights"]
+           "MemoryBusy", "MemoryHit", "MemoryInputError", "MemoryNotFound", "ScoringWeights"]
 
 
 class EmbedderLike(Protocol):
@@ -90,7 +96,8 @@ class LongTermMemory:
                  clock: Callable[[], float] = time.time, timeout: float | None = None) -> None:
         from aillm_lab.runtime import get_runner
 
-        check_options(synchronous, dedupe_threshold, checkpoint_every, checkpoint_interval_s)
+        check_options(synchronous, dedupe_threshold, checkpoint_every, checkpoint_interval_s,
+                      busy_timeout_ms)
         if db_path is None:
             if settings is None:
                 from aillm_lab.config import LabSettings
@@ -196,29 +203,29 @@ class LongTermMemory:
                       metadata: Mapping[str, Any] | None = None,
                       tags: Sequence[str] | None = None) -> Memory:
         """Write a new version of a live memory; the old one stays as history."""
-        return await self._arun(self._update(id, text, importance, metadata, tags))
+        return await self._arun(_changes.update(self, id, text, importance, metadata, tags))
 
     def update(self, id: str, text: str, *, importance: float | None = None,
                metadata: Mapping[str, Any] | None = None,
                tags: Sequence[str] | None = None) -> Memory:
-        return self._run(self._update(id, text, importance, metadata, tags))
+        return self._run(_changes.update(self, id, text, importance, metadata, tags))
 
     async def aforget(self, id: str) -> Memory:
         """Hide a memory from search and get (soft delete); ``purge`` erases it."""
-        return await self._arun(self._forget(id))
+        return await self._arun(_changes.forget(self, id))
 
     def forget(self, id: str) -> Memory:
-        return self._run(self._forget(id))
+        return self._run(_changes.forget(self, id))
 
     async def apurge(self, id: str | None = None, *, namespace: str | None = None) -> int:
         """Erase a memory with its whole history, or a whole namespace; returns rows erased.
 
         Erasing a consolidation summary makes the memories it replaced live again.
         """
-        return await self._arun(self._purge(id, namespace))
+        return await self._arun(_changes.purge(self, id, namespace))
 
     def purge(self, id: str | None = None, *, namespace: str | None = None) -> int:
-        return self._run(self._purge(id, namespace))
+        return self._run(_changes.purge(self, id, namespace))
 
     async def aconsolidate(self, namespace: str, model: Model | str, *, max_group: int = 8,
                            min_group: int = 2, threshold: float = 0.8) -> Memories:
@@ -328,15 +335,15 @@ class LongTermMemory:
         async with self._guarded():
             cache = await self._cache(namespace)
         top, bm25 = await asyncio.gather(_batch.offload(cache, cache.top, q, w.candidates),
-                                         _batch.fts_candidates(await self._db.conn(), query,
-                                                               namespace, w.candidates))
+                                         self._read(_batch.fts_candidates, query, namespace,
+                                                    w.candidates))
         vec = dict(top)
         seqs = sorted(set(vec) | set(bm25))
         missing = [s for s in seqs if s not in vec]
         vec.update(zip(missing, cache.cosines(missing, q), strict=True))
         now = self._clock()
         hits = []
-        for row in await _batch.fetch_rows(await self._db.conn(), "seq", seqs, live=True):
+        for row in await self._read(_batch.fetch_rows, "seq", seqs, live=True):
             seq = row["seq"]
             total, sim, imp, rec = score(vec.get(seq, 0.0), bm25.get(seq, 0.0),
                                          row["importance"], now - row["last_seen"], w)
@@ -361,8 +368,8 @@ class LongTermMemory:
 
     async def _history(self, id: str) -> Memories:
         row = await self._row(id)
-        rows = await self._db.fetchall(f"SELECT {COLUMNS} FROM memories WHERE root_id = ? "
-                                       "ORDER BY version, seq", (row["root_id"],))
+        rows = await self._read(_batch.select, f"SELECT {COLUMNS} FROM memories WHERE "
+                                "root_id = ? ORDER BY version, seq", (row["root_id"],))
         return Memories(await self._memories(rows))
 
     async def _list(self, namespace: str | None, include_invalid: bool) -> Memories:
@@ -372,74 +379,14 @@ class LongTermMemory:
             params.append(check_namespace(namespace))
         if not include_invalid:
             where.append("valid_to IS NULL")
-        rows = await self._db.fetchall(f"SELECT {COLUMNS} FROM memories WHERE "
-                                       f"{' AND '.join(where)} ORDER BY seq", params)
+        rows = await self._read(_batch.select, f"SELECT {COLUMNS} FROM memories WHERE "
+                                f"{' AND '.join(where)} ORDER BY seq", params)
         return Memories(await self._memories(rows))
-
-    async def _update(self, id: str, text: str, importance: float | None, metadata: Any,
-                      tags: Any) -> Memory:
-        text = check_text(text)
-        imp = None if importance is None else check_importance(importance)
-        meta = None if metadata is None else check_metadata(metadata)
-        tag_list = None if tags is None else check_tags(tags)
-        old = await self._get(id, include_invalid=False)
-        vector = await self._embed([text])
-        now, new_id = self._clock(), uuid.uuid4().hex
-        async with self._transaction() as tx:
-            row = await _batch.fetch_one(tx.conn, "id", id)
-            if row is None or row["valid_to"] is not None:
-                raise MemoryNotFound(f"id = {id!r}: changed while updating; get() it again.")
-            cur = await tx.conn.execute(INSERT, (
-                new_id, old.namespace, text, text_hash(text),
-                old.importance if imp is None else imp, row["strength"],
-                json.dumps(old.tags if tag_list is None else tag_list),
-                json.dumps(old.metadata if meta is None else meta), now, now, None, None, None,
-                row["root_id"], row["version"] + 1))
-            await tx.conn.execute("UPDATE memories SET valid_to = ?, superseded_by = ? "
-                                  "WHERE seq = ?", (now, new_id, row["seq"]))
-            await tx.add_vectors(old.namespace, [cur.lastrowid], vector, self.embedder.model_id)
-            tx.removed(old.namespace, [row["seq"]])
-            new = await _batch.fetch_one(tx.conn, "id", new_id)
-        return (await self._memories([new]))[0]
-
-    async def _forget(self, id: str) -> Memory:
-        await self._row(id)
-        async with self._transaction() as tx:
-            row = await _batch.fetch_one(tx.conn, "id", id)
-            if row is None:
-                raise MemoryNotFound(f"id = {id!r}: purged while forgetting it.")
-            if row["forgotten_at"] is None:
-                now = self._clock()
-                await tx.conn.execute("UPDATE memories SET valid_to = COALESCE(valid_to, ?), "
-                                      "forgotten_at = ? WHERE seq = ?", (now, now, row["seq"]))
-                tx.removed(row["namespace"], [row["seq"]])
-                row = await _batch.fetch_one(tx.conn, "id", id)
-        return (await self._memories([row]))[0]
-
-    async def _purge(self, id: str | None, namespace: str | None) -> int:
-        if (id is None) == (namespace is None):
-            raise MemoryInputError("id", f"{id!r} with namespace = {namespace!r}: give exactly "
-                                   "one, a memory id or a namespace to erase.")
-        if id is not None:
-            root = (await self._row(id))["root_id"]
-            sql, params = "DELETE FROM memories WHERE root_id = ?", (root,)
-        else:
-            sql, params = "DELETE FROM memories WHERE namespace = ?", (check_namespace(namespace),)
-        async with self._transaction() as tx:
-            if id is not None:  # memories a purged summary replaced come back (never lost)
-                await tx.conn.execute(
-                    "UPDATE memories SET valid_to = NULL, superseded_by = NULL WHERE "
-                    "forgotten_at IS NULL AND root_id != ? AND superseded_by IN "
-                    "(SELECT id FROM memories WHERE root_id = ?)", (root, root))
-            cur = await tx.conn.execute(sql, params)
-            count = cur.rowcount
-            tx.reset_all = True
-        return count
 
     # -- shared helpers ---------------------------------------------------------------------
     async def _row(self, id: str) -> Any:
         check_id(id)
-        row = await _batch.fetch_one(await self._db.conn(), "id", id)
+        row = await self._read(_batch.fetch_one, "id", id)
         if row is None:
             raise MemoryNotFound(f"id = {id!r}: no such memory (it may have been purged); "
                                  "search() or list() to find ids.")
@@ -452,11 +399,20 @@ class LongTermMemory:
 
     async def _memories(self, rows: Sequence[Any], conn: aiosqlite.Connection | None = None,
                         ) -> list[Memory]:
-        return await _batch.to_memories(conn or await self._db.conn(), rows)
+        """Rows as records; pass ``conn`` inside a transaction (the lock is already held)."""
+        if conn is not None:
+            return await _batch.to_memories(conn, rows)
+        return await self._read(_batch.to_memories, rows)
+
+    async def _read(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """``fn(conn, …)`` between our write batches, which share this connection: a read
+        never sees a batch before its COMMIT (or one that rolls back)."""
+        async with self._guarded():
+            return await fn(await self._db.conn(), *args, **kwargs)
 
     @contextlib.asynccontextmanager
     async def _guarded(self) -> AsyncIterator[None]:
-        """Our writes and cache loads exclude each other, so a cache never sees half a batch."""
+        """Our writes, reads and cache loads exclude each other: none sees half a batch."""
         loop = asyncio.get_running_loop()
         if self._lock is None or self._lock_loop is not loop:  # the runner may have restarted
             self._lock, self._lock_loop = asyncio.Lock(), loop
@@ -472,9 +428,16 @@ class LongTermMemory:
     async def _transaction(self) -> AsyncIterator[_batch.Tx]:
         """One write batch; the vector caches change only after its COMMIT returned."""
         async with self._guarded():
-            async with self._db.write() as conn:
-                tx = _batch.Tx(conn)
-                yield tx
+            try:
+                async with self._db.write() as conn:
+                    tx = _batch.Tx(conn)
+                    yield tx
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                raise MemoryBusy(f"busy_timeout_ms = {self._db.busy_timeout_ms}: another "
+                                 f"connection kept {self.path.name}'s write lock longer than "
+                                 "that; retry, or raise busy_timeout_ms.") from exc
             if tx.reset_all:
                 self._caches.clear()
             for ns, (seqs, vecs) in tx.added.items():

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from _writer import WordHashEmbedder, text_for
 
-from aillm_lab.db import LabDB, SqliteVersionWarning, wal_reset_bug
 from aillm_lab.memory.long_term import (
     Hits,
     LongTermMemory,
@@ -27,7 +26,7 @@ from aillm_lab.runtime import LoopRunner
 from aillm_lab.testing import ScriptedModel
 
 # SQLite 3.40.1 here has the WAL-reset bug, so LabDB warns once per process at open;
-# test_sqlite_version_warning_is_raised_at_open checks that warning explicitly.
+# test_transactions.py checks that warning explicitly.
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
 
 DAY = 86_400.0
@@ -262,6 +261,16 @@ def test_bad_arguments_elsewhere_raise_typed_errors(mem: LongTermMemory) -> None
         assert info.value.argument == option
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("similarity", -1), ("importance", 11), ("half_life_days", 0), ("text_weight", 1.5),
+    ("candidates", 0), ("recency_exponent", 1)])
+def test_bad_scoring_weights_are_refused_naming_the_field(field: str, value: float) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=field):
+        ScoringWeights(**{field: value})
+
+
 def test_an_embedder_returning_the_wrong_shape_is_refused(tmp_path: Path,
                                                           runner: LoopRunner) -> None:
     class Broken(WordHashEmbedder):
@@ -480,55 +489,7 @@ def test_import_refuses_a_conflicting_id_and_writes_nothing(mem: LongTermMemory)
         mem.import_records({"id": "x"})  # type: ignore[arg-type]
 
 
-# -- maintenance and reprs ------------------------------------------------------------------
-def test_wal_is_checkpointed_every_n_writes_and_every_t_seconds(
-        tmp_path: Path, runner: LoopRunner, clock: Clock) -> None:
-    mem = LongTermMemory(db_path=tmp_path / "lab.db", embedder=WordHashEmbedder(),
-                         runner=runner, clock=clock, checkpoint_every=3,
-                         checkpoint_interval_s=100)
-    calls: list[str] = []
-    real = mem._db.checkpoint
-
-    async def counting(mode: str = "PASSIVE") -> tuple[int, int, int]:
-        calls.append(mode)
-        return await real(mode)
-
-    mem._db.checkpoint = counting  # type: ignore[method-assign]
-    for i in range(7):
-        mem.add(f"fact number {i} word{i}")
-    assert calls == ["PASSIVE", "PASSIVE"]
-    clock.now += 101
-    mem.add("one more after a long pause")
-    assert len(calls) == 3
-    busy, frames, done = mem.checkpoint("TRUNCATE")
-    assert busy == 0 and frames == done == 0  # TRUNCATE leaves an empty WAL
-
-
-def test_synchronous_full_is_applied(tmp_path: Path, runner: LoopRunner) -> None:
-    mem = LongTermMemory(db_path=tmp_path / "lab.db", embedder=WordHashEmbedder(),
-                         runner=runner, synchronous="FULL")
-    mem.add("durable against power loss")
-
-    async def pragmas() -> tuple:
-        conn = await mem._db.conn()
-        sync = (await conn.execute_fetchall("PRAGMA synchronous"))[0][0]
-        mode = (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0]
-        busy = (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0]
-        return sync, mode, busy
-
-    assert runner.run(pragmas()) == (2, "wal", 5000)  # 2 = FULL
-
-
-@pytest.mark.skipif(not wal_reset_bug(), reason="this SQLite has the WAL-reset fix")
-def test_sqlite_version_warning_is_raised_at_open(tmp_path: Path, runner: LoopRunner,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(LabDB, "_warned", False)
-    mem = LongTermMemory(db_path=tmp_path / "lab.db", embedder=WordHashEmbedder(),
-                         runner=runner)
-    with pytest.warns(SqliteVersionWarning, match="WAL-reset bug"):
-        mem.add("first write opens the database")
-
-
+# -- reprs ----------------------------------------------------------------------------------
 def test_lists_show_as_html_tables_and_convert_to_pandas(mem: LongTermMemory) -> None:
     mem.add("Ivy's <b>bold</b> claim", importance=0.3)
     hits = mem.search("Ivy claim")
