@@ -10,8 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from aillm_lab.rag.chunking import Chunk
 from aillm_lab.rag.embeddings import HashingEmbedder
-from aillm_lab.rag.index import _exact, under
+from aillm_lab.rag.index import (
+    CONNECTIVITY,
+    EXPANSION_SEARCH,
+    LEGACY_GRAPH,
+    _exact,
+    replace_documents,
+    under,
+)
+from aillm_lab.rag.loaders import Document
 from aillm_lab.rag.retriever import Knowledge
 from aillm_lab.runtime import LoopRunner
 
@@ -74,6 +83,13 @@ def _other_model(path: Path) -> None:
     manifest_path.write_text(json.dumps(manifest))
 
 
+def _other_graph(path: Path) -> None:
+    manifest_path = path.with_suffix(".manifest.json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["graph"]["connectivity"] = CONNECTIVITY // 2  # as if built by an older default
+    manifest_path.write_text(json.dumps(manifest))
+
+
 DAMAGE: dict[str, Callable[[Path], None]] = {
     "deleted": lambda p: p.unlink(),
     "truncated": _truncate,
@@ -81,6 +97,7 @@ DAMAGE: dict[str, Callable[[Path], None]] = {
     "stale manifest": _stale_manifest,
     "manifest deleted": lambda p: p.with_suffix(".manifest.json").unlink(),
     "manifest for another model": _other_model,
+    "manifest for other HNSW settings": _other_graph,
 }
 
 
@@ -216,3 +233,62 @@ def test_dead_keys_left_in_the_usearch_file_are_never_returned(tmp_path: Path, f
     assert len(hits) == info.chunks == len(TOPICS)
     assert old_id not in {h.chunk_id for h in hits}
     kb.close()
+
+
+def _vectors_collection(tmp_path: Path, runner: LoopRunner, mat: np.ndarray) -> Knowledge:
+    """A collection of the given unit vectors written straight into SQLite (no embedder)."""
+    kb = Knowledge(db_path=tmp_path / "lab.db", index_dir=tmp_path / "index",
+                   embedder=HashingEmbedder(dim=mat.shape[1]), runner=runner,
+                   exact_threshold=0, progress=False)
+    cid = runner.run(kb._collection_id("default", create=True))
+    group = [(Document(source=f"/v/{i}.txt", text=f"vector {i}", type="text"),
+              [Chunk(text=f"vector {i}", ordinal=0, token_count=2)]) for i in range(len(mat))]
+    runner.run(replace_documents(kb.db, cid, group, mat, []))
+    return kb
+
+
+def test_usearch_recall_at_10_matches_exact_search(tmp_path: Path, runner: LoopRunner) -> None:
+    rng = np.random.default_rng(7)
+    centres = rng.normal(size=(40, 48))
+    mat = centres[rng.integers(0, 40, 4000)] + rng.normal(scale=0.6, size=(4000, 48))
+    mat = (mat / np.linalg.norm(mat, axis=1, keepdims=True)).astype(np.float32)
+    kb = _vectors_collection(tmp_path, runner, mat)
+    dense = runner.run(kb._dense_index("default"))
+    assert dense.uses_ann
+    ids = np.arange(1, len(mat) + 1)  # a fresh table numbers chunks 1..n in insert order
+    queries = mat[rng.integers(0, len(mat), 60)] + rng.normal(scale=0.3, size=(60, 48))
+    found = 0
+    for q in queries.astype(np.float32):
+        q /= np.linalg.norm(q)
+        exact = {i for i, _ in _exact(q, ids, mat, 10)}
+        found += len(exact & {i for i, _ in runner.run(dense.asearch(q, 10))})
+    assert found / (10 * len(queries)) >= 0.97
+    kb.close()
+
+
+def test_a_reopened_file_keeps_the_configured_search_settings(tmp_path: Path, folder: Path,
+                                                              runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    kb.close()
+    reopened = _kb(tmp_path, runner)
+    dense = runner.run(reopened._dense_index("default"))
+    assert dense.uses_ann and dense.rebuilds == 0
+    assert dense._ann.expansion_search == dense.hnsw["expansion_search"] == EXPANSION_SEARCH
+    assert dense._ann.connectivity == dense.hnsw["connectivity"] == CONNECTIVITY
+    reopened.close()
+
+
+def test_a_manifest_from_before_graph_settings_were_recorded_is_still_reused(
+        tmp_path: Path, folder: Path, runner: LoopRunner) -> None:
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    before = _dense(kb)
+    kb.close()
+    manifest_path = tmp_path / "index" / "default.manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest.pop("graph") == LEGACY_GRAPH  # files were built with these settings
+    manifest_path.write_text(json.dumps(manifest))
+    reopened = _kb(tmp_path, runner)
+    assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 0
+    reopened.close()

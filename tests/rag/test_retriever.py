@@ -11,7 +11,8 @@ import pytest
 
 from aillm_lab.rag.embeddings import HashingEmbedder, LocalEmbedder, default_embedder
 from aillm_lab.rag.loaders import LoaderError
-from aillm_lab.rag.retriever import Filters, Knowledge, RagError, fts_query, rrf
+from aillm_lab.rag.retriever import Knowledge
+from aillm_lab.rag.sparse import Filters, RagError
 from aillm_lab.runtime import LoopRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
@@ -365,18 +366,6 @@ def test_punctuation_in_queries_never_breaks_fts(kb: Knowledge, query: str) -> N
     kb.search(query, mode="hybrid")
 
 
-def test_fts_query_quotes_each_term() -> None:
-    assert fts_query('foo() E1234: say "hi"') == '"foo()" OR "E1234:" OR "say" OR """hi"""'
-    assert fts_query("?? !!") == ""
-
-
-def test_rrf_rewards_items_ranked_well_in_both_lists() -> None:
-    fused = rrf([[(1, 0.9), (2, 0.8), (3, 0.7)], [(3, 5.0), (2, 4.0), (4, 1.0)]])
-    assert [i for i, _ in fused] == [3, 2, 1, 4]  # in both lists beats first in one
-    assert fused[0][1] == pytest.approx(1 / 63 + 1 / 61)
-    assert fused[2][1] == pytest.approx(1 / 61)
-
-
 # -- collections and the async door --------------------------------------------------------
 def test_collections_are_separate(tmp_path: Path, runner: LoopRunner) -> None:
     a = _write(tmp_path / "a", {"x.md": "zebra stripes"})
@@ -479,12 +468,6 @@ def test_sparse_search_finds_a_small_collection_beside_a_large_one(tmp_path: Pat
         str(small / "only.md")]
     assert len(kb.search("kettle", k=50, mode="sparse", collection="big")) == 30
     kb.close()
-
-
-def test_fts_query_drops_common_words_unless_nothing_else_is_left() -> None:
-    assert fts_query("how do I use the read_options function") == (
-        '"use" OR "read_options" OR "function"')
-    assert fts_query("the of and") == '"the" OR "of" OR "and"'
 
 
 def test_ingest_shows_a_progress_bar_when_asked(tmp_path: Path, runner: LoopRunner,
