@@ -1,9 +1,11 @@
 """The gateway's cost against the bare SDK, and how closely its rate limiter keeps a rate.
 
 * overhead   2,000 chat calls at concurrency 100 to a loopback FakeOpenAI answering after
-             20 ms: once through a Lab (gateway, limits, call log) and once through a bare
-             ``AsyncOpenAI`` with an ``asyncio.Semaphore``, interleaved in one run. Reports
-             calls/s for both, the ratio, and p50/p99 latency each side.
+             20 ms: through a Lab (gateway, limits, call log), through a bare ``AsyncOpenAI``
+             with an ``asyncio.Semaphore`` (its default httpx2 transport), and through a bare
+             ``AsyncOpenAI`` on the SDK's ``DefaultAioHttpClient`` (the transport the Lab
+             uses), interleaved in one run. Reports calls/s for each, the ratios against both
+             bare clients (the second is the gateway's own cost), and p50/p99 latency.
              Target: the gateway reaches >= 0.9x the bare SDK's calls/s.
 * rate       the RPM bucket at 60, 600 and 6,000 RPM: achieved rate over a fixed number of
              acquisitions against the configured one (real clock). Target: within 5%.
@@ -22,6 +24,7 @@ import statistics
 import tempfile
 import time
 
+import httpx2
 import openai
 from _common import environment, save  # benchmarks/ is sys.path[0] when run as a script
 
@@ -51,8 +54,11 @@ async def _drive(call, n: int, concurrency: int) -> tuple[float, list[float]]:
     return time.perf_counter() - start, latencies
 
 
-async def bare(url: str, n: int, concurrency: int) -> tuple[float, list[float]]:
-    client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0)
+async def bare(url: str, n: int, concurrency: int, *,
+               aiohttp: bool = False) -> tuple[float, list[float]]:
+    http = openai.DefaultAioHttpClient(limits=httpx2.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency)) if aiohttp else None
+    client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0, http_client=http)
     try:
         async def call(i: int) -> None:
             await client.chat.completions.create(
@@ -110,15 +116,18 @@ def main() -> None:
     args = parser.parse_args()
     runner = LoopRunner(name="bench-gateway")
     per_round = args.calls // args.rounds
-    results: dict[str, dict[str, list[float]]] = {"bare SDK": {}, "gateway (Lab)": {}}
+    results: dict[str, dict[str, list[float]]] = {"bare SDK": {}, "bare SDK, aiohttp": {},
+                                                  "gateway (Lab)": {}}
     with FakeOpenAI() as server, tempfile.TemporaryDirectory() as home:
         server.fault_rate(1.0, kinds=[Fault.delay(LATENCY_S)])
         lab = al.Lab(home=home, runner=runner,
                      limits={"openai:gpt-4o-mini": {"concurrency": args.concurrency}})
         for _ in range(args.rounds):
-            for name, run in (("bare SDK", bare), ("gateway (Lab)", None)):
-                coro = (run(server.url, per_round, args.concurrency) if run else
-                        gateway(lab, server.url, per_round, args.concurrency))
+            for name in results:
+                coro = (gateway(lab, server.url, per_round, args.concurrency)
+                        if name == "gateway (Lab)" else
+                        bare(server.url, per_round, args.concurrency,
+                             aiohttp=name.endswith("aiohttp")))
                 elapsed, lat = runner.run(coro)
                 slot = results[name]
                 slot.setdefault("elapsed", []).append(elapsed)
@@ -135,9 +144,11 @@ def main() -> None:
         cps = len(lat) / sum(slot["elapsed"])
         figures[name] = {"calls_per_s": cps, "p50_ms": statistics.median(lat) * 1000,
                          "p99_ms": lat[int(len(lat) * 0.99)] * 1000, "calls": len(lat)}
-        rows.append(f"{name:16} {cps:10.1f} {figures[name]['p50_ms']:9.1f} "
+        rows.append(f"{name:18} {cps:10.1f} {figures[name]['p50_ms']:9.1f} "
                     f"{figures[name]['p99_ms']:9.1f}")
     ratio = figures["gateway (Lab)"]["calls_per_s"] / figures["bare SDK"]["calls_per_s"]
+    same_transport = (figures["gateway (Lab)"]["calls_per_s"]
+                      / figures["bare SDK, aiohttp"]["calls_per_s"])
     added_p50 = figures["gateway (Lab)"]["p50_ms"] - figures["bare SDK"]["p50_ms"]
     added_p99 = figures["gateway (Lab)"]["p99_ms"] - figures["bare SDK"]["p99_ms"]
     rate_err = {rpm: abs(got - rpm) / rpm for rpm, got in rates.items()}
@@ -149,8 +160,10 @@ def main() -> None:
     lines = [f"# {NAME}: {args.calls} chat calls each at concurrency {args.concurrency}, "
              f"server latency {LATENCY_S * 1000:.0f} ms, {args.rounds} interleaved rounds",
              "# " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
-             f"{'path':16} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9}", *rows, "",
+             f"{'path':18} {'calls/s':>10} {'p50 ms':>9} {'p99 ms':>9}", *rows, "",
              f"gateway / bare SDK calls/s: {ratio:.2f}x (target >= {TARGET_RATIO}x)",
+             f"gateway / bare SDK on the same aiohttp transport: {same_transport:.2f}x "
+             "(the gateway's own cost; the Lab uses the SDK's DefaultAioHttpClient)",
              f"added latency: p50 {added_p50:+.1f} ms, p99 {added_p99:+.1f} ms",
              f"call-log rows written by the gateway run: {logged}", "",
              "rate limiter (RPM bucket, real clock):"]
@@ -164,6 +177,7 @@ def main() -> None:
     lines.append(f"target: >= {TARGET_RATIO}x bare SDK, rates within "
                  f"{RATE_TOLERANCE:.0%} and the 120 RPM pacing  ->  {verdict}")
     save(NAME, "\n".join(lines), {"environment": env, "figures": figures, "ratio": ratio,
+                                  "ratio_same_transport": same_transport,
                                   "added_p50_ms": added_p50, "added_p99_ms": added_p99,
                                   "rates": rates, "paced_120_rpm": paced_120,
                                   "verdict": verdict})

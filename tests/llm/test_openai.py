@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import Iterator
@@ -288,12 +289,52 @@ def test_the_sdk_client_has_no_retries_and_an_explicit_pool(runner):
 
     async def inspect():
         client = await model._clients.get()
-        pool = client._client._transport._pool
-        return (client.max_retries, pool._max_connections, pool._max_keepalive_connections,
+        transport = client._client._transport
+        return (client.max_retries, type(transport).__name__, transport.limits.max_connections,
                 client.timeout.connect, client.timeout.read, client.api_key == KEY)
 
-    assert runner.run(inspect()) == (0, 7, 3, 2, 20, True)
+    assert runner.run(inspect()) == (0, "AiohttpTransport", 7, 2, 20, True)
     runner.run(model.aclose())
+
+
+def test_without_the_aiohttp_transport_the_client_falls_back_to_httpx2(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_vendored_aiohttp(name, *args, **kwargs):
+        if name.startswith("openai._vendor.httpx_aiohttp"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vendored_aiohttp)
+    client = provider.http_client(httpx2.Timeout(5.0), httpx2.Limits(max_connections=4,
+                                                                      max_keepalive_connections=2))
+    pool = client._transport._pool
+    assert type(client) is httpx2.AsyncClient
+    assert (pool._max_connections, pool._max_keepalive_connections) == (4, 2)
+
+
+def test_the_pool_limit_caps_connections_in_flight(runner):
+    """Eight calls at once through a pool of two: the server never holds more than two."""
+    http = HttpOptions(timeout_s=20, max_connections=2, max_keepalive_connections=2)
+    with FakeOpenAI() as server:
+        server.fault_rate(1.0, kinds=[Fault.delay(0.2)])
+        model = provider.OpenAIModel("gpt-4o-mini", api_key=KEY, base_url=server.url, http=http)
+
+        async def eight():
+            return await asyncio.gather(*(model.complete([Message.user(f"q{i}")])
+                                          for i in range(8)))
+
+        started = time.monotonic()
+        answers = runner.run(eight())
+        took = time.monotonic() - started
+        runner.run(model.aclose())
+    assert [a.text for a in answers] == [f"q{i}" for i in range(8)]
+    arrivals = sorted(r.received_at for r in server.requests)
+    # two at a time, 0.2 s each: four waves, and no third request inside any wave
+    assert took >= 0.75
+    assert all(b - a >= 0.15 for a, b in zip(arrivals[::2], arrivals[2::2], strict=False))
 
 
 def test_clients_are_per_loop_shared_by_key_and_closed_by_their_last_user():
