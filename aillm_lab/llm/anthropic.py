@@ -33,6 +33,7 @@ from aillm_lab.llm._clients import (
     guard_call,
     guard_stream,
     parse_arguments,
+    sdk_http_client,
     split_base_url,
     vendor_message,
 )
@@ -103,17 +104,13 @@ class AnthropicModel(HostedModel):
 
     # -- helpers -----------------------------------------------------------------------------
     def _build(self) -> tuple[Any, Closer]:
-        timeout = httpx2.Timeout(self._http.timeout_s, connect=self._http.connect_timeout_s)
-        http = httpx2.AsyncClient(
-            timeout=timeout, follow_redirects=True,
-            limits=httpx2.Limits(max_connections=self._http.max_connections,
-                                 max_keepalive_connections=self._http.max_keepalive_connections))
+        http = sdk_http_client(anthropic, self._http)
         key = self._api_key.get_secret_value() if self._api_key is not None else None
         if not key and self.base_url != ANTHROPIC_URL:
             key = "not-needed"  # compatible gateways and test servers ignore it
         # without a key the SDK finds one itself: ANTHROPIC_AUTH_TOKEN, a profile, ...
         client = anthropic.AsyncAnthropic(api_key=key or None, base_url=self.base_url,
-                                          max_retries=0, timeout=timeout, http_client=http)
+                                          max_retries=0, timeout=http.timeout, http_client=http)
         if not any(getattr(client, a, None) for a in ("api_key", "auth_token", "credentials")):
             raise AuthenticationError(
                 f"no Anthropic API key for {self.id}: set {self.key_hint}, or point the model "

@@ -34,6 +34,7 @@ from aillm_lab.llm._clients import (
     guard_stream,
     parse_arguments,
     schema_name,
+    sdk_http_client,
     split_base_url,
     stable_call_id,
     vendor_message,
@@ -120,12 +121,9 @@ class OpenAIModel(HostedModel):
                     "an OpenAI-compatible server with OPENAI_BASE_URL or 'openai:NAME@URL'.",
                     provider=self.provider, model=self.id)
             key = "not-needed"  # local OpenAI-compatible servers ignore the key
-        timeout = httpx2.Timeout(self._http.timeout_s, connect=self._http.connect_timeout_s)
-        http = http_client(timeout, httpx2.Limits(
-            max_connections=self._http.max_connections,
-            max_keepalive_connections=self._http.max_keepalive_connections))
+        http = sdk_http_client(openai, self._http)
         client = openai.AsyncOpenAI(api_key=key, base_url=self.base_url, max_retries=0,
-                                    timeout=timeout, http_client=http)
+                                    timeout=http.timeout, http_client=http)
         return client, client.close
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,
@@ -319,18 +317,3 @@ def _completion(response: Any, model_id: str, latency: float) -> Completion:
                       response_id=response.id, finish_reason=_finish(choice.finish_reason, calls),
                       latency_s=latency)
 
-
-def http_client(timeout: httpx2.Timeout, limits: httpx2.Limits) -> httpx2.AsyncClient:
-    """The SDK's aiohttp-backed client where the SDK ships it, else plain httpx2.
-
-    Why: at 100 calls in flight httpcore's pool walks every request and polls every idle
-    connection on each assignment, and the SDK's official ``DefaultAioHttpClient`` (aiohttp's
-    connector, same pool limits) carried 1.8x the calls/s on 2 cores (bench_gateway.py).
-    aiohttp caps connections at ``max_connections`` and has no separate keep-alive cap, so
-    idle connections up to that cap stay open until ``keepalive_expiry``.
-    """
-    try:
-        from openai._vendor.httpx_aiohttp import Httpx2AiohttpClient  # noqa: F401
-    except ImportError:  # an SDK without the vendored transport, or no aiohttp
-        return httpx2.AsyncClient(timeout=timeout, follow_redirects=True, limits=limits)
-    return openai.DefaultAioHttpClient(timeout=timeout, follow_redirects=True, limits=limits)

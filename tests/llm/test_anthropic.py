@@ -202,10 +202,11 @@ def test_the_sdk_client_has_no_retries_and_an_explicit_pool(runner):
 
     async def inspect():
         client = await model._clients.get()
-        pool = client._client._transport._pool
-        return client.max_retries, pool._max_connections, pool._max_keepalive_connections
+        transport = client._client._transport
+        return (client.max_retries, type(transport).__name__, transport.limits.max_connections,
+                client.timeout.connect, client.timeout.read)
 
-    assert runner.run(inspect()) == (0, 9, 2)
+    assert runner.run(inspect()) == (0, "AiohttpTransport", 9, 4, 30)
     runner.run(model.aclose())
 
 

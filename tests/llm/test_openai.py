@@ -28,6 +28,7 @@ from aillm_lab.llm._clients import (
     HttpOptions,
     parse_arguments,
     parse_retry_after,
+    sdk_http_client,
     split_base_url,
     stable_call_id,
 )
@@ -297,22 +298,19 @@ def test_the_sdk_client_has_no_retries_and_an_explicit_pool(runner):
     runner.run(model.aclose())
 
 
-def test_without_the_aiohttp_transport_the_client_falls_back_to_httpx2(monkeypatch):
-    import builtins
+def test_without_aiohttp_the_sdk_client_falls_back_to_httpx2_with_the_same_limits():
+    class NoAiohttp:  # what the SDKs put in DefaultAioHttpClient's place without aiohttp
+        def __init__(self, **_kwargs):
+            raise RuntimeError("To use the aiohttp client you must install the aiohttp extra")
 
-    real_import = builtins.__import__
-
-    def no_vendored_aiohttp(name, *args, **kwargs):
-        if name.startswith("openai._vendor.httpx_aiohttp"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_vendored_aiohttp)
-    client = provider.http_client(httpx2.Timeout(5.0), httpx2.Limits(max_connections=4,
-                                                                      max_keepalive_connections=2))
-    pool = client._transport._pool
-    assert type(client) is httpx2.AsyncClient
-    assert (pool._max_connections, pool._max_keepalive_connections) == (4, 2)
+    http = HttpOptions(timeout_s=5, connect_timeout_s=1, max_connections=4,
+                       max_keepalive_connections=2)
+    for sdk in (SimpleNamespace(DefaultAioHttpClient=NoAiohttp), SimpleNamespace()):
+        client = sdk_http_client(sdk, http)
+        pool = client._transport._pool
+        assert type(client) is httpx2.AsyncClient
+        assert (pool._max_connections, pool._max_keepalive_connections) == (4, 2)
+        assert (client.timeout.connect, client.timeout.read) == (1, 5)
 
 
 def test_the_pool_limit_caps_connections_in_flight(runner):
