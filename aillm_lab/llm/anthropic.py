@@ -6,7 +6,8 @@ that match the schema. We chose this over ``output_config.format`` because it wo
 every Claude model and through Anthropic-compatible gateways; a schema whose root is not an
 object is wrapped in ``{"value": ...}`` and unwrapped again. The JSON is returned in
 ``Completion.text`` and, when streaming, as text events. The SDK speaks ``httpx2``; we hand
-it an ``httpx2.AsyncClient`` with explicit pool limits and ``max_retries=0``.
+it the SDK's aiohttp-backed ``DefaultAioHttpClient`` (plain ``httpx2.AsyncClient`` where
+aiohttp is missing) with explicit pool limits, and ``max_retries=0``.
 
 The current Messages API takes no temperature, top_p or seed, so those parameters are not
 sent; ``max_tokens`` and ``stop`` are.

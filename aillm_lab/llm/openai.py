@@ -316,4 +316,3 @@ def _completion(response: Any, model_id: str, latency: float) -> Completion:
     return Completion(text=text, tool_calls=calls, usage=usage, model=model_id,
                       response_id=response.id, finish_reason=_finish(choice.finish_reason, calls),
                       latency_s=latency)
-
