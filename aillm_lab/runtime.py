@@ -159,6 +159,8 @@ class LoopRunner:
         current = _running_loop()
         closing = self._closing
         if current is not None and (current is self._loop or (closing and current is closing[0])):
+            if timeout is None:  # the common case: no wrapper coroutine per call
+                return await coro
             return await asyncio.wait_for(coro, timeout)
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:

@@ -88,8 +88,7 @@ class Lab(LabServices):
         if isinstance(spec, Model):  # the caller owns it: wrapped per call, never closed here
             return self.gateway.wrap(spec, self._fallback_models(spec.id))
         key = spec or self.default_model_id
-        with self._lock:
-            model = self._models.get(key)
+        model = self._models.get(key)  # one dict read is atomic; writers hold the lock
         if model is None:
             inner = registry.resolve(key, self.settings)
             wrapped = self.gateway.wrap(inner, self._fallback_models(inner.id))

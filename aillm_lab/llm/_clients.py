@@ -39,6 +39,7 @@ from aillm_lab.errors import (
     StreamInterrupted,
 )
 from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.limits import outer_deadline
 from aillm_lab.llm.types import StreamEvent
 
 if TYPE_CHECKING:
@@ -299,9 +300,13 @@ def sdk_http_client(sdk: Any, http: HttpOptions) -> Any:
 
 
 async def guard_call(call: Awaitable[Any], translate: Translate, timeout_s: float) -> Any:
-    """Await ``call`` under a total timeout, translating SDK errors."""
+    """Await ``call`` under a total timeout, translating SDK errors. The timeout is left to
+    an enclosing ``within`` (the gateway's) whose deadline comes first."""
     error: ProviderError | None = None
     try:
+        outer = outer_deadline.get()
+        if outer is not None and outer <= asyncio.get_running_loop().time() + timeout_s:
+            return await call
         async with asyncio.timeout(timeout_s):
             return await call
     except Exception as exc:

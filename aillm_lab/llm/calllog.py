@@ -317,22 +317,20 @@ def _typed_nulls() -> str:
     return ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in _SCHEMA.items())
 
 
-def _insert_rows(cur: duckdb.DuckDBPyConnection, name: str, rows: list[CallRecord],
-                 chunk: int = 500) -> None:
-    """Rows into a typed temp table as bound parameters, not a pandas scan: DuckDB refuses
-    to run Python scans while the interpreter exits, and the last flush happens then."""
+def _insert_rows(cur: duckdb.DuckDBPyConnection, name: str, rows: list[CallRecord]) -> None:
+    """Rows into a typed temp table as one list parameter per column, unnested in lockstep.
+
+    Not a pandas scan: DuckDB refuses Python scans while the interpreter exits, and the last
+    flush happens then. Not one ``?`` per value either: binding 20,000 scalars cost ~0.3 ms
+    per row on 2 cores, 15x the column lists, and it ran beside every model call.
+    """
     columns = ", ".join(f'"{n}" {t}' for n, t in _SCHEMA.items())
     cur.execute(f"CREATE TEMP TABLE {name} ({columns})")
-    one = "(" + ", ".join("?" * len(_SCHEMA)) + ")"
-    for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        values = [v for r in part for v in _row_values(r)]
-        cur.execute(f"INSERT INTO {name} VALUES " + ", ".join([one] * len(part)), values)
-
-
-def _row_values(record: CallRecord) -> list[Any]:
-    data = record.model_dump()
-    return [data[n] for n in _SCHEMA]
+    if not rows:
+        return
+    data = [r.model_dump() for r in rows]
+    unnested = ", ".join(f'unnest(?::{t}[]) AS "{n}"' for n, t in _SCHEMA.items())
+    cur.execute(f"INSERT INTO {name} SELECT {unnested}", [[d[n] for d in data] for n in _SCHEMA])
 
 
 def _rows_frame(rows: list[CallRecord]) -> pd.DataFrame:

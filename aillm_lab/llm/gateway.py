@@ -78,7 +78,8 @@ class ResponseStore(Protocol):
 
     ``lookup`` returns what was saved under ``key`` (a ``Completion``, or the events of a
     stream) or None, and may raise ``ReplayMiss``; ``save`` keeps a finished answer. A store
-    whose ``mode`` starts with ``"replay"`` has its hits logged as replay hits.
+    whose ``mode`` starts with ``"replay"`` has its hits logged as replay hits. A store may
+    say ``reads = False`` or ``writes = False`` (e.g. mode "off") to be skipped per call.
     """
 
     async def lookup(self, key: str, *, stream: bool, describe: str = "") -> Recorded | None:
@@ -206,6 +207,7 @@ class Gateway:
             await self._record(call, error=exc)
             raise
         events: list[StreamEvent] = []
+        keep = self.store is not None and getattr(self.store, "writes", True)
         usage: Usage | None = None
         error: BaseException | None = None
         done = False
@@ -215,7 +217,7 @@ class Gateway:
                 call.ttft = call.elapsed() if call.ttft is None else call.ttft
                 usage = event.usage or (event.completion.usage if event.completion else usage)
                 done = event.type == "done"
-                if self.store is not None:
+                if keep:
                     events.append(event)
                 yield event
                 event = await next_event(agen, deadline, call.model or call.requested)
@@ -268,13 +270,14 @@ class Gateway:
                      budgets=budgets, capped=any(b.cap_usd is not None for b in budgets),
                      stream=stream, input_tokens=input_tokens, max_tokens=params.max_tokens,
                      tokens=input_tokens + params.max_tokens, started=self._clock(),
-                     clock=self._clock,
-                     describe=describe_request(inner.provider, inner.name, messages))
+                     clock=self._clock, messages=messages)
 
     async def _lookup(self, call: _Call) -> Recorded | None:
-        if self.store is None:
+        if self.store is None or not getattr(self.store, "reads", True):
             return None
-        hit = await self.store.lookup(call.key, stream=call.stream, describe=call.describe)
+        describe = describe_request(call.requested.provider, call.requested.name,
+                                    call.messages)
+        hit = await self.store.lookup(call.key, stream=call.stream, describe=describe)
         if hit is not None:
             replay = str(getattr(self.store, "mode", "")).startswith("replay")
             call.replay_hit, call.cache_hit = replay, not replay
@@ -400,7 +403,8 @@ class Gateway:
             log.exception("the call-log hook failed for request %s", call.key[:12])
 
     async def _save(self, call: _Call, value: Recorded) -> None:
-        if self.store is None or call.cache_hit or call.replay_hit:
+        if self.store is None or call.cache_hit or call.replay_hit \
+                or not getattr(self.store, "writes", True):
             return
         try:
             await self.store.save(call.key, value)
@@ -423,7 +427,7 @@ class _Call:
     tokens: int
     started: float
     clock: Clock
-    describe: str = ""
+    messages: Sequence[Message] = ()
     capped: bool = True  # a budget has a cap, so each attempt reserves its worst case
     model: Model | None = None
     attempts: int = 0

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Context, Decimal
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -194,17 +195,30 @@ class Budget:
 
     Amounts are kept as exact decimal fractions of the floats' shortest reprs, so "spent
     never exceeds the cap" holds exactly, not up to float rounding, and $0.1 + $0.9 fits a
-    $1 cap. ``cap_usd`` None tracks spend without a limit.
+    $1 cap. ``cap_usd`` None tracks spend without a limit in a Decimal, as exact and 4x
+    cheaper per call; Fractions are kept where a cap is checked (setting one folds it in).
     """
 
     def __init__(self, cap_usd: float | None, label: str) -> None:
-        self.cap_usd, self.label = cap_usd, label
+        self._cap_usd, self.label = cap_usd, label
         self._spent = Fraction(0)
         self._reserved = Fraction(0)
+        self._loose = Decimal(0)  # spend while uncapped, exact too but without Fractions
+
+    @property
+    def cap_usd(self) -> float | None:
+        return self._cap_usd
+
+    @cap_usd.setter
+    def cap_usd(self, cap: float | None) -> None:
+        with _budget_lock:  # capped spend lives in the Fraction: fold the Decimal in
+            self._spent += Fraction(self._loose)
+            self._loose = Decimal(0)
+            self._cap_usd = cap
 
     @property
     def spent_usd(self) -> float:
-        return float(self._spent)
+        return float(self._spent + Fraction(self._loose)) if self._loose else float(self._spent)
 
     @property
     def reserved_usd(self) -> float:
@@ -238,13 +252,20 @@ class Reservation:
         """
         if self.settled:
             return
-        actual = self.amount if actual_usd is None else _usd(actual_usd)
+        exact: Fraction | None = None  # made only for a capped budget: Fractions are slow
         with _budget_lock:
-            for budget in self.budgets:  # zeros skipped: Fraction arithmetic is slow
+            for budget in self.budgets:  # zeros skipped for the same reason
                 if self.amount:
                     budget._reserved -= self.amount
-                if actual:
-                    budget._spent += actual
+                if budget._cap_usd is None:
+                    paid = float(self.amount) if actual_usd is None else actual_usd
+                    if paid:
+                        budget._loose = _EXACT.add(budget._loose, Decimal(repr(float(paid))))
+                    continue
+                if exact is None:
+                    exact = self.amount if actual_usd is None else _usd(actual_usd)
+                if exact:
+                    budget._spent += exact
             self.settled = True
 
 
@@ -277,6 +298,9 @@ def reserve(budgets: Sequence[Budget], worst_usd: float | None, what: str) -> Re
             for budget in budgets:
                 budget._reserved += amount
     return Reservation(budgets, amount)
+
+
+_EXACT = Context(prec=200)  # far more digits than sums of float reprs can need
 
 
 @functools.lru_cache(maxsize=4096)
@@ -378,13 +402,21 @@ def backoff_delay(attempt: int, limits: ModelLimits, retry_after_s: float | None
     return rng.uniform(0.0, ceiling)
 
 
+# The loop time by which an enclosing ``within`` gives up. A provider's own total timeout
+# (``_clients.guard_call``) is skipped when this comes first: one timer a call, not two.
+outer_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "aillm_outer_deadline", default=None)
+
+
 async def within(aw: Awaitable[T], seconds: float | None, what: str, model: Model, *,
                  at: float | None = None) -> T:
     """Await ``aw`` for ``seconds`` (or until loop time ``at``); our own expiry becomes a
     retryable ``ProviderTimeout``, while a TimeoutError from inside passes unchanged."""
     if seconds is None and at is None:
         return await aw
-    timeout = asyncio.timeout_at(at) if at is not None else asyncio.timeout(seconds)
+    deadline = at if at is not None else asyncio.get_running_loop().time() + (seconds or 0.0)
+    timeout = asyncio.timeout_at(deadline)
+    token = outer_deadline.set(deadline)
     try:
         async with timeout:
             return await aw
@@ -396,3 +428,5 @@ async def within(aw: Awaitable[T], seconds: float | None, what: str, model: Mode
             f"{model.id}: no {what} {limit}, so the gateway stopped waiting. Raise "
             "ttft_timeout_s / total_timeout_s in this model's limits if it is just slow.",
             provider=model.provider, model=model.name) from None
+    finally:
+        outer_deadline.reset(token)

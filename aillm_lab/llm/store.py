@@ -190,6 +190,16 @@ class ResponseStore:
     def mode(self) -> StoreMode:
         return self._mode
 
+    @property
+    def reads(self) -> bool:
+        """Whether ``lookup`` can answer (or raise) in this mode; the gateway skips it if not."""
+        return self._mode in ("replay", "replay_or_record")
+
+    @property
+    def writes(self) -> bool:
+        """Whether ``save`` can keep anything in this mode; the gateway skips it if not."""
+        return self._mode in ("record", "replay_or_record")
+
     @mode.setter
     def mode(self, value: StoreMode) -> None:
         if value not in _MODES:
@@ -400,6 +410,14 @@ class TieredStore:
     @property
     def mode(self) -> str:
         return self.store.mode
+
+    @property
+    def reads(self) -> bool:
+        return self.cache is not None or self.store.reads
+
+    @property
+    def writes(self) -> bool:
+        return self.cache is not None or self.store.writes
 
     async def lookup(self, key: str, *, stream: bool, describe: str = "") -> Recorded | None:
         if self.cache is not None and (hit := self.cache.get(key, stream=stream)) is not None:

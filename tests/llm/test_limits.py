@@ -252,6 +252,20 @@ def test_settle_is_idempotent_and_none_charges_the_whole_hold():
     assert budget.remaining_usd == pytest.approx(0.75)
 
 
+def test_an_uncapped_budget_reports_spend_and_a_cap_set_later_counts_it():
+    budget = Budget(None, "run 'r'")
+    for cost in (0.1, 0.2, 0.3):
+        reserve([budget], 0.0, "a call").settle(cost)
+    reserve([budget], None, "a call at an unknown price").settle(None)  # charges nothing
+    assert budget.spent_usd == pytest.approx(0.6) and budget.reserved_usd == 0
+    budget.cap_usd = 1.0  # what was spent before the cap still counts against it
+    assert budget.remaining_usd == pytest.approx(0.4)
+    with pytest.raises(BudgetExceeded, match="does not fit"):
+        reserve([budget], 0.5, "a call")
+    reserve([budget], 0.4, "a call").settle(0.4)
+    assert budget.spent_usd == pytest.approx(1.0)
+
+
 # -- runs ------------------------------------------------------------------------------------
 def test_runs_share_a_budget_while_open_and_default_to_the_run_budget():
     runs = Runs("lab-1", budget_usd=2.0)
@@ -321,6 +335,41 @@ def test_within_turns_its_own_expiry_into_a_retryable_provider_timeout():
         with pytest.raises(TimeoutError, match="from the provider"):
             await within(inner_timeout(), 5, "answer", model)
         assert await within(asyncio.sleep(0, "ok"), None, "answer", model) == "ok"
+
+    asyncio.run(go())
+
+
+def test_a_provider_leaves_its_total_timeout_to_an_earlier_gateway_deadline(monkeypatch):
+    """guard_call adds its own timer only when the enclosing ``within`` would wait longer."""
+    from aillm_lab.llm import _clients
+
+    made: list[float] = []
+    real_timeout = asyncio.timeout
+
+    def counting(delay: float | None) -> asyncio.Timeout:
+        made.append(delay)
+        return real_timeout(delay)
+
+    monkeypatch.setattr(_clients.asyncio, "timeout", counting)
+    model = ScriptedModel(name="slow")
+
+    def translate(exc: BaseException, started: bool) -> None:
+        return None  # nothing to translate: errors pass unchanged
+
+    async def go() -> None:
+        call = _clients.guard_call(asyncio.sleep(0, "ok"), translate, 30.0)
+        assert await within(call, 5, "answer", model) == "ok" and made == []
+        slow = _clients.guard_call(asyncio.sleep(5), translate, 30.0)
+        with pytest.raises(ProviderTimeout, match="no answer within 0.02 s"):
+            await within(slow, 0.02, "answer", model)  # the gateway's deadline still holds
+        assert made == []
+        short = _clients.guard_call(asyncio.sleep(5), translate, 0.02)
+        with pytest.raises(TimeoutError) as info:
+            await within(short, 5, "answer", model)  # the provider's own limit comes first
+        assert not isinstance(info.value, ProviderTimeout) and made == [0.02]
+        assert _clients.outer_deadline.get() is None  # nothing leaks out of within()
+        assert await _clients.guard_call(asyncio.sleep(0, "bare"), translate, 1.0) == "bare"
+        assert made == [0.02, 1.0]  # a bare provider call keeps its own timeout
 
     asyncio.run(go())
 
