@@ -154,14 +154,20 @@ class LoopRunner:
                 _cancel(fut, finished)
 
     # -- async door ------------------------------------------------------------------------
-    async def arun(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Await ``coro`` on the runner loop; no thread hop when already on it."""
+    def arun(self, coro: Coroutine[Any, Any, T],
+             timeout: float | None = None) -> Coroutine[Any, Any, T]:
+        """Await ``coro`` on the runner loop; no thread hop when already on it.
+
+        On the runner loop without a timeout this is ``coro`` itself, so a call made there
+        carries no extra frame; otherwise a coroutine that hops over and back.
+        """
         current = _running_loop()
         closing = self._closing
         if current is not None and (current is self._loop or (closing and current is closing[0])):
-            if timeout is None:  # the common case: no wrapper coroutine per call
-                return await coro
-            return await asyncio.wait_for(coro, timeout)
+            return coro if timeout is None else asyncio.wait_for(coro, timeout)
+        return self._across(coro, timeout)
+
+    async def _across(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)

@@ -36,6 +36,7 @@ from aillm_lab.testing import FakeOpenAI, Fault
 NAME = "bench_gateway"
 LATENCY_S = 0.02
 TARGET_RATIO = 0.9
+WARMUP = 200  # calls per path before the timed rounds
 RATE_TOLERANCE = 0.05
 
 
@@ -54,19 +55,20 @@ async def _drive(call, n: int, concurrency: int) -> tuple[float, list[float]]:
     return time.perf_counter() - start, latencies
 
 
-async def bare(url: str, n: int, concurrency: int, *,
-               aiohttp: bool = False) -> tuple[float, list[float]]:
+async def bare_client(url: str, concurrency: int, *, aiohttp: bool = False) -> openai.AsyncOpenAI:
+    """One long-lived client per bare path, as the Lab keeps one: no path pays connection
+    set-up in the timed rounds."""
     http = openai.DefaultAioHttpClient(limits=httpx2.Limits(
         max_connections=concurrency, max_keepalive_connections=concurrency)) if aiohttp else None
-    client = openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0, http_client=http)
-    try:
-        async def call(i: int) -> None:
-            await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": f"call {i}"}])
+    return openai.AsyncOpenAI(api_key="bench", base_url=url, max_retries=0, http_client=http)
 
-        return await _drive(call, n, concurrency)
-    finally:
-        await client.close()
+
+async def bare(client: openai.AsyncOpenAI, n: int, concurrency: int) -> tuple[float, list[float]]:
+    async def call(i: int) -> None:
+        await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": f"call {i}"}])
+
+    return await _drive(call, n, concurrency)
 
 
 async def gateway(lab: al.Lab, url: str, n: int, concurrency: int) -> tuple[float, list[float]]:
@@ -112,7 +114,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=4,
+                        help="interleaved rounds the calls are split into, to even out drift")
     args = parser.parse_args()
     runner = LoopRunner(name="bench-gateway")
     per_round = args.calls // args.rounds
@@ -122,17 +125,26 @@ def main() -> None:
         server.fault_rate(1.0, kinds=[Fault.delay(LATENCY_S)])
         lab = al.Lab(home=home, runner=runner,
                      limits={"openai:gpt-4o-mini": {"concurrency": args.concurrency}})
+        clients = {name: runner.run(bare_client(server.url, args.concurrency,
+                                                aiohttp=name.endswith("aiohttp")))
+                   for name in results if name != "gateway (Lab)"}
+
+        def timed(name: str, n: int) -> tuple[float, list[float]]:
+            coro = (gateway(lab, server.url, n, args.concurrency) if name == "gateway (Lab)"
+                    else bare(clients[name], n, args.concurrency))
+            return runner.run(coro)
+
+        for name in results:  # warm-up, not counted: connections, the Lab's model and log
+            timed(name, WARMUP)
         for _ in range(args.rounds):
             for name in results:
-                coro = (gateway(lab, server.url, per_round, args.concurrency)
-                        if name == "gateway (Lab)" else
-                        bare(server.url, per_round, args.concurrency,
-                             aiohttp=name.endswith("aiohttp")))
-                elapsed, lat = runner.run(coro)
+                elapsed, lat = timed(name, per_round)
                 slot = results[name]
                 slot.setdefault("elapsed", []).append(elapsed)
                 slot.setdefault("latencies", []).extend(lat)
-        logged = len(lab.calls())
+        logged = len(lab.calls()) - WARMUP
+        for client in clients.values():
+            runner.run(client.close())
         lab.close()
     rates = {rpm: runner.run(rate(rpm, n)) for rpm, n in ((60, 5), (600, 30), (6000, 200))}
     paced_120 = pacing(runner)

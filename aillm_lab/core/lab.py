@@ -7,11 +7,12 @@ one loop whatever loop (or none) the caller is on; every sync twin goes through
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
 
@@ -226,18 +228,19 @@ class Lab(LabServices):
         await self.aclose()
 
     # -- on the runner loop ------------------------------------------------------------------
-    async def _complete(self, prompt: Prompt, model: Model, system: str | None,
-                        tools: Sequence[ToolSpec] | None, output: OutputSpec,
-                        params: GenerationParams, retries: int) -> Completion:
-        resolved = model
+    def _complete(self, prompt: Prompt, model: Model, system: str | None,
+                  tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                  params: GenerationParams, retries: int) -> Coroutine[Any, Any, Completion]:
+        """The model's own coroutine (no wrapper frame per call); bad arguments raise here,
+        in the caller, before anything is scheduled."""
         messages = as_messages(prompt, system)
         if output is not None and tools:
             raise ConfigError("complete(): pass either tools= or output=, not both; ask for "
                               "the tool calls first, then the structured answer.",
                               fields=("tools", "output"))
         if output is not None:
-            return await complete_structured(resolved, messages, output, params, retries)
-        return await resolved.complete(messages, tools=tools, params=params)
+            return complete_structured(model, messages, output, params, retries)
+        return _coroutine(model.complete(messages, tools=tools, params=params))
 
     async def _stream(self, prompt: Prompt, model: Model, system: str | None,
                       tools: Sequence[ToolSpec] | None,
@@ -245,6 +248,15 @@ class Lab(LabServices):
         async for event in model.stream(as_messages(prompt, system), tools=tools,
                                            params=params):
             yield event
+
+
+def _coroutine(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
+    """``aw`` itself when it is a coroutine (the runner needs one), else one awaiting it."""
+    return aw if inspect.iscoroutine(aw) else _await(aw)
+
+
+async def _await(aw: Awaitable[T]) -> T:
+    return await aw
 
 
 def _params(params: dict[str, Any]) -> GenerationParams:

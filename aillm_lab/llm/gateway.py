@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
-import itertools
 import logging
 import random
 import time
@@ -172,9 +172,8 @@ class Gateway:
                 await self._record(call, usage=completion.usage, cost=0.0)
                 return completion
             completion, limiter, hold = await self._send(
-                call, call.candidates, lambda m, total: within(
-                    m.complete(messages, tools=tools, output=output, params=params),
-                    total, "answer", m))
+                call, call.candidates,
+                functools.partial(_answer, messages, tools, output, params))
             cost = self._settle(call, limiter, hold, completion.usage)
             if completion.latency_s is None:  # a fresh object from the provider: ours to set
                 completion.latency_s = call.elapsed()
@@ -264,8 +263,8 @@ class Gateway:
                            sample=self._sample.get())
         run = self.runs.current
         input_tokens = estimate_input_tokens(messages, tools, output)
-        budgets = [self.budget] + ([run.budget] if run is not None else [])
-        return _Call(requested=inner, candidates=[inner, *model.fallbacks], key=key,
+        budgets = (self.budget,) if run is None else (self.budget, run.budget)
+        return _Call(requested=inner, candidates=(inner, *model.fallbacks), key=key,
                      run_id=self.runs.current_id,
                      budgets=budgets, capped=any(b.cap_usd is not None for b in budgets),
                      stream=stream, input_tokens=input_tokens, max_tokens=params.max_tokens,
@@ -319,6 +318,8 @@ class Gateway:
                     ) -> tuple[T, ModelLimiter, Reservation]:
         """Try ``models`` in order until one answers; the caller settles the hold and
         frees the slot of the one that did."""
+        if len(models) == 1:
+            return await self._attempts(call, models[0], send)
         for model in models[:-1]:
             try:
                 return await self._attempts(call, model, send)
@@ -337,7 +338,9 @@ class Gateway:
         """Send with retries on one model, within its limits and the budgets."""
         limits = self.limits_for(model.id)
         total = limits.total_timeout_s or self.request_timeout_s
-        for attempt in itertools.count(1):
+        attempt = 0
+        while True:
+            attempt += 1
             call.model = model
             worst = self.pricing.worst_case(model.provider, model.name, call.input_tokens,
                                             call.max_tokens) if call.capped else 0.0
@@ -366,7 +369,6 @@ class Gateway:
                 delay = backoff_delay(attempt, limits, exc.retry_after_s, self._rng)
             log.info("%s: attempt %d failed, retrying in %.2f s", model.id, attempt, delay)
             await self._sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _settle(self, call: _Call, limiter: ModelLimiter, hold: Reservation,
                 usage: Usage | None) -> float | None:
@@ -412,15 +414,24 @@ class Gateway:
             log.exception("the response store could not save request %s", call.key[:12])
 
 
-@dataclass
+def _answer(messages: Sequence[Message], tools: Sequence[ToolSpec] | None, output: OutputSpec,
+            params: GenerationParams, model: Model, total: float | None,
+            ) -> Awaitable[Completion]:
+    """One attempt's ``send`` for ``complete``: a partial of this, not a closure, keeps the
+    objects each call holds while it waits (and the collector walks) to a minimum."""
+    return within(model.complete(messages, tools=tools, output=output, params=params),
+                  total, "answer", model)
+
+
+@dataclass(slots=True)
 class _Call:
     """The state of one gateway call across attempts and fallbacks."""
 
     requested: Model
-    candidates: list[Model]
+    candidates: tuple[Model, ...]
     key: str
     run_id: str
-    budgets: list[Budget]
+    budgets: tuple[Budget, ...]
     stream: bool
     input_tokens: int
     max_tokens: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from aillm_lab.errors import ProviderError, StreamInterrupted
@@ -41,11 +41,12 @@ class GatewayModel(Model):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
-    async def complete(self, messages: Sequence[Message], *,
-                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                       params: GenerationParams | None = None) -> Completion:
-        return await self.gateway.complete(self, list(messages), tools, output,
-                                           params or GenerationParams())
+    def complete(self, messages: Sequence[Message], *,
+                 tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
+                 params: GenerationParams | None = None) -> Coroutine[Any, Any, Completion]:
+        # the gateway's coroutine itself, not one awaiting it: a frame fewer per call
+        return self.gateway.complete(self, list(messages), tools, output,
+                                     params or GenerationParams())
 
     def stream(self, messages: Sequence[Message], *,
                tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,

@@ -241,8 +241,10 @@ _budget_lock = threading.Lock()
 class Reservation:
     """Money held on some budgets for one attempt; ``settle`` swaps it for the real cost."""
 
+    __slots__ = ("amount", "budgets", "settled")
+
     def __init__(self, budgets: Sequence[Budget], amount: Fraction) -> None:
-        self.budgets, self.amount = list(budgets), amount
+        self.budgets, self.amount = tuple(budgets), amount
         self.settled = False
 
     def settle(self, actual_usd: float | None) -> None:

@@ -37,8 +37,10 @@ from aillm_lab.llm.scripted import ScriptedModel
 from aillm_lab.llm.types import (
     Completion,
     GenerationParams,
+    ImagePart,
     Message,
     StreamEvent,
+    ToolCall,
     ToolSpec,
     Usage,
 )
@@ -647,6 +649,35 @@ def test_request_hash_changes_with_every_part_of_the_request_and_is_stable():
         dict(base, params=GenerationParams(temperature=0.5)), dict(base, sample=1),
     ]
     assert len({request_hash(**v) for v in variants} | {h}) == len(variants) + 1
+
+
+def test_request_hash_bytes_never_change_so_committed_cassettes_keep_replaying():
+    """Golden digests: a change to the canonical JSON would turn every recording into a
+    ReplayMiss. If this fails on purpose, the store needs a migration, not a new digest."""
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        city: str
+        population: int
+
+    messages = [Message.system("Be brief."),
+                Message.user("héllo “world” ✓", ImagePart(url="https://example.com/a.png")),
+                Message.assistant("", tool_calls=[ToolCall(id="c1", name="lookup", arguments={
+                    "q": "paris", "n": 2, "f": 0.1})]),
+                Message.tool("c1", "48.8566 N")]
+    tools = [ToolSpec(name="lookup", description="find", parameters={
+        "type": "object", "properties": {"q": {"type": "string"}}})]
+    params = GenerationParams(max_tokens=64, temperature=0.7, top_p=0.9, stop=["\n\n"], seed=7,
+                              tool_choice="required")
+    assert request_hash("openai", "gpt-4o-mini", [Message.user("hi")]) == (
+        "38aa343437c3a0c10ebb991b98d3fc2e516b95a1671efe2c667b1513cfcf9d59")
+    assert request_hash("openai", "gpt-4o-mini", messages, tools=tools, output=Answer,
+                        base_url="https://u:p@api.example.com/v1?key=s", params=params,
+                        sample=3) == (
+        "cccef6361b7a4e9e830945a18d94472b7da97375ab6087cb6a279fb4a5c855f1")
+    schema = {"type": "object", "properties": {"x": {"type": "number", "default": 1e-7}}}
+    assert request_hash("anthropic", "claude-x", [Message.user("a")], output=schema) == (
+        "cd0a596e95e05ed5622d717d62a9806fd6153ef4d922eed9d1917e3e37d7b0cb")
 
 
 def test_request_hash_ignores_credentials_in_the_base_url():
