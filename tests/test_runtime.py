@@ -390,6 +390,19 @@ def test_arun_from_the_runner_loop_awaits_directly_without_a_thread_hop(runner):
     assert same_loop
 
 
+def test_arun_on_the_runner_loop_hands_back_the_coroutine_and_still_honours_a_timeout(runner):
+    async def outer() -> None:
+        coro = _ident()
+        assert runner.arun(coro) is coro  # no wrapper frame for each call made on the loop
+        await coro
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await runner.arun(asyncio.sleep(5), timeout=0.05)
+        assert time.monotonic() - started < 2
+
+    runner.run(outer())
+
+
 def test_arun_from_another_loop_runs_on_the_runner_thread(runner):
     runner_ident = runner.run(_ident())
 

@@ -18,6 +18,10 @@ from pydantic import BaseModel
 from aillm_lab.llm.base import OutputSpec
 from aillm_lab.llm.types import GenerationParams, Message, ToolSpec
 
+# json.dumps with these options builds this encoder on every call; one is enough
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              default=str)
+
 
 def request_hash(provider: str, model: str, messages: Sequence[Message], *,
                  base_url: str | None = None, tools: Sequence[ToolSpec] | None = None,
@@ -40,9 +44,7 @@ def request_hash(provider: str, model: str, messages: Sequence[Message], *,
         "params": (params or GenerationParams()).model_dump(mode="json"),
         "sample": sample,
     }
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                           default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
 
 
 
