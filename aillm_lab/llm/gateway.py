@@ -313,13 +313,18 @@ class Gateway:
             raise
         return agen, first, deadline
 
-    async def _send(self, call: _Call, models: Sequence[Model],
-                    send: Callable[[Model, float | None], Awaitable[T]],
-                    ) -> tuple[T, ModelLimiter, Reservation]:
+    def _send(self, call: _Call, models: Sequence[Model],
+              send: Callable[[Model, float | None], Awaitable[T]],
+              ) -> Awaitable[tuple[T, ModelLimiter, Reservation]]:
         """Try ``models`` in order until one answers; the caller settles the hold and
-        frees the slot of the one that did."""
+        frees the slot of the one that did. One model: its attempts' own coroutine."""
         if len(models) == 1:
-            return await self._attempts(call, models[0], send)
+            return self._attempts(call, models[0], send)
+        return self._fall_back(call, models, send)
+
+    async def _fall_back(self, call: _Call, models: Sequence[Model],
+                         send: Callable[[Model, float | None], Awaitable[T]],
+                         ) -> tuple[T, ModelLimiter, Reservation]:
         for model in models[:-1]:
             try:
                 return await self._attempts(call, model, send)

@@ -82,7 +82,8 @@ class OpenAIModel(HostedModel):
                        params: GenerationParams | None = None) -> Completion:
         request = self._request(messages, tools, output, params or GenerationParams())
         started = time.perf_counter()
-        response = await guard_call(self._create(request), self._translate,
+        client = await self._clients.get()  # raises our own typed errors: nothing to translate
+        response = await guard_call(client.chat.completions.create(**request), self._translate,
                                     self._http.timeout_s)
         return _completion(response, self.id, time.perf_counter() - started)
 
@@ -108,10 +109,6 @@ class OpenAIModel(HostedModel):
         return [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
 
     # -- helpers -----------------------------------------------------------------------------
-    async def _create(self, request: dict[str, Any]) -> Any:
-        client = await self._clients.get()
-        return await client.chat.completions.create(**request)
-
     def _build(self) -> tuple[Any, Closer]:
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
         if not key:
