@@ -28,6 +28,7 @@ from aillm_lab.llm.registry import default_model, registry
 from aillm_lab.llm.store import ResponseCache, ResponseStore, TieredStore
 from aillm_lab.llm.structured import complete_structured
 from aillm_lab.llm.types import (
+    DEFAULT_PARAMS,
     Completion,
     GenerationParams,
     Message,
@@ -260,6 +261,8 @@ async def _await(aw: Awaitable[T]) -> T:
 
 
 def _params(params: dict[str, Any]) -> GenerationParams:
+    if not params:
+        return DEFAULT_PARAMS
     try:
         return GenerationParams(**params)
     except ValidationError as exc:

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 from aillm_lab.errors import ProviderError, StreamInterrupted
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.limits import within
-from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec
+from aillm_lab.llm.types import (
+    DEFAULT_PARAMS,
+    Completion,
+    GenerationParams,
+    Message,
+    StreamEvent,
+    ToolSpec,
+)
 
 if TYPE_CHECKING:
     from aillm_lab.llm.gateway import Gateway
@@ -46,14 +53,14 @@ class GatewayModel(Model):
                  params: GenerationParams | None = None) -> Coroutine[Any, Any, Completion]:
         # the gateway's coroutine itself, not one awaiting it: a frame fewer per call
         return self.gateway.complete(self, list(messages), tools, output,
-                                     params or GenerationParams())
+                                     params or DEFAULT_PARAMS)
 
     def stream(self, messages: Sequence[Message], *,
                tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
                params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
         # the gateway's own generator, not a wrapper, so closing it reaches the gateway
         return self.gateway.stream(self, list(messages), tools, output,
-                                   params or GenerationParams())
+                                   params or DEFAULT_PARAMS)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return await self.gateway.embed(self, list(texts))

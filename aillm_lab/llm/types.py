@@ -175,9 +175,13 @@ class StreamEvent(BaseModel):
 
 
 class GenerationParams(BaseModel):
-    """Sampling parameters shared by every provider; unknown ones are rejected by name."""
+    """Sampling parameters shared by every provider; unknown ones are rejected by name.
 
-    model_config = ConfigDict(extra="forbid")
+    Frozen, so one default instance can serve every call that sets none (``DEFAULT_PARAMS``);
+    derive a variant with ``model_copy(update=...)``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_tokens: int = Field(default=256, ge=1, le=1_000_000)
     temperature: float = Field(default=0.0, ge=0.0, le=2.0)
@@ -190,6 +194,9 @@ class GenerationParams(BaseModel):
     @classmethod
     def _one_stop(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+
+DEFAULT_PARAMS = GenerationParams()
 
 
 def as_messages(prompt: str | Message | list[Message] | list[dict[str, Any]],

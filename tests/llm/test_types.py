@@ -304,6 +304,15 @@ def test_generation_params_defaults():
     assert (params.stop, params.seed, params.tool_choice) == ([], None, "auto")
 
 
+def test_generation_params_are_frozen_so_the_shared_default_cannot_drift():
+    from aillm_lab.llm.types import DEFAULT_PARAMS
+
+    with pytest.raises(ValidationError, match="frozen"):
+        DEFAULT_PARAMS.temperature = 1.5
+    warmer = DEFAULT_PARAMS.model_copy(update={"temperature": 0.7})
+    assert warmer.temperature == 0.7 and DEFAULT_PARAMS.temperature == 0.0
+
+
 def test_generation_params_accepts_one_stop_string_as_a_list():
     assert GenerationParams(stop="###").stop == ["###"]
     assert GenerationParams(stop=["a", "b"]).stop == ["a", "b"]
