@@ -7,12 +7,11 @@ one loop whatever loop (or none) the caller is on; every sync twin goes through
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
 
@@ -241,7 +239,7 @@ class Lab(LabServices):
                               fields=("tools", "output"))
         if output is not None:
             return complete_structured(model, messages, output, params, retries)
-        return _coroutine(model.complete(messages, tools=tools, params=params))
+        return model.complete(messages, tools=tools, params=params)
 
     async def _stream(self, prompt: Prompt, model: Model, system: str | None,
                       tools: Sequence[ToolSpec] | None,
@@ -249,15 +247,6 @@ class Lab(LabServices):
         async for event in model.stream(as_messages(prompt, system), tools=tools,
                                            params=params):
             yield event
-
-
-def _coroutine(aw: Awaitable[T]) -> Coroutine[Any, Any, T]:
-    """``aw`` itself when it is a coroutine (the runner needs one), else one awaiting it."""
-    return aw if inspect.iscoroutine(aw) else _await(aw)
-
-
-async def _await(aw: Awaitable[T]) -> T:
-    return await aw
 
 
 def _params(params: dict[str, Any]) -> GenerationParams:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 import aillm_lab as al
 from aillm_lab.errors import ConfigError, StructuredOutputError
-from aillm_lab.llm.types import ToolCall
+from aillm_lab.llm.types import ToolCall, ToolSpec
 from aillm_lab.testing import ScriptedModel
 
 
@@ -93,6 +93,16 @@ def test_unknown_or_bad_parameters_raise_config_error_naming_them(lab):
         lab.chat("x", max_tokens=0)
     with pytest.raises(ConfigError, match="temperature"):
         list(lab.stream("x", temperature=9))
+
+
+def test_tools_and_output_together_are_refused_before_anything_is_sent(lab, scripted_model):
+    tools = [ToolSpec(name="add")]
+    with pytest.raises(ConfigError, match="either tools= or output=") as info:
+        lab.complete("x", output=Pet, tools=tools)
+    assert set(info.value.fields) == {"tools", "output"}
+    with pytest.raises(ConfigError, match="not both"):
+        asyncio.run(lab.acomplete("x", output=Pet, tools=tools))
+    assert scripted_model.requests == []
 
 
 def test_model_strings_resolve_once_and_are_reused(lab):

@@ -718,6 +718,29 @@ def test_a_stored_answer_is_served_without_calling_the_model(mode, hit_field):
     assert records[1].cost_usd == 0.0 and records[0].request_hash == records[1].request_hash
 
 
+def test_a_store_that_neither_reads_nor_writes_is_never_called():
+    class Idle(DictStore):
+        reads = writes = False
+        calls = 0
+
+        async def lookup(self, key: str, *, stream: bool, describe: str = "") -> Any:
+            Idle.calls += 1
+            return await super().lookup(key, stream=stream, describe=describe)
+
+        async def save(self, key: str, value: Any) -> None:
+            Idle.calls += 1
+
+    records: list[CallRecord] = []
+    model = _gateway(records, store=Idle()).wrap(ScriptedModel(["a", "b"]))
+
+    async def go() -> list[str]:
+        streamed = [str(e) async for e in model.stream(HI)]
+        return [(await model.complete(HI)).text, "".join(streamed)]
+
+    assert sorted(asyncio.run(go())) == ["a", "b"]
+    assert Idle.calls == 0 and not any(r.cache_hit or r.replay_hit for r in records)
+
+
 def test_a_stream_is_saved_and_replayed_event_by_event():
     records: list[CallRecord] = []
     store = DictStore()

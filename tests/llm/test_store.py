@@ -15,6 +15,7 @@ from aillm_lab.errors import ConfigError, ReplayMiss, RunnerError
 from aillm_lab.llm.store import (
     ResponseCache,
     ResponseStore,
+    TieredStore,
     describe_request,
     is_cacheable,
 )
@@ -200,6 +201,20 @@ def test_off_mode_neither_reads_nor_writes(tmp_path: Path, runner: LoopRunner) -
     assert not runner.run(store.save("k", completion()))
     assert not (tmp_path / "cache.db").exists()
     runner.run(store.aclose())
+
+
+@pytest.mark.parametrize(("mode", "reads", "writes"), [
+    ("off", False, False), ("record", False, True), ("replay", True, False),
+    ("replay_or_record", True, True)])
+def test_stores_say_whether_they_read_or_write_so_the_gateway_can_skip_them(
+        tmp_path: Path, mode: str, reads: bool, writes: bool) -> None:
+    store = ResponseStore(tmp_path, mode)
+    assert (store.reads, store.writes) == (reads, writes)
+    assert (TieredStore(store).reads, TieredStore(store).writes) == (reads, writes)
+    cached = TieredStore(store, ResponseCache())  # a memory cache answers in every mode
+    assert cached.reads and cached.writes
+    store.mode = "off"  # the mode can change at any time; the answer follows it
+    assert (store.reads, store.writes) == (False, False)
 
 
 def test_replay_mode_does_not_record(tmp_path: Path, runner: LoopRunner) -> None:
