@@ -1,15 +1,29 @@
 """``LabSettings``: every knob in one validated place, from kwargs, ``AILLM_*`` env or TOML.
 
 A bad value fails here, at load time, with the field, the value, the allowed range and the
-variable that sets it, instead of deep inside a run.
+variable that sets it, instead of deep inside a run. Every failure is a ``ConfigError``:
+a TOML file that cannot be read or parsed names the file, line and column; an ``AILLM_*``
+variable holding bad JSON names the variable.
+
+Booleans are strict at every depth (``safety.network.allow_loopback`` included): only
+``true``/``false`` count, since pydantic would read ``"yes"`` or ``1`` as True and silently
+open a policy. An environment variable, being text, may say ``true`` or ``false`` in any
+case. A UTF-8 byte order mark at the start of the TOML file is accepted and ignored:
+Windows editors write one, and refusing it would help no one.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextvars
 import os
+import re
+import tomllib
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
 from pydantic import (
@@ -19,13 +33,19 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+    SettingsError,
 )
 
 from aillm_lab.errors import ConfigError
@@ -33,7 +53,38 @@ from aillm_lab.tools.policy import SafetyPolicy
 
 MODEL_SPEC = r"^[a-z][a-z0-9_.-]*:.+$"
 _SECRET_FIELDS = {"openai_api_key", "anthropic_api_key"}
-_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+_BOOL_WORDS = {"true": True, "false": False}
+
+
+@dataclass(frozen=True)
+class TomlFile:
+    """A parsed TOML config file, kept with its text so errors can point at a line."""
+
+    path: Path
+    text: str
+    data: dict[str, Any]
+
+
+_toml_file: contextvars.ContextVar[TomlFile | None] = contextvars.ContextVar("toml",
+                                                                              default=None)
+
+
+class ConfigFileError(ConfigError):
+    """The TOML config file could not be read or parsed; ``path``, ``line`` and ``column``
+    say where (``line``/``column`` are 1-based, None when unknown)."""
+
+    def __init__(self, message: str, *, path: Path, line: int | None = None,
+                 column: int | None = None) -> None:
+        super().__init__(message, fields=("config_file",))
+        self.path, self.line, self.column = path, line, column
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only fields survive pickling
+        return (_rebuild_file_error, (str(self), self.path, self.line, self.column))
+
+
+def _rebuild_file_error(message: str, path: Path, line: int | None,
+                        column: int | None) -> ConfigFileError:
+    return ConfigFileError(message, path=path, line=line, column=column)
 
 
 class ModelPrice(BaseModel):
@@ -121,6 +172,10 @@ class LabSettings(BaseSettings):
             super().__init__(**values)
         except ValidationError as exc:
             raise config_error(exc, type(self)) from None
+        except SettingsError as exc:  # a source failed; ours put a ConfigError inside
+            if isinstance(exc.__cause__, ConfigError):
+                raise exc.__cause__ from None
+            raise ConfigError(f"{exc}. Check the AILLM_* environment variables.") from exc
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, **overrides: Any) -> LabSettings:
@@ -133,11 +188,11 @@ class LabSettings(BaseSettings):
         if path is not None and not Path(path).expanduser().is_file():
             raise ConfigError(f"config_file = {str(path)!r}: no such TOML file. Create it or "
                               "unset AILLM_CONFIG.", fields=("config_file",))
-        token = _toml_path.set(Path(path).expanduser() if path else None)
+        token = _toml_file.set(read_toml(Path(path).expanduser()) if path else None)
         try:
             return cls(**overrides)
         finally:
-            _toml_path.reset(token)
+            _toml_file.reset(token)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -146,10 +201,34 @@ class LabSettings(BaseSettings):
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
                                    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path = _toml_path.get()
-        if path is None:
-            return init_settings, env_settings
-        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, path)
+        env = StrictEnvSource(settings_cls)
+        toml = _toml_file.get()
+        if toml is None:
+            return init_settings, env
+        return init_settings, env, InitSettingsSource(settings_cls, toml.data)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _strict_booleans(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Refuse ``"yes"``/``1`` for any boolean, however deep, beside pydantic's own errors.
+
+        Done here rather than in ``SafetyPolicy``'s fields so every nested model that
+        settings hold (policies included) gets the same rule from one place.
+        """
+        loose = list(_loose_booleans(cls, data, ()))
+        if not loose:
+            return handler(data)
+        errors: list[InitErrorDetails] = [
+            {"type": PydanticCustomError(
+                "bool_strict", "Input should be true or false, not {kind}",
+                {"kind": _kind(value)}), "loc": loc, "input": value}
+            for loc, value in loose]
+        try:
+            handler(data)
+        except ValidationError as exc:
+            errors += [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"],
+                        "input": e["input"]} for e in exc.errors(include_url=False)]
+        raise ValidationError.from_exception_data(cls.__name__, errors)
 
     @field_validator("home", "models_dir", "workspace")
     @classmethod
@@ -184,9 +263,69 @@ class LabSettings(BaseSettings):
         return self.limits.get(spec) or ModelLimits()
 
 
+class StrictEnvSource(EnvSettingsSource):
+    """``AILLM_*`` variables: bad JSON is a ``ConfigError`` naming the variable, and a
+    boolean must read ``true`` or ``false`` (any case); other words are left for the strict
+    boolean check to refuse."""
+
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any,
+                            value_is_complex: bool) -> Any:
+        if isinstance(value, str) and _is_bool(field.annotation):
+            return _BOOL_WORDS.get(value.strip().lower(), value)
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:
+            name = f"{self.settings_cls.model_config.get('env_prefix', '')}{field_name}".upper()
+            shape = "a JSON array" if get_origin(field.annotation) is list else "a JSON object"
+            raise ConfigError(f"${name} is not valid JSON ({exc}). Set it to {shape} (for "
+                              "nested settings), or unset it to use the default or the TOML "
+                              "file.", fields=(field_name,)) from exc
+
+
+def read_toml(path: Path) -> TomlFile:
+    """Parse a TOML config file, or raise ``ConfigFileError`` naming it, the line and column.
+
+    A UTF-8 BOM is dropped (the TOML spec has none, but Windows editors write one).
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigFileError(f"config file {path}: cannot be read ({exc.strerror or exc}); "
+                              "check that it is a readable file.", path=path) from None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigFileError(f"config file {path}: is UTF-16 text; TOML must be UTF-8. "
+                              "Save it again as UTF-8.", path=path, line=1, column=1)
+    raw = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise ConfigFileError(
+            f"config file {path}, line {line}, column {column}: byte "
+            f"0x{raw[exc.start]:02x} is not UTF-8 text. A config file must be UTF-8 TOML; "
+            "check that this is the right file.", path=path, line=line, column=column) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line, column = (int(found[1]), int(found[2])) if found else (None, None)
+        reason = re.sub(r"\s*\(at .*\)$", "", str(exc))
+        if "overwrite" in reason or "declare" in reason:
+            reason += " (a key or table is defined twice)"
+        where = f", line {line}, column {column}" if line else ""
+        raise ConfigFileError(f"config file {path}{where}: invalid TOML: {reason}. Fix the "
+                              "syntax there.", path=path, line=line, column=column) from None
+    return TomlFile(path=path, text=text, data=data)
+
+
 def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> ConfigError:
-    """Turn pydantic's error list into one readable message that never echoes a secret."""
+    """Turn pydantic's error list into one readable message that never echoes a secret.
+
+    When a TOML file is being loaded, a value that came from it is shown with its line.
+    """
     lines, fields = [], []
+    toml = _toml_file.get()
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"]]
         if loc:
@@ -196,9 +335,87 @@ def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> 
         secret = bool(loc) and loc[0] in _SECRET_FIELDS
         value = "'***'" if secret else repr(err.get("input"))
         env = f"AILLM_{loc[0].upper()}" if loc else "AILLM_*"
+        where = "the TOML file" if toml is None else str(toml.path)
+        if toml is not None and (line := _toml_line(toml, err["loc"], err.get("input"))):
+            where = f"{toml.path} line {line}"
         lines.append(f"{field} = {value}: {err['msg']}. Allowed: {_allowed(model, loc, err)}. "
-                     f"Fix it in the call, in ${env}, or in the TOML file.")
+                     f"Fix it in the call, in ${env}, or in {where}.")
     return ConfigError("Invalid settings:\n  " + "\n  ".join(lines), fields=tuple(fields))
+
+
+def _toml_line(toml: TomlFile, loc: tuple[Any, ...], value: Any) -> int | None:
+    """The line that sets ``loc`` in the file, if the failing ``value`` is the file's own."""
+    data: Any = toml.data
+    for part in loc:
+        if not isinstance(data, Mapping) or part not in data:
+            return None
+        data = data[part]
+    if data != value or type(data) is not type(value):
+        return None  # an override or the environment supplied it, not this file
+    want = [str(p) for p in loc]
+    table: list[str] = []
+    for number, line in enumerate(toml.text.splitlines(), 1):
+        header = re.match(r"\s*\[\[?([^\]]+)\]", line)
+        if header:
+            table = _toml_key(header[1])
+            continue
+        key = re.match(r"\s*([^=#\[]+?)\s*=", line)
+        if key and table + _toml_key(key[1]) == want:
+            return number
+    return None
+
+
+def _toml_key(text: str) -> list[str]:
+    """The parts of a (dotted, maybe quoted) TOML key: ``limits."openai:x"`` → 2 parts."""
+    return [a or b or c.strip() for a, b, c in
+            re.findall(r'"([^"]*)"|\'([^\']*)\'|([^."\']+)', text) if (a or b or c.strip())]
+
+
+def _is_bool(annotation: Any) -> bool:
+    """``bool`` or ``bool | None``: the fields that must be given a real boolean."""
+    if annotation is bool:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        return {a for a in get_args(annotation) if a is not type(None)} == {bool}
+    return False
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, int | float) else f"a {type(value).__name__}"
+
+
+def _loose_booleans(model: type[BaseModel], data: Any,
+                    loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    """Every (location, value) in ``data`` where a boolean field got something else."""
+    if not isinstance(data, Mapping):
+        return
+    for key, value in data.items():
+        field = model.model_fields.get(_field_name(model, str(key)))
+        if field is not None:
+            yield from _loose_in(field.annotation, value, (*loc, key))
+
+
+def _loose_in(annotation: Any, value: Any,
+              loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], Any]]:
+    if _is_bool(annotation):
+        if not isinstance(value, bool) and value is not None:
+            yield loc, value
+        return
+    origin, args = get_origin(annotation), get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield from _loose_booleans(annotation, value, loc)
+    elif origin is dict and len(args) == 2 and isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _loose_in(args[1], item, (*loc, key))
+    elif origin is list and args and isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _loose_in(args[0], item, (*loc, index))
+    elif origin in (Union, types.UnionType):  # e.g. SomeModel | None
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                yield from _loose_booleans(arg, value, loc)
 
 
 def _field_name(model: type[BaseModel], name: str) -> str:
@@ -224,6 +441,8 @@ def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:
             field = sub.model_fields[part]
     if field is None:
         return str(err.get("ctx") or "see the LabSettings docs")
+    if _is_bool(field.annotation):
+        return "true or false (unquoted in TOML and JSON)"
     bounds = {type(m).__name__: m for m in field.metadata}
     low = bounds.get("Ge") or bounds.get("Gt")
     high = bounds.get("Le") or bounds.get("Lt")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from aillm_lab.config import LabSettings, ModelLimits, config_error
+from aillm_lab.config import ConfigFileError, LabSettings, ModelLimits, config_error
 from aillm_lab.errors import AillmError, ConfigError
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890abcdef"
@@ -341,3 +342,155 @@ def test_an_invalid_key_in_toml_is_reported_without_its_value(tmp_path):
         LabSettings.load(config_file=path)
     assert SECRET not in str(info.value)
     assert info.value.fields == ("openai_api_key",)
+
+
+# -- a TOML file that cannot be read names the file and the line ---------------------------
+def _file_error(path: Path) -> ConfigFileError:
+    with pytest.raises(ConfigFileError) as info:
+        LabSettings.load(config_file=path)
+    err = info.value
+    assert isinstance(err, ConfigError) and err.fields == ("config_file",)
+    assert err.path == path and str(path) in str(err)
+    return err
+
+
+def test_toml_syntax_error_names_the_file_line_and_column(tmp_path):
+    err = _file_error(_toml(tmp_path, 'dashboard_port = 7001\nmodel = = "scripted:echo"\n'))
+    assert (err.line, err.column) == (2, 9)
+    assert "line 2, column 9" in str(err) and "invalid TOML" in str(err)
+
+
+def test_a_toml_key_given_twice_names_the_line_of_the_second(tmp_path):
+    err = _file_error(_toml(tmp_path, "dashboard_port = 7001\ndashboard_port = 7002\n"))
+    assert err.line == 2
+    assert "defined twice" in str(err)
+
+
+def test_a_toml_table_given_twice_names_its_line(tmp_path):
+    err = _file_error(_toml(tmp_path, "[safety.network]\nmax_redirects = 1\n\n"
+                                      "[safety.network]\nmax_bytes = 10\n"))
+    assert err.line == 4 and "defined twice" in str(err)
+
+
+def test_a_binary_config_file_names_the_file_and_the_first_bad_byte(tmp_path):
+    path = tmp_path / "aillm.toml"
+    path.write_bytes(b"model = 'x'\n\x89PNG\r\n\x1a\n\x00")
+    err = _file_error(path)
+    assert (err.line, err.column) == (2, 1)
+    assert "0x89" in str(err) and "not UTF-8" in str(err)
+
+
+def test_a_utf16_config_file_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "aillm.toml"
+    path.write_text("dashboard_port = 7001\n", encoding="utf-16")
+    err = _file_error(path)
+    assert "UTF-16" in str(err) and "Save it again as UTF-8" in str(err)
+
+
+def test_a_utf8_bom_at_the_start_of_the_toml_file_is_accepted(tmp_path):
+    path = tmp_path / "aillm.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + TOML.encode())
+    s = LabSettings.load(config_file=path)
+    assert s.model == "scripted:echo" and s.dashboard_port == 7001
+
+
+def test_a_bad_value_in_toml_names_the_file_and_its_line(tmp_path):
+    path = _toml(tmp_path, 'model = "scripted:echo"\n\n[limits."openai:x"]\nrpm = -5\n')
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load(config_file=path)
+    assert info.value.fields == ("limits.openai:x.rpm",)
+    assert f"{path} line 4" in str(info.value)
+
+
+def test_a_value_from_the_environment_is_not_blamed_on_the_toml_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("AILLM_DASHBOARD_PORT", "0")
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load(config_file=_toml(tmp_path))
+    assert "line" not in str(info.value) and "$AILLM_DASHBOARD_PORT" in str(info.value)
+
+
+def test_a_config_file_error_survives_pickling(tmp_path):
+    err = _file_error(_toml(tmp_path, "a = \n"))
+    copy = pickle.loads(pickle.dumps(err))
+    assert (copy.path, copy.line, copy.column, str(copy)) == (err.path, err.line, err.column,
+                                                              str(err))
+
+
+# -- environment variables holding bad JSON name the variable -------------------------------
+@pytest.mark.parametrize(("name", "value", "field"), [
+    ("AILLM_SAFETY", "{bad", "safety"),
+    ("AILLM_LIMITS", '{"openai:x": ', "limits"),
+    ("AILLM_FALLBACKS", "[local:smollm2]", "fallbacks"),
+])
+def test_bad_json_in_an_env_var_is_a_config_error_naming_the_variable(monkeypatch, name,
+                                                                      value, field):
+    monkeypatch.setenv(name, value)
+    for make in (LabSettings, LabSettings.load):
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert f"${name} is not valid JSON" in str(info.value)
+        assert info.value.fields == (field,)
+
+
+# -- booleans are strict at every depth -----------------------------------------------------
+@pytest.mark.parametrize("value", ['"yes"', "1", "0", '"true"', '"on"'])
+def test_a_nested_toml_boolean_must_be_true_or_false(tmp_path, value):
+    path = _toml(tmp_path, f"[safety.network]\nallow_loopback = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load(config_file=path)
+    assert info.value.fields == ("safety.network.allow_loopback",)
+    assert "true or false" in str(info.value) and f"{path} line 2" in str(info.value)
+
+
+def test_toml_booleans_true_and_false_are_read(tmp_path):
+    path = _toml(tmp_path, "memory_cache = true\n[safety.network]\nallow_loopback = true\n"
+                           "[safety.output]\nredact_secrets = false\n")
+    s = LabSettings.load(config_file=path)
+    assert s.memory_cache is True and s.safety.network.allow_loopback is True
+    assert s.safety.output.redact_secrets is False
+
+
+@pytest.mark.parametrize(("values", "field"), [
+    ({"memory_cache": "yes"}, "memory_cache"),
+    ({"memory_cache": 1}, "memory_cache"),
+    ({"safety": {"network": {"allow_loopback": 1}}}, "safety.network.allow_loopback"),
+    ({"safety": {"code": {"network": "true"}}}, "safety.code.network"),
+    ({"safety": {"output": {"scan_injection": 0}}}, "safety.output.scan_injection"),
+    ({"limits": {"openai:x": {"adaptive": "yes"}}}, "limits.openai:x.adaptive"),
+])
+def test_a_boolean_setting_given_a_string_or_number_is_refused(values, field):
+    err = _error(**values)
+    assert err.fields == (field,)
+    assert "true or false" in str(err)
+
+
+def test_a_loose_boolean_is_reported_with_the_other_bad_fields():
+    err = _error(memory_cache=1, dashboard_port=0, safety={"network": {"allow_loopback": "y"}})
+    assert set(err.fields) == {"memory_cache", "dashboard_port",
+                               "safety.network.allow_loopback"}
+    assert ">= 1" in str(err)
+
+
+def test_env_var_booleans_are_true_or_false_in_any_case(monkeypatch):
+    monkeypatch.setenv("AILLM_MEMORY_CACHE", "TRUE")
+    assert LabSettings.load().memory_cache is True
+    monkeypatch.setenv("AILLM_MEMORY_CACHE", "false")
+    assert LabSettings.load().memory_cache is False
+
+
+@pytest.mark.parametrize("value", ["yes", "1", "on"])
+def test_env_var_boolean_other_words_are_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("AILLM_MEMORY_CACHE", value)
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load()
+    assert info.value.fields == ("memory_cache",)
+    assert "$AILLM_MEMORY_CACHE" in str(info.value)
+
+
+def test_a_nested_boolean_in_env_json_must_be_a_json_boolean(monkeypatch):
+    monkeypatch.setenv("AILLM_SAFETY", '{"network": {"allow_loopback": "yes"}}')
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load()
+    assert info.value.fields == ("safety.network.allow_loopback",)
+    monkeypatch.setenv("AILLM_SAFETY", '{"network": {"allow_loopback": true}}')
+    assert LabSettings.load().safety.network.allow_loopback is True

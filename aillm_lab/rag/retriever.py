@@ -25,7 +25,7 @@ from aillm_lab.rag import index as rag_index
 from aillm_lab.rag.chunking import DEFAULT_OVERLAP_TOKENS, Chunker
 from aillm_lab.rag.embeddings import Embedder, EmbeddingCache, default_embedder
 from aillm_lab.rag.index import EXACT_THRESHOLD, SCHEMA, DenseIndex
-from aillm_lab.rag.loaders import Document, Skipped, load
+from aillm_lab.rag.loaders import Document, LoadWarning, Skipped, load
 from aillm_lab.rag.results import SearchHit, SearchResults
 from aillm_lab.rag.sparse import (
     Filters,
@@ -52,7 +52,11 @@ EMBED_BATCH = 4096  # chunks embedded (sorted by length) and committed together
 
 
 class IngestReport(BaseModel):
-    """What one ingest changed; ``embeddings_computed`` excludes cache hits."""
+    """What one ingest changed; ``embeddings_computed`` excludes cache hits.
+
+    ``skipped`` lists every entry that was not ingested and why (binary, symlink, FIFO …);
+    ``warnings`` lists files ingested imperfectly (invalid UTF-8 replaced with U+FFFD).
+    """
 
     collection: str = "default"
     docs_added: int = 0
@@ -64,6 +68,7 @@ class IngestReport(BaseModel):
     embeddings_computed: int = 0
     seconds: float = 0.0
     skipped: list[Skipped] = Field(default_factory=list)
+    warnings: list[LoadWarning] = Field(default_factory=list)
 
 
 class CollectionInfo(BaseModel):
@@ -173,7 +178,7 @@ class Knowledge:
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         loaded = await asyncio.to_thread(load, paths)
-        report.skipped = loaded.skipped
+        report.skipped, report.warnings = loaded.skipped, loaded.warnings
         cid = await self._collection_id(collection, create=True)
         known = await rag_index.doc_hashes(self.db, cid)
         changed: list[Document] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from aillm_lab.rag.loaders import (
     Document,
     LoaderError,
+    LoadResult,
     UnsupportedFile,
     doc_type,
     iter_files,
@@ -133,6 +136,28 @@ def test_binary_content_with_a_text_suffix_is_skipped(tmp_path: Path) -> None:
     assert "binary" in result.skipped[0].reason
 
 
+def test_binary_data_behind_a_long_text_header_is_skipped(tmp_path: Path) -> None:
+    header = b"# Release notes\n" + b"All good here.\n" * 2000  # about 30 KB of text
+    (tmp_path / "dump.log").write_bytes(header + bytes(range(256)) * 4096)
+    result = load(tmp_path)
+    assert result.documents == []
+    assert "binary content (NUL byte at offset" in result.skipped[0].reason
+
+
+def test_control_bytes_without_nul_behind_a_text_header_are_skipped(tmp_path: Path) -> None:
+    header = b"plain text line\n" * 1000  # 16 KB, past any fixed-size prefix check
+    (tmp_path / "capture.txt").write_bytes(header + bytes(range(1, 32)) * 4000)
+    result = load(tmp_path)
+    assert result.documents == []
+    assert "control characters" in result.skipped[0].reason
+
+
+def test_tabs_form_feeds_and_ansi_colours_are_text(tmp_path: Path) -> None:
+    (tmp_path / "run.log").write_bytes(b"\x1b[31mFAIL\x1b[0m\tcase\r\n\x0cnext page\n")
+    result = load(tmp_path)
+    assert result.skipped == [] and "FAIL" in result.documents[0].text
+
+
 def test_broken_notebook_and_pdf_are_skipped_not_fatal(tmp_path: Path) -> None:
     (tmp_path / "bad.ipynb").write_text("{not json")
     (tmp_path / "bad.pdf").write_bytes(b"%PDF-1.4 garbage")
@@ -148,9 +173,29 @@ def test_oversized_file_is_skipped(tmp_path: Path) -> None:
         load_file(tmp_path / "big.txt", max_bytes=10)
 
 
-def test_latin1_file_is_decoded_instead_of_failing(tmp_path: Path) -> None:
-    (tmp_path / "old.txt").write_bytes("café".encode("latin-1"))
-    assert load_file(tmp_path / "old.txt").text == "café"
+def test_invalid_utf8_is_replaced_and_flagged_not_guessed_as_latin1(tmp_path: Path) -> None:
+    (tmp_path / "old.txt").write_bytes("Le café\nest très bon".encode("latin-1"))
+    result = load(tmp_path)
+    [doc] = result.documents
+    assert doc.text == "Le caf\ufffd\nest tr\ufffds bon"
+    [warning] = result.warnings
+    assert warning.source == doc.source and doc.warnings == [warning.reason]
+    assert "invalid UTF-8" in warning.reason and "2 character(s)" in warning.reason
+    assert "line 1" in warning.reason and "re-save the file as UTF-8" in warning.reason
+
+
+def test_valid_utf8_with_a_bom_loads_without_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "bom.md").write_bytes("\ufeff# Café\n".encode())
+    result = load(tmp_path)
+    assert result.documents[0].text == "# Café\n" and result.warnings == []
+
+
+def test_text_that_is_mostly_not_utf8_is_skipped_with_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "greek.txt").write_bytes("καλημέρα κόσμε".encode("cp1253"))
+    result = load(tmp_path)
+    assert result.documents == []
+    assert "not UTF-8 text" in result.skipped[0].reason
+    assert "convert it to UTF-8" in result.skipped[0].reason
 
 
 def test_doc_type_maps_suffixes() -> None:
@@ -165,3 +210,112 @@ def test_document_given_text_computes_its_own_hash() -> None:
                                                                      type="text")
     assert a.content_hash == b.content_hash
     assert a.content_hash != Document(source="x", text="other", type="text").content_hash
+
+
+# -- what a folder walk never follows or opens --------------------------------------------
+def _reasons(result: LoadResult) -> dict[str, str]:
+    return {Path(s.source).name: s.reason for s in result.skipped}
+
+
+def test_a_file_symlink_pointing_outside_the_folder_is_skipped_not_loaded(
+        tmp_path: Path) -> None:
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.md").write_text("the launch code is 1234")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ok.md").write_text("fine")
+    (folder / "leak.md").symlink_to(outside / "secret.md")
+    result = load(folder)
+    assert [Path(d.source).name for d in result.documents] == ["ok.md"]
+    assert all("launch code" not in d.text for d in result.documents)
+    reason = _reasons(result)["leak.md"]
+    assert "outside the ingested folder" in reason and "secret.md" in reason
+    assert "never followed" in reason
+
+
+def test_a_folder_symlink_pointing_outside_is_reported_not_walked(tmp_path: Path) -> None:
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.md").write_text("the launch code is 1234")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "more").symlink_to(outside, target_is_directory=True)
+    result = load(folder)
+    assert result.documents == []
+    assert "outside the ingested folder" in _reasons(result)["more"]
+
+
+def test_a_symlink_inside_the_folder_is_not_followed_so_its_target_loads_once(
+        tmp_path: Path) -> None:
+    (tmp_path / "real.md").write_text("one copy")
+    (tmp_path / "alias.md").symlink_to(tmp_path / "real.md")
+    result = load(tmp_path)
+    assert [Path(d.source).name for d in result.documents] == ["real.md"]
+    assert "inside the folder" in _reasons(result)["alias.md"]
+    assert "ingested once" in _reasons(result)["alias.md"]
+
+
+def test_a_dangling_symlink_is_reported_as_skipped(tmp_path: Path) -> None:
+    (tmp_path / "gone.md").symlink_to(tmp_path / "deleted.md")
+    (tmp_path / "loop.md").symlink_to(tmp_path / "loop.md")
+    result = load(tmp_path)
+    assert result.documents == []
+    assert "dangling symlink" in _reasons(result)["gone.md"]
+    assert "deleted.md" in _reasons(result)["gone.md"]
+    assert "dangling symlink" in _reasons(result)["loop.md"]
+
+
+def test_a_fifo_is_reported_and_never_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.txt")  # opening it for reading would block forever
+    os.mkfifo(tmp_path / "README")
+    result = load(tmp_path)
+    assert result.documents == []
+    assert "FIFO" in _reasons(result)["pipe.txt"] and "FIFO" in _reasons(result)["README"]
+    with pytest.raises(UnsupportedFile, match="FIFO"):
+        load_file(tmp_path / "pipe.txt")
+
+
+def test_a_socket_is_reported_as_skipped(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a short relative path: AF_UNIX paths are limited
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("server.sock")
+        result = load(tmp_path)
+    assert "socket" in _reasons(result)["server.sock"]
+
+
+def test_a_device_named_explicitly_is_reported_not_read() -> None:
+    result = load("/dev/zero")
+    assert result.documents == []
+    assert "character device" in result.skipped[0].reason
+
+
+def test_an_explicit_file_path_is_read_through_its_link(tmp_path: Path) -> None:
+    (tmp_path / "real.md").write_text("chosen by the caller")
+    (tmp_path / "link.md").symlink_to(tmp_path / "real.md")
+    result = load([tmp_path / "link.md", tmp_path / "real.md"])
+    assert [Path(d.source).name for d in result.documents] == ["real.md"]
+
+
+def test_a_glob_never_follows_a_linked_folder_out_of_its_base(tmp_path: Path) -> None:
+    outside = tmp_path / "private"
+    outside.mkdir()
+    (outside / "secret.md").write_text("the launch code is 1234")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "ok.md").write_text("fine")
+    (folder / "more").symlink_to(outside, target_is_directory=True)
+    (folder / "leak.md").symlink_to(outside / "secret.md")
+    result = load(str(folder / "**" / "*.md"))
+    assert [Path(d.source).name for d in result.documents] == ["ok.md"]
+    assert {Path(s.source).name for s in result.skipped} == {"secret.md", "leak.md"}
+    assert all("outside" in s.reason for s in result.skipped)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_an_unreadable_file_is_reported_as_skipped(tmp_path: Path) -> None:
+    locked = tmp_path / "locked.md"
+    locked.write_text("x")
+    locked.chmod(0)
+    result = load(tmp_path)
+    assert "unreadable" in _reasons(result)["locked.md"]

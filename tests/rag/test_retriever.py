@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -437,6 +438,51 @@ def test_missing_path_raises_and_unsupported_files_are_reported(tmp_path: Path,
     report = kb.ingest(folder)
     assert report.docs_added == 1
     assert [Path(s.source).name for s in report.skipped] == ["b.xlsx"]
+    kb.close()
+
+
+def test_ingest_never_follows_a_link_out_of_the_folder_and_reports_every_entry_left_out(
+        tmp_path: Path, runner: LoopRunner) -> None:
+    private = _write(tmp_path / "private", {"secret.md": "the vault combination is zebra"})
+    folder = _write(tmp_path / "docs", {"a.md": "kettles boil water"})
+    (folder / "leak.md").symlink_to(private / "secret.md")
+    (folder / "gone.md").symlink_to(folder / "deleted.md")
+    os.mkfifo(folder / "pipe.txt")  # opening it would block the ingest forever
+    kb = _small(tmp_path, runner)
+    report = kb.ingest(folder)
+    assert report.docs_added == 1
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert set(reasons) == {"leak.md", "gone.md", "pipe.txt"}
+    assert "outside the ingested folder" in reasons["leak.md"]
+    assert "dangling symlink" in reasons["gone.md"] and "FIFO" in reasons["pipe.txt"]
+    assert kb.search("vault combination zebra", mode="sparse").sources == []
+    assert kb.search("kettles", mode="sparse").sources == [str(folder / "a.md")]
+    kb.close()
+
+
+def test_ingest_flags_invalid_utf8_in_the_report_instead_of_guessing_latin1(
+        tmp_path: Path, runner: LoopRunner) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "menu.txt").write_bytes("café au lait".encode("latin-1"))
+    kb = _small(tmp_path, runner)
+    report = kb.ingest(folder)
+    assert report.docs_added == 1 and report.skipped == []
+    [warning] = report.warnings
+    assert warning.source == str(folder / "menu.txt") and "invalid UTF-8" in warning.reason
+    assert kb.search("lait", mode="sparse")[0].text == "caf\ufffd au lait"
+    kb.close()
+
+
+def test_ingest_skips_binary_data_behind_a_text_header(tmp_path: Path,
+                                                       runner: LoopRunner) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "trace.log").write_bytes(b"session start\n" * 1000 + bytes(range(256)) * 4096)
+    kb = _small(tmp_path, runner)
+    report = kb.ingest(folder)
+    assert report.docs_added == 0 and report.chunks_added == 0
+    assert "binary content" in report.skipped[0].reason
     kb.close()
 
 
