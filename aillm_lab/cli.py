@@ -1,6 +1,6 @@
-"""``aillm-lab``: doctor, models pull/list, and serve the workbench.
+"""``aillm-lab``: doctor, reset, models pull/list, and serve the workbench.
 
-argparse rather than click or typer: three small commands do not justify a dependency, and
+argparse rather than click or typer: a few small commands do not justify a dependency, and
 the CLI must start fast and work before any extra is installed.
 """
 
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- doctor -----------------------------------------------------------------------------------
 def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     """Print what this machine has and which model a bare ``al.chat`` would use, and why."""
+    from aillm_lab.db import check
     from aillm_lab.llm.local_files import list_models, pull_command
     from aillm_lab.llm.registry import _ollama_answers, default_model
 
@@ -54,6 +55,8 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     say("data")
     for label, path in _data_paths(settings):
         say(f"  {label:<22} {path} ({_size(path)})")
+    healthy, detail = check(settings.db_path)
+    say(f"  {'lab.db check':<22} {'ok' if healthy else 'PROBLEM'}: {detail}")
     say("local models")
     for row in list_models(settings.model_path):
         say(f"  {row['model']:<22} {row['status']:<8} {row['path']}")
@@ -68,7 +71,7 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     say(f"ollama      {settings.ollama_host}: {'answers' if answers else 'no server answers'}")
     spec, reason = default_model(settings)
     say(f"default model  {spec}\n  why: {reason}")
-    return 0
+    return 0 if healthy else EXIT_FAILED
 
 
 def _data_paths(settings: LabSettings) -> list[tuple[str, Path]]:
@@ -100,6 +103,33 @@ def _version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+# -- reset ------------------------------------------------------------------------------------
+def reset(args: argparse.Namespace, settings: LabSettings) -> int:
+    """Move a lost, damaged or foreign ``lab.db`` aside (never delete it) and start empty.
+
+    Only with ``--confirm``: CI has no stdin, so it never prompts; without it, it says what
+    it would do and exits with status 2.
+    """
+    from aillm_lab.db import check, id_path
+    from aillm_lab.db import reset as reset_db
+
+    path = settings.db_path
+    healthy, detail = check(path)
+    print(f"lab.db  {path}\n  {'ok' if healthy else 'PROBLEM'}: {detail}")
+    moves = reset_db(path, dry_run=not args.confirm)
+    if not args.confirm:
+        for src, dst in moves:
+            print(f"  would move {src} -> {dst}")
+        print(f"  would start an empty lab with a new id in {id_path(path)}\n"
+              "aillm-lab reset: nothing changed; run `aillm-lab reset --confirm` to do it "
+              "(close any lab using this home first).", file=sys.stderr)
+        return EXIT_CONFIG
+    for src, dst in moves:
+        print(f"  moved {src} -> {dst}")
+    print(f"  started an empty lab: {path} with id {id_path(path).read_text().strip()}")
+    return 0
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -151,8 +181,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, default=None,
                         help="a TOML settings file (default: $AILLM_CONFIG)")
     commands = parser.add_subparsers(title="commands")
-    _command(commands, "doctor", doctor, "show versions, models, keys (masked) and the "
-             "default model")
+    _command(commands, "doctor", doctor, "show versions, models, keys (masked), the default "
+             "model and whether lab.db passes PRAGMA quick_check")
+    reset_cmd = _command(commands, "reset", reset, "move a lost, damaged or foreign lab.db "
+                         "aside (renamed, never deleted) and start an empty lab")
+    reset_cmd.add_argument("--confirm", action="store_true",
+                           help="do it; without this flag reset only says what it would do")
     models = commands.add_parser("models", help="fetch and list local models")
     sub = models.add_subparsers(title="models commands", required=True)
     pull = _command(sub, "pull", models_pull, "download and verify a known local model")

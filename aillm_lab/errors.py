@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 
@@ -119,3 +121,33 @@ class SafetyViolation(AillmError, PermissionError):
 
 class ToolError(AillmError, RuntimeError):
     """A tool was misdefined or misused by the caller (not by the model): fix the code."""
+
+
+class LabDBError(AillmError, sqlite3.DatabaseError):
+    """``lab.db`` cannot be used as it is; ``path`` names the file, the message the fix.
+
+    Also a ``sqlite3.DatabaseError``, so code that caught SQLite's own errors still does;
+    the original error, when there is one, is the ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, path: str | Path = "") -> None:
+        super().__init__(message)
+        self.path = Path(path) if path else None
+
+
+class LabDBOperationalError(LabDBError, sqlite3.OperationalError):
+    """SQLite refused an operation on ``lab.db`` (no such table, disk full, read-only …)."""
+
+
+class LabDBBusy(LabDBOperationalError):
+    """Another connection held ``lab.db``'s lock past ``busy_timeout_ms``; retry later."""
+
+
+class LabDBIdentityError(LabDBError):
+    """``lab.db`` is missing, empty or another home's, while ``lab.db.id`` names the one
+    this home had: restore it from a backup, or ``aillm-lab reset --confirm``."""
+
+    def __init__(self, message: str, *, path: str | Path = "", expected_id: str = "",
+                 found_id: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.expected_id, self.found_id = expected_id, found_id

@@ -157,3 +157,72 @@ def test_doctor_lists_where_the_call_log_store_lab_db_and_workspace_live(capsys,
     assert f"record/replay (off)    {tmp_path / 'cache.db'} (not created yet)" in out
     assert f"{tmp_path / 'lab.db'} (not created yet)" in out
     assert f"tool workspace         {tmp_path / 'workspace'}" in out
+
+
+# -- lab.db: doctor's quick_check and reset ----------------------------------------------------
+@pytest.fixture
+def used_home(monkeypatch, tmp_path) -> Path:
+    """A home whose lab.db holds one audited tool call; AILLM_HOME points at it."""
+    import aillm_lab as al
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("AILLM_HOME", str(home))
+    with al.Lab(home=home) as lab:
+        assert lab.tools.invoke("list_dir", {"path": "."}).ok
+    return home
+
+
+def test_doctor_reports_that_lab_db_passes_quick_check_and_its_id(capsys, used_home):
+    code, out, _ = _run(capsys, "doctor")
+    db_id = (used_home / "lab.db.id").read_text().strip()
+    assert code == 0
+    assert f"lab.db check           ok: PRAGMA quick_check: ok; id {db_id}" in out
+
+
+def test_doctor_reports_a_damaged_lab_db_and_exits_1(capsys, used_home):
+    (used_home / "lab.db").write_bytes(b"not a database\n" * 400)
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 1
+    assert (f"lab.db check           PROBLEM: {used_home / 'lab.db'} is damaged: file is not "
+            "a database") in out
+    assert "aillm-lab reset --confirm" in out
+
+
+def test_doctor_reports_a_lost_lab_db_whose_id_file_remains(capsys, used_home):
+    (used_home / "lab.db").unlink()
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 1 and f"PROBLEM: {used_home / 'lab.db'} is missing" in out
+
+
+def test_reset_without_confirm_refuses_says_what_it_would_do_and_changes_nothing(used_home):
+    db = used_home / "lab.db"
+    db.write_bytes(b"not a database\n" * 400)
+    before = sorted(p.name for p in used_home.iterdir())
+    exe = shutil.which("aillm-lab", path=str(Path(sys.executable).parent))
+    assert exe is not None
+    done = subprocess.run([exe, "reset"], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)  # CI has no stdin: it must not prompt
+    assert done.returncode == 2
+    assert f"would move {db} -> {db}.broken-" in done.stdout
+    assert "run `aillm-lab reset --confirm`" in done.stderr
+    assert sorted(p.name for p in used_home.iterdir()) == before
+    assert db.read_bytes() == b"not a database\n" * 400
+
+
+def test_reset_confirm_keeps_the_old_file_aside_and_a_lab_opens_empty(capsys, used_home):
+    import aillm_lab as al
+
+    db = used_home / "lab.db"
+    old_id = (used_home / "lab.db.id").read_text().strip()
+    db.write_bytes(b"not a database\n" * 400)
+    code, out, _ = _run(capsys, "reset", "--confirm")
+    assert code == 0
+    kept = [p for p in used_home.iterdir() if p.name.startswith("lab.db.broken-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"not a database\n" * 400
+    assert f"moved {db} -> {kept[0]}" in out
+    new_id = (used_home / "lab.db.id").read_text().strip()
+    assert new_id != old_id and f"with id {new_id}" in out
+    with al.Lab(home=used_home) as lab:
+        assert lab.audit().empty
+        assert lab.tools.invoke("list_dir", {"path": "."}).ok
+    assert _run(capsys, "doctor")[0] == 0

@@ -38,6 +38,8 @@ from aillm_lab.llm.types import (
 from aillm_lab.runtime import LoopRunner, get_runner
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -225,6 +227,24 @@ class Lab(LabServices):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # -- backup ----------------------------------------------------------------------------
+    async def abackup(self, path: str | Path) -> Path:
+        """A consistent copy of ``lab.db`` at ``path`` (SQLite's online backup, on its own
+        connection in a worker thread, so tools and memory go on meanwhile). It keeps the
+        lab's id: copying it over a lost or damaged ``lab.db`` restores this home."""
+        import asyncio
+
+        from aillm_lab.db import backup
+
+        return await self.runner.arun(asyncio.to_thread(backup, self.settings.db_path, path))
+
+    def backup(self, path: str | Path) -> Path:
+        import asyncio
+
+        from aillm_lab.db import backup
+
+        return self.runner.run(asyncio.to_thread(backup, self.settings.db_path, path))
 
     # -- on the runner loop ------------------------------------------------------------------
     def _complete(self, prompt: Prompt, model: Model, system: str | None,
