@@ -223,11 +223,13 @@ class LabSettings(BaseSettings):
                 "bool_strict", "Input should be true or false, not {kind}",
                 {"kind": _kind(value)}), "loc": loc, "input": value}
             for loc, value in loose]
+        seen = {tuple(loc) for loc, _ in loose}  # a StrictBool field reports it too
         try:
             handler(data)
         except ValidationError as exc:
             errors += [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": e["loc"],
-                        "input": e["input"]} for e in exc.errors(include_url=False)]
+                        "input": e["input"]} for e in exc.errors(include_url=False)
+                       if tuple(e["loc"]) not in seen]
         raise ValidationError.from_exception_data(cls.__name__, errors)
 
     @field_validator("home", "models_dir", "workspace")

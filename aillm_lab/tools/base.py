@@ -11,7 +11,7 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from enum import StrEnum
 from typing import Any, overload
 
@@ -56,17 +56,22 @@ class Tool:
     """A validated, schema-described callable; call it with ``await tool.acall(args)``.
 
     Sync functions run in an executor so they never block the runner loop.
+    ``approval_reason``, if given, is awaited before each call: a reason string makes the
+    guard ask for approval even where the policy says ``auto`` (a shell without OS
+    confinement), None lets the policy decide.
     """
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  description: str | None = None, risk: RiskLevel | str = RiskLevel.READ,
-                 max_result_chars: int = DEFAULT_MAX_RESULT_CHARS) -> None:
+                 max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
+                 approval_reason: Callable[[], Awaitable[str | None]] | None = None) -> None:
         if not callable(fn):
             raise ToolError(f"@tool needs a function, got {type(fn).__name__}")
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
         self.risk = RiskLevel(risk)
         self.max_result_chars = max_result_chars
+        self.approval_reason = approval_reason
         doc_summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
         self._args = _args_model(fn, arg_docs)
         tool_name = name or fn.__name__

@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from aillm_lab.errors import SafetyViolation
 from aillm_lab.tools.base import RiskLevel, Tool
+from aillm_lab.tools.jail import Jail
 from aillm_lab.tools.paths import Workspace
 from aillm_lab.tools.policy import CommandPolicy
-from aillm_lab.tools.shell import CommandError, run_command
+from aillm_lab.tools.process import CommandError, CommandResult, run_command
 
 DEFAULT_IDENTITY = ("AILLM Lab agent", "agent@aillm-lab.invalid")
 # Settings that would start a program, each neutralised on the command line (which wins
@@ -36,16 +37,27 @@ HARDENING: tuple[str, ...] = (
     "-c", "safe.bareRepository=explicit", "-c", "color.ui=false")
 _GLOBAL_OPTIONS = frozenset({"--no-pager", "-P", "--no-replace-objects", "--literal-pathspecs",
                              "--no-optional-locks", "--version"})
+READ_SUBCOMMANDS = frozenset({"status", "diff", "log", "show", "rev-parse", "ls-files",
+                              "ls-tree", "cat-file", "blame", "grep", "describe", "shortlog",
+                              "version", None})
 _DIFFING = frozenset({"diff", "show", "log"})
 _REV = re.compile(r"[A-Za-z0-9_./~^@{}:+-]{1,256}")
 _BRANCH = re.compile(r"[A-Za-z0-9_./+-]{1,200}")
 _MAX_MESSAGE_CHARS = 20_000
+_DRIVER_KEYS = r"^(filter|diff|merge)\..+\.[a-z]+$"
+_DRIVER_SETTINGS = {"filter": ("clean=", "smudge=", "process=", "required=false"),
+                    "diff": ("textconv=", "command="), "merge": ("driver=",)}
 
 
 def git_tools(ws: Workspace, policy: CommandPolicy, *,
-              identity: tuple[str, str] = DEFAULT_IDENTITY) -> list[Tool]:
-    """The git tools bound to one workspace; ``identity`` is (name, email) for commits."""
-    git = _Git(ws, policy, identity)
+              identity: tuple[str, str] = DEFAULT_IDENTITY, jail: Jail | None = None
+              ) -> list[Tool]:
+    """The git tools bound to one workspace; ``identity`` is (name, email) for commits.
+
+    Git runs in ``jail`` (one is made for ``ws`` if not given): read tools see the whole
+    workspace read-only, write tools may change it but never ``.git/config``, hooks or info.
+    """
+    git = _Git(ws, policy, identity, jail if jail is not None else Jail(ws))
 
     async def git_status(repo: str = ".") -> str:
         """Show the current branch and the changed, staged and untracked files.
@@ -104,7 +116,8 @@ def git_tools(ws: Workspace, policy: CommandPolicy, *,
             name: the new branch's name, e.g. 'feature/parser'.
             repo: the repository folder, relative to the workspace.
         """
-        return await git.run(repo, ["branch", "--end-of-options", check_branch(name)])
+        return await git.run(repo, ["branch", "--end-of-options", check_branch(name)],
+                             write=True)
 
     async def git_add(paths: Annotated[list[str], Field(min_length=1)], repo: str = ".") -> str:
         """Stage files for the next commit.
@@ -115,7 +128,7 @@ def git_tools(ws: Workspace, policy: CommandPolicy, *,
         """
         if not paths:
             raise CommandError("paths is empty; name the files to stage, e.g. ['src/app.py']")
-        return await git.run(repo, ["add", "--", *git.paths(paths)])
+        return await git.run(repo, ["add", "--", *git.paths(paths)], write=True)
 
     async def git_commit(message: str, repo: str = ".") -> str:
         """Commit what is staged, with the lab's fixed author identity.
@@ -125,7 +138,7 @@ def git_tools(ws: Workspace, policy: CommandPolicy, *,
             repo: the repository folder, relative to the workspace.
         """
         return await git.run(repo, ["commit", "--no-verify", "--no-gpg-sign",
-                                    f"--message={check_message(message)}"])
+                                    f"--message={check_message(message)}"], write=True)
 
     read, write = RiskLevel.READ, RiskLevel.WRITE
     return [Tool(git_status, risk=read), Tool(git_diff, risk=read), Tool(git_log, risk=read),
@@ -223,9 +236,9 @@ def harden_shell_argv(args: list[str], ws: Workspace,
 class _Git:
     """Runs hardened git commands in a repository folder of one workspace."""
 
-    def __init__(self, ws: Workspace, policy: CommandPolicy,
-                 identity: tuple[str, str]) -> None:
-        self.ws, self.policy, self.identity = ws, policy, identity
+    def __init__(self, ws: Workspace, policy: CommandPolicy, identity: tuple[str, str],
+                 jail: Jail) -> None:
+        self.ws, self.policy, self.identity, self.jail = ws, policy, identity, jail
 
     def repo_dir(self, repo: str) -> Path:
         folder = self.ws.resolve(repo)
@@ -239,11 +252,56 @@ class _Git:
         """Absolute paths inside the workspace, passed after ``--`` as literal pathspecs."""
         return [str(self.ws.resolve(p)) for p in paths]
 
-    async def run(self, repo: str, args: list[str]) -> str:
+    async def run(self, repo: str, args: list[str], *, write: bool = False) -> str:
         folder = self.repo_dir(repo)
-        result = await run_command(["git", *HARDENING, *args], cwd=folder, policy=self.policy,
-                                   env=git_env(self.ws, self.identity))
+        result = await run_git(args, cwd=folder, ws=self.ws, policy=self.policy,
+                               jail=self.jail, write=write, identity=self.identity)
         return result.render()
+
+
+async def run_git(args: list[str], *, cwd: Path, ws: Workspace, policy: CommandPolicy,
+                  jail: Jail | None, write: bool = False, timeout_s: float | None = None,
+                  identity: tuple[str, str] = DEFAULT_IDENTITY) -> CommandResult:
+    """Hardened git: ``HARDENING`` plus every filter/diff/merge driver the repository's
+    config names switched off, confined in ``jail`` (None: unconfined, approval asked)."""
+    env = git_env(ws, identity)
+    kwargs: dict[str, Any] = dict(cwd=cwd, policy=policy, env=env, jail=jail,
+                                  writable=write, protect_git="config" if write else "all")
+    drivers = await run_command(
+        ["git", *HARDENING, "config", "-z", "--name-only", "--get-regexp", _DRIVER_KEYS],
+        **{**kwargs, "writable": False, "protect_git": "all"})
+    overrides = driver_overrides(drivers.stdout)
+    return await run_command(["git", *HARDENING, *overrides, *args], timeout_s=timeout_s,
+                             **kwargs)
+
+
+async def run_shell_git(argv: list[str], *, ws: Workspace, policy: CommandPolicy,
+                        jail: Jail | None, timeout_s: float | None = None) -> CommandResult:
+    """``run_shell git ...`` after ``harden_shell_argv``: ``.git`` stays read-only unless the
+    policy allows a writing subcommand (its config, hooks and info stay read-only even then)."""
+    args = argv[len(HARDENING) + 1:]
+    sub = next((a for a in args if not a.startswith("-")), None)
+    return await run_git(args, cwd=ws.root, ws=ws, policy=policy, jail=jail,
+                         write=sub not in READ_SUBCOMMANDS, timeout_s=timeout_s)
+
+
+def driver_overrides(names: str) -> list[str]:
+    """``-c`` settings that empty every driver command found (``git config -z --name-only``).
+
+    Why: a ``.gitattributes`` line can point any file at a driver, and a driver is a shell
+    command; emptied, git falls back to plain text (filters, diffs) or its own merge.
+    """
+    out: list[str] = []
+    for key in dict.fromkeys(n for n in names.split("\0") if n):
+        section, _, rest = key.partition(".")
+        sub = rest.rpartition(".")[0]
+        if "=" in sub or "\n" in sub:
+            raise SafetyViolation("git.untrusted_driver", f"the repository's config names a "
+                                  f"{section} driver {sub[:60]!r} that cannot be switched off "
+                                  f"safely; remove it from .git/config")
+        for setting in _DRIVER_SETTINGS.get(section.lower(), ()):
+            out += ["-c", f"{section}.{sub}.{setting}"]
+    return out
 
 
 def _gitdir(dotgit: Path) -> Path:
@@ -255,5 +313,6 @@ def _gitdir(dotgit: Path) -> Path:
     return dotgit.resolve()
 
 
-__all__ = ["DEFAULT_IDENTITY", "HARDENING", "check_branch", "check_message", "check_repo",
-           "check_rev", "git_env", "git_tools", "harden_shell_argv"]
+__all__ = ["DEFAULT_IDENTITY", "HARDENING", "READ_SUBCOMMANDS", "check_branch", "check_message",
+           "check_repo", "check_rev", "driver_overrides", "git_env", "git_tools",
+           "harden_shell_argv", "run_git", "run_shell_git"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 Decision = Literal["auto", "ask", "deny"]
 
@@ -66,18 +66,25 @@ class NetworkPolicy(_Policy):
     allow_hosts: list[str] = Field(default_factory=list,
                                    description="if set, only these hosts (and subdomains)")
     deny_hosts: list[str] = Field(default_factory=list)
-    allow_loopback: bool = Field(default=False, description="for tests against 127.0.0.1")
+    allow_loopback: StrictBool = Field(default=False, description="for tests against 127.0.0.1")
     max_bytes: int = Field(default=5_000_000, ge=1, le=10**9)
     timeout_s: float = Field(default=20.0, gt=0, le=600)
     max_redirects: int = Field(default=5, ge=0, le=30)
 
 
 class SqlPolicy(_Policy):
-    """Read-only DuckDB: caps on what a query may return and how long it may run."""
+    """Read-only DuckDB: caps on what a query may return, use and how long it may run."""
 
     max_rows: int = Field(default=10_000, ge=1, le=10**9)
     max_result_bytes: int = Field(default=20_000_000, ge=1, le=10**10)
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    memory_limit_mb: int = Field(
+        default=1024, ge=16, le=10**7,
+        description="DuckDB's memory_limit for sorts, joins and aggregates (no spilling to "
+                    "disk); a query that needs more is refused (rule sql.memory_limit)")
+    threads: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="DuckDB worker threads; None leaves one core free for the runner loop")
 
 
 class CodePolicy(_Policy):
@@ -110,8 +117,8 @@ class OutputPolicy(_Policy):
     """What the guard does to tool output before the model sees it."""
 
     max_chars: int = Field(default=20_000, ge=100, le=10**8)
-    scan_injection: bool = True
-    redact_secrets: bool = True
+    scan_injection: StrictBool = True
+    redact_secrets: StrictBool = True
 
 
 class SafetyPolicy(_Policy):

@@ -95,6 +95,7 @@ class SafetyGuard:
         arguments = {} if arguments is None else arguments  # a model's "no arguments"
         shown_args = self._shown_arguments(arguments)
         try:
+            check_text(arguments)
             kwargs = tool.validate(arguments)
             await self._approve(tool, shown_args, call_id)
             value = await tool.acall_validated(kwargs)
@@ -128,6 +129,10 @@ class SafetyGuard:
                        call_id: str | None) -> None:
         """Raise ``SafetyViolation`` unless the policy (or the approver) lets the call run."""
         decision = self.decision(tool)
+        forced = None
+        if decision == "auto" and tool.approval_reason is not None:
+            forced = await tool.approval_reason()  # the tool cannot run safely unattended
+            decision = "ask" if forced else decision
         if decision == "auto":
             return
         source = (f"approvals.by_tool[{tool.name!r}]" if tool.name in
@@ -136,13 +141,13 @@ class SafetyGuard:
             raise SafetyViolation("approval.denied_by_policy", f"{source} is 'deny', so "
                                   f"{tool.name!r} never runs; use another tool or ask the user "
                                   f"to change the policy.")
+        reason = forced or f"{source} is 'ask' for this {tool.risk.value} tool"
         if self.approver is None:
-            raise SafetyViolation("approval.no_approver", f"{source} is 'ask' but no approver "
-                                  f"is set; set toolbox.approver (a function taking an "
+            raise SafetyViolation("approval.no_approver", f"{reason}, but no approver is set; "
+                                  f"set toolbox.approver (a function taking an "
                                   f"ApprovalRequest and returning True/False).")
         request = ApprovalRequest(tool=tool.name, arguments=shown_args, risk=tool.risk.value,
-                                  reason=f"{source} is 'ask' for this {tool.risk.value} tool",
-                                  call_id=call_id)
+                                  reason=reason, call_id=call_id)
         approved = await self._ask(request)
         if not approved:
             raise SafetyViolation("approval.denied", f"the user did not approve this call to "
@@ -219,15 +224,55 @@ class SafetyGuard:
             truncated=result.truncated, injection=result.injection, error=result.error))
 
     def _shown_arguments(self, arguments: Any) -> dict[str, Any]:
-        """Arguments as the approver and the audit log may see them: secrets redacted."""
+        """Arguments as the approver and the audit log may see them: secrets redacted,
+        text that is not valid UTF-8 escaped (so the audit row can always be written)."""
         if not isinstance(arguments, dict):
-            return {"__invalid__": self._clean(repr(arguments))}
+            return {"__invalid__": self._clean(_printable(repr(arguments)))}
+        shown = _map_text(arguments, _printable)
         if not self.policy.output.redact_secrets:
-            return dict(arguments)
-        return self.redactor.redact_value(arguments)
+            return dict(shown)
+        return self.redactor.redact_value(shown)
 
     def _clean(self, text: str) -> str:
         return self.redactor.redact(text) if self.policy.output.redact_secrets else text
+
+
+def check_text(value: Any, where: str = "arguments") -> None:
+    """Refuse text that is not valid UTF-8 (a lone surrogate) anywhere in the arguments.
+
+    Why: such a string cannot be encoded for a program, a file name, SQLite or a vendor
+    API, so it would fail deep inside a tool (or the audit writer) instead of here.
+    """
+    if isinstance(value, str):
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise SafetyViolation("arguments.invalid_text", f"{where} holds text that is "
+                                      f"not valid UTF-8 (a lone surrogate "
+                                      f"{value[exc.start]!r} at position {exc.start}); send "
+                                      f"plain Unicode text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key, f"{where} (a key)")
+            check_text(item, f"{where}.{key}" if isinstance(key, str) else where)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_text(item, f"{where}[{i}]")
+
+
+def _printable(text: str) -> str:
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _map_text(value: Any, fn: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        return {_map_text(k, fn): _map_text(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_map_text(v, fn) for v in value)
+    return value
 
 
 def render(value: Any) -> str:
@@ -297,4 +342,5 @@ def _is_async(fn: Callable[..., Any]) -> bool:
         getattr(fn, "__call__", None))  # noqa: B004 - an async callable object
 
 
-__all__ = ["ApprovalRequest", "Approver", "SafetyGuard", "render", "validation_message"]
+__all__ = ["ApprovalRequest", "Approver", "SafetyGuard", "check_text", "render",
+           "validation_message"]

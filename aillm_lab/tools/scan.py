@@ -56,15 +56,21 @@ def wrap_as_data(text: str, tool_name: str, markers: Iterable[str]) -> str:
 
 
 class Redactor:
-    """Replace known secret values and well-known key formats with ``[REDACTED:<kind>]``.
+    """Replace known secret values, any piece of them, and well-known key formats.
 
     ``secrets`` are exact values (the Lab's API keys, secret-looking env vars); values shorter
-    than ``MIN_SECRET_CHARS`` are ignored, since hiding them would mangle ordinary text.
+    than ``MIN_SECRET_CHARS`` are ignored, since hiding them would mangle ordinary text. Any
+    run of ``MIN_SECRET_CHARS`` or more characters taken from a secret is hidden too: a
+    program that prints a key in pieces (``grep -o``, ``cut -c``, a line wrap) must not leak
+    it piece by piece. The pieces are found in one pass with an Aho-Corasick automaton of
+    every 8-character window of every secret (pyahocorasick), so the cost does not grow
+    with the number of secrets.
     """
 
     def __init__(self, secrets: Iterable[str] = (), *, patterns: bool = True) -> None:
         self.patterns = patterns
         self._secrets: list[str] = []
+        self._windows: Any = None
         self.add(*secrets)
 
     def __repr__(self) -> str:  # never show the values
@@ -74,12 +80,13 @@ class Redactor:
         """Remember more exact values (longest first, so overlapping secrets hide fully)."""
         fresh = {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}
         self._secrets = sorted(set(self._secrets) | fresh, key=len, reverse=True)
+        self._windows = _window_automaton(self._secrets) if self._secrets else None
 
     def redact(self, text: str) -> str:
-        """``text`` with every known secret and key-shaped token replaced."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, "[REDACTED:secret]")
+        """``text`` with every known secret, every 8+ char piece of one, and every
+        key-shaped token replaced."""
+        if self._windows is not None and len(text) >= MIN_SECRET_CHARS:
+            text = _hide_pieces(text, self._windows)
         if self.patterns:
             low = text.lower()
             for _kind, pattern, replace, anchors in _PATTERNS:
@@ -105,6 +112,36 @@ class Redactor:
         if isinstance(value, str) and value and _SECRET_FIELD.match(key):
             return f"[REDACTED:{key.lower()}]"
         return self.redact_value(value)
+
+
+def _window_automaton(secrets: list[str]) -> Any:
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for secret in secrets:
+        for i in range(len(secret) - MIN_SECRET_CHARS + 1):
+            automaton.add_word(secret[i:i + MIN_SECRET_CHARS], MIN_SECRET_CHARS)
+    automaton.make_automaton()
+    return automaton
+
+
+def _hide_pieces(text: str, windows: Any) -> str:
+    """Merge every window hit into spans (overlapping or touching) and replace each span."""
+    spans: list[list[int]] = []
+    for end, size in windows.iter(text):
+        start = end - size + 1
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end + 1)
+        else:
+            spans.append([start, end + 1])
+    if not spans:
+        return text
+    out, at = [], 0
+    for start, stop in spans:
+        out += [text[at:start], "[REDACTED:secret]"]
+        at = stop
+    out.append(text[at:])
+    return "".join(out)
 
 
 def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:

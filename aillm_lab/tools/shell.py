@@ -1,46 +1,47 @@
 """The Shell tool: run one allowlisted program with arguments in the workspace, never a shell.
 
-Why no shell: every injection trick (``;``, ``&&``, ``$( )``, redirections, ``PATH=``) needs
-one to interpret it. A command is an argv list, or a string split like POSIX ``shlex``
-would; anything that only a shell would understand is refused with a message saying what
-to send instead. Globs (``*.py``), variables and ``~`` are not expanded: arguments reach the
-program literally, so ``find . -name '*.py'`` works and ``cat *.py`` looks for a file
-named ``*.py``.
+Two layers. The first is readable refusals: a command is an argv list, or a string split
+like POSIX ``shlex`` would; anything only a shell would understand (``;``, ``$( )``,
+redirections, ``PATH=``) is refused with what to send instead, and arguments that name a
+path outside the workspace or a denied file (after ``--``, inside ``--opt=value`` or a
+combined short flag like ``-uo/tmp/x``) are refused by name. Globs, variables and ``~`` are
+not expanded: ``find . -name '*.py'`` works, ``cat *.py`` looks for a file named ``*.py``.
 
-The program is found by name on a fixed PATH (never the caller's), runs in its own session
-with the workspace as its cwd and HOME, a five-variable environment, no stdin, capped
-output and a timeout that kills its whole process group. No process outlives the call,
-except one that deliberately leaves its session (use the Python sandbox for untrusted code).
+The second layer does not depend on recognising anything: the program runs in the OS
+``Jail`` (``jail.py``), where no path outside the workspace exists, denied files are empty,
+``.git`` is read-only, ``/proc`` shows only the call's own processes and the environment
+holds five fixed variables. Where the OS cannot confine (macOS, containers without user
+namespaces), every call needs approval, and the request and the refusal say why.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import shlex
-import shutil
-import signal
 import sys
-import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from collections.abc import Sequence
+from pathlib import PurePosixPath
 
-from pydantic import BaseModel, Field, PositiveFloat
+from pydantic import PositiveFloat
 
-from aillm_lab.errors import AillmError, SafetyViolation
+from aillm_lab.errors import SafetyViolation
+from aillm_lab.runtime import LoopRunner
 from aillm_lab.tools.base import RiskLevel, Tool
+from aillm_lab.tools.jail import Jail
 from aillm_lab.tools.paths import Workspace
 from aillm_lab.tools.policy import CommandPolicy
+from aillm_lab.tools.process import (
+    SAFE_PATH,
+    CommandError,
+    CommandResult,
+    resolve_program,
+    run_command,
+    safe_env,
+)
 
-SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_ARGV_CHARS = 65_536  # all arguments together; Linux allows 128 KiB for a single one
 MAX_ARGS = 1_000
-_FLOOD_BYTES = 1 << 20  # output read and discarded past the cap before the group is killed
-_REAP_S = 2.0  # how long pipes may stay open after the kill (a process that left the group)
-_PROGRAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
-_ENV_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _OPERATORS = frozenset({";", ";;", "&", "&&", "||", "|", "|&", "(", ")"})
 _REDIRECTION = re.compile(r"\d*(>>?|<<?<?|>&|<&|&>>?|>\|)\S*")
 _SHELL_HINT = ("pass a single program and its arguments, e.g. ['grep', '-n', 'TODO', 'app.py'] "
@@ -48,43 +49,12 @@ _SHELL_HINT = ("pass a single program and its arguments, e.g. ['grep', '-n', 'TO
                "files with the file tools instead of redirections")
 
 
-class CommandError(AillmError, ValueError):
-    """The command could not be understood or started (bad quoting, program not installed)."""
+def shell_tools(ws: Workspace, policy: CommandPolicy, jail: Jail | None = None) -> list[Tool]:
+    """The ``run_shell`` tool bound to one workspace, one command policy and one ``Jail``.
 
-
-class CommandResult(BaseModel):
-    """What a finished (or killed) program left behind; ``render()`` is what the model reads."""
-
-    argv: list[str]
-    exit_code: int = Field(description="negative: killed by that signal number")
-    stdout: str = ""
-    stderr: str = ""
-    timed_out: bool = False
-    truncated: bool = Field(default=False, description="output went past max_output_bytes")
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    def render(self) -> str:
-        """Exit code first, then the output, then any note on timeouts or truncation."""
-        lines = [f"exit code {self.exit_code} ({self.duration_s:.2f} s)"]
-        if self.stdout:
-            lines += ["--- stdout ---", self.stdout.rstrip("\n")]
-        if self.stderr:
-            lines += ["--- stderr ---", self.stderr.rstrip("\n")]
-        if self.timed_out:
-            lines.append(f"[timed out after {self.duration_s:.1f} s: the program and its "
-                         f"children were killed; ask for a longer timeout_s or do less]")
-        if self.truncated:
-            lines.append("[output truncated at the byte cap; narrow the command, e.g. with "
-                         "head, grep or a path, to see the rest]")
-        return "\n".join(lines)
-
-
-def shell_tools(ws: Workspace, policy: CommandPolicy) -> list[Tool]:
-    """The ``run_shell`` tool bound to one workspace and one command policy."""
+    Without ``jail`` one is made for ``ws`` (it starts on the first call).
+    """
+    jail = jail if jail is not None else shell_jail(ws, policy)
 
     async def run_shell(command: str | list[str], timeout_s: PositiveFloat | None = None) -> str:
         """Run one program with its arguments in the workspace (no shell: no pipes,
@@ -97,15 +67,37 @@ def shell_tools(ws: Workspace, policy: CommandPolicy) -> list[Tool]:
                 the policy's limit).
         """
         argv, env = check_command(command, ws, policy)
-        result = await run_command(argv, cwd=ws.root, policy=policy, timeout_s=timeout_s,
-                                   env=env)
+        confined = jail if await jail.available() else None
+        if argv[0] == "git":
+            from aillm_lab.tools.git import run_shell_git
+
+            result = await run_shell_git(argv, ws=ws, policy=policy, jail=confined,
+                                         timeout_s=timeout_s)
+        else:
+            result = await run_command(argv, cwd=ws.root, policy=policy, timeout_s=timeout_s,
+                                       env=env, jail=confined)
         return result.render()
+
+    async def unconfined_reason() -> str | None:
+        if await jail.available():
+            return None
+        return (f"OS confinement is unavailable here ({jail.why}), so run_shell runs programs "
+                f"with only its argument checks and every call needs approval")
 
     allowed = ", ".join(policy.allow)
     description = (f"Run one allowlisted program ({allowed}) with arguments in the workspace; "
                    f"no shell, so no pipes, redirections, variables or glob expansion. "
                    f"Returns the exit code, stdout and stderr.")
-    return [Tool(run_shell, name="run_shell", description=description, risk=RiskLevel.EXECUTE)]
+    return [Tool(run_shell, name="run_shell", description=description, risk=RiskLevel.EXECUTE,
+                 approval_reason=unconfined_reason)]
+
+
+def shell_jail(ws: Workspace, policy: CommandPolicy, runner: LoopRunner | None = None) -> Jail:
+    """The jail for ``ws``, with the interpreter's folders when python is allowed."""
+    extra: tuple[str, ...] = ()
+    if {"python", "python3"} & set(policy.allow):
+        extra = tuple(dict.fromkeys((sys.base_prefix, sys.prefix)))
+    return Jail(ws, extra_binds=extra, runner=runner)
 
 
 def parse_command(command: str | Sequence[str]) -> list[str]:
@@ -137,75 +129,17 @@ def check_command(command: str | Sequence[str], ws: Workspace,
     _check_size(argv)
     program, args = argv[0], argv[1:]
     resolve_program(program, policy)
+    operands_only = False
     for token in args:
-        _check_denied(program, token, policy)
-        _check_paths(token, ws)
+        if not operands_only:
+            _check_denied(program, token, policy)
+        _check_paths(token, ws, operand=operands_only)
+        operands_only = operands_only or token == "--"
     if program == "git":
-        from aillm_lab.tools import git  # git.py imports this module
+        from aillm_lab.tools import git  # git.py imports this module's siblings only
 
         return git.harden_shell_argv(args, ws, policy)
     return argv, {"HOME": str(ws.root)}
-
-
-def resolve_program(name: str, policy: CommandPolicy) -> str:
-    """The executable for an allowlisted program name, found on ``SAFE_PATH`` only."""
-    if _ENV_ASSIGNMENT.match(name):
-        raise SafetyViolation("command.shell_syntax", f"{name!r} is an environment assignment, "
-                              f"which needs a shell; the environment is fixed, so "
-                              f"{_SHELL_HINT}")
-    if not _PROGRAM.fullmatch(name):
-        raise SafetyViolation("command.program_path", f"program {name!r} must be a plain ASCII "
-                              f"name from the allowlist, not a path (e.g. 'ls', not '/bin/ls')")
-    if name not in policy.allow:
-        raise SafetyViolation("command.not_allowed", f"program {name!r} is not allowed; "
-                              f"allowed programs: {', '.join(policy.allow) or 'none'}")
-    if name in ("python", "python3"):
-        return sys.executable  # the lab's own interpreter, whatever PATH says
-    found = shutil.which(name, path=SAFE_PATH)
-    if found is None:
-        raise CommandError(f"program {name!r} is allowed but not installed on {SAFE_PATH}; "
-                           f"install it or remove it from CommandPolicy.allow")
-    return found
-
-
-def safe_env(home: str | Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The whole environment a program gets: nothing is inherited from ``os.environ``."""
-    env = {"PATH": SAFE_PATH, "HOME": str(home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
-           "TERM": "dumb"}
-    env.update(extra or {})
-    return env
-
-
-async def run_command(argv: Sequence[str], *, cwd: str | Path, policy: CommandPolicy,
-                      timeout_s: float | None = None,
-                      env: Mapping[str, str] | None = None) -> CommandResult:
-    """Start ``argv`` (program by allowlisted name) and collect its capped output.
-
-    Arguments are not checked here (use ``check_command``); ``env`` adds to ``safe_env``.
-    The process gets its own session; on a timeout, an output flood, cancellation or its
-    own exit, the whole process group is killed and reaped.
-    """
-    exe = resolve_program(argv[0], policy)
-    timeout = policy.timeout_s if timeout_s is None else min(float(timeout_s), policy.timeout_s)
-    if timeout <= 0:
-        raise CommandError(f"timeout_s must be > 0, got {timeout_s!r}")
-    env = dict(env or {})
-    start = time.monotonic()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            exe, *argv[1:], cwd=str(cwd), env=safe_env(env.pop("HOME", str(cwd)), env),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    except OSError as exc:  # not executable, cwd gone, too many processes
-        raise CommandError(f"could not start {argv[0]!r} in {cwd}: {exc}") from exc
-    capture = _Capture(policy.max_output_bytes)
-    try:
-        exit_code, timed_out = await _supervise(proc, capture, timeout)
-    finally:
-        _kill_group(proc.pid)
-    return CommandResult(argv=list(argv), exit_code=exit_code, stdout=capture.text("stdout"),
-                         stderr=capture.text("stderr"), timed_out=timed_out,
-                         truncated=capture.truncated, duration_s=time.monotonic() - start)
 
 
 # -- checks -----------------------------------------------------------------------------------
@@ -275,106 +209,29 @@ def _check_denied(program: str, token: str, policy: CommandPolicy) -> None:
                                   f"(denied: {', '.join(policy.deny_args[program])})")
 
 
-def _check_paths(token: str, ws: Workspace) -> None:
-    """Arguments that name paths must stay in the workspace (``ws.resolve`` decides)."""
+def _check_paths(token: str, ws: Workspace, *, operand: bool = False) -> None:
+    """Every spelling of a path inside an argument must stay in the workspace.
+
+    The whole argument (after ``--`` every argument is a name, even ``--x/../..``), the
+    value of ``--opt=value``, and every tail of a combined short flag (``-uo/tmp/x`` is
+    ``-u -o /tmp/x``; ``-hf/etc/passwd`` is ``-h -f /etc/passwd``) are checked as paths
+    when they look like one: absolute, with a ``..`` part, or naming an existing entry.
+    This is the readable refusal only; the jail is what makes other paths not exist.
+    """
     candidates = [token]
-    if token.startswith("-"):
-        candidates = [token.split("=", 1)[1]] if "=" in token else []
-        if not candidates and not token.startswith("--") and len(token) > 2:
-            candidates = [token[2:]]  # an attached value, as in '-o/tmp/x'
-    elif "=" in token:
+    if "=" in token:
         candidates.append(token.split("=", 1)[1])
+    if not operand and token.startswith("-") and not token.startswith("--"):
+        candidates.extend(token[i:] for i in range(1, len(token)))
     for cand in candidates:
         if cand and (cand.startswith("/") or ".." in PurePosixPath(cand).parts
-                     or os.path.lexists(ws.root / cand)):
+                     or os.path.lexists(os.path.join(ws.root, cand))):
             try:
                 ws.resolve(cand)
             except SafetyViolation as exc:
                 raise SafetyViolation(exc.rule, f"{exc.detail} (arguments that look like paths "
                                       f"are checked; if {token!r} is a pattern rather than a "
                                       f"path, write it without a leading '/' or '..')") from None
-
-
-# -- process supervision ----------------------------------------------------------------------
-class _Capture:
-    """Keeps the first ``limit`` bytes of stdout and stderr together; counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.seen = 0
-        self.kept: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-        self.flood = asyncio.Event()
-
-    def add(self, stream: str, chunk: bytes) -> None:
-        room = self.limit - sum(len(b) for b in self.kept.values())
-        if room > 0:
-            self.kept[stream] += chunk[:room]
-        self.seen += len(chunk)
-        if self.seen > self.limit + max(self.limit, _FLOOD_BYTES):
-            self.flood.set()
-
-    @property
-    def truncated(self) -> bool:
-        return self.seen > sum(len(b) for b in self.kept.values())
-
-    def text(self, stream: str) -> str:
-        return self.kept[stream].decode("utf-8", errors="replace")
-
-
-async def _drain(reader: asyncio.StreamReader | None, stream: str, capture: _Capture) -> None:
-    while reader is not None and (chunk := await reader.read(65_536)):
-        capture.add(stream, chunk)
-
-
-async def _supervise(proc: asyncio.subprocess.Process, capture: _Capture,
-                     timeout: float) -> tuple[int, bool]:
-    """Wait for exit and EOF, killing the group on a timeout or an output flood."""
-    readers = [asyncio.create_task(_drain(proc.stdout, "stdout", capture)),
-               asyncio.create_task(_drain(proc.stderr, "stderr", capture))]
-
-    async def finish() -> int:
-        code = await proc.wait()
-        _kill_group(proc.pid)  # background children end with the call
-        await asyncio.gather(*readers)
-        return code
-
-    main = asyncio.create_task(finish())
-    flood = asyncio.create_task(capture.flood.wait())
-    timed_out = False
-    try:
-        done, _ = await asyncio.wait({main, flood}, timeout=timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        if main not in done:
-            timed_out = flood not in done
-            _kill_group(proc.pid)
-            try:
-                await asyncio.wait_for(asyncio.shield(main), _REAP_S)
-            except TimeoutError:  # a process that left our session still holds the pipes
-                await proc.wait()
-                _close_pipes(proc, [main, *readers])
-        if main.done() and not main.cancelled():
-            return main.result(), timed_out
-        return (-signal.SIGKILL if proc.returncode is None else proc.returncode), timed_out
-    finally:
-        flood.cancel()
-        if not main.done():  # cancelled from outside: kill, reap, then let go of the pipes
-            _kill_group(proc.pid)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
-            _close_pipes(proc, [main, *readers])
-
-
-def _close_pipes(proc: asyncio.subprocess.Process, tasks: list[asyncio.Task[object]]) -> None:
-    for task in tasks:
-        task.cancel()
-    transport = getattr(proc, "_transport", None)  # Process has no public close()
-    if transport is not None:
-        transport.close()
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
 
 
 __all__ = ["SAFE_PATH", "CommandError", "CommandResult", "check_command", "parse_command",

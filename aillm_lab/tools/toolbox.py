@@ -182,12 +182,14 @@ class Toolbox:
         from aillm_lab.tools.files import file_tools
         from aillm_lab.tools.git import git_tools
         from aillm_lab.tools.python import PythonSandbox, SandboxUnavailable
-        from aillm_lab.tools.shell import shell_tools
+        from aillm_lab.tools.shell import shell_jail, shell_tools
         from aillm_lab.tools.web import web_tools
 
         safety, ws = self.settings.safety, self.workspace
-        tools = [*file_tools(ws), *shell_tools(ws, safety.commands),
-                 *git_tools(ws, safety.commands), *web_tools(safety.network)]
+        jail = shell_jail(ws, safety.commands, self.runner)  # shared by shell and git tools
+        self._resources.append(jail)
+        tools = [*file_tools(ws), *shell_tools(ws, safety.commands, jail),
+                 *git_tools(ws, safety.commands, jail=jail), *web_tools(safety.network)]
         database = Database(ws, safety.sql, runner=self.runner)
         self._resources.append(database)
         tools.extend(database.tools())

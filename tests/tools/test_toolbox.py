@@ -159,13 +159,16 @@ def test_builtins_load_once_on_first_use_and_resources_close(settings: LabSettin
     box = Toolbox(settings, runner)
     assert box._resources == []  # nothing made until the tools are needed
     assert BUILTINS <= set(box.names())
-    db, sandbox = box._resources
-    assert (type(db).__name__, type(sandbox).__name__) == ("Database", "PythonSandbox")
+    jail, db, sandbox = box._resources
+    assert [type(r).__name__ for r in (jail, db, sandbox)] == ["Jail", "Database",
+                                                               "PythonSandbox"]
     assert db._runner is runner and sandbox._runner is runner  # closed on the loop that made them
-    assert box.names() == box.names() and box._resources == [db, sandbox]  # loaded once
+    assert jail.runner is runner
+    assert box.names() == box.names() and box._resources == [jail, db, sandbox]  # loaded once
     assert (box.database, box.sandbox) == (db, sandbox)
+    box.call("run_shell", command="true")  # starts the jail's launcher
     box.close()
-    assert db._closed and sandbox._closed
+    assert db._closed and sandbox._closed and jail._conn is None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("aillm_lab.tools.files") is None,

@@ -1,0 +1,350 @@
+"""The process that starts confined programs for the Shell and Git tools; never imported.
+
+Run as ``python -I -S -B _jail_launcher.py '<config json>' <socket fd>`` by ``tools/jail.py``.
+Standard library only, and single-threaded, because ``unshare(CLONE_NEWUSER)`` refuses a
+process with threads and ``fork`` is only safe without them.
+
+Why a long-lived launcher: building a root file system costs tens of milliseconds, a
+Python start alone ~30 ms. The launcher does it once, then each call is two forks and a
+few mounts (a few ms):
+
+* at start: new user, mount, network, IPC and UTS namespaces; a tmpfs root holding
+  read-only binds of the system folders (``/usr``, ``/bin``, ``/lib*``, ...), a made-up
+  ``/etc`` (no real ``passwd``, no secrets), a ``/dev`` of five harmless devices; then
+  ``pivot_root``, so no other path of the machine exists any more;
+* per call (child A): a new mount and PID namespace; A forks B, PID 1 of the new namespace,
+  which mounts a fresh ``/proc`` (it shows the call's own processes, never the Lab's
+  environment), a size-capped ``/tmp``, binds the workspace (read-only unless the call
+  writes), binds read-only the paths it is told to protect (``.git``), hides the denied
+  files behind empty read-only ones, drops every capability, and ``exec``s the program
+  with the environment it was given. A kill of A kills B (parent-death signal), and B's
+  death empties the whole PID namespace: no process outlives its call.
+
+Messages are JSON datagrams on a SOCK_SEQPACKET socket; a ``run`` request carries the
+stdout and stderr pipe ends as SCM_RIGHTS descriptors.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import stat
+import sys
+from typing import Any
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_CAP_AMBIENT = 1, 24, 38, 47
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_CAPSET = {"x86_64": 126, "aarch64": 91}
+_MAX_MSG = 1 << 20
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+_PASSWD = ("root:x:0:0:workspace user:/nonexistent:/usr/sbin/nologin\n"
+           "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")
+_GROUP = "root:x:0:\nnogroup:x:65534:\n"
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                       ctypes.c_char_p]
+
+
+class Refused(Exception):
+    """A confinement step failed; the message says which and why."""
+
+
+def main() -> None:
+    cfg = json.loads(sys.argv[1])
+    sock = socket.socket(fileno=int(sys.argv[2]))
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        build_root(cfg)
+    except (Refused, OSError) as exc:
+        _send(sock, {"op": "unavailable", "why": str(exc)})
+        return
+    _send(sock, {"op": "ready", "pid": os.getpid()})
+    serve(sock, cfg)
+
+
+# -- the root file system, once -------------------------------------------------------------
+def build_root(cfg: dict[str, Any]) -> None:
+    """Enter the namespaces and pivot into a root holding only what programs need."""
+    if not sys.platform.startswith("linux"):
+        raise Refused("OS confinement needs Linux namespaces; this is " + sys.platform)
+    machine = os.uname().machine
+    if machine not in _PIVOT_ROOT:
+        raise Refused(f"no pivot_root number known for {machine}")
+    workspace = cfg["workspace"]
+    uid, gid = os.getuid(), os.getgid()
+    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC
+                        | CLONE_NEWUTS), "unshare(user, mount, net, ipc, uts namespaces)")
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"0 {uid} 1")
+    _write("/proc/self/gid_map", f"0 {gid} 1")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, "make / private")
+    # opened in the new namespace (a bind's source must be a mount of the caller's own)
+    ws_fd = os.open(workspace, os.O_PATH | os.O_DIRECTORY)
+    proc_fd = os.open("/proc", os.O_PATH | os.O_DIRECTORY)
+    sources = {p: os.open(p, os.O_PATH | os.O_NOFOLLOW) for p in cfg["binds"]
+               if os.path.lexists(p)}
+    devices = {d: os.open(f"/dev/{d}", os.O_PATH) for d in _DEVICES
+               if os.path.exists(f"/dev/{d}")}
+    root = "/tmp"  # shadowed by a tmpfs in this namespace only; every source is an fd
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "tmpfs root", "mode=0755,size=1m")
+    for path, fd in sources.items():
+        _place(root, path, fd)
+    etc = root + "/etc"
+    os.makedirs(etc, exist_ok=True)
+    for name, text in (("passwd", _PASSWD), ("group", _GROUP), ("hostname", "jail\n"),
+                       ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n")):
+        if not os.path.lexists(f"{etc}/{name}"):
+            _write(f"{etc}/{name}", text)
+    os.makedirs(root + "/dev", exist_ok=True)
+    for name, fd in devices.items():
+        _write(f"{root}/dev/{name}", "")
+        _mount(f"/proc/self/fd/{fd}", f"{root}/dev/{name}", None, MS_BIND, f"/dev/{name}")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{root}/dev/{name}")
+    for folder in ("/proc", "/tmp", "/.jail/emptydir", "/.jail/ws", "/.jail/proc", workspace):
+        os.makedirs(root + folder, exist_ok=True)
+    _write(root + "/.jail/empty", "")
+    # per-call mount namespaces copy this one, so each call binds the workspace from here
+    # (and detaches this staging bind before its program starts)
+    _mount(f"/proc/self/fd/{ws_fd}", root + "/.jail/ws", None, MS_BIND | MS_REC, "workspace")
+    # the kernel mounts a new /proc only where one is already fully visible; each call
+    # mounts its own over /proc, then detaches this one before its program starts
+    _mount(f"/proc/self/fd/{proc_fd}", root + "/.jail/proc", None, MS_BIND | MS_REC, "proc")
+    os.chdir(root)
+    os.makedirs(".old", exist_ok=True)
+    _check(libc.syscall(_PIVOT_ROOT[machine], b".", b".old"), "pivot_root")
+    os.chdir("/")
+    _check(libc.umount2(b"/.old", MNT_DETACH), "detach the old root")
+    os.rmdir("/.old")
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+           "read-only root")
+    for fd in (ws_fd, proc_fd, *sources.values(), *devices.values()):
+        os.close(fd)
+
+
+def _place(root: str, path: str, fd: int) -> None:
+    """Recreate ``path`` under ``root``: a symlink as a symlink, else a read-only bind."""
+    target = root + path
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    st = os.fstat(fd)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+        return
+    if stat.S_ISDIR(st.st_mode):
+        os.makedirs(target, exist_ok=True)
+    else:
+        _write(target, "")
+    _mount(f"/proc/self/fd/{fd}", target, None, MS_BIND | MS_REC, f"bind {path}")
+    _remount_ro(target, path)
+
+
+def _remount_ro(target: str, what: str) -> None:
+    """Read-only, keeping the flags the kernel locks on binds made in a user namespace."""
+    flags = MS_REMOUNT | MS_BIND | MS_RDONLY | _locked_flags(target)
+    _mount(None, target, None, flags, f"read-only {what}")
+
+
+def _locked_flags(path: str) -> int:
+    got = os.statvfs(path).f_flag
+    flags = 0
+    for st_flag, ms_flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV),
+                             (os.ST_NOEXEC, MS_NOEXEC), (os.ST_NOATIME, MS_NOATIME),
+                             (os.ST_NODIRATIME, MS_NODIRATIME), (os.ST_RELATIME, MS_RELATIME)):
+        if got & st_flag:
+            flags |= ms_flag
+    return flags
+
+
+# -- serving calls ----------------------------------------------------------------------------
+def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
+    """Start programs on request; report each exit; stop when the Lab closes the socket."""
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ, None)
+    running: dict[int, tuple[int, int]] = {}  # pidfd -> (call id, pid)
+    by_id: dict[int, int] = {}
+    while True:
+        for key, _ in sel.select():
+            if key.data is None:
+                try:
+                    msg, fds, _, _ = socket.recv_fds(sock, _MAX_MSG, 2)
+                except ConnectionResetError:
+                    msg, fds = b"", []
+                if not msg:
+                    for _, pid in running.values():
+                        _kill(pid)
+                    return
+                request = json.loads(msg)
+                if request["op"] == "kill":
+                    pid = by_id.get(request["id"])
+                    if pid is not None:
+                        _kill(pid)
+                    continue
+                pid = _start(request, cfg, fds)
+                for fd in fds:
+                    os.close(fd)
+                if pid is None:
+                    _send(sock, {"op": "exit", "id": request["id"], "status": 127,
+                                 "error": "fork failed"})
+                    continue
+                pidfd = os.pidfd_open(pid)
+                running[pidfd] = (request["id"], pid)
+                by_id[request["id"]] = pid
+                sel.register(pidfd, selectors.EVENT_READ, pidfd)
+            else:
+                pidfd = key.data
+                call_id, pid = running.pop(pidfd)
+                by_id.pop(call_id, None)
+                sel.unregister(pidfd)
+                os.close(pidfd)
+                _, status = os.waitpid(pid, 0)
+                _send(sock, {"op": "exit", "id": call_id,
+                             "status": os.waitstatus_to_exitcode(status)})
+
+
+def _start(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> int | None:
+    try:
+        pid = os.fork()
+    except OSError:
+        return None
+    if pid:
+        return pid
+    code = 126
+    try:
+        _child(request, cfg, fds)
+    except BaseException as exc:  # noqa: BLE001 - report anything, then leave
+        _report(fds, f"the confined program could not start: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _child(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> None:
+    """Child A: own mount and PID namespaces, then B runs the program as their PID 1."""
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setsid()
+    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid namespaces)")
+    pid = os.fork()
+    if pid == 0:
+        _program(request, cfg, fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):  # die the same way, so the launcher sees the same status
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> None:
+    """Child B, PID 1 of the call: file system for this call, no capabilities, exec."""
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "/proc")
+        _check(libc.umount2(b"/.jail/proc", MNT_DETACH), "detach the machine's /proc")
+        _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "/tmp",
+               f"mode=1777,size={int(request.get('tmp_mb', 64))}m")
+        workspace = cfg["workspace"]
+        os.makedirs(workspace, exist_ok=True)
+        _mount("/.jail/ws", workspace, None, MS_BIND | MS_REC, "bind the workspace")
+        _check(libc.umount2(b"/.jail/ws", MNT_DETACH), "detach the staging workspace")
+        if not request.get("writable", False):
+            _remount_ro(workspace, "workspace")
+        for path in request.get("readonly", []):
+            _protect(workspace, path, None)
+        for path in request.get("hide", []):
+            _protect(workspace, path, "/.jail/empty")
+        os.chdir(request["cwd"])
+        _drop_capabilities()
+        out, err = fds
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        os.closerange(3, 65536)
+        os.execve(request["exe"], request["argv"], request["env"])
+    except BaseException as exc:  # noqa: BLE001
+        _report(fds, f"the confined program could not start: {exc}")
+    os._exit(127)
+
+
+def _protect(workspace: str, rel: str, empty: str | None) -> None:
+    """Bind ``rel`` read-only onto itself, or hide it behind an empty read-only twin."""
+    target = os.path.join(workspace, rel)
+    if not target.startswith(workspace.rstrip("/") + "/") or not os.path.lexists(target):
+        return
+    if os.path.islink(target):
+        return  # a link that is a deny-listed name leads nowhere outside the workspace
+    source = target
+    if empty is not None:
+        source = "/.jail/emptydir" if os.path.isdir(target) else empty
+    _mount(source, target, None, MS_BIND, f"protect {rel}")
+    _remount_ro(target, rel)
+
+
+def _drop_capabilities() -> None:
+    """Empty bounding, ambient and inheritable sets: ``exec`` then grants nothing, even as root
+    of the namespace; no_new_privs stops setuid files from granting anything back."""
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:
+            break  # EINVAL: past the last capability this kernel knows
+    libc.prctl(PR_CAP_AMBIENT, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _check(libc.syscall(_CAPSET[os.uname().machine], header, data), "capset")
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+# -- small helpers ----------------------------------------------------------------------------
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, what: str,
+           data: str | None = None) -> None:
+    enc = (lambda s: None if s is None else s.encode())  # noqa: E731
+    _check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), what)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise Refused(f"{what} failed: {os.strerror(err)} (errno {err})")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        sock.send(json.dumps(message).encode())
+    except OSError:
+        pass
+
+
+def _report(fds: list[int], message: str) -> None:
+    if len(fds) == 2:
+        try:
+            os.write(fds[1], (message + "\n").encode())
+        except OSError:
+            pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The jail the Shell and Git tools run programs in, probed from inside through run_shell.
+
+A Lab that allows ``python3`` (as a developer might) runs probe scripts from the workspace;
+each test states one property of the confinement and fails if it breaks. The last tests
+cover the fallback where the OS refuses namespaces: every call then asks for approval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aillm_lab as al
+from aillm_lab.tools import jail as jail_module
+from aillm_lab.tools.safety import ApprovalRequest
+
+PROBE = """\
+import json, os, sys
+out = {"env": dict(os.environ), "pids": sorted(p for p in os.listdir("/proc") if p.isdigit()),
+       "root": sorted(os.listdir("/")), "cwd": os.getcwd()}
+with open("/proc/self/status") as f:
+    out["cap_eff"] = [l.split()[1] for l in f if l.startswith("CapEff")][0]
+paths = open("paths.txt").read().split()  # argv would be refused by the readable checks
+out["exists"] = {p: os.path.exists(p) for p in paths}
+with open("/etc/passwd") as f:
+    out["passwd"] = f.read()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Any]:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "probe.py").write_text(PROBE)
+    allow = [*al.SafetyPolicy().commands.allow, "python3"]
+    with al.Lab(home=tmp_path / "home", workspace=ws,
+                safety={"commands": {"allow": allow}}) as the_lab:
+        yield the_lab
+
+
+def _shell(lab: Any, command: str | list[str], **extra: Any) -> al.ToolResult:
+    return lab.tools.invoke("run_shell", {"command": command, **extra})
+
+
+def _stdout(result: Any) -> str:
+    assert result.ok and "exit code 0" in result.content, result.content
+    return result.content.split("--- stdout ---\n", 1)[1].split("\n--- stderr ---", 1)[0]
+
+
+def test_a_program_sees_its_own_processes_a_fixed_environment_and_no_capabilities(
+        lab: Any, tmp_path: Path) -> None:
+    os.environ["AILLM_JAIL_TEST_SECRET"] = "jail-secret-value-1234"
+    try:
+        (tmp_path / "outside").mkdir()
+        (tmp_path / "outside" / "f.txt").write_text("x")
+        (lab.tools.workspace.root / "paths.txt").write_text(  # not the folders leading to binds
+            f"{tmp_path / 'home'} /home {tmp_path / 'outside'} /root/.ssh /var /opt /srv")
+        probe = json.loads(_stdout(_shell(lab, ["python3", "probe.py"])))
+    finally:
+        os.environ.pop("AILLM_JAIL_TEST_SECRET")
+    assert set(probe["env"]) <= {"PATH", "HOME", "LANG", "LC_ALL", "TERM", "PWD",
+                                 "LC_CTYPE"}, probe["env"]
+    assert probe["pids"] and str(os.getpid()) not in probe["pids"] and len(probe["pids"]) <= 3
+    assert int(probe["cap_eff"], 16) == 0
+    assert not any(probe["exists"].values()), probe["exists"]  # the machine's folders are gone
+    assert "daemon" not in probe["passwd"] and probe["cwd"] == str(lab.tools.workspace.root)
+    assert "home" not in probe["root"] and "var" not in probe["root"]
+
+
+def test_there_is_no_network_inside_not_even_loopback(lab: Any) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+    port = server.getsockname()[1]
+    accepted: list[object] = []
+
+    def accept() -> None:
+        try:
+            accepted.append(server.accept())
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    (lab.tools.workspace.root / "net.py").write_text(
+        f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
+        "    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e)\n")
+    out = _stdout(_shell(lab, "python3 net.py"))
+    server.close()
+    thread.join(6)
+    assert "refused" in out and "CONNECTED" not in out and not accepted
+
+
+def test_a_background_process_dies_with_its_call(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "bg.py").write_text(
+        "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', "
+        "'import time, pathlib; time.sleep(1.5); pathlib.Path(\"late.txt\").write_text(\"x\")'])"
+        "\nprint('started')\n")
+    assert "started" in _stdout(_shell(lab, "python3 bg.py"))
+    time.sleep(2.5)
+    assert not (ws / "late.txt").exists()
+
+
+def test_a_timeout_kills_the_program_and_its_children(lab: Any) -> None:
+    (lab.tools.workspace.root / "slow.py").write_text(
+        "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)'])\ntime.sleep(60)\n")
+    start = time.monotonic()
+    result = _shell(lab, "python3 slow.py", timeout_s=1)
+    assert "timed out" in result.content and time.monotonic() - start < 15
+
+
+def test_tmp_is_private_to_each_call_and_the_system_is_read_only(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "w.py").write_text(
+        "import os, sys\nprint('existed', os.path.exists('/tmp/mine'))\n"
+        "open('/tmp/mine', 'w').write('x')\n"
+        "for p in ('/usr/x', '/etc/x', '/x', '.git/x'):\n    try:\n        open(p, 'w')\n"
+        "        print('WROTE', p)\n    except OSError as e:\n        print('no', p, e.errno)\n")
+    (ws / ".git").mkdir()
+    first, second = _stdout(_shell(lab, "python3 w.py")), _stdout(_shell(lab, "python3 w.py"))
+    assert "existed False" in first and "existed False" in second  # each call's own /tmp
+    assert "WROTE" not in first and not (ws / ".git" / "x").exists()
+    assert not Path("/tmp/mine").exists() or Path("/tmp/mine").read_text() != "x"
+
+
+def test_denied_files_are_empty_inside_the_jail(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "sub").mkdir()
+    (ws / "sub" / ".env").write_text("KEY=hidden-value\n")
+    (ws / "id_rsa").write_text("PRIVATE\n")
+    (ws / "r.py").write_text("for p in ('sub/.env', 'id_rsa'):\n"  # argv would be refused
+                             "    print(p, repr(open(p).read()))\n")
+    out = _stdout(_shell(lab, ["python3", "r.py"]))
+    assert "hidden-value" not in out and "PRIVATE" not in out and out.count("''") == 2
+
+
+# -- where the OS cannot confine ---------------------------------------------------------------
+@pytest.fixture
+def no_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(cls: object, *args: object) -> None:
+        raise jail_module._Unavailable("unshare(user namespaces) failed: Operation not "
+                                       "permitted (errno 1)")
+
+    monkeypatch.setattr(jail_module._Connection, "start", classmethod(refuse))
+
+
+def test_without_confinement_every_call_asks_and_the_refusal_says_why(
+        no_namespaces: None, tmp_path: Path) -> None:
+    with al.Lab(home=tmp_path / "home", workspace=tmp_path / "ws") as lab:
+        refused = lab.tools.invoke("run_shell", {"command": "pwd"})
+        assert not refused.ok and refused.rule == "approval.no_approver"
+        assert "OS confinement is unavailable" in refused.content
+        assert "Operation not permitted" in refused.content
+        asked: list[ApprovalRequest] = []
+
+        def approve(request: ApprovalRequest) -> bool:
+            asked.append(request)
+            return True
+
+        lab.tools.approver = approve
+        ran = lab.tools.invoke("run_shell", {"command": "pwd"})
+        assert ran.ok and str(tmp_path / "ws") in ran.content
+        assert len(asked) == 1 and "OS confinement is unavailable" in asked[0].reason
+        lab.tools.approver = lambda request: False
+        assert lab.tools.invoke("run_shell", {"command": "pwd"}).rule == "approval.denied"
+
+
+def test_without_confinement_the_argv_checks_still_refuse_first(
+        no_namespaces: None, tmp_path: Path) -> None:
+    with al.Lab(home=tmp_path / "home", workspace=tmp_path / "ws") as lab:
+        lab.tools.approver = lambda request: True
+        for command in (["cat", "--", "--x/" + "../" * 12 + "etc/passwd"],
+                        "date -uf/etc/passwd", "sort -uo/tmp/x in.txt",
+                        ["grep", "-hf/etc/passwd", "x"]):
+            result = lab.tools.invoke("run_shell", {"command": command})
+            assert not result.ok and result.rule == "path.outside", (command, result.content)
