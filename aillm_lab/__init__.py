@@ -68,6 +68,8 @@ _EXPORTS: dict[str, str] = {
     # errors
     "AillmError": "aillm_lab.errors",
     "ConfigError": "aillm_lab.errors",
+    "LabDBError": "aillm_lab.errors",
+    "LabDBIdentityError": "aillm_lab.errors",
     "ModelNotAvailable": "aillm_lab.errors",
     "RegistryError": "aillm_lab.errors",
     "RunnerError": "aillm_lab.errors",
@@ -107,6 +109,8 @@ if TYPE_CHECKING:
         BadRequest,
         BudgetExceeded,
         ConfigError,
+        LabDBError,
+        LabDBIdentityError,
         ModelNotAvailable,
         ProviderError,
         RateLimited,

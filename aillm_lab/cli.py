@@ -46,6 +46,7 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     from aillm_lab.db import check
     from aillm_lab.llm.local_files import list_models, pull_command
     from aillm_lab.llm.registry import _ollama_answers, default_model
+    from aillm_lab.tools.jail import confinement_status
 
     say = print
     say(f"python      {platform.python_version()} ({sys.executable})")
@@ -57,6 +58,8 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
         say(f"  {label:<22} {path} ({_size(path)})")
     healthy, detail = check(settings.db_path)
     say(f"  {'lab.db check':<22} {'ok' if healthy else 'PROBLEM'}: {detail}")
+    _, confinement = confinement_status(settings.workspace_path)
+    say(f"tools\n  {'shell and git':<22} {confinement}")
     say("local models")
     for row in list_models(settings.model_path):
         say(f"  {row['model']:<22} {row['status']:<8} {row['path']}")

@@ -14,6 +14,14 @@ built-in ``read_file`` tool (a 1 kB file in a temporary workspace) per call, sid
 
 Target: guard + audit adds < 1 ms per call over the bare function. Printed, not asserted.
 
+Then the Shell tool, ``cat`` of the same file, side by side:
+
+* shell, unconfined (before)  ``run_command`` as it ran before the jail: a plain child
+* shell, in the jail          ``run_command`` inside the OS jail (namespaces, per-call mounts)
+* run_shell via toolbox.call  the whole tool: argv checks, jail, guard and audit
+
+Target: run_shell in the jail under 20 ms per call warm (median).
+
     .venv/bin/python benchmarks/bench_tools_guard.py [--calls 10000]
 """
 
@@ -34,13 +42,16 @@ from aillm_lab.db import SqliteVersionWarning
 from aillm_lab.runtime import LoopRunner
 from aillm_lab.tools.audit import AuditLog
 from aillm_lab.tools.base import Tool
+from aillm_lab.tools.jail import Jail
 from aillm_lab.tools.paths import Workspace
 from aillm_lab.tools.policy import SafetyPolicy
+from aillm_lab.tools.process import run_command
 from aillm_lab.tools.safety import SafetyGuard
 from aillm_lab.tools.toolbox import Toolbox
 
 NAME = "bench_tools_guard"
 TARGET_US = 1000.0
+SHELL_TARGET_MS = 20.0
 FILE = "notes/readme.txt"
 
 
@@ -93,6 +104,30 @@ def bench_toolbox(box: Toolbox, n: int) -> list[int]:
     return out
 
 
+def bench_shell(runner: LoopRunner, ws: Workspace, policy: SafetyPolicy, jail: Jail | None,
+                n: int) -> list[int]:
+    async def main() -> list[int]:
+        clock, out = time.perf_counter_ns, []
+        for _ in range(n):
+            t = clock()
+            result = await run_command(["cat", FILE], cwd=ws.root, policy=policy.commands,
+                                       jail=jail)
+            out.append(clock() - t)
+            assert result.exit_code == 0, result.render()
+        return out
+
+    return runner.run(main())
+
+
+def bench_run_shell(box: Toolbox, n: int) -> list[int]:
+    clock, out = time.perf_counter_ns, []
+    for _ in range(n):
+        t = clock()
+        box.call("run_shell", command=["cat", FILE])
+        out.append(clock() - t)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10_000)
@@ -100,6 +135,8 @@ def main() -> None:
                         help="interleaved rounds; each variant gets calls/rounds per round")
     parser.add_argument("--full-calls", type=int, default=2_000,
                         help="calls for the synchronous=FULL variant (an fsync each)")
+    parser.add_argument("--shell-calls", type=int, default=500,
+                        help="calls for each shell variant (a process each)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", SqliteVersionWarning)
 
@@ -115,6 +152,10 @@ def main() -> None:
     normal = AuditLog(tmp / "normal.db", runner=runner)
     full = AuditLog(tmp / "full.db", runner=runner, synchronous="FULL")
     box = Toolbox(settings, runner)
+    jail = Jail(ws, runner=runner)
+    if not runner.run(jail.available()):
+        raise SystemExit(f"the OS jail is unavailable here: {jail.why}")
+    shell_round = max(1, args.shell_calls // args.rounds)
     per_round = max(1, args.calls // args.rounds)
     full_round = max(1, args.full_calls // args.rounds)
     variants: dict[str, Callable[[], list[int]]] = {
@@ -125,6 +166,9 @@ def main() -> None:
         "guard + audit (FULL)": lambda: bench_guard(
             runner, SafetyGuard(policy, audit=full), tool, full_round),
         "toolbox.call (sync facade)": lambda: bench_toolbox(box, per_round),
+        "shell, unconfined (before)": lambda: bench_shell(runner, ws, policy, None, shell_round),
+        "shell, in the jail": lambda: bench_shell(runner, ws, policy, jail, shell_round),
+        "run_shell via toolbox.call": lambda: bench_run_shell(box, shell_round),
     }
     for fn in variants.values():  # warm-up: imports, connections, code paths
         fn()
@@ -134,6 +178,7 @@ def main() -> None:
             samples[name].extend(fn())
     rows = runner.run(normal.count())
     box.close()
+    jail.close()
     runner.run(normal.aclose())
     runner.run(full.aclose())
     runner.close()
@@ -141,6 +186,7 @@ def main() -> None:
 
 
 def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: int) -> None:
+    """The table for every variant, then the guard verdict and the shell verdict."""
     results = {name: stats(s) for name, s in samples.items()}
     bare = results["bare read_file function"]["median_us"]
     guarded = results["guard + audit (NORMAL)"]["median_us"]
@@ -148,7 +194,8 @@ def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: i
     verdict = "PASS" if added < TARGET_US else "FAIL"
     env = environment()
     lines = [f"# {NAME}: read_file bare vs through SafetyGuard + AuditLog "
-             f"({calls} calls per variant, {rounds} interleaved rounds)",
+             f"({calls} calls per variant, {rounds} interleaved rounds), and run_shell "
+             f"unconfined vs in the OS jail",
              "# " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
              f"{'variant':30} {'calls':>6} {'median':>9} {'p10':>9} {'p90':>9} {'p99':>9} "
              f"{'added':>9}"]
@@ -164,9 +211,21 @@ def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: i
               f"{guarded - no_audit:.1f} µs",
               f"audit rows written in the NORMAL log: {audit_rows}",
               f"target: added < {TARGET_US:.0f} µs per call  ->  {verdict}"]
+    before = results["shell, unconfined (before)"]["median_us"] / 1000
+    jailed = results["shell, in the jail"]["median_us"] / 1000
+    tool = results["run_shell via toolbox.call"]["median_us"] / 1000
+    shell_verdict = "PASS" if tool < SHELL_TARGET_MS else "FAIL"
+    lines += ["",
+              f"shell (cat of a 1 kB file): unconfined {before:.2f} ms, in the jail "
+              f"{jailed:.2f} ms ({jailed - before:+.2f} ms, {jailed / before:.2f}x), the "
+              f"whole run_shell tool {tool:.2f} ms",
+              f"target: run_shell in the jail < {SHELL_TARGET_MS:.0f} ms per call warm  ->  "
+              f"{shell_verdict}"]
     save(NAME, "\n".join(lines), {"environment": env, "calls_per_variant": calls,
          "results": results, "added_us": added, "target_us": TARGET_US, "verdict": verdict,
-         "audit_rows": audit_rows})
+         "audit_rows": audit_rows, "shell_ms": {"unconfined": before, "jail": jailed,
+                                                 "run_shell": tool},
+         "shell_target_ms": SHELL_TARGET_MS, "shell_verdict": shell_verdict})
 
 
 if __name__ == "__main__":

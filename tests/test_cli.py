@@ -226,3 +226,22 @@ def test_reset_confirm_keeps_the_old_file_aside_and_a_lab_opens_empty(capsys, us
         assert lab.audit().empty
         assert lab.tools.invoke("list_dir", {"path": "."}).ok
     assert _run(capsys, "doctor")[0] == 0
+
+
+def test_doctor_says_whether_shell_programs_run_in_the_os_jail(capsys):
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    assert "shell and git          OS jail (user, mount, PID and network namespaces)" in out
+
+
+def test_doctor_says_why_the_jail_is_unavailable_and_what_follows(capsys, monkeypatch):
+    from aillm_lab.tools import jail
+
+    async def refuse(cls, *args):
+        raise jail._Unavailable("unshare(user namespaces) failed: Operation not permitted")
+
+    monkeypatch.setattr(jail._Connection, "start", classmethod(refuse))
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    assert "unavailable (unshare(user namespaces) failed: Operation not permitted)" in out
+    assert "run_shell asks for approval on every call" in out

@@ -80,7 +80,10 @@ class Jail:
         conn = await self._ensure()
         if conn is None:
             raise RuntimeError(f"OS confinement is unavailable: {self.why}")
-        protected = await asyncio.to_thread(self._scan.scan, protect_git)
+        if self._scan.warm:  # a stat per folder: cheaper than a thread hop
+            protected = self._scan.scan(protect_git)
+        else:  # the first listing of a large workspace must not stall the loop
+            protected = await asyncio.to_thread(self._scan.scan, protect_git)
         request = {"op": "run", "argv": argv, "exe": exe, "cwd": str(cwd), "env": env,
                    "writable": writable, "hide": protected.hide,
                    "readonly": protected.readonly, "tmp_mb": tmp_mb}
@@ -111,6 +114,20 @@ class Jail:
                     self.why = str(exc)
                     return None
         return self._conn
+
+
+def confinement_status(workspace: Path, runner: LoopRunner | None = None) -> tuple[bool, str]:
+    """Whether programs can be jailed here, in words (``aillm-lab doctor`` prints it)."""
+    workspace.mkdir(parents=True, exist_ok=True)
+    jail = Jail(Workspace(workspace), runner=runner)
+    try:
+        ok = jail.runner.run(jail.available())
+    finally:
+        jail.close()
+    if ok:
+        return True, ("OS jail (user, mount, PID and network namespaces): programs see only "
+                      "the workspace")
+    return False, (f"unavailable ({jail.why}); run_shell asks for approval on every call")
 
 
 class JailedProcess:
@@ -279,6 +296,10 @@ class _ProtectedScan:
         self.ws = ws
         self._dirs: dict[str, tuple[int, list[str], list[str], list[str]]] = {}
 
+    @property
+    def warm(self) -> bool:
+        return bool(self._dirs) and len(self._dirs) < 2_000
+
     def scan(self, protect_git: str = "all") -> Protected:
         hidden: list[str] = []
         gits: list[str] = []
@@ -324,4 +345,4 @@ class _ProtectedScan:
         return mtime, subdirs, hidden, gits
 
 
-__all__ = ["SYSTEM_BINDS", "Jail", "JailedProcess", "Protected"]
+__all__ = ["SYSTEM_BINDS", "Jail", "JailedProcess", "Protected", "confinement_status"]
