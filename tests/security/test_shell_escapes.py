@@ -30,6 +30,7 @@ TOKEN = "tok" + secrets.token_hex(20)  # in the Lab's environment, under a secre
 OUTSIDE_MARKER = "OUTSIDE" + secrets.token_hex(6)
 ENV_MARKER = "ENVFILE" + secrets.token_hex(6)
 SSH_MARKER = "SSHCONF" + secrets.token_hex(6)
+NAME_MARKER = "outname" + secrets.token_hex(6)  # a file name outside: listing it is a leak
 UP = "--x/" + "../" * 12  # the finding's spelling: a folder named like an option, then up
 PROGRAMS = ("ls", "cat", "head", "tail", "wc", "grep", "sort", "uniq", "cut", "echo", "pwd",
             "find", "diff", "date", "true", "false", "git")
@@ -55,12 +56,12 @@ class Target:
     def check(self, command: str | list[str]) -> None:
         result = self.lab.tools.invoke("run_shell", {"command": command})
         text = result.content
-        leaks = [m for m in (OUTSIDE_MARKER, ENV_MARKER, SSH_MARKER) if m in text]
+        leaks = [m for m in (OUTSIDE_MARKER, ENV_MARKER, SSH_MARKER, NAME_MARKER) if m in text]
         leaks += [TOKEN[i:i + 8] for i in range(len(TOKEN) - 7) if TOKEN[i:i + 8] in text]
         if self.host_passwd_marker:
             leaks += [self.host_passwd_marker] if self.host_passwd_marker in text else []
         assert not leaks, f"{command!r} leaked {leaks[:3]}: {text[:400]}"
-        assert sorted(os.listdir(self.outside)) == ["secret.txt"], \
+        assert sorted(os.listdir(self.outside)) == sorted(["secret.txt", NAME_MARKER]), \
             f"{command!r} wrote outside: {os.listdir(self.outside)}"
         assert (self.outside / "secret.txt").read_text() == OUTSIDE_MARKER + "\n"
         assert (self.ws / ".git" / "config").read_bytes() == self.git_config, \
@@ -76,6 +77,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     ws.mkdir()
     outside.mkdir()
     (outside / "secret.txt").write_text(OUTSIDE_MARKER + "\n")
+    (outside / NAME_MARKER).write_text("")
     os.environ["AILLM_ESCAPE_TEST_TOKEN"] = TOKEN
     try:
         lab = al.Lab(home=root / "home", workspace=ws)
@@ -138,6 +140,8 @@ def _program_shapes() -> Iterator[str | list[str]]:
                     ["uniq", "--", "cfg.txt", out], ["uniq", "cfg.txt", out])
     yield from (["sort", "-T", "/tmp", "in.txt"], ["sort", "--files0-from=/etc/passwd"],
                 ["find", "-L", ".", "-name", "secret.txt"], ["find", "-L", ".", "-type", "f"],
+                ["find", "-L", ".", "-name", "outname*"], ["find", "-L", "outdir"],
+                ["ls", "-L", "outdir"], ["ls", "-laL", "."], ["find", ".", "-follow"],
                 ["find", "/", "-maxdepth", "2"], ["find", ".", "-newer", "/etc/passwd"],
                 ["find", "outdir/"], ["find", "-L", "outdir", "-exec", "cat", "{}", ";"],
                 ["ls", "-laR", "."], ["ls", "-la", "/proc/1/"], ["ls", "-la", "outdir/"],
