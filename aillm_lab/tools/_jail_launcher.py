@@ -29,10 +29,12 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
 import stat
+import struct
 import sys
 from typing import Any
 
@@ -69,8 +71,15 @@ def main() -> None:
     except (Refused, OSError) as exc:
         _send(sock, {"op": "unavailable", "why": str(exc)})
         return
-    _send(sock, {"op": "ready", "pid": os.getpid()})
-    serve(sock, cfg)
+    _check(libc.unshare(CLONE_NEWPID), "unshare(pid namespace)")
+    server = os.fork()
+    if server == 0:  # PID 1 of the namespace every call's namespace nests in
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        _send(sock, {"op": "ready", "pid": os.getpid()})
+        serve(sock, cfg)
+        os._exit(0)
+    sock.close()
+    os.waitpid(server, 0)  # when the server ends, the kernel ends every call with it
 
 
 # -- the root file system, once -------------------------------------------------------------
@@ -169,7 +178,12 @@ def _locked_flags(path: str) -> int:
 
 # -- serving calls ----------------------------------------------------------------------------
 def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
-    """Start programs on request; report each exit; stop when the Lab closes the socket."""
+    """Start programs on request; report each exit; stop when the Lab closes the socket.
+
+    Runs as PID 1 of the launcher's PID namespace: if it dies, so does every call.
+    """
+    home = (os.open("/.jail/proc/self/ns/mnt", os.O_RDONLY),
+            os.open("/.jail/proc/self/ns/pid", os.O_RDONLY))
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, None)
     running: dict[int, tuple[int, int]] = {}  # pidfd -> (call id, pid)
@@ -191,7 +205,7 @@ def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
                     if pid is not None:
                         _kill(pid)
                     continue
-                pid = _start(request, cfg, fds)
+                pid = _start(request, cfg, fds, home)
                 for fd in fds:
                     os.close(fd)
                 if pid is None:
@@ -213,45 +227,33 @@ def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
                              "status": os.waitstatus_to_exitcode(status)})
 
 
-def _start(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> int | None:
+def _start(request: dict[str, Any], cfg: dict[str, Any], fds: list[int],
+           home: tuple[int, int]) -> int | None:
+    """Fork the call's program as PID 1 of a new PID and mount namespace; return its pid.
+
+    The server enters the new namespaces only for the fork and then returns to its own
+    (``home``: descriptors of its mount and PID namespaces), so each call gets fresh ones
+    with one fork. Killing that PID 1 ends every process of the call: a program cannot
+    opt out, unlike a parent-death signal, which it can clear.
+    """
     try:
+        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid namespaces)")
         pid = os.fork()
-    except OSError:
-        return None
-    if pid:
-        return pid
-    code = 126
-    try:
-        _child(request, cfg, fds)
-    except BaseException as exc:  # noqa: BLE001 - report anything, then leave
-        _report(fds, f"the confined program could not start: {exc}")
-    finally:
-        os._exit(code)
-
-
-def _child(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> None:
-    """Child A: own mount and PID namespaces, then B runs the program as their PID 1."""
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    os.setsid()
-    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid namespaces)")
-    pid = os.fork()
+    except (OSError, Refused):
+        pid = -1
     if pid == 0:
         _program(request, cfg, fds)  # never returns
-    for fd in fds:
-        os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(status):  # die the same way, so the launcher sees the same status
-        sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+    _check(libc.setns(home[0], CLONE_NEWNS), "return to the server's mount namespace")
+    _check(libc.setns(home[1], CLONE_NEWPID), "return to the server's pid namespace")
+    return pid if pid > 0 else None
 
 
 def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> None:
-    """Child B, PID 1 of the call: file system for this call, no capabilities, exec."""
+    """The call's PID 1: file system for this call, limits, no capabilities, exec."""
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, "/proc")
+        # read-only: no sysctl, sysrq-trigger or other global knob, even for a root Lab
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "/proc")
         _check(libc.umount2(b"/.jail/proc", MNT_DETACH), "detach the machine's /proc")
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "/tmp",
                f"mode=1777,size={int(request.get('tmp_mb', 64))}m")
@@ -259,14 +261,17 @@ def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> No
         os.makedirs(workspace, exist_ok=True)
         _mount("/.jail/ws", workspace, None, MS_BIND | MS_REC, "bind the workspace")
         _check(libc.umount2(b"/.jail/ws", MNT_DETACH), "detach the staging workspace")
-        if not request.get("writable", False):
-            _remount_ro(workspace, "workspace")
+        _mount(None, workspace, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
+               | (0 if request.get("writable", False) else MS_RDONLY)
+               | _locked_flags(workspace), "workspace flags")
         for path in request.get("readonly", []):
             _protect(workspace, path, None)
         for path in request.get("hide", []):
             _protect(workspace, path, "/.jail/empty")
         os.chdir(request["cwd"])
+        _set_limits(request.get("limits", {}))
         _drop_capabilities()
+        _seccomp()
         out, err = fds
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
@@ -277,6 +282,21 @@ def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> No
     except BaseException as exc:  # noqa: BLE001
         _report(fds, f"the confined program could not start: {exc}")
     os._exit(127)
+
+
+def _set_limits(limits: dict[str, int]) -> None:
+    """Per-process caps (RLIMIT_NPROC binds every user but root; the PID namespace still
+    ends whatever a root Lab's call started when the call ends)."""
+    table = {"memory_mb": (resource.RLIMIT_AS, 1 << 20),
+             "max_processes": (resource.RLIMIT_NPROC, 1),
+             "max_file_mb": (resource.RLIMIT_FSIZE, 1 << 20),
+             "max_open_files": (resource.RLIMIT_NOFILE, 1)}
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    for key, value in limits.items():
+        res, unit = table[key]
+        _, hard = resource.getrlimit(res)
+        soft = value * unit if hard == resource.RLIM_INFINITY else min(value * unit, hard)
+        resource.setrlimit(res, (soft, soft))
 
 
 def _protect(workspace: str, rel: str, empty: str | None) -> None:
@@ -304,6 +324,86 @@ def _drop_capabilities() -> None:
     data = (ctypes.c_uint32 * 6)()
     _check(libc.syscall(_CAPSET[os.uname().machine], header, data), "capset")
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+
+
+# -- seccomp ----------------------------------------------------------------------------------
+# Programs may fork and exec (they are shells' children: git runs helpers), but nothing
+# that changes the kernel's view of the machine, another process, or the jail itself.
+_NR: dict[str, dict[str, int]] = {
+    "x86_64": dict(
+        arch=0xC000003E, keyctl=250, add_key=248, request_key=249, bpf=321,
+        perf_event_open=298, userfaultfd=323, io_uring_setup=425, io_uring_enter=426,
+        io_uring_register=427, ptrace=101, process_vm_readv=310, process_vm_writev=311,
+        unshare=272, setns=308, mount=165, umount2=166, pivot_root=155, chroot=161,
+        mount_setattr=442, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, setxattr=188, lsetxattr=189, fsetxattr=190, removexattr=197,
+        lremovexattr=198, fremovexattr=199, init_module=175, finit_module=313,
+        delete_module=176, kexec_load=246, kexec_file_load=320, reboot=169, swapon=167,
+        swapoff=168, acct=163, settimeofday=164, clock_settime=227, adjtimex=159,
+        clock_adjtime=305, syslog=103, quotactl=179, open_by_handle_at=304,
+        name_to_handle_at=303, kcmp=312, vhangup=153, ioperm=173, iopl=172, mknod=133,
+        mknodat=259, clone=56, clone3=435, openat2=437, chmod=90, fchmod=91, fchmodat=268,
+        fchmodat2=452, creat=85, open=2, openat=257),
+    "aarch64": dict(
+        arch=0xC00000B7, keyctl=219, add_key=217, request_key=218, bpf=280,
+        perf_event_open=241, userfaultfd=282, io_uring_setup=425, io_uring_enter=426,
+        io_uring_register=427, ptrace=117, process_vm_readv=270, process_vm_writev=271,
+        unshare=97, setns=268, mount=40, umount2=39, pivot_root=41, chroot=51,
+        mount_setattr=442, open_tree=428, move_mount=429, fsopen=430, fsconfig=431,
+        fsmount=432, fspick=433, setxattr=5, lsetxattr=6, fsetxattr=7, removexattr=14,
+        lremovexattr=15, fremovexattr=16, init_module=105, finit_module=273,
+        delete_module=106, kexec_load=104, kexec_file_load=294, reboot=142, swapon=224,
+        swapoff=225, acct=89, settimeofday=170, clock_settime=112, adjtimex=171,
+        clock_adjtime=266, syslog=116, quotactl=60, open_by_handle_at=265,
+        name_to_handle_at=264, kcmp=272, vhangup=58, mknodat=33, clone=220, clone3=435,
+        openat2=437, fchmod=52, fchmodat=53, fchmodat2=452, openat=56),
+}
+_DENIED = ("keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+           "io_uring_setup", "io_uring_enter", "io_uring_register", "ptrace",
+           "process_vm_readv", "process_vm_writev", "unshare", "setns", "mount", "umount2",
+           "pivot_root", "chroot", "mount_setattr", "open_tree", "move_mount", "fsopen",
+           "fsconfig", "fsmount", "fspick", "setxattr", "lsetxattr", "fsetxattr",
+           "removexattr", "lremovexattr", "fremovexattr", "init_module", "finit_module",
+           "delete_module", "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff",
+           "acct", "settimeofday", "clock_settime", "adjtimex", "clock_adjtime", "syslog",
+           "quotactl", "open_by_handle_at", "name_to_handle_at", "kcmp", "vhangup", "ioperm",
+           "iopl", "mknod", "mknodat")
+# (syscall, argument holding a mode): no set-user-ID or set-group-ID bits, since a file the
+# jail writes belongs to the Lab's user on the host (root, for a root Lab)
+_MODE_ARG = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("creat", 1),
+             ("open", 2), ("openat", 3))
+_SETID = 0o6000
+_NS_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
+_LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _KILL, _EPERM, _ENOSYS = 0x7FFF0000, 0x80000000, 0x00050000 | 1, 0x00050000 | 38
+
+
+def _seccomp() -> None:
+    """Install the filter (inherited across fork and exec; no_new_privs is already set)."""
+    nr = _NR.get(os.uname().machine)
+    if nr is None:
+        return  # an architecture without a table: namespaces and dropped capabilities only
+    prog = [(_LD, 0, 0, 4), (_JEQ, 1, 0, nr["arch"]), (_RET, 0, 0, _KILL), (_LD, 0, 0, 0)]
+    if nr["arch"] == 0xC000003E:
+        prog += [(_JGE, 0, 1, 0x40000000), (_RET, 0, 0, _KILL)]  # no x32 calls
+    for name in _DENIED:
+        if name in nr:
+            prog += [(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, _EPERM)]
+    for name in ("clone3", "openat2"):  # arguments in a struct: glibc falls back
+        prog += [(_JEQ, 0, 1, nr[name]), (_RET, 0, 0, _ENOSYS)]
+    checks = [("clone", 0, _NS_FLAGS)] + [(n, a, _SETID) for n, a in _MODE_ARG if n in nr]
+    for name, arg, mask in checks:
+        prog += [(_JEQ, 0, 4, nr[name]), (_LD, 0, 0, 16 + 8 * arg), (_JSET, 0, 1, mask),
+                 (_RET, 0, 0, _EPERM), (_RET, 0, 0, _ALLOW)]
+    prog.append((_RET, 0, 0, _ALLOW))
+    code = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(code, len(code))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buf))
+    _check(libc.prctl(22, 2, ctypes.byref(fprog), 0, 0), "seccomp filter")  # SECCOMP_MODE_FILTER
 
 
 # -- small helpers ----------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Jail:
         self.why: str | None = None  # set when confinement is unavailable here
         self._conn: _Connection | None = None
         self._starting: asyncio.Lock | None = None
+        self._lock: asyncio.Lock | None = None
         self._scan = _ProtectedScan(ws)
 
     def __repr__(self) -> str:
@@ -69,24 +70,39 @@ class Jail:
         """Start the launcher if needed; False (with ``why``) where the OS cannot confine."""
         return await self.runner.arun(self._ensure()) is not None
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        """Held for a whole call: the jail runs one program at a time per workspace.
+
+        Why: the files to hide are found by a scan just before the call's mounts are
+        placed; a program running at the same time could rename folders in between and
+        move a secret out from under its mount. One at a time, with every process of a
+        call dead before the next starts, nothing else changes the workspace meanwhile.
+        """
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     async def spawn(self, argv: list[str], exe: str, *, cwd: Path, env: dict[str, str],
-                    writable: bool, protect_git: str = "all",
-                    tmp_mb: int = 64) -> JailedProcess:
-        """Start ``exe`` with ``argv`` confined; call from the runner loop.
+                    writable: bool, protect_git: str = "all", git: bool = False,
+                    limits: dict[str, int] | None = None, tmp_mb: int = 64) -> JailedProcess:
+        """Start ``exe`` with ``argv`` confined; call from the runner loop, holding ``lock``.
 
         ``protect_git``: ``"all"`` makes every ``.git`` read-only; ``"config"`` only their
-        config, hooks and info (for git's own writes: index, objects, refs).
+        config, hooks and info (for git's own writes: index, objects, refs). Programs other
+        than ``git`` (``git=False``) see every ``.git/config`` empty: remote URLs carry
+        tokens, and only git needs to read it.
         """
         conn = await self._ensure()
         if conn is None:
             raise RuntimeError(f"OS confinement is unavailable: {self.why}")
         if self._scan.warm:  # a stat per folder: cheaper than a thread hop
-            protected = self._scan.scan(protect_git)
+            protected = self._scan.scan(protect_git, git=git)
         else:  # the first listing of a large workspace must not stall the loop
-            protected = await asyncio.to_thread(self._scan.scan, protect_git)
+            protected = await asyncio.to_thread(self._scan.scan, protect_git, git=git)
         request = {"op": "run", "argv": argv, "exe": exe, "cwd": str(cwd), "env": env,
                    "writable": writable, "hide": protected.hide,
-                   "readonly": protected.readonly, "tmp_mb": tmp_mb}
+                   "readonly": protected.readonly, "tmp_mb": tmp_mb, "limits": limits or {}}
         return await conn.run(request)
 
     async def aclose(self) -> None:
@@ -300,7 +316,7 @@ class _ProtectedScan:
     def warm(self) -> bool:
         return bool(self._dirs) and len(self._dirs) < 2_000
 
-    def scan(self, protect_git: str = "all") -> Protected:
+    def scan(self, protect_git: str = "all", *, git: bool = False) -> Protected:
         hidden: list[str] = []
         gits: list[str] = []
         fresh: dict[str, tuple[int, list[str], list[str], list[str]]] = {}
@@ -321,6 +337,8 @@ class _ProtectedScan:
             hidden.extend(cached[2])
             gits.extend(cached[3])
         self._dirs = fresh
+        if not git:
+            hidden += [f"{g}/{name}" for g in gits for name in ("config", "config.worktree")]
         if protect_git == "all":
             return Protected(hide=hidden, readonly=gits)
         inner = [f"{g}/{part}" for g in gits for part in ("config", "hooks", "info",

@@ -58,6 +58,15 @@ class CommandPolicy(_Policy):
                     "commands that start other programs are never listed")
     timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_output_bytes: int = Field(default=200_000, ge=1, le=10**9)
+    memory_mb: int = Field(default=4096, ge=64, le=1_000_000,
+                           description="address space per program (RLIMIT_AS) in the jail")
+    max_processes: int = Field(default=512, ge=8, le=65_536,
+                               description="processes of the Lab's user (RLIMIT_NPROC); not "
+                                           "enforced by the kernel for root")
+    max_file_mb: int = Field(default=1024, ge=1, le=1_000_000,
+                             description="largest file a program may write (RLIMIT_FSIZE)")
+    tmp_mb: int = Field(default=64, ge=1, le=100_000,
+                        description="size of each call's private /tmp (memory-backed)")
 
 
 class NetworkPolicy(_Policy):
@@ -96,6 +105,10 @@ class CodePolicy(_Policy):
     max_open_files: int = Field(default=256, ge=16, le=65_536)
     max_processes: int = Field(default=64, ge=1, le=65_536)
     max_file_mb: int = Field(default=100, ge=1, le=1_000_000)
+    max_disk_mb: int = Field(
+        default=200, ge=1, le=10_000_000,
+        description="all files in the sandbox folders together; a call that writes past it "
+                    "is stopped and its new files removed (rule code.disk_quota)")
     max_output_bytes: int = Field(default=200_000, ge=1, le=10**9)
     network: bool = Field(default=False, description="allow sockets inside the sandbox")
 

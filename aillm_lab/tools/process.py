@@ -133,12 +133,26 @@ async def run_command(argv: Sequence[str], *, cwd: str | Path, policy: CommandPo
 async def _run(argv: list[str], exe: str, cwd: Path, env: dict[str, str],
                policy: CommandPolicy, timeout: float, jail: Jail | None, writable: bool,
                protect_git: str) -> CommandResult:
+    if jail is None:
+        return await _supervised(argv, exe, cwd, env, policy, timeout, None, writable,
+                                 protect_git)
+    async with jail.lock:
+        return await _supervised(argv, exe, cwd, env, policy, timeout, jail, writable,
+                                 protect_git)
+
+
+async def _supervised(argv: list[str], exe: str, cwd: Path, env: dict[str, str],
+                      policy: CommandPolicy, timeout: float, jail: Jail | None, writable: bool,
+                      protect_git: str) -> CommandResult:
     start = time.monotonic()
     proc: _Process
     try:
         if jail is not None:
+            limits = {"memory_mb": policy.memory_mb, "max_processes": policy.max_processes,
+                      "max_file_mb": policy.max_file_mb}
             proc = await jail.spawn(argv, exe, cwd=cwd, env=env, writable=writable,
-                                    protect_git=protect_git)
+                                    protect_git=protect_git, git=argv[0] == "git",
+                                    limits=limits, tmp_mb=policy.tmp_mb)
         else:
             proc = _Plain(await asyncio.create_subprocess_exec(
                 exe, *argv[1:], cwd=str(cwd), env=env, stdin=asyncio.subprocess.DEVNULL,

@@ -184,3 +184,118 @@ def test_without_confinement_the_argv_checks_still_refuse_first(
                         ["grep", "-hf/etc/passwd", "x"]):
             result = lab.tools.invoke("run_shell", {"command": command})
             assert not result.ok and result.rule == "path.outside", (command, result.content)
+
+
+# -- findings of the red-team run against the first jail ----------------------------------------
+def _run_script(lab: Any, name: str, code: str, **extra: Any) -> Any:
+    (lab.tools.workspace.root / name).write_text(code)
+    return _shell(lab, ["python3", name], **extra)
+
+
+def test_kernel_settings_cannot_be_written_even_by_a_root_lab(lab: Any) -> None:
+    """A root Lab's jail runs as host uid 0, which global sysctls trust; /proc is read-only."""
+    current = Path("/proc/sys/kernel/core_pattern").read_text()
+    out = _stdout(_run_script(lab, "sysctl.py", (
+        "import sys\nvalue = open('/proc/sys/kernel/core_pattern').read()\n"
+        "for path, data in (('/proc/sys/kernel/core_pattern', value), "
+        "('/proc/sys/kernel/printk_ratelimit_burst', None), ('/proc/sysrq-trigger', None)):\n"
+        "    try:\n        f = open(path, 'w')\n"
+        "        if data is not None:\n            f.write(data)\n        f.close()\n"
+        "        print('WROTE', path)\n"
+        "    except OSError as e:\n        print('refused', path, e.errno)\n")))
+    assert "WROTE" not in out and out.count("refused") == 3, out
+    assert Path("/proc/sys/kernel/core_pattern").read_text() == current
+
+
+def test_a_planted_link_into_the_jails_proc_cannot_reach_kernel_settings(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "kdir").symlink_to("/.jail/../proc/sys/kernel")  # dangles on the host
+    (ws / "pat.txt").write_text(Path("/proc/sys/kernel/core_pattern").read_text())
+    result = _shell(lab, ["sort", "-o", "kdir/core_pattern", "pat.txt"])
+    assert "exit code 0" not in result.content, result.content
+
+
+def test_set_id_bits_cannot_be_set_on_files_the_jail_writes(lab: Any) -> None:
+    out = _stdout(_run_script(lab, "setid.py", (
+        "import os\nopen('tool', 'w').write('#!/bin/sh\\nid\\n')\n"
+        "for mode in (0o4755, 0o2755, 0o6755):\n"
+        "    try:\n        os.chmod('tool', mode)\n        print('CHMOD', oct(mode))\n"
+        "    except OSError as e:\n        print('refused', e.errno)\n"
+        "try:\n    os.close(os.open('made', os.O_CREAT | os.O_WRONLY, 0o4755))\n"
+        "    print('CREATED', oct(os.stat('made').st_mode))\n"
+        "except OSError as e:\n    print('refused', e.errno)\n")))
+    assert "CHMOD" not in out and "CREATED" not in out and out.count("refused 1") == 4, out
+    for path in lab.tools.workspace.root.iterdir():
+        assert not path.stat().st_mode & 0o6000, path
+
+
+def test_a_program_that_clears_its_parent_death_signal_still_dies_with_its_call(
+        lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    result = _run_script(lab, "stay.py", (
+        "import ctypes, time\nctypes.CDLL(None).prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG: none\n"
+        "print('detached', flush=True)\ntime.sleep(2.5)\n"
+        "open('survived.txt', 'w').write('x')\n"), timeout_s=1)
+    assert "timed out" in result.content
+    time.sleep(3.5)
+    assert not (ws / "survived.txt").exists()
+
+
+def test_concurrent_calls_cannot_move_a_secret_out_from_under_its_mount(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "sub").mkdir()
+    (ws / "sub" / ".env").write_text("RACE_SECRET_value_12345\n")
+    (ws / "swap.py").write_text(
+        "import os, time\nend = time.time() + 3\nwhile time.time() < end:\n"
+        "    for a, b in (('sub', 'sub2'), ('sub2', 'sub')):\n        try:\n"
+        "            os.rename(a, b)\n        except OSError:\n            pass\n"
+        "if os.path.exists('sub2'):\n    os.rename('sub2', 'sub')\n")
+    (ws / "peek.py").write_text(
+        "seen = set()\nfor _ in range(200):\n    for p in ('sub/.env', 'sub2/.env'):\n"
+        "        try:\n            seen.add(open(p).read())\n        except OSError:\n"
+        "            pass\nprint(sorted(seen))\n")
+    outputs: list[str] = []
+
+    def swap() -> None:
+        outputs.append(_shell(lab, ["python3", "swap.py"]).content)
+
+    def peek() -> None:
+        for _ in range(12):
+            outputs.append(_shell(lab, ["python3", "peek.py"]).content)
+
+    threads = [threading.Thread(target=swap), threading.Thread(target=peek)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)  # the swapping call is running when the peeking calls start
+    for thread in threads:
+        thread.join(120)
+    assert len(outputs) == 13
+    assert not any("RACE_SECRET" in out for out in outputs), outputs
+
+
+def test_git_config_is_empty_for_programs_but_git_still_reads_it(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    assert _shell(lab, "git init -q").rule is not None  # init is not allowed from run_shell
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    with open(ws / ".git" / "config", "a") as f:
+        f.write('[remote "origin"]\n\turl = https://user:TOKEN_in_url_987654@example.com/r\n')
+    out = _stdout(_run_script(lab, "cfg.py", "print(repr(open('.git/config').read()))\n"))
+    assert "TOKEN_in_url" not in out and "''" in out
+    assert "exit code 0" in _shell(lab, "git status").content
+
+
+def test_limits_bind_each_program(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    allow = [*al.SafetyPolicy().commands.allow, "python3"]
+    commands = {"allow": allow, "memory_mb": 256, "max_file_mb": 1}
+    with al.Lab(home=tmp_path / "home", workspace=ws,
+                safety={"commands": commands}) as small:
+        out = _stdout(_run_script(small, "big.py", (
+            "try:\n    b = bytearray(512 * 1024 * 1024)\n    print('ALLOCATED')\n"
+            "except MemoryError:\n    print('no memory')\n"
+            "try:\n    open('big.bin', 'wb').write(b'x' * 2 * 1024 * 1024)\n    print('WROTE')\n"
+            "except OSError as e:\n    print('too big', e.errno)\n")))
+    assert "no memory" in out and "too big 27" in out, out
