@@ -107,7 +107,8 @@ def resolve(spec: str | Model, settings: LabSettings | None = None) -> Model:
 
 
 def default_model(settings: LabSettings) -> tuple[str, str]:
-    """The model a bare ``al.chat`` uses, and why, following DESIGN.md's order."""
+    """The model a bare ``al.chat`` uses, and why: the first of ``AILLM_MODEL``, an OpenAI
+    key, an Anthropic key, an Ollama server that answers, then ``local:smollm2``."""
     known = set(registry.providers())
     if settings.model:
         return settings.model, "AILLM_MODEL (or settings.model) names it"

@@ -1,0 +1,76 @@
+"""The repository explains itself: no file points outside it, and ARCHITECTURE.md cannot rot.
+
+ARCHITECTURE.md names the tests that guard each invariant; if one is renamed or deleted, the
+last test here fails and says which citation went stale.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHITECTURE = REPO / "ARCHITECTURE.md"
+TEXT_SUFFIXES = (".py", ".md", ".toml", ".ipynb", ".yml", ".txt", ".cfg")
+# Spelled as patterns so this file does not match itself.
+OUTSIDE = re.compile(r"\.\./shared/|/work/share[d]\b|\bDESIGN\.md\b|\bSTYLE\.md\b")
+CITATION = re.compile(r"\btests/[\w/.-]+?\.py(?:::(\w+))?")
+
+
+def _tracked_text_files() -> list[Path]:
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, check=True,
+                         capture_output=True).stdout.decode()
+    return [REPO / name for name in out.split("\0")
+            if name.endswith(TEXT_SUFFIXES) and (REPO / name).is_file()]
+
+
+def test_no_tracked_file_refers_to_a_document_outside_the_repository() -> None:
+    files = _tracked_text_files()
+    assert any(f.name == "README.md" for f in files)
+    offenders = []
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            match = OUTSIDE.search(line)
+            if match:
+                offenders.append(f"{path.relative_to(REPO)}:{number}: {match.group()}")
+    assert offenders == [], "these refer to documents outside the repository"
+
+
+def test_architecture_md_exists_and_the_readme_links_to_it() -> None:
+    assert ARCHITECTURE.is_file()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"\]\(ARCHITECTURE\.md(#[^)]*)?\)", readme), \
+        "README.md should link to ARCHITECTURE.md"
+
+
+def _defined_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return {node.name for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def test_every_test_cited_in_architecture_md_exists() -> None:
+    citations = CITATION.finditer(ARCHITECTURE.read_text(encoding="utf-8"))
+    cited = sorted({(m.group().split("::")[0], m.group(1)) for m in citations},
+                   key=lambda c: (c[0], c[1] or ""))
+    assert len(cited) >= 20, "ARCHITECTURE.md should name the tests behind its invariants"
+    stale = []
+    names: dict[str, set[str]] = {}
+    for file, test in cited:
+        path = REPO / file
+        if not path.is_file():
+            stale.append(f"{file}: no such file")
+            continue
+        if test is not None:
+            defined = names.setdefault(file, _defined_names(path))
+            if test not in defined:
+                stale.append(f"{file}::{test}: no such test")
+    assert stale == []
