@@ -1,7 +1,7 @@
 """``LabDB``: one aiosqlite connection to a SQLite file, owned by the runner loop.
 
 Why a shared helper: the audit log, RAG index and long-term memory all live in ``lab.db``
-and must follow the same durability rules (DESIGN invariants 2 and 9): WAL, a busy timeout,
+and must follow the same durability rules (ARCHITECTURE.md, invariants 2 and 9): WAL, a busy timeout,
 ``BEGIN IMMEDIATE … COMMIT`` around every write batch, and a connection created, used and
 closed on one loop. Each owner opens its own ``LabDB`` on the same file; WAL lets them share.
 

@@ -1,6 +1,6 @@
 """The RAG index: SQLite is the truth, the usearch file is a rebuildable cache of it.
 
-Why this split (DESIGN invariant 9): documents, chunks, vectors and the FTS5 (BM25) table
+Why this split (ARCHITECTURE.md, invariant 9): documents, chunks, vectors and the FTS5 (BM25) table
 live in ``lab.db`` and change only inside ``BEGIN IMMEDIATE`` transactions, with triggers
 keeping FTS in step with the chunks in the same transaction. The ANN index is one usearch
 file per collection, keyed by chunk rowid, written to a temp file and ``os.replace``d, with a

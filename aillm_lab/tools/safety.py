@@ -1,4 +1,4 @@
-"""``SafetyGuard``: the one door every tool call goes through (DESIGN invariant 8).
+"""``SafetyGuard``: the one door every tool call goes through (ARCHITECTURE.md, invariant 8).
 
 Pipeline: validate the arguments -> approval (``auto | ask | deny`` from the policy, by
 tool name over risk level) -> run the tool (its own path/command/network/SQL/code checks
