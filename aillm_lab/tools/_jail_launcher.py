@@ -119,6 +119,8 @@ def build_root(cfg: dict[str, Any]) -> None:
     for name, fd in devices.items():
         _write(f"{root}/dev/{name}", "")
         _mount(f"/proc/self/fd/{fd}", f"{root}/dev/{name}", None, MS_BIND, f"/dev/{name}")
+        _remount_ro(f"{root}/dev/{name}", f"/dev/{name}")  # reads and writes still work;
+        # chmod, chown and utimes on the host's node do not (it belongs to the Lab's user)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"{root}/dev/{name}")
@@ -182,8 +184,8 @@ def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
 
     Runs as PID 1 of the launcher's PID namespace: if it dies, so does every call.
     """
-    home = (os.open("/.jail/proc/self/ns/mnt", os.O_RDONLY),
-            os.open("/.jail/proc/self/ns/pid", os.O_RDONLY))
+    home = tuple(os.open(f"/.jail/proc/self/ns/{ns}", os.O_RDONLY)
+                 for ns in ("mnt", "pid", "ipc"))
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ, None)
     running: dict[int, tuple[int, int]] = {}  # pidfd -> (call id, pid)
@@ -228,16 +230,18 @@ def serve(sock: socket.socket, cfg: dict[str, Any]) -> None:
 
 
 def _start(request: dict[str, Any], cfg: dict[str, Any], fds: list[int],
-           home: tuple[int, int]) -> int | None:
+           home: tuple[int, ...]) -> int | None:
     """Fork the call's program as PID 1 of a new PID and mount namespace; return its pid.
 
     The server enters the new namespaces only for the fork and then returns to its own
-    (``home``: descriptors of its mount and PID namespaces), so each call gets fresh ones
-    with one fork. Killing that PID 1 ends every process of the call: a program cannot
-    opt out, unlike a parent-death signal, which it can clear.
+    (``home``: descriptors of its mount, PID and IPC namespaces), so each call gets fresh
+    ones with one fork (its own IPC namespace: shared memory dies with the call). Killing
+    that PID 1 ends every process of the call: a program cannot opt out, unlike a
+    parent-death signal, which it can clear.
     """
     try:
-        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(mount, pid namespaces)")
+        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC),
+               "unshare(mount, pid, ipc namespaces)")
         pid = os.fork()
     except (OSError, Refused):
         pid = -1
@@ -245,6 +249,7 @@ def _start(request: dict[str, Any], cfg: dict[str, Any], fds: list[int],
         _program(request, cfg, fds)  # never returns
     _check(libc.setns(home[0], CLONE_NEWNS), "return to the server's mount namespace")
     _check(libc.setns(home[1], CLONE_NEWPID), "return to the server's pid namespace")
+    _check(libc.setns(home[2], CLONE_NEWIPC), "return to the server's ipc namespace")
     return pid if pid > 0 else None
 
 
@@ -253,7 +258,8 @@ def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> No
     try:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # read-only: no sysctl, sysrq-trigger or other global knob, even for a root Lab
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "/proc")
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY, "/proc",
+               "subset=pid")  # the call's processes only: no kernel command line, keys, ...
         _check(libc.umount2(b"/.jail/proc", MNT_DETACH), "detach the machine's /proc")
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "/tmp",
                f"mode=1777,size={int(request.get('tmp_mb', 64))}m")
@@ -343,7 +349,7 @@ _NR: dict[str, dict[str, int]] = {
         clock_adjtime=305, syslog=103, quotactl=179, open_by_handle_at=304,
         name_to_handle_at=303, kcmp=312, vhangup=153, ioperm=173, iopl=172, mknod=133,
         mknodat=259, clone=56, clone3=435, openat2=437, chmod=90, fchmod=91, fchmodat=268,
-        fchmodat2=452, creat=85, open=2, openat=257),
+        fchmodat2=452, creat=85, open=2, openat=257, socket=41, socketpair=53),
     "aarch64": dict(
         arch=0xC00000B7, keyctl=219, add_key=217, request_key=218, bpf=280,
         perf_event_open=241, userfaultfd=282, io_uring_setup=425, io_uring_enter=426,
@@ -356,7 +362,8 @@ _NR: dict[str, dict[str, int]] = {
         swapoff=225, acct=89, settimeofday=170, clock_settime=112, adjtimex=171,
         clock_adjtime=266, syslog=116, quotactl=60, open_by_handle_at=265,
         name_to_handle_at=264, kcmp=272, vhangup=58, mknodat=33, clone=220, clone3=435,
-        openat2=437, fchmod=52, fchmodat=53, fchmodat2=452, openat=56),
+        openat2=437, fchmod=52, fchmodat=53, fchmodat2=452, openat=56, socket=198,
+        socketpair=199),
 }
 _DENIED = ("keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
            "io_uring_setup", "io_uring_enter", "io_uring_register", "ptrace",
@@ -373,6 +380,8 @@ _DENIED = ("keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfa
 _MODE_ARG = (("chmod", 1), ("fchmod", 1), ("fchmodat", 2), ("fchmodat2", 2), ("creat", 1),
              ("open", 2), ("openat", 3))
 _SETID = 0o6000
+_FAMILIES = (1, 2, 10)  # AF_UNIX, AF_INET, AF_INET6: not vsock, netlink, packet, bluetooth...
+_EAFNOSUPPORT = 0x00050000 | 97
 _NS_FLAGS = 0x7E020080  # CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET|NEWTIME
 _LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _KILL, _EPERM, _ENOSYS = 0x7FFF0000, 0x80000000, 0x00050000 | 1, 0x00050000 | 38
@@ -395,6 +404,11 @@ def _seccomp() -> None:
     for name, arg, mask in checks:
         prog += [(_JEQ, 0, 4, nr[name]), (_LD, 0, 0, 16 + 8 * arg), (_JSET, 0, 1, mask),
                  (_RET, 0, 0, _EPERM), (_RET, 0, 0, _ALLOW)]
+    for name in ("socket", "socketpair"):  # vsock and friends ignore network namespaces
+        n = len(_FAMILIES)
+        prog += [(_JEQ, 0, n + 3, nr[name]), (_LD, 0, 0, 16)]
+        prog += [(_JEQ, n - i, 0, family) for i, family in enumerate(_FAMILIES)]
+        prog += [(_RET, 0, 0, _EAFNOSUPPORT), (_RET, 0, 0, _ALLOW)]
     prog.append((_RET, 0, 0, _ALLOW))
     code = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(code, len(code))

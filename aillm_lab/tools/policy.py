@@ -23,7 +23,8 @@ class PathPolicy(_Policy):
 
     deny_globs: list[str] = Field(
         default_factory=lambda: ["**/.env", "**/*.pem", "**/*.key", "**/id_rsa*",
-                                 "**/.git/config", "**/.ssh/**"],
+                                 "**/.git/config", "**/.git/**/config",
+                                 "**/.git/**/config.worktree", "**/.ssh/**"],
         description="workspace-relative globs no tool may read or write")
     max_read_bytes: int = Field(default=2_000_000, ge=1, le=10**10)
     max_write_bytes: int = Field(default=5_000_000, ge=1, le=10**10)
@@ -46,7 +47,8 @@ class CommandPolicy(_Policy):
             "grep": ["-R", "--dereference-recursive"], "date": ["-s", "--set"],
             "git": ["-c", "--exec-path", "--upload-pack", "--receive-pack", "-C",
                     "--git-dir", "--work-tree", "--config-env", "-O", "--open-files-in-pager",
-                    "--output", "--ext-diff", "--textconv", "--exec", "--template"]},
+                    "--output", "--ext-diff", "--textconv", "--exec", "--template",
+                    "--no-index", "--contents"]},
         description="per-program arguments that are refused (exact, '--opt=' or a combined "
                     "short flag like '-Sc' for '-c')")
     git_subcommands: list[str] = Field(

@@ -51,6 +51,8 @@ class CommandResult(BaseModel):
     truncated: bool = Field(default=False, description="output went past max_output_bytes")
     duration_s: float = 0.0
     confined: bool = Field(default=False, description="ran inside the OS jail")
+    removed: list[str] = Field(default_factory=list,
+                               description="traps the jail removed after the call")
 
     @property
     def ok(self) -> bool:
@@ -69,6 +71,7 @@ class CommandResult(BaseModel):
         if self.truncated:
             lines.append("[output truncated at the byte cap; narrow the command, e.g. with "
                          "head, grep or a path, to see the rest]")
+        lines += [f"[{note}]" for note in self.removed]
         return "\n".join(lines)
 
 
@@ -137,8 +140,11 @@ async def _run(argv: list[str], exe: str, cwd: Path, env: dict[str, str],
         return await _supervised(argv, exe, cwd, env, policy, timeout, None, writable,
                                  protect_git)
     async with jail.lock:
-        return await _supervised(argv, exe, cwd, env, policy, timeout, jail, writable,
-                                 protect_git)
+        result = await _supervised(argv, exe, cwd, env, policy, timeout, jail, writable,
+                                   protect_git)
+        if writable:
+            result.removed = await jail.sweep(git_made=argv[0] == "git")
+        return result
 
 
 async def _supervised(argv: list[str], exe: str, cwd: Path, env: dict[str, str],

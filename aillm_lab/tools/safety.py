@@ -27,6 +27,10 @@ from aillm_lab.tools.policy import Decision, SafetyPolicy
 from aillm_lab.tools.scan import Redactor, scan_injection, wrap_as_data
 
 MAX_ERROR_CHARS = 2000
+# C0 and C1 control characters but tab, newline and carriage return, NUL and DEL: shown as
+# \xNN, so output cannot clear a screen, set a clipboard (OSC 52) or hide text from a reader
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
+                                        *range(0x7f, 0xa0))}
 _EDGE = 4096  # chars past the cap still redacted, so no secret (or PEM block) is half-shown
 _DENIAL_RULES = {"approval.denied", "approval.denied_by_policy", "approval.timeout",
                  "approval.failed"}
@@ -189,6 +193,7 @@ class SafetyGuard:
         size = len(text)
         if size > limit + _EDGE:
             text = text[:limit + _EDGE]
+        text = text.translate(_CONTROLS)  # escapes a terminal or UI would act on
         if out.redact_secrets:
             text = self.redactor.redact(text)
         total = size if size > limit + _EDGE else len(text)

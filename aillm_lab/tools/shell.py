@@ -224,14 +224,19 @@ def _check_paths(token: str, ws: Workspace, *, operand: bool = False) -> None:
     if not operand and token.startswith("-") and not token.startswith("--"):
         candidates.extend(token[i:] for i in range(1, len(token)))
     for cand in candidates:
-        if cand and (cand.startswith("/") or ".." in PurePosixPath(cand).parts
-                     or os.path.lexists(os.path.join(ws.root, cand))):
-            try:
-                ws.resolve(cand)
+        parts = PurePosixPath(cand).parts
+        if cand and (cand.startswith("/") or ".." in parts
+                     or os.path.lexists(os.path.join(ws.root, parts[0] if parts else cand))):
+            try:  # a first part that exists may be a link that leads out (or into /.jail)
+                real = ws.resolve(cand)
             except SafetyViolation as exc:
                 raise SafetyViolation(exc.rule, f"{exc.detail} (arguments that look like paths "
                                       f"are checked; if {token!r} is a pattern rather than a "
                                       f"path, write it without a leading '/' or '..')") from None
+            if ".git" in ws.relative(real).lower().split("/"):
+                raise SafetyViolation("command.git_internal", f"argument {token!r} names a "
+                                      f"path inside a .git folder, which programs may not "
+                                      f"read or change; use the git tools (git_log, git_show)")
 
 
 __all__ = ["SAFE_PATH", "CommandError", "CommandResult", "check_command", "parse_command",
