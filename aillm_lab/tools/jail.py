@@ -36,6 +36,7 @@ SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
                 "/etc/alternatives", "/etc/ld.so.cache", "/etc/localtime")
 _LAUNCHER = Path(__file__).with_name("_jail_launcher.py")
 _START_TIMEOUT_S = 20.0
+IDLE_S = 30.0  # a launcher nobody used for this long is stopped (started again on demand)
 _MAX_MSG = 1 << 16
 
 
@@ -62,6 +63,7 @@ class Jail:
         self._conn: _Connection | None = None
         self._starting: asyncio.Lock | None = None
         self._lock: asyncio.Lock | None = None
+        self._idle: asyncio.TimerHandle | None = None
         self._scan = _ProtectedScan(ws)
         self.before = Snapshot()
 
@@ -100,6 +102,8 @@ class Jail:
         conn = await self._ensure()
         if conn is None:
             raise RuntimeError(f"OS confinement is unavailable: {self.why}")
+        if self._idle is not None:
+            self._idle.cancel()
         if self._scan.warm:  # a stat per folder: cheaper than a thread hop
             protected = self._scan.scan(protect_git, git=git)
         else:  # the first listing of a large workspace must not stall the loop
@@ -116,9 +120,28 @@ class Jail:
         return await asyncio.to_thread(functools.partial(
             sweep, self.ws, self.before, self._scan.last, git_made=git_made))
 
+    def done(self) -> None:
+        """A call ended (under ``lock``): stop the launcher if no call follows for a while.
+
+        Why: a Lab, a notebook or a test that never closes its tools would otherwise keep
+        two launcher processes for as long as the Python process lives.
+        """
+        if self._idle is not None:
+            self._idle.cancel()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(IDLE_S, lambda: loop.create_task(self._close_idle()))
+
+    async def _close_idle(self) -> None:
+        if self.lock.locked() or self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        await conn.aclose()
+
     async def aclose(self) -> None:
         """Stop the launcher (it kills whatever still runs); idempotent."""
         conn, self._conn = self._conn, None
+        if self._idle is not None:
+            self._idle.cancel()
         if conn is not None:
             await self.runner.arun(conn.aclose())
 

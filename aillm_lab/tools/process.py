@@ -144,6 +144,7 @@ async def _run(argv: list[str], exe: str, cwd: Path, env: dict[str, str],
                                    protect_git)
         if writable:
             result.removed = await jail.sweep(git_made=argv[0] == "git")
+        jail.done()
         return result
 
 

@@ -300,3 +300,29 @@ def test_limits_bind_each_program(tmp_path: Path) -> None:
             "try:\n    open('big.bin', 'wb').write(b'x' * 2 * 1024 * 1024)\n    print('WROTE')\n"
             "except OSError as e:\n    print('too big', e.errno)\n")))
     assert "no memory" in out and "too big 27" in out, out
+
+
+def _launchers(workspace: Path) -> int:
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        count += b"_jail_launcher.py" in cmdline and str(workspace).encode() in cmdline
+    return count
+
+
+def test_an_idle_launcher_stops_and_the_next_call_starts_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jail_module, "IDLE_S", 0.5)
+    ws = tmp_path / "ws"
+    with al.Lab(home=tmp_path / "home", workspace=ws) as lab:
+        assert "exit code 0" in _shell(lab, "pwd").content
+        assert _launchers(ws) == 2  # the launcher and its PID-1 server
+        deadline = time.monotonic() + 10
+        while _launchers(ws) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _launchers(ws) == 0
+        assert "exit code 0" in _shell(lab, "pwd").content
+    assert _launchers(ws) == 0  # closing the Lab stops it too
