@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,7 @@ CONFIG: dict[str, Any] = {
     "python_enable_replacements": False, "autoload_known_extensions": False,
     "autoinstall_known_extensions": False, "allow_community_extensions": False,
     "allow_persistent_secrets": False, "allow_extension_repositories": "forbidden",
-    "temp_directory": "",
-    # One core stays free for the runner loop (and the kernel): a long query must not make
-    # the notebook's loop miss its beats. On one core, DuckDB and the loop share it.
-    "threads": max(1, (os.cpu_count() or 2) - 1)}
+    "temp_directory": ""}
 _INTERRUPT_EVERY_S = 0.05
 _INTERRUPT_GRACE_S = 5.0
 
@@ -52,10 +50,21 @@ class Source:
     path: Path | None = None
 
 
-class Engine:
-    """One locked in-memory DuckDB database; rebuilt when the set of files changes."""
+def default_threads() -> int:
+    """One core stays free for the runner loop (and the kernel), so a long query cannot make
+    the notebook's loop miss its beats; on one core, DuckDB and the loop share it."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
-    def __init__(self, files: dict[str, Source], version: int) -> None:
+
+class Engine:
+    """One locked in-memory DuckDB database; rebuilt when the set of files changes.
+
+    ``limits`` (``memory_limit``, ``threads``) are set when the database is created and are
+    then locked with the rest of the configuration, so no query can raise them.
+    """
+
+    def __init__(self, files: dict[str, Source], version: int,
+                 limits: dict[str, Any] | None = None) -> None:
         import duckdb
 
         self.version, self.active, self.retired = version, 0, False
@@ -65,7 +74,7 @@ class Engine:
                 if os.path.realpath(s.path) != str(s.path):
                     self.errors[key] = "the file became a symbolic link; register a real file"
             pinned = [s for key, s in files.items() if key not in self.errors]
-            con = locked_connection(sorted({str(s.path) for s in pinned}))
+            con = locked_connection(sorted({str(s.path) for s in pinned}), limits)
             if con is not None:
                 break
         else:
@@ -80,7 +89,7 @@ class Engine:
                 self.errors[s.name.lower()] = first_line(exc)
 
 
-def locked_connection(paths: list[str]) -> Any:
+def locked_connection(paths: list[str], limits: dict[str, Any] | None = None) -> Any:
     """A DuckDB connection that can read exactly ``paths``, or None if one was a symlink.
 
     DuckDB resolves symlinks when it stores ``allowed_paths``, so reading the setting back
@@ -88,7 +97,8 @@ def locked_connection(paths: list[str]) -> Any:
     """
     import duckdb
 
-    con = duckdb.connect(":memory:", config=CONFIG)
+    con = duckdb.connect(":memory:", config={"threads": default_threads(), **CONFIG,
+                                             **(limits or {})})
     if paths:  # must precede the next two: DuckDB refuses it once access is off
         con.execute("SET allowed_paths = ?", [paths])
         stored = con.execute("SELECT current_setting('allowed_paths')").fetchall()[0][0]
@@ -145,6 +155,81 @@ async def interrupt_until_done(ticket: Ticket, fut: asyncio.Future[Any]) -> None
         await asyncio.wait({fut}, timeout=_INTERRUPT_EVERY_S)
 
 
+def fetch_capped(cursor: Any, sql: str, limit: int,
+                 max_bytes: int) -> tuple[pd.DataFrame, bool, bool]:
+    """The first rows of an already checked query that fit ``limit`` and ``max_bytes``, and
+    whether rows were left out for each cap.
+
+    Why not ``df()``: it builds the whole result before any cap can apply (a 20 MB cap once
+    let 4.4 GB be built). Here DuckDB streams and rows are taken one at a time, each measured
+    before the next is converted, so one wide row after many narrow ones cannot slip a batch
+    of them past the cap (about 10 us a row). DuckDB's dtypes come from an empty run.
+    """
+    base = cursor.sql(sql)
+    cursor.execute(base.limit(limit + 1).sql_query())  # the SQL df() ran: ORDER BY gets top-N
+    rows: list[tuple[Any, ...]] = []
+    used, over_rows, over_bytes, ended = 0, False, False, False
+    try:
+        while True:
+            fetched = cursor.fetchmany(1)
+            if not fetched:
+                ended = True
+                break
+            size = row_bytes(fetched[0])
+            over_rows = len(rows) >= limit
+            over_bytes = not over_rows and used + size > max_bytes
+            if over_rows or over_bytes:
+                break
+            rows.append(fetched[0])
+            used += size
+    finally:
+        if not ended:  # stop DuckDB producing rows nobody will read
+            abort_quietly(cursor)
+    return with_dtypes(rows, base.limit(0).df()), over_rows, over_bytes
+
+
+def row_bytes(row: tuple[Any, ...]) -> int:
+    """What a row costs once in a DataFrame, at least as much as pandas' deep measure."""
+    return sum(8 + _value_bytes(v, 0) for v in row)
+
+
+def _value_bytes(value: Any, depth: int) -> int:
+    if depth < 4 and isinstance(value, list | tuple):
+        return sys.getsizeof(value) + sum(_value_bytes(v, depth + 1) for v in value)
+    if depth < 4 and isinstance(value, dict):
+        return sys.getsizeof(value) + sum(_value_bytes(k, depth + 1) + _value_bytes(v, depth + 1)
+                                          for k, v in value.items())
+    return sys.getsizeof(value)
+
+
+def with_dtypes(rows: list[tuple[Any, ...]], template: pd.DataFrame) -> pd.DataFrame:
+    """Fetched rows as a DataFrame with the dtypes DuckDB's ``df()`` gives (``template``)."""
+    import pandas as pd
+
+    if not rows:
+        return template
+    df = pd.DataFrame.from_records(rows, columns=range(len(template.columns)))
+    for i, dtype in enumerate(template.dtypes):
+        df[i] = _as_dtype(df[i], dtype)
+    df.columns = template.columns
+    return df
+
+
+def _as_dtype(column: pd.Series, dtype: Any) -> pd.Series:
+    """``astype`` where the template is specific, with pandas' nullable types for NULLs in
+    int/bool columns as ``df()`` has; where the template says object (strings, lists, blobs:
+    ``df()`` decides by the values), pandas' own inference from the values is kept."""
+    if column.dtype == dtype or str(dtype) == "object":
+        return column
+    kind = getattr(dtype, "kind", "")
+    if kind in "iub" and column.isna().any():
+        dtype = "boolean" if kind == "b" else str(dtype).capitalize().replace("Ui", "UI")
+    try:
+        return column.astype(dtype)
+    except (TypeError, ValueError, OverflowError):
+        return column
+
+
 def describe_columns(name: str, cursor: Any) -> pd.DataFrame:
     df = cursor.sql(f"DESCRIBE {quote(name)}").df()
     return df[["column_name", "column_type", "null"]]
@@ -155,7 +240,7 @@ def read_settings(cursor: Any) -> dict[str, str]:
         "SELECT name, value FROM duckdb_settings() WHERE name IN ('enable_external_access', "
         "'lock_configuration', 'allowed_paths', 'allowed_directories', 'allowed_configs', "
         "'python_enable_replacements', 'autoload_known_extensions', "
-        "'autoinstall_known_extensions')").fetchall()
+        "'autoinstall_known_extensions', 'memory_limit', 'threads')").fetchall()
     return {str(k): str(v) for k, v in rows}
 
 
@@ -184,6 +269,13 @@ def close_quietly(obj: Any) -> None:
             obj.close()
         except Exception:  # already closed with its parent connection
             pass
+
+
+def abort_quietly(cursor: Any) -> None:
+    try:
+        cursor.abort()
+    except Exception:  # the result already ended, or the cursor was closed
+        pass
 
 
 def interrupt_quietly(cursor: Any) -> None:

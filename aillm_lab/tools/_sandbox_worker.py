@@ -13,6 +13,10 @@ imports ``aillm_lab``). Standard library only. Before the first line of user cod
    other pids, no namespace or mount changes,
 6. installs an audit hook that refuses the same things with readable messages.
 
+After each call it waits briefly for the Python threads the code started and reports those
+still running (``threads_left``), so the parent can stop the worker: nothing the model
+wrote keeps running between calls.
+
 Steps 2-5 live in ``_sandbox_confine.py``. Each step the platform cannot do is reported in
 the ``ready`` message, so the parent can say exactly which protections a session got.
 Frames are a 4-byte big-endian length followed by UTF-8 JSON.
@@ -20,6 +24,7 @@ Frames are a 4-byte big-endian length followed by UTF-8 JSON.
 
 from __future__ import annotations
 
+import _thread
 import ast
 import base64
 import importlib.util
@@ -40,6 +45,7 @@ from typing import Any
 
 _VALUE_CHARS = 10_000
 _MAX_FIGURES = 20
+_THREAD_GRACE_S = 1.0  # how long a call's own threads get to finish after its code did
 
 
 class SandboxRefused(PermissionError):
@@ -63,7 +69,7 @@ def main() -> None:
         sys.addaudithook(_make_hook(cfg, refused))
     protections["audit_hook"] = bool(cfg.get("audit_hook", True))
     _send(tx, {"op": "ready", "pid": os.getpid(), "protections": protections})
-    _serve(rx, tx, cfg, refused)
+    _serve(rx, tx, cfg, refused, _thread_counter())
 
 
 def _load_confine() -> Any:
@@ -280,8 +286,42 @@ def _make_hook(cfg: dict[str, Any], refused: list[str]) -> Any:
     return hook
 
 
+def _thread_counter() -> tuple[Any, Any]:
+    """``(tasks, settle)``: ``settle(grace, before)`` waits up to ``grace`` s for the threads
+    a call started to end and returns how many Python threads besides this one still run;
+    ``before`` is ``tasks()`` taken when the call began.
+
+    Python threads are counted by their frames, so DuckDB's or BLAS's idle native pools do
+    not count. A thread from ``_thread.start_new_thread`` has no frame until it first runs,
+    so while OS threads the call created are alive (``/proc/self/task``) the wait goes on
+    for the whole grace, long enough for such a thread to show up. Built before user code,
+    from C functions bound now (like the hook), so replacing ``threading`` or this module's
+    globals does not change the count.
+    """
+    frames, me, monotonic, sleep = sys._current_frames, _thread.get_ident(), time.monotonic, \
+        time.sleep
+    listdir, len_, frozenset_, oserror = os.listdir, len, frozenset, OSError
+
+    def tasks() -> frozenset[str]:
+        try:
+            return frozenset_(listdir("/proc/self/task"))
+        except oserror:  # no /proc (macOS): frames alone
+            return frozenset_()
+
+    def settle(grace: float, before: frozenset[str]) -> int:
+        deadline = monotonic() + grace
+        while True:
+            others = len_(frames().keys() - {me})
+            if (others == 0 and not tasks() - before) or monotonic() >= deadline:
+                return others
+            sleep(0.01)  # lets them run (and finish) without the GIL held here
+
+    return tasks, settle
+
+
 # -- the request loop ---------------------------------------------------------------------
-def _serve(rx: int, tx: int, cfg: dict[str, Any], refused: list[str]) -> None:
+def _serve(rx: int, tx: int, cfg: dict[str, Any], refused: list[str],
+           threads: tuple[Any, Any]) -> None:
     main_module = types.ModuleType("__main__")  # REPL semantics: pickle, dataclasses work
     sys.modules["__main__"] = main_module
     user_globals = main_module.__dict__
@@ -293,7 +333,7 @@ def _serve(rx: int, tx: int, cfg: dict[str, Any], refused: list[str]) -> None:
         counter += 1
         del refused[:]
         _arm_cpu(cfg["limits"]["cpu_s"])
-        reply = _run(req["code"], user_globals, counter, int(req["max_output"]))
+        reply = _run(req["code"], user_globals, counter, int(req["max_output"]), threads)
         reply["refused"] = list(refused)
         _send(tx, reply)
 
@@ -333,11 +373,14 @@ class _Capped(io.TextIOBase):
         return b"".join(self.parts).decode("utf-8", "replace")
 
 
-def _run(code: str, g: dict[str, Any], n: int, max_output: int) -> dict[str, Any]:
+def _run(code: str, g: dict[str, Any], n: int, max_output: int,
+         threads: tuple[Any, Any]) -> dict[str, Any]:
     out, err = _Capped(max_output), _Capped(max_output)
     reply: dict[str, Any] = {"op": "result", "value": None, "error": None,
                              "memory_error": False}
     filename = f"<cell {n}>"
+    tasks, settle = threads
+    tasks_before = tasks()
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     old = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -354,6 +397,7 @@ def _run(code: str, g: dict[str, Any], n: int, max_output: int) -> dict[str, Any
         reply["memory_error"] = isinstance(exc, MemoryError)
         reply["error"] = _format_error(exc)
     finally:
+        reply["threads_left"] = settle(_THREAD_GRACE_S, tasks_before)  # prints still caught
         sys.stdout, sys.stderr = old
     reply["duration_s"] = time.perf_counter() - start
     reply["figures"] = _figures()

@@ -34,7 +34,9 @@ from aillm_lab.tools._duckdb_engine import (
     Ticket,
     close_quietly,
     consume,
+    default_threads,
     describe_columns,
+    fetch_capped,
     interrupt_quietly,
     interrupt_until_done,
     quote,
@@ -345,6 +347,11 @@ class Database:
         except duckdb.PermissionException as exc:
             raise SafetyViolation("sql.file_access", f"{first_line(exc)}; query the "
                                   f"registered tables instead: {self._names()}") from None
+        except duckdb.OutOfMemoryException:
+            raise SafetyViolation("sql.memory_limit", f"the query needed more than the "
+                                  f"{self.policy.memory_limit_mb} MB DuckDB may use "
+                                  f"(SqlPolicy.memory_limit_mb); filter or aggregate before "
+                                  f"sorting or joining, or add a LIMIT") from None
         except duckdb.Error as exc:
             raise DatabaseError(_explain(exc, engine, self._names())) from None
         finally:
@@ -359,7 +366,7 @@ class Database:
                     engine.retired = True
                     self._maybe_close(engine)
                 files = {k: s for k, s in self._sources.items() if s.path is not None}
-                engine = self._engine = Engine(files, self._files_version)
+                engine = self._engine = Engine(files, self._files_version, self._limits())
                 self._engines.append(engine)
             local = self._local
             local.want = {s.name: s.frame for s in self._sources.values() if s.frame is not None}
@@ -370,6 +377,11 @@ class Database:
                 self._cursors = [c for c in self._cursors if c is not old] + [local.cursor]
             engine.active += 1
         return engine, local
+
+    def _limits(self) -> dict[str, Any]:
+        """Set when each engine is created, then locked: queries cannot raise them."""
+        return {"memory_limit": f"{self.policy.memory_limit_mb}MiB",
+                "threads": self.policy.threads or default_threads()}
 
     def _release(self, engine: Engine) -> None:
         with self._lock:
@@ -430,18 +442,16 @@ def to_text(df: pd.DataFrame, *, max_rows: int = 50, max_colwidth: int = 60) -> 
 
 def _run_select(sql: str, limit: int, max_bytes: int, cursor: Any) -> pd.DataFrame:
     check_sql(sql, cursor)
-    rel = cursor.sql(sql)
-    df = rel.limit(limit + 1).df()
-    notes = []
-    if len(df) > limit:
-        df = df.iloc[:limit]
-        notes.append(f"the query returned more than {limit} rows; showing the first {limit}")
+    df, over_rows, over_bytes = fetch_capped(cursor, sql, limit, max_bytes)
     size = int(df.memory_usage(index=False, deep=True).sum())
-    if size > max_bytes and len(df):
-        keep = _rows_within(df, max_bytes)
-        notes.append(f"the result was {size} bytes, over the {max_bytes}-byte cap; showing "
-                     f"the first {keep} of {len(df)} rows")
-        df = df.iloc[:keep]
+    if size > max_bytes:  # the streamed estimate is conservative; this is the backstop
+        df, over_bytes = df.iloc[:_rows_within(df, max_bytes)], True
+    notes = []
+    if over_rows:
+        notes.append(f"the query returned more than {limit} rows; showing the first {limit}")
+    if over_bytes:
+        notes.append(f"the result is over the {max_bytes}-byte cap; showing the first "
+                     f"{len(df)} rows, which fit")
     df = df.reset_index(drop=True)
     df.attrs["truncated"] = bool(notes)
     if notes:

@@ -3,6 +3,13 @@
 Every call goes through ``Workspace.resolve`` / ``Workspace.open``, so path rules, deny
 globs, size limits and the open-time symlink check live in one place (``paths.py``).
 Results are plain text written for a model to read; paths in them are workspace-relative.
+
+Regex searches use the ``regex`` package rather than ``re``: it matches with the GIL
+released (``concurrent=True``), so a pattern that backtracks for minutes cannot freeze the
+runner loop or the kernel, and it honours a ``timeout=``, so such a search ends with a
+``SafetyViolation`` (rule ``files.regex_timeout``) instead of running on. Globs become
+regexes too ('*a*a*a…!' backtracks), so ``glob_files`` matches the same way
+(``files.glob_timeout``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,10 @@ from __future__ import annotations
 import difflib
 import itertools
 import re
+import time
 from collections.abc import Callable, Iterator
+
+import regex as rx_engine
 
 from aillm_lab.errors import AillmError, SafetyViolation
 from aillm_lab.tools.base import RiskLevel, Tool
@@ -20,12 +30,17 @@ BINARY_SNIFF_BYTES = 8192
 MAX_LIST_ENTRIES = 1000
 MAX_GLOB_RESULTS = 1000
 MAX_LINE_CHARS = 300  # search hits longer than this are cut
+REGEX_TIMEOUT_S = 5.0  # matching time one search or glob may spend, over all its lines
 _EOL = "\r\n"
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 
 
 class FileToolError(AillmError, ValueError):
     """A file tool was called with arguments it cannot honour; the message says what to do."""
+
+
+class _RegexTimeout(Exception):
+    """The call's regex time ran out (private: the tool turns it into a refusal)."""
 
 
 def file_tools(ws: Workspace) -> list[Tool]:
@@ -115,7 +130,14 @@ class FileTools:
             pattern: workspace-relative glob, e.g. '**/*.py' or 'docs/*.md'
         """
         pattern = self.ws.check_pattern(pattern)
-        found = list(itertools.islice(_glob(self.ws, pattern), MAX_GLOB_RESULTS + 1))
+        try:
+            found = list(itertools.islice(_glob(self.ws, pattern), MAX_GLOB_RESULTS + 1))
+        except _RegexTimeout:
+            raise SafetyViolation(
+                "files.glob_timeout",
+                f"matching the glob {pattern!r} ran past {REGEX_TIMEOUT_S:g} s and was "
+                "stopped; use fewer '*' in one name (e.g. '*report*.csv'), or a folder "
+                "prefix such as 'docs/**/*.md'") from None
         if not found:
             return f"no files match {pattern!r}"
         lines = sorted(found[:MAX_GLOB_RESULTS])
@@ -141,15 +163,24 @@ class FileTools:
         matches = _matcher(pattern, regex, ignore_case)
         hits: list[str] = []
         skipped = 0
-        for rel in self.ws.walk(path):
-            file_hits = _search_file(self.ws, rel, matches, max_matches - len(hits))
-            if file_hits is None:
-                skipped += 1
-                continue
-            hits.extend(file_hits)
-            if len(hits) >= max_matches:
-                hits.append(f"[stopped after {max_matches} matches; narrow path or pattern]")
-                break
+        try:
+            for rel in self.ws.walk(path):
+                file_hits = _search_file(self.ws, rel, matches, max_matches - len(hits))
+                if file_hits is None:
+                    skipped += 1
+                    continue
+                hits.extend(file_hits)
+                if len(hits) >= max_matches:
+                    hits.append(f"[stopped after {max_matches} matches; narrow path or "
+                                "pattern]")
+                    break
+        except _RegexTimeout:
+            raise SafetyViolation(
+                "files.regex_timeout",
+                f"the regular expression {pattern!r} ran past {REGEX_TIMEOUT_S:g} s and was "
+                "stopped; simplify it (nested or overlapping repeats such as (a+)+ or (a|a)* "
+                "backtrack without end), search a narrower path, or pass regex=false to "
+                "search for plain text") from None
         note = f" ({skipped} binary, oversized or refused files skipped)" if skipped else ""
         if not hits:
             return f"no matches for {pattern!r} in {self.ws.display(path)}{note}"
@@ -242,13 +273,14 @@ def _glob(ws: Workspace, pattern: str) -> Iterator[str]:
     if not ws.resolve(base).is_dir():
         return
     try:
-        rx = re.compile(glob_to_regex("/".join(parts)))
-    except re.error as exc:
+        rx = rx_engine.compile(glob_to_regex("/".join(parts)))
+    except rx_engine.error as exc:
         raise FileToolError(f"glob {pattern!r} has a bad [...] class ({exc}); "
                             "fix it, e.g. '[a-z]*.txt'") from None
     include_git = any(p == ".git" for p in static)
+    budget = _MatchBudget()  # '*a*a*a...' can backtrack like a regex
     for rel in ws.walk(base, include_git=include_git):
-        if rx.match(rel) and _allowed(ws, rel):
+        if budget.matches(rx.match, rel) and _allowed(ws, rel):
             yield rel
 
 
@@ -261,17 +293,42 @@ def _allowed(ws: Workspace, rel: str) -> bool:
 
 def _matcher(pattern: str, regex: bool, ignore_case: bool) -> Callable[[str], bool]:
     if regex:
-        try:
-            rx = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-        except re.error as exc:
-            raise FileToolError(f"pattern {pattern!r} is not a valid regular expression "
-                                f"({exc}); fix it, or pass regex=false to search literally"
-                                ) from None
-        return lambda line: rx.search(line) is not None
+        return _regex_matcher(pattern, ignore_case)
     if ignore_case:
         folded = pattern.casefold()
         return lambda line: folded in line.casefold()
     return lambda line: pattern in line
+
+
+def _regex_matcher(pattern: str, ignore_case: bool) -> Callable[[str], bool]:
+    """A line test that releases the GIL while it matches and shares one deadline."""
+    try:
+        rx = rx_engine.compile(pattern, rx_engine.IGNORECASE if ignore_case else 0)
+    except rx_engine.error as exc:
+        raise FileToolError(f"pattern {pattern!r} is not a valid regular expression "
+                            f"({exc}); fix it, or pass regex=false to search literally"
+                            ) from None
+    budget = _MatchBudget()
+    return lambda line: budget.matches(rx.search, line)
+
+
+class _MatchBudget:
+    """``REGEX_TIMEOUT_S`` of matching shared by a call's lines (reading files is not
+    counted); each match runs with the GIL released."""
+
+    def __init__(self) -> None:
+        self.left = REGEX_TIMEOUT_S
+
+    def matches(self, method: Callable[..., object], text: str) -> bool:
+        if self.left <= 0:
+            raise _RegexTimeout
+        start = time.monotonic()
+        try:
+            return method(text, concurrent=True, timeout=self.left) is not None
+        except TimeoutError:
+            raise _RegexTimeout from None
+        finally:
+            self.left -= time.monotonic() - start
 
 
 def _search_file(ws: Workspace, rel: str, matches: Callable[[str], bool],

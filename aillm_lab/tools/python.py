@@ -42,6 +42,20 @@ process, limits, whatever of netns/Landlock/seccomp exists, and the hook. macOS:
 process, limits and the hook only, so do not run untrusted code there. Windows: not
 supported (``SandboxUnavailable``).
 
+Between calls nothing runs: a call returns once the Python threads its code started have
+ended; threads still running a second after the code finished get the worker stopped (its
+variables are lost, and the result says so), since a thread cannot be killed on its own.
+
+Disk: each file is capped by RLIMIT_FSIZE, and the sandbox folders together (workdir and
+temporary folder, plus files the worker deleted but holds open) by ``max_disk_mb``. Their
+size is measured every 0.1 s while code runs and once after; past the quota the worker is
+stopped, the files this call created are removed, and the call is refused
+(``code.disk_quota``). A fast burst can overshoot by what the disk writes in 0.1 s before
+it is stopped. Why not a size-limited tmpfs: it would live in the worker's own mount
+namespace, out of your sight and gone with the worker, while the workdir's files are meant
+to be yours and to survive timeouts and resets. A folder that already holds more than the
+quota when a call starts may not grow during it.
+
 Files written to the workdir survive timeouts and ``reset()``; ``close()`` removes the
 temporary folder (a ``workdir`` you pass in is yours and is kept).
 """
@@ -63,12 +77,16 @@ from pydantic import BaseModel, Field, PositiveFloat
 
 from aillm_lab.errors import SafetyViolation, ToolError
 from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.tools._sandbox_disk import Usage, remove_new_files, usage
 from aillm_lab.tools._sandbox_process import SandboxUnavailable, Worker
 from aillm_lab.tools.base import RiskLevel, Tool
 from aillm_lab.tools.policy import CodePolicy
 
 _WORKER = Path(__file__).with_name("_sandbox_worker.py")
-_MAX_FILES = 1_000
+_MAX_FILES = 1_000  # files listed in a result
+_MAX_SANDBOX_FILES = 10_000  # files the sandbox folders may hold (a scan must stay cheap)
+_DISK_POLL_S = 0.1
+_MiB = 1024 * 1024
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # read-only system folders the interpreter and C extensions load from (Python's own
 # folders are added by the worker itself), plus harmless machine facts libraries probe
@@ -102,6 +120,8 @@ class SandboxResult(BaseModel):
     killed_by: str | None = Field(default=None, description="signal that ended the worker")
     memory_error: bool = False
     restarted: bool = Field(default=False, description="a fresh worker ran this call")
+    threads_left: int = Field(default=0, description="threads still running after the "
+                              "code ended; the worker was then stopped")
     refused: list[str] = Field(default_factory=list,
                                description="'rule (event)' for each operation the hook refused")
     notes: list[str] = Field(default_factory=list)
@@ -213,11 +233,18 @@ class PythonSandbox:
                 restarted = await self._start()
             assert self._worker is not None
             before = await asyncio.to_thread(_snapshot, self.workdir)
+            start_usage = await asyncio.to_thread(self._usage, None)
             start = time.perf_counter()
-            reply = await self._worker.call({"op": "run", "code": code,
-                                             "max_output": self.policy.max_output_bytes}, wall)
+            call = asyncio.ensure_future(self._worker.call(
+                {"op": "run", "code": code, "max_output": self.policy.max_output_bytes}, wall))
+            over = await self._watch_disk(call, start_usage)
+            reply = call.result()
             elapsed = time.perf_counter() - start
-            result = await self._result(reply, wall, elapsed)
+            if over is not None:
+                result = await self._quota_result(reply, over, start_usage, elapsed)
+            else:
+                result = await self._result(reply, wall, elapsed)
+                await self._stop_stray_threads(result)
             after = await asyncio.to_thread(_snapshot, self.workdir)
             result.files = [SandboxFile(name=k, size=v[0]) for k, v in sorted(after.items())
                             if before.get(k) != v]
@@ -226,6 +253,59 @@ class PythonSandbox:
                 result.notes.insert(0, "a fresh worker ran this call: variables from earlier "
                                        "calls are gone (files in the sandbox folder remain)")
             return result
+
+    async def _stop_stray_threads(self, result: SandboxResult) -> None:
+        """Threads that outlive their call would run unseen between calls: stop them."""
+        if result.threads_left:
+            await self._kill()
+            result.notes.append(
+                f"{result.threads_left} thread(s) the code started were still running a "
+                f"second after it ended, so the worker was stopped: variables are gone (files "
+                f"remain). Join your threads (thread.join(), or 'with ThreadPoolExecutor()') "
+                f"before the code ends")
+
+    # -- disk quota ------------------------------------------------------------------------
+    def _usage(self, stop_after: int | None) -> Usage:
+        pid = self._worker.pid if self._worker is not None else None
+        return usage((self.workdir, self._tmp), pid, stop_after)
+
+    async def _watch_disk(self, call: asyncio.Future[Any], start: Usage) -> Usage | None:
+        """Measure the sandbox folders while ``call`` runs (and once after); past the quota,
+        stop the worker and return the usage that broke it."""
+        quota = max(self.policy.max_disk_mb * _MiB, start.size)
+        max_files = max(_MAX_SANDBOX_FILES, start.files)
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=_DISK_POLL_S)
+                now = await asyncio.to_thread(self._usage, max_files)
+                if now.size > quota or now.files > max_files:
+                    await self._kill()  # its pending call then ends with "eof"
+                    await call
+                    return now
+                if done:
+                    return None
+        finally:
+            call.cancel()  # only if we were cancelled; a finished call ignores it
+
+    async def _quota_result(self, reply: dict[str, Any] | None, over: Usage,
+                            start: Usage, elapsed: float) -> SandboxResult:
+        removed = await asyncio.to_thread(remove_new_files, (self.workdir, self._tmp),
+                                          start.paths)
+        result = (_from_reply(reply) if reply is not None and reply.get("op") == "result"
+                  else SandboxResult(duration_s=elapsed, killed_by="SIGKILL"))
+        what = (f"{over.files} files" if over.files > max(_MAX_SANDBOX_FILES, start.files)
+                else f"{over.size / _MiB:.0f} MB")
+        shown = ", ".join(removed[:10]) + (f" and {len(removed) - 10} more"
+                                           if len(removed) > 10 else "")
+        result.ok = False
+        result.refused = [*result.refused, "code.disk_quota (write)"]
+        result.error = (
+            f"the sandbox folder may hold {self.policy.max_disk_mb} MB and "
+            f"{_MAX_SANDBOX_FILES} files (CodePolicy.max_disk_mb), and this call took it to "
+            f"{what}: the worker was stopped (variables are gone) and the files this call "
+            f"created were removed ({shown or 'none'}). Write less: aggregate, sample or "
+            f"compress, and os.remove() files you no longer need.")
+        return result
 
     async def _result(self, reply: dict[str, Any] | None, wall: float,
                       elapsed: float) -> SandboxResult:
@@ -296,6 +376,8 @@ class PythonSandbox:
                "write_roots": [str(self.workdir), str(self._tmp.resolve()), os.devnull],
                "limits": self.policy.model_dump(include={
                    "memory_mb", "cpu_s", "max_open_files", "max_processes", "max_file_mb"})}
+        # no single file may be larger than the whole quota
+        cfg["limits"]["max_file_mb"] = min(self.policy.max_file_mb, self.policy.max_disk_mb)
         max_frame = 4 * self.policy.max_output_bytes + 64 * 1024 * 1024  # + figures
         env = _scrubbed_env(self.workdir, self._tmp)
         self._worker = await Worker.start(_WORKER, cfg, env, max_frame)
@@ -364,7 +446,8 @@ def _check_workdir(path: Path) -> Path:
 
 def _from_reply(reply: dict[str, Any]) -> SandboxResult:
     result = SandboxResult(
-        ok=reply.get("error") is None, stdout=reply.get("stdout", ""),
+        ok=reply.get("error") is None, threads_left=int(reply.get("threads_left", 0)),
+        stdout=reply.get("stdout", ""),
         stderr=reply.get("stderr", ""), stdout_truncated=int(reply.get("stdout_dropped", 0)),
         stderr_truncated=int(reply.get("stderr_dropped", 0)), value=reply.get("value"),
         error=reply.get("error"), duration_s=float(reply.get("duration_s", 0.0)),

@@ -12,11 +12,13 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import aillm_lab as al
 from aillm_lab.tools.policy import CodePolicy
 from aillm_lab.tools.python import PythonSandbox, SandboxResult
 
@@ -429,3 +431,68 @@ def test_without_the_hook_the_network_is_unreachable(bare: PythonSandbox,
     result = bare.run(f"import socket\nsocket.create_connection(('127.0.0.1', {server.port}), 2)")
     assert not result.ok and "Error" in (result.error or "")
     assert server.connections == 0
+
+
+# -- what outlives a call, and how much disk it takes (issue 10, finding 11) ----------------------
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[al.Lab]:
+    with al.Lab(home=tmp_path / "home") as the_lab:
+        yield the_lab
+
+
+def _grows(path: Path, wait_s: float = 1.0) -> bool:
+    before = path.stat().st_size if path.exists() else 0
+    time.sleep(wait_s)
+    return (path.stat().st_size if path.exists() else 0) > before
+
+
+@pytest.mark.parametrize("start", [
+    "threading.Thread(target=beat, daemon=True).start()",
+    "_thread.start_new_thread(beat, ())",  # below the threading module: not in enumerate()
+])
+def test_a_thread_left_running_does_not_outlive_its_call(lab: al.Lab, start: str) -> None:
+    code = ("import threading, _thread, time\n"
+            "def beat():\n"
+            "    while True:\n"
+            "        with open('beat.txt', 'a') as f:\n"
+            "            f.write('.')\n"
+            "        time.sleep(0.02)\n"
+            f"{start}\n"
+            "secret_state = 1\n")
+    result = lab.tools.invoke("run_python", {"code": code})
+    beat = lab.tools.sandbox.workdir / "beat.txt"
+    assert not _grows(beat), "the thread kept running after the call returned"
+    assert result.ok, result.content
+    assert "thread(s) the code started were still running" in result.content
+    assert "join" in result.content.lower()
+    after = lab.tools.invoke("run_python", {"code": "'secret_state' in globals()"})
+    assert "[value]\nFalse" in after.content and "fresh worker" in after.content
+
+
+def test_six_95_mb_files_stop_at_the_sandbox_disk_quota(lab: al.Lab) -> None:
+    """The finding: a 100 MB cap per file, but nothing on their sum (six were written)."""
+    code = ("data = b'0' * 95 * 1024 * 1024\n"
+            "for i in range(6):\n"
+            "    with open(f'f{i}.bin', 'wb') as f:\n"
+            "        f.write(data)\n")
+    result = lab.tools.invoke("run_python", {"code": code})
+    assert not result.ok and result.rule == "code.disk_quota", result.content[-500:]
+    assert "CodePolicy.max_disk_mb" in result.content and "os.remove" in result.content
+    workdir = lab.tools.sandbox.workdir
+    held = sum(p.stat().st_size for p in workdir.rglob("*") if p.is_file())
+    assert held == 0, f"{held} bytes of the refused call's files are left"
+    assert "[value]\n2" in lab.tools.invoke("run_python", {"code": "1 + 1"}).content
+
+
+def test_deleted_files_held_open_count_towards_the_quota(lab: al.Lab) -> None:
+    """Unlinked files take disk until closed; a folder walk alone would never see them."""
+    code = ("import os, time\nheld = []\n"
+            "for i in range(4):\n"
+            "    f = open(f'g{i}.bin', 'wb')\n"
+            "    f.write(b'1' * 90 * 1024 * 1024)\n"
+            "    f.flush()\n"
+            "    os.remove(f'g{i}.bin')\n"
+            "    held.append(f)\n"
+            "time.sleep(1)\n")
+    result = lab.tools.invoke("run_python", {"code": code})
+    assert not result.ok and result.rule == "code.disk_quota", result.content[-500:]

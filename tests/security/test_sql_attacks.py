@@ -9,6 +9,9 @@ locked connection alone still refuses files and settings.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +77,10 @@ ATTACKS: list[tuple[str, str]] = [
     ("SET lock_configuration = false", NOT_READ_ONLY),
     ("RESET allowed_paths", NOT_READ_ONLY),
     ("SET allowed_directories = ['/']", NOT_READ_ONLY),
+    ("SET memory_limit = '100GB'", NOT_READ_ONLY),
+    ("PRAGMA memory_limit = '100GB'", NOT_READ_ONLY),
+    ("SET GLOBAL threads = 64", NOT_READ_ONLY),
+    ("RESET memory_limit", NOT_READ_ONLY),
     ("SET VARIABLE x = 1", NOT_READ_ONLY),
     ("CALL pragma_version()", NOT_READ_ONLY),
     ("CHECKPOINT", NOT_READ_ONLY),
@@ -161,6 +168,7 @@ class Host:
         assert settings["lock_configuration"] == "true"
         assert settings["allowed_configs"] == "[]"
         assert settings["allowed_paths"] == f"[{self.ws / 'data.csv'}]"
+        assert settings["memory_limit"] == "1.0 GiB"  # SqlPolicy.memory_limit_mb, locked
 
 
 @pytest.fixture
@@ -200,6 +208,8 @@ def test_attack_is_refused_and_the_host_is_unharmed(host: Host, template: str,
     ("SET lock_configuration = false", "locked"),
     ("SET allowed_directories = ['/']", "locked"),
     ("SET python_enable_replacements = true", "locked"),
+    ("SET memory_limit = '100GB'", "locked"),
+    ("SET threads = 64", "locked"),
 ])
 def test_the_locked_connection_refuses_even_without_the_parser_guard(
         host: Host, monkeypatch: pytest.MonkeyPatch, template: str, needle: str) -> None:
@@ -246,6 +256,39 @@ def test_a_huge_result_is_capped_not_returned(host: Host) -> None:
     df = host.db.query("SELECT * FROM range(100000000)")
     assert len(df) == host.db.policy.max_rows
     assert df.attrs["truncated"] is True
+
+
+# The result cap (20 MB) once applied after the whole DataFrame was built: 4.4 GB peak.
+_PEAK_RSS = """
+import json, resource, sys
+import aillm_lab as al
+with al.Lab(home=sys.argv[1]) as lab:
+    lab.tools.invoke("sql_query", {"sql": "SELECT 1"})  # DuckDB and the tools are loaded
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = lab.tools.invoke("sql_query", {"sql": sys.argv[2]})
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    frame = result.value
+    print(json.dumps({"ok": result.ok, "growth_mb": growth / 1024, "content": result.content,
+                      "rows": None if frame is None else len(frame),
+                      "note": None if frame is None else frame.attrs.get("note")}))
+"""
+
+
+def test_a_huge_result_is_streamed_and_stopped_at_the_byte_cap(tmp_path: Path) -> None:
+    """Ten 10 MB strings a row, 150 rows: 1.5 GB if built. Measured in a fresh process
+    through the public API, since DuckDB allocates outside tracemalloc's view. DuckDB
+    itself evaluates the 150 rows as one chunk (~1.5 GB, outside its memory_limit), so the
+    bound is what our side adds on top of that: the 20 MB that fit, not the 3 GB more
+    that pandas once built around it."""
+    sql = "SELECT repeat('x', 10000000) AS s FROM range(150)"
+    proc = subprocess.run([sys.executable, "-c", _PEAK_RSS, str(tmp_path / "home"), sql],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"], report["content"][:500]
+    assert report["rows"] == 1  # a second 10 MB string (plus its object header) would not fit
+    assert "over the 20000000-byte cap" in report["note"]
+    assert report["growth_mb"] < 2048, report["growth_mb"]
 
 
 def test_a_statement_type_the_driver_does_not_know_is_refused(host: Host) -> None:

@@ -184,6 +184,40 @@ def test_max_rows_per_call_narrows_but_never_widens_the_policy(ws: Workspace) ->
         assert len(sdb.query("SELECT * FROM range(100)", max_rows=50)) == 5
 
 
+def test_the_byte_cap_stops_a_wide_row_after_narrow_ones(ws: Workspace) -> None:
+    """Rows are measured one at a time, so a wide one cannot ride in a batch of narrow."""
+    with Database(ws, SqlPolicy(max_result_bytes=1_000_000)) as sdb:
+        df = sdb.query("SELECT i, CASE WHEN i < 3 THEN 'x' ELSE repeat('x', 400000) END AS s "
+                       "FROM range(50) t(i) ORDER BY i")
+        assert list(df["i"]) == [0, 1, 2, 3, 4]
+        assert "over the 1000000-byte cap" in df.attrs["note"]
+
+
+def test_streamed_results_keep_the_dtypes_duckdb_gives(db: Database) -> None:
+    sql = ("SELECT i::INTEGER AS i, i::BIGINT AS b, CASE WHEN i = 1 THEN NULL ELSE i END "
+           "AS maybe, i / 2 AS d, (i * 1.25)::DECIMAL(8, 2) AS dec, 'n' || i AS s, "
+           "CASE WHEN i = 1 THEN NULL ELSE 'v' END AS ms, DATE '2024-01-01' + i::INTEGER "
+           "AS day, TIMESTAMP '2024-01-01 10:00' AS ts, i % 2 = 0 AS even, "
+           "CASE WHEN i = 1 THEN NULL ELSE true END AS mb, 'a'::ENUM('a', 'b') AS e, "
+           "i::HUGEINT AS h, INTERVAL 1 DAY AS iv FROM range(3) t(i) ORDER BY i")
+    trusted = duckdb.connect()
+    pd.testing.assert_frame_equal(db.query(sql), trusted.sql(sql).df())
+    empty = sql + " LIMIT 0"
+    pd.testing.assert_frame_equal(db.query(empty), trusted.sql(empty).df())
+    trusted.close()
+
+
+def test_duckdb_runs_with_the_policys_memory_limit_and_threads(ws: Workspace) -> None:
+    with Database(ws, SqlPolicy(memory_limit_mb=64, threads=1)) as sdb:
+        settings = sdb.settings()
+        assert settings["memory_limit"] == "64.0 MiB" and settings["threads"] == "1"
+        with pytest.raises(SafetyViolation) as err:
+            sdb.query("SELECT list(i) FROM range(50000000) t(i)")
+        assert err.value.rule == "sql.memory_limit"
+        assert "64 MB" in err.value.detail and "LIMIT" in err.value.detail
+        assert sdb.query("SELECT 1 AS one")["one"][0] == 1  # the database still works
+
+
 @pytest.mark.parametrize("bad", [0, -1, True, 2.5])
 def test_a_bad_max_rows_is_refused(db: Database, bad: object) -> None:
     with pytest.raises(DatabaseError, match="max_rows"):

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import aillm_lab as al
 from aillm_lab.errors import SafetyViolation
 from aillm_lab.runtime import get_runner
 from aillm_lab.tools import files
@@ -183,3 +187,75 @@ def test_diff_preview_with_identical_content_says_no_changes(fs: Files) -> None:
     fs.put("bin.dat", b"\x00\x01")
     with pytest.raises(FileToolError, match="binary"):
         fs("diff_preview", path="bin.dat", new_content="text")
+
+
+# -- patterns that backtrack without end ---------------------------------------------------------
+class Heartbeat:
+    """A task on the Lab's runner loop noting when it runs: a frozen loop leaves a gap."""
+
+    def __init__(self, lab: al.Lab, every_s: float = 0.05) -> None:
+        self.beats: list[float] = []
+        self._stop = False
+        self._every = every_s
+        self._fut = asyncio.run_coroutine_threadsafe(self._beat(), lab.runner.loop)
+
+    async def _beat(self) -> None:
+        while not self._stop:
+            self.beats.append(time.monotonic())
+            await asyncio.sleep(self._every)
+
+    def stop(self) -> float:
+        """The longest gap between two beats, up to now."""
+        self._stop = True
+        self._fut.result(timeout=10)
+        now = [*self.beats, time.monotonic()]
+        return max(b - a for a, b in zip(now, now[1:], strict=False))
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[al.Lab]:
+    with al.Lab(home=tmp_path / "home") as the_lab:
+        the_lab.settings.workspace_path.mkdir(parents=True, exist_ok=True)
+        yield the_lab
+
+
+def test_a_catastrophic_regex_leaves_the_runner_loop_ticking(lab: al.Lab) -> None:
+    """The finding: '^(a+)+$' on 28 'a's and '!' held the GIL for 22 s in ``re``."""
+    (lab.settings.workspace_path / "aaa.txt").write_text("a" * 28 + "!\n")
+    lab.tools.invoke("list_dir", {})  # tools loaded before the heartbeat starts
+    beat = Heartbeat(lab)
+    start = time.monotonic()
+    result = lab.tools.invoke("search_text", {"pattern": "^(a+)+$", "regex": True})
+    elapsed = time.monotonic() - start
+    gap = beat.stop()
+    assert result.ok and result.content.startswith("no matches"), result.content
+    assert elapsed < 60
+    assert gap < 2.0, f"the runner loop stood still for {gap:.1f} s"
+
+
+def test_a_regex_that_backtracks_past_the_limit_is_refused_readably(lab: al.Lab) -> None:
+    """'(a|a)+$' backtracks in any backtracking engine: 2^26 paths on this line."""
+    (lab.settings.workspace_path / "aaa.txt").write_text("a" * 26 + "!\n")
+    lab.tools.invoke("list_dir", {})
+    beat = Heartbeat(lab)
+    start = time.monotonic()
+    result = lab.tools.invoke("search_text", {"pattern": "(a|a)+$", "regex": True})
+    elapsed = time.monotonic() - start
+    gap = beat.stop()
+    assert not result.ok and result.rule == "files.regex_timeout", result.content
+    assert "simplify" in result.content and "regex=false" in result.content
+    assert elapsed < files.REGEX_TIMEOUT_S + 30
+    assert gap < 2.0, f"the runner loop stood still for {gap:.1f} s"
+
+
+def test_a_glob_with_many_stars_is_answered_without_backtracking(lab: al.Lab) -> None:
+    """'*a' twelve times then '!' is a regex that backtracks ~10 s in ``re`` on 30 'a's."""
+    ws = lab.settings.workspace_path
+    (ws / ("a" * 30)).write_text("x")
+    (ws / ("a" * 12 + "!")).write_text("x")
+    lab.tools.invoke("list_dir", {})
+    beat = Heartbeat(lab)
+    result = lab.tools.invoke("glob_files", {"pattern": "*a" * 12 + "!"})
+    gap = beat.stop()
+    assert result.ok and result.content == "a" * 12 + "!", result.content
+    assert gap < 2.0, f"the runner loop stood still for {gap:.1f} s"

@@ -231,3 +231,41 @@ def test_network_policy_true_allows_sockets() -> None:
         result = box.run("import socket\ns = socket.socket()\ns.close()\n'made'")
         assert result.value == "'made'", result.error
         assert box.protections is not None and "netns" not in box.protections
+
+
+# -- threads and disk between calls -------------------------------------------------------------
+def test_a_thread_that_ends_soon_after_the_code_keeps_the_worker_and_its_output(
+        sb: PythonSandbox) -> None:
+    sb.run("kept = 'yes'")
+    result = sb.run("import threading, time\n"
+                    "threading.Thread(target=lambda: (time.sleep(0.2), print('late'))).start()")
+    assert result.ok and result.threads_left == 0 and result.stdout == "late\n"
+    assert not result.notes
+    assert sb.run("kept").value == "'yes'"
+
+
+def test_native_thread_pools_do_not_stop_the_worker() -> None:
+    """DuckDB keeps idle native threads; they run no code of the model's, so state stays."""
+    with PythonSandbox(CodePolicy(memory_mb=1024, wall_s=30)) as box:
+        first = box.run("import duckdb\ncon = duckdb.connect()\ncon.sql('select 41').fetchall()")
+        assert first.ok and first.threads_left == 0, first.to_text()
+        assert box.run("con.sql('select 42').fetchall()[0][0]").value == "42"
+
+
+def test_the_file_size_limit_never_exceeds_the_disk_quota() -> None:
+    with PythonSandbox(CodePolicy(memory_mb=256, max_file_mb=100, max_disk_mb=5)) as box:
+        box.run("1")
+        assert box.protections is not None
+        assert box.protections["rlimits"]["RLIMIT_FSIZE"] == 5 * 1024 * 1024
+
+
+def test_a_folder_already_over_the_quota_may_shrink_but_not_grow(tmp_path: Path) -> None:
+    (tmp_path / "big.bin").write_bytes(b"0" * 3 * 1024 * 1024)
+    with PythonSandbox(CodePolicy(memory_mb=256, max_disk_mb=2), workdir=tmp_path) as box:
+        grown = box.run("open('more.txt', 'w').write('x' * 1000)")
+        assert not grown.ok and grown.refused == ["code.disk_quota (write)"]
+        assert "more.txt" in (grown.error or "") and not (tmp_path / "more.txt").exists()
+        assert (tmp_path / "big.bin").exists()  # not this call's: kept
+        shrunk = box.run("import os\nos.remove('big.bin')\nopen('small.txt', 'w').write('x')")
+        assert shrunk.ok, shrunk.to_text()
+        assert [f.name for f in (tmp_path).iterdir()] == ["small.txt"]
