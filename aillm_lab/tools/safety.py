@@ -27,6 +27,7 @@ from aillm_lab.tools.policy import Decision, SafetyPolicy
 from aillm_lab.tools.scan import Redactor, scan_injection, wrap_as_data
 
 MAX_ERROR_CHARS = 2000
+_MAX_CELL_CHARS = 500  # a table cell longer than this is shown cut, with "..."
 # C0 and C1 control characters but tab, newline and carriage return, NUL and DEL: shown as
 # \xNN, so output cannot clear a screen, set a clipboard (OSC 52) or hide text from a reader
 _CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x09), 0x0b, 0x0c, *range(0x0e, 0x20),
@@ -332,14 +333,15 @@ def _type_name(prop: dict[str, Any]) -> str:
 
 
 def _frame_text(value: Any, max_rows: int = 60) -> str:
-    """The table, its size when cut, and a tool's own note (``attrs["note"]``, e.g. SQL caps)."""
+    """A tool's own note first (``attrs["note"]``, e.g. SQL caps: the output cap must not cut
+    it off), then the table with long cells shortened, then its size when cut."""
     shape = getattr(value, "shape", None)
-    text = value.to_string(max_rows=max_rows, max_cols=30)
+    text = value.to_string(max_rows=max_rows, max_cols=30, max_colwidth=_MAX_CELL_CHARS)
     rows = shape[0] if shape else 0
     if rows > max_rows:
         text = f"{text}\n[{rows:,} rows in all]"
     note = getattr(value, "attrs", {}).get("note")
-    return f"{text}\n{note}" if note else text
+    return f"{note}\n{text}" if note else text
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

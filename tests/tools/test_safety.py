@@ -462,3 +462,15 @@ def test_errors_naming_a_secret_are_redacted_in_results_and_exceptions() -> None
         with pytest.raises(ToolError) as info:
             asyncio.run(guard.run(t, args))
         assert secret not in str(info.value) and info.value.__cause__ is None
+
+
+def test_a_tables_note_comes_first_and_long_cells_are_cut(tmp_path) -> None:
+    import aillm_lab as al
+
+    with al.Lab(home=tmp_path / "home") as lab:
+        result = lab.tools.invoke("sql_query", {
+            "sql": "SELECT repeat('x', 2000000) AS big FROM range(30)"})
+    assert result.ok, result.content
+    first = result.content.splitlines()[0]
+    assert "truncated" in first.lower() or "cap" in first.lower(), first
+    assert "x" * 500 not in result.content
