@@ -118,7 +118,8 @@ class Lab(LabServices):
         return self.gateway.run(run_id, budget_usd)
 
     def calls(self) -> pd.DataFrame:
-        """The call log as a DataFrame: one row per model call, cache and replay hits too."""
+        """The call log as a DataFrame: one row per model call, cache and replay hits too,
+        from every Lab and process on this home (rows are on disk within ~0.1 s)."""
         return self.calllog.frame()
 
     def sql(self, query: str) -> pd.DataFrame:

@@ -1,4 +1,6 @@
-"""The call log: one row per model call, appended to Parquet under ``<home>/calls/``."""
+"""The call log: one row per model call, durable within ~0.1 s, shared by every process of a
+home. ``calllog_record`` defines a row, ``calllog_store`` the files (a SQLite journal plus
+Parquet segments) and this module the door a Lab uses: queue, flusher, compactor, reads."""
 
 from __future__ import annotations
 
@@ -7,17 +9,30 @@ import atexit
 import concurrent.futures
 import logging
 import os
+import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, get_args
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aillm_lab.errors import ConfigError
+from aillm_lab.llm import calllog_store as store
+from aillm_lab.llm.calllog_record import (
+    PANDAS_TYPES,
+    SCHEMA,
+    CallRecord,
+    as_row,
+    casts,
+    rows_frame,
+    typed_nulls,
+    write_parquet,
+)
+from aillm_lab.llm.calllog_store import CallLogError
+
+__all__ = ["CallLog", "CallLogError", "CallRecord"]
 
 if TYPE_CHECKING:
     import duckdb
@@ -28,148 +43,135 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class CallRecord(BaseModel):
-    """What the gateway writes after every model call, cache and replay hits included.
-
-    ``cost_usd`` is ``None`` when the model's price is unknown, never a made-up 0.
-    """
-
-    run_id: str
-    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    provider: str
-    model: str
-    requested_model: str = Field(description="the model asked for, before any fallback")
-    request_hash: str
-    cache_hit: bool = False
-    replay_hit: bool = False
-    stream: bool = False
-    attempts: int = 1
-    latency_s: float | None = None
-    ttft_s: float | None = None
-    status: str = Field("ok", description="'ok' or 'error'")
-    error_type: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    cost_usd: float | None = None
-
-
 class CallLog:
-    """Buffers CallRecords and flushes them in batches, one new Parquet file per flush.
+    """One Lab's door to the call log of its home, shared by every Lab and process there.
 
-    Files are ``<home>/calls/calls-<utc time>-<uuid>.parquet``, written under a temp name and
-    ``os.replace``d, so a reader globbing ``*.parquet`` never sees half a file. Nothing is
-    rewritten, so several processes may log into one workspace.
+    Writing: ``append`` only queues a row in memory, so the gateway's hot path does no disk
+    I/O. A background flusher thread group-commits the queue to ``<home>/calls/log.db``
+    (SQLite WAL) ``commit_every_s`` after the first row arrives, so a row is durable and
+    visible to every process within about that time; a SIGKILL loses at most the rows of
+    that window. When the journal holds ``compact_every`` rows a compaction thread moves
+    them into one Parquet segment and merges small segments (see ``calllog_store``), so
+    100,000 calls are a handful of files, not 100,000.
 
-    Threads: the sync methods (``flush``, ``frame``, ``sql``, ``close``) block on DuckDB and
-    are meant for user threads (a notebook cell, a script). On an event loop, and always on
-    the runner loop, use ``aappend``/``aflush``/``aframe``/``asql``/``aclose``, which run
-    DuckDB in this log's worker threads; ``append`` itself never blocks on I/O there.
-    DuckDB has one connection per log and one cursor per thread.
+    Reading: ``frame``/``sql`` see the Parquet segments plus the journal's newer rows as one
+    DuckDB view ``calls``. They first flush this process's logs of the same home, so a row
+    logged by any Lab here is readable at once.
+
+    Threads: the sync methods block on SQLite or DuckDB and are meant for user threads (a
+    notebook cell, a script). On an event loop, and always on the runner loop, use
+    ``aflush``/``aframe``/``asql``/``aclose``, which run in this log's worker threads.
+    Memory is bounded: past ``max_pending`` uncommitted rows (a disk that refuses writes)
+    new rows are dropped, counted in ``dropped`` and warned about.
     """
 
-    def __init__(self, home: str | Path, *, flush_every: int = 1000) -> None:
-        if isinstance(flush_every, bool) or not isinstance(flush_every, int) or flush_every < 1:
-            raise ConfigError(f"CallLog flush_every = {flush_every!r}: must be an integer "
-                              ">= 1.", fields=("flush_every",))
+    def __init__(self, home: str | Path, *, commit_every_s: float = 0.1,
+                 compact_every: int | None = None, max_pending: int = 100_000) -> None:
+        compact_every = store.COMPACT_ROWS if compact_every is None else compact_every
+        for name, value in (("compact_every", compact_every), ("max_pending", max_pending)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"CallLog {name} = {value!r}: must be an integer >= 1.",
+                                  fields=(name,))
+        if not isinstance(commit_every_s, int | float) or not 0 < commit_every_s <= 0.5:
+            raise ConfigError(f"CallLog commit_every_s = {commit_every_s!r}: must be in "
+                              "(0, 0.5] so rows are durable well within a second.",
+                              fields=("commit_every_s",))
         self.dir = Path(home).expanduser() / "calls"
-        self.flush_every = flush_every
-        self._pending: list[tuple[Any, ...]] = []  # rows of plain values: see _row
-        self._lock = threading.Lock()  # guards _pending; never held during I/O
-        self._io = threading.Lock()  # one flush or read snapshot at a time
+        self.commit_every_s = float(commit_every_s)
+        self.compact_every = compact_every
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._journal = store.Journal(self.dir, SCHEMA)
+        self._pending: list[tuple[Any, ...]] = []  # rows of plain values: see as_row
+        self._lock = threading.Lock()  # guards _pending and the threads; never held for I/O
+        self._io = threading.Lock()  # one commit at a time; owns the writer connection
         self._conn_lock = threading.Lock()  # guards the DuckDB connection and cursors
-        self._flush_queued = False
+        self._writer: sqlite3.Connection | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._compact_queued = False
+        self._compactor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._db: duckdb.DuckDBPyConnection | None = None
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._local = threading.local()
         self._generation = 0
+        _LIVE.add(self)
         atexit.register(_close_at_exit, weakref.ref(self))
 
     # -- writing ----------------------------------------------------------------------------
     def append(self, record: CallRecord) -> None:
-        """Buffer one row; a full buffer is flushed here, or in a worker if on an event loop."""
-        if not self._add(record):
-            return
-        if _on_loop():
-            self._executor().submit(self._background_flush)
-        else:
-            self._background_flush()
+        """Queue one row for the flusher; never blocks on I/O, so it is safe on the loop."""
+        row = as_row(record)
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 10_000 == 0:
+                    log.warning("call log %s: %d rows wait for the disk; %d dropped so far",
+                                self.dir, len(self._pending), self.dropped)
+                return
+            self._pending.append(row)
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
+                                                 name="aillm-calllog-flusher")
+                self._flusher.start()
+        if not self._wake.is_set():  # a plain read; set() takes a lock and notifies
+            self._wake.set()
 
     async def aappend(self, record: CallRecord) -> None:
-        """Buffer one row; a full buffer is flushed in a worker thread and awaited."""
-        if self._add(record):
-            await asyncio.get_running_loop().run_in_executor(self._executor(),
-                                                             self._background_flush)
+        self.append(record)
 
-    def flush(self) -> Path | None:
-        """Write the buffered rows to a new Parquet file; returns it, or None if none were."""
+    def flush(self) -> int:
+        """Commit the queued rows to ``log.db`` now; returns how many were committed."""
         with self._io:
-            with self._lock:
-                batch = list(self._pending)
-            if not batch:
-                return None
-            path = self._write(batch)
-            with self._lock:  # only flush removes rows, and flushes are serialised by _io
-                del self._pending[:len(batch)]
-            return path
+            return self._commit()
 
-    async def aflush(self) -> Path | None:
+    async def aflush(self) -> int:
         return await asyncio.get_running_loop().run_in_executor(self._executor(), self.flush)
+
+    def compact(self, *, min_rows: int = 1) -> Path | None:
+        """Flush, then move the journal into a Parquet segment and merge small segments;
+        returns the new segment, or None if there was nothing (or another process is at it)."""
+        self.flush()
+        return store.compact(self._journal, self._cursor, write_parquet, min_rows=min_rows)
 
     @property
     def pending(self) -> int:
+        """Rows queued in memory, not yet committed to ``log.db``."""
         with self._lock:
             return len(self._pending)
 
     def files(self) -> list[Path]:
-        """The flushed Parquet files of this workspace, oldest first."""
-        return sorted(self.dir.glob("calls-*.parquet"))
+        """The Parquet files a reader uses now, oldest first (pre-journal files first)."""
+        segments, legacy, _ = store.scan(self.dir)
+        return legacy + [s.path for s in segments]
 
     # -- reading ----------------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
-        """Every call, flushed and pending, sorted by time, with typed columns."""
+        """Every call of this home, from every Lab and process, sorted by time, typed."""
         import pandas as pd
 
         df = self.sql("SELECT * FROM calls ORDER BY time")
         if df.empty:
-            return df.astype({name: _PANDAS[kind] for name, kind in _SCHEMA.items()})
+            return df.astype({name: PANDAS_TYPES[kind] for name, kind in SCHEMA.items()})
         if pd.Series(["x"]).dtype != object:  # pandas >= 3 types text; all-NULL is object
-            text = [n for n, t in _SCHEMA.items() if t == "VARCHAR" and df[n].dtype == object]
+            text = [n for n, t in SCHEMA.items() if t == "VARCHAR" and df[n].dtype == object]
             df = df.astype(dict.fromkeys(text, "str"))
         return df.reset_index(drop=True)
 
     def sql(self, query: str) -> pd.DataFrame:
         """Run DuckDB SQL where ``calls`` is the whole log, e.g. ``select model, count(*)
-        from calls group by model``; bad SQL raises ValueError naming the query."""
-        import duckdb
-
-        cur = self._cursor()
-        pending_name = f"_pending_{uuid.uuid4().hex}"
-        with self._io:  # a consistent snapshot: no rows both in a file and pending
-            files = self.files()
-            with self._lock:
-                pending = list(self._pending)
-        parts = [f"SELECT {_typed_nulls()} WHERE false"]
-        if files:
-            listed = ", ".join(_sql_str(str(p)) for p in files)
-            parts.append(f"SELECT * FROM read_parquet([{listed}], union_by_name = true)")
-        if pending:
-            cur.register(pending_name, _rows_frame(pending))
-            parts.append(f"SELECT {_casts()} FROM {pending_name}")
-        try:
-            cur.execute("CREATE OR REPLACE TEMP VIEW calls AS "
-                        + " UNION ALL BY NAME ".join(parts))
-            return cur.execute(query).df()
-        except duckdb.Error as exc:
-            raise ValueError(f"Call-log SQL failed: {exc}\n  query: {query}\n  Query the "
-                             f"view `calls`; its columns are {', '.join(_SCHEMA)}.") from exc
-        finally:
-            cur.execute("DROP VIEW IF EXISTS calls")
-            if pending:
-                cur.unregister(pending_name)
+        from calls group by model``; bad SQL raises ValueError naming the query, a damaged
+        file a CallLogError naming the file."""
+        for attempt in range(_READ_ATTEMPTS):
+            files, rows = self._snapshot()
+            try:
+                return self._query(files, rows, query)
+            except _Vanished:  # a compaction merged files away between scan and read
+                if attempt == _READ_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def aframe(self, timeout: float | None = None) -> pd.DataFrame:
         return await self._offload(self.frame, timeout)
@@ -180,15 +182,29 @@ class CallLog:
 
     # -- lifecycle --------------------------------------------------------------------------
     def close(self) -> None:
-        """Finish background flushes, flush the rest and close DuckDB; idempotent.
+        """Stop the threads, commit the rest and compact it into Parquet; idempotent.
 
         A later append or query reopens lazily, like the runner itself.
         """
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        with self._lock:
+            flusher, self._flusher = self._flusher, None
+            compactor, self._compactor = self._compactor, None
+            pool, self._pool = self._pool, None
+        self._stop.set()
+        self._wake.set()
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()
+        for executor in (compactor, pool):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._stop.clear()
         try:
-            self.flush()
+            with self._io:
+                self._commit()
+                writer, self._writer = self._writer, None
+            if writer is not None:  # this log wrote: leave its rows in Parquet
+                writer.close()
+                store.compact(self._journal, self._cursor, write_parquet)
         finally:
             with self._conn_lock:
                 cursors, self._cursors = self._cursors, []
@@ -209,43 +225,140 @@ class CallLog:
         return f"CallLog({str(self.dir)!r}, files={len(self.files())}, pending={self.pending})"
 
     # -- internals --------------------------------------------------------------------------
-    def _add(self, record: CallRecord) -> bool:
-        """Buffer a row; True when the caller should schedule the (single) flush."""
+    def _commit(self) -> int:
+        """Group-commit the queue; call holding ``_io``. Rows leave the queue only once
+        committed, so a failed commit keeps them for the next try."""
         with self._lock:
-            self._pending.append(_row(record))
-            if len(self._pending) < self.flush_every or self._flush_queued:
-                return False
-            self._flush_queued = True
-            return True
+            batch = list(self._pending)
+        if not batch:
+            return 0
+        if self._writer is None:
+            self._writer = self._journal.connect()
+        self._journal.append(self._writer, batch)
+        with self._lock:  # only _commit removes rows, and commits are serialised by _io
+            del self._pending[:len(batch)]
+        return len(batch)
 
-    def _background_flush(self) -> None:
-        with self._lock:
-            self._flush_queued = False
+    def _flush_loop(self) -> None:
+        """The flusher thread: wait for a row, gather more for ``commit_every_s``, commit,
+        and hand the journal to the compactor when it is big enough."""
         try:
-            self.flush()
-        except Exception as exc:  # rows stay pending and go out with the next flush
-            log.warning("call-log flush to %s failed, will retry: %r", self.dir, exc)
+            self._flush_until_stopped()
+        finally:  # an append racing close() must start a new flusher, not trust this one
+            with self._lock:
+                if self._flusher is threading.current_thread():
+                    self._flusher = None
 
-    def _write(self, batch: list[CallRecord]) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        final = self.dir / f"calls-{stamp}-{uuid.uuid4().hex}.parquet"
-        temp = self.dir / f".{final.name}.tmp"  # not matched by *.parquet readers
+    def _flush_until_stopped(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._stop.wait(self.commit_every_s)  # group window; close() cuts it short
+            if self._stop.is_set():
+                return  # close() commits what is left
+            self._wake.clear()
+            try:
+                with self._io:
+                    self._commit()
+                    size = self._journal.size(self._writer) if self._writer else 0
+            except Exception as exc:  # rows stay queued; try again in a second
+                log.warning("call-log commit to %s failed, will retry: %r",
+                            self._journal.path, exc)
+                self._wake.set()
+                self._stop.wait(1.0)
+                continue
+            if size >= self.compact_every:
+                self._schedule_compaction()
+
+    def _schedule_compaction(self) -> None:
+        with self._lock:
+            if self._compact_queued or self._stop.is_set():
+                return
+            self._compact_queued = True
+            if self._compactor is None:
+                self._compactor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="aillm-calllog-compact")
+            self._compactor.submit(self._background_compact)
+
+    def _background_compact(self) -> None:
+        """Off the flusher thread: a merge can take a second and commits must not wait."""
+        with self._lock:
+            self._compact_queued = False
+        try:
+            store.compact(self._journal, self._cursor, write_parquet,
+                          min_rows=self.compact_every)
+        except Exception as exc:  # rows stay in the journal, still readable
+            log.warning("call-log compaction in %s failed, will retry: %r", self.dir, exc)
+
+    def _snapshot(self) -> tuple[list[Path], list[tuple[Any, ...]]]:
+        """Parquet files and journal rows that together hold each row once.
+
+        The journal is read before the directory: a row deleted from it after our read is
+        already in a segment we then list, and rows the segments hold are dropped by id.
+        """
+        for sibling in list(_LIVE):  # read-your-writes for every Lab of this process
+            if sibling is not self and sibling.dir == self.dir:
+                try:
+                    sibling.flush()
+                except Exception as exc:
+                    log.warning("call log %s could not be flushed: %r", sibling.dir, exc)
+        with self._io:
+            try:
+                self._commit()
+            except (OSError, sqlite3.OperationalError) as exc:
+                log.warning("call-log commit to %s failed: %r", self._journal.path, exc)
+            with self._lock:
+                unsaved = list(self._pending)
+            if not self._journal.path.exists() and not self.dir.exists():
+                return [], unsaved
+            conn = self._journal.connect()
+            try:
+                for _ in range(50):
+                    rows = self._journal.rows_after(conn, 0)
+                    segments, legacy, gapless = store.scan(self.dir)
+                    if gapless:
+                        break
+                    time.sleep(0.01)  # a merge is between its rename and its unlinks
+                else:
+                    log.warning("call log %s: segment ids have a gap; a file is missing",
+                                self.dir)
+            finally:
+                conn.close()
+        floor = store.watermark(segments)
+        fresh = [r[1:] for r in rows if r[0] > floor]
+        return legacy + [s.path for s in segments], fresh + unsaved
+
+    def _query(self, files: list[Path], rows: list[tuple[Any, ...]],
+               query: str) -> pd.DataFrame:
+        import duckdb
+
         cur = self._cursor()
-        name = f"_batch_{uuid.uuid4().hex}"
-        _insert_rows(cur, name, batch)
+        fresh_name = f"_fresh_{uuid.uuid4().hex}"
+        parts = [f"SELECT {typed_nulls()} WHERE false"]
+        if files:
+            listed = ", ".join(store.sql_str(str(p)) for p in files)
+            parts.append(f"SELECT * FROM read_parquet([{listed}], union_by_name = true)")
+        if rows:
+            cur.register(fresh_name, rows_frame(rows))
+            parts.append(f"SELECT {casts()} FROM {fresh_name}")
         try:
-            cur.execute(f"COPY (SELECT * FROM {name}) TO {_sql_str(str(temp))} "
-                        "(FORMAT parquet)")
-            with open(temp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(temp, final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
+            cur.execute("CREATE OR REPLACE TEMP VIEW calls AS "
+                        + " UNION ALL BY NAME ".join(parts))
+            return cur.execute(query).df()
+        except duckdb.Error as exc:
+            named = [p for p in files if str(p) in str(exc)]
+            if named and not all(p.exists() for p in named):
+                raise _Vanished from exc
+            if named and not isinstance(exc, duckdb.ParserException | duckdb.BinderException):
+                raise store.CallLogError(
+                    f"the call-log file {named[0]} cannot be read ({exc}). Move it out of "
+                    f"{self.dir}: the calls it held leave the log, the others stay.",
+                    path=named[0]) from exc
+            raise ValueError(f"Call-log SQL failed: {exc}\n  query: {query}\n  Query the "
+                             f"view `calls`; its columns are {', '.join(SCHEMA)}.") from exc
         finally:
-            cur.execute(f"DROP TABLE IF EXISTS {name}")
-        return final
+            cur.execute("DROP VIEW IF EXISTS calls")
+            if rows:
+                cur.unregister(fresh_name)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
@@ -290,74 +403,30 @@ class CallLog:
             raise
 
 
-# -- schema -------------------------------------------------------------------------------
-def _duck_type(annotation: Any) -> str:
-    """DuckDB type for a CallRecord field, so every file has the same typed columns."""
-    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
-    kind = args[0]
-    for py, duck in ((bool, "BOOLEAN"), (int, "BIGINT"), (float, "DOUBLE"),
-                     (datetime, "TIMESTAMPTZ"), (str, "VARCHAR")):
-        if kind is py:
-            return duck
-    raise TypeError(f"CallRecord field type {annotation!r} has no call-log column type; "
-                    "add it to calllog._duck_type")
+class _Vanished(Exception):
+    """A Parquet file listed for a read was merged away before DuckDB opened it."""
 
 
-_SCHEMA: dict[str, str] = {name: _duck_type(field.annotation)
-                           for name, field in CallRecord.model_fields.items()}
-_PANDAS = {"BOOLEAN": "bool", "BIGINT": "int64", "DOUBLE": "float64",
-           "TIMESTAMPTZ": "datetime64[us, UTC]", "VARCHAR": "str"}
+_READ_ATTEMPTS = 5
+_LIVE: weakref.WeakSet[CallLog] = weakref.WeakSet()
 
 
-def _casts() -> str:
-    return ", ".join(f'CAST("{n}" AS {t}) AS "{n}"' for n, t in _SCHEMA.items())
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads and must not share its SQLite or
+    DuckDB handles: start each log afresh. Rows queued before the fork are the parent's to
+    commit; the child drops its copy, or they would be logged twice."""
+    for calllog in list(_LIVE):
+        calllog._lock, calllog._io = threading.Lock(), threading.Lock()
+        calllog._conn_lock, calllog._local = threading.Lock(), threading.local()
+        calllog._wake, calllog._stop = threading.Event(), threading.Event()
+        calllog._flusher = calllog._compactor = calllog._pool = None
+        calllog._writer = calllog._db = None
+        calllog._cursors, calllog._compact_queued, calllog._pending = [], False, []
+        calllog._generation += 1
 
 
-def _typed_nulls() -> str:
-    return ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in _SCHEMA.items())
-
-
-def _insert_rows(cur: duckdb.DuckDBPyConnection, name: str, rows: list[tuple[Any, ...]]) -> None:
-    """Rows into a typed temp table as one list parameter per column, unnested in lockstep.
-
-    Not a pandas scan: DuckDB refuses Python scans while the interpreter exits, and the last
-    flush happens then. Not one ``?`` per value either: binding 20,000 scalars cost ~0.3 ms
-    per row on 2 cores, 15x the column lists, and it ran beside every model call.
-    """
-    columns = ", ".join(f'"{n}" {t}' for n, t in _SCHEMA.items())
-    cur.execute(f"CREATE TEMP TABLE {name} ({columns})")
-    if not rows:
-        return
-    unnested = ", ".join(f'unnest(?::{t}[]) AS "{n}"' for n, t in _SCHEMA.items())
-    cur.execute(f"INSERT INTO {name} SELECT {unnested}", [list(c) for c in zip(*rows, strict=True)])
-
-
-def _row(record: CallRecord) -> tuple[Any, ...]:
-    """A record as a tuple of plain values in column order.
-
-    Why not the record: the flush then needs no ``model_dump``, and while up to 1,000 rows
-    wait for it, a tuple of strings and numbers drops out of the garbage collector's
-    tracking after one pass, where a pydantic object is three objects walked on every pass.
-    """
-    return tuple([getattr(record, n) for n in _SCHEMA])
-
-
-def _rows_frame(rows: list[tuple[Any, ...]]) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame.from_records(rows, columns=list(_SCHEMA))
-
-
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _on_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_at_exit(ref: weakref.ref[CallLog]) -> None:
