@@ -7,6 +7,10 @@ can get past a check that looked at another spelling. ``open`` / ``write_atomic`
 descriptor at a time with ``O_NOFOLLOW``: a symlink swapped in after ``resolve`` (TOCTOU)
 makes the open fail instead of being followed, and the file is created in a directory
 pinned by its descriptor, never in one reached through a path that has since changed.
+
+A write is also refused when it would leave a folder that git takes for a repository
+(``_check_git_layout``): git runs programs named in a repository's config, so planting one
+must not be possible through the file tools.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class Workspace:
                                       "secrets and keys are off limits, pick another file")
             if write:
                 _check_writable(rel, raw)
+        if write:
+            _check_git_layout(self.root, self.relative(real), raw)
         _check_file_type(real, raw)
         return Path(real)
 
@@ -92,6 +98,10 @@ class Workspace:
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
         return any(rx.match(p) for rx in self._deny_regexes for p in prefixes)
+
+    def contains(self, path: str | os.PathLike[str]) -> bool:
+        """Whether an absolute, normalised path is the root or below it (no I/O)."""
+        return self._inside(os.fspath(path))
 
     def check_pattern(self, pattern: str) -> str:
         """A glob pattern that cannot leave the root (no ``..``, absolute, ``~`` or encodings)."""
@@ -274,6 +284,42 @@ def _check_writable(rel: str, raw: str) -> None:
     if ".git" in rel.lower().split("/"):
         raise SafetyViolation("path.git_internal", f"{_show(raw)} is inside a .git folder, "
                               "whose hooks and config run code; use the git tools instead")
+
+
+def _check_git_layout(root: Path, rel: str, raw: str) -> None:
+    """Refuse a write after which a folder holds ``HEAD`` plus ``objects/`` and ``refs/`` (or
+    ``commondir``): git's own test for a git directory, config or not.
+
+    Why: git finds such a folder as a bare repository from any folder below it and runs the
+    programs its ``config`` names (``core.fsmonitor``) for whoever runs git there; the lab's
+    own git refuses bare repositories, a developer's git does not. The folders above the
+    written file are checked as they will be once it exists.
+    """
+    parts = _parts(rel)
+    for depth in range(len(parts)):
+        folder, child = root.joinpath(*parts[:depth]), parts[depth].lower()
+        last = depth == len(parts) - 1
+        found = {n for n, want in _GIT_DIR_ENTRIES.items()
+                 if (child == n.lower() and last != want) or _has(folder / n, want)}
+        if "HEAD" in found and ({"objects", "refs"} <= found or "commondir" in found):
+            where = "/".join(parts[:depth]) or "."
+            raise SafetyViolation("path.git_internal", f"writing {_show(raw)} would make "
+                                  f"{where!r} a git directory (HEAD with objects/ and refs/ "
+                                  "or commondir), whose config git obeys when run below it; "
+                                  "keep such files out of the workspace or rename the folder")
+
+
+_GIT_DIR_ENTRIES = {"HEAD": False, "commondir": False, "objects": True, "refs": True}
+
+
+def _has(path: Path, folder: bool) -> bool:
+    """A folder as git tests it (links followed), or any other entry (a dangling link too)."""
+    if folder:
+        return path.is_dir()
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _check_file_type(real: str, raw: str) -> None:

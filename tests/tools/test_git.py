@@ -164,8 +164,12 @@ def test_git_env_isolates_config_and_stops_discovery_at_the_workspace(ws: Worksp
 def test_run_shell_git_gets_the_same_hardening(ws: Workspace) -> None:
     argv, env = harden_shell_argv(["diff", "--stat"], ws, dev_policy())
     assert argv[:len(HARDENING) + 1] == ["git", *HARDENING]
-    assert argv[len(HARDENING) + 1:] == ["diff", "--no-ext-diff", "--no-textconv", "--stat"]
-    assert env == git_env(ws)
+    args = argv[len(HARDENING) + 1:]
+    assert args[:4] == ["diff", "--no-ext-diff", "--no-textconv", "--stat"]
+    # then one exclusion per deny glob, so committed secrets stay out of the diff
+    assert ":(exclude,top,glob,icase)**/.env" in args[4:]
+    assert all(a.startswith(":(exclude,top,glob,icase)") for a in args[4:])
+    assert env == git_env(ws) and "GIT_LITERAL_PATHSPECS" not in env
 
 
 def test_run_shell_git_commit_does_not_run_hooks(ws: Workspace) -> None:
