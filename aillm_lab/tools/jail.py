@@ -253,30 +253,37 @@ class _Connection:
         return conn
 
     async def run(self, request: dict[str, Any]) -> JailedProcess:
+        """Send one ``run`` request with its output pipes; the call is registered (and its
+        pipes are read) before the request leaves, so a program that exits at once cannot
+        have its exit message arrive for a call nobody waits on yet."""
+        if not self.alive:
+            raise ConnectionError("the jail launcher exited")
         self.next_id += 1
         call_id = self.next_id
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        readers, transports = [], []
         try:
+            for fd in (out_r, err_r):
+                reader = asyncio.StreamReader(limit=1 << 20)
+                transport, _ = await self.loop.connect_read_pipe(
+                    lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(fd, "rb", 0))
+                readers.append(reader)
+                transports.append(transport)
+            proc = JailedProcess(self, call_id, readers[0], readers[1], transports)
+            self.calls[call_id] = proc
             socket.send_fds(self.sock, [json.dumps({**request, "id": call_id}).encode()],
                             [out_w, err_w])
-        except OSError:
-            for fd in (out_r, err_r):
+        except BaseException:
+            self.calls.pop(call_id, None)
+            for transport in transports:
+                transport.close()
+            for fd in (out_r, err_r)[len(transports):]:
                 os.close(fd)
-            self._lost()
             raise
         finally:
             os.close(out_w)
             os.close(err_w)
-        readers, transports = [], []
-        for fd in (out_r, err_r):
-            reader = asyncio.StreamReader(limit=1 << 20)
-            transport, _ = await self.loop.connect_read_pipe(
-                lambda r=reader: asyncio.StreamReaderProtocol(r), os.fdopen(fd, "rb", 0))
-            readers.append(reader)
-            transports.append(transport)
-        proc = JailedProcess(self, call_id, readers[0], readers[1], transports)
-        self.calls[call_id] = proc
         return proc
 
     def send(self, message: dict[str, Any]) -> None:

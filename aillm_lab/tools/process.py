@@ -267,7 +267,7 @@ async def _supervise(proc: _Process, capture: _Capture, timeout: float) -> tuple
             try:
                 await asyncio.wait_for(asyncio.shield(main), _REAP_S)
             except TimeoutError:  # a process that left our session still holds the pipes
-                await proc.wait()
+                await _reaped(proc)
                 _close(proc, [main, *readers])
         if main.done() and not main.cancelled():
             return main.result(), timed_out
@@ -277,10 +277,17 @@ async def _supervise(proc: _Process, capture: _Capture, timeout: float) -> tuple
         if not main.done():  # cancelled from outside: kill, reap, then let go of the pipes
             proc.kill()
             with contextlib.suppress(Exception):
-                await asyncio.shield(proc.wait())
+                await _reaped(proc)
             _close(proc, [main, *readers])
         elif not isinstance(proc, _Plain):
             proc.close_pipes()  # a jailed call's pipes are ours to close
+
+
+async def _reaped(proc: _Process) -> None:
+    """Wait for a killed program's exit, but never forever: a supervisor that lost track of
+    it (a launcher gone) must still return the call."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(proc.wait()), 5 * _REAP_S)
 
 
 def _close(proc: _Process, tasks: list[asyncio.Task[object]]) -> None:

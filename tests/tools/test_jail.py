@@ -7,6 +7,7 @@ cover the fallback where the OS refuses namespaces: every call then asks for app
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -326,3 +327,29 @@ def test_an_idle_launcher_stops_and_the_next_call_starts_it_again(
         assert _launchers(ws) == 0
         assert "exit code 0" in _shell(lab, "pwd").content
     assert _launchers(ws) == 0  # closing the Lab stops it too
+
+
+def test_many_quick_calls_from_many_threads_all_return(tmp_path: Path) -> None:
+    """A program that exits at once must not have its exit message arrive before its call
+    is registered (it was dropped, and the call waited for ever)."""
+    from aillm_lab.tools.paths import Workspace
+    from aillm_lab.tools.policy import CommandPolicy
+    from aillm_lab.tools.shell import shell_tools
+
+    done: list[int] = []
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            ws = tmp_path / f"w{n}-{i}"
+            ws.mkdir()
+            tool = shell_tools(Workspace(ws), CommandPolicy())[0]
+            for command in (["true"], ["pwd"], ["echo", "x"], ["false"]):
+                asyncio.run(tool.acall({"command": command, "timeout_s": 20}))
+                done.append(n)
+
+    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(done) == 4 * 25 * 4
