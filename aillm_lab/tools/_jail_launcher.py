@@ -107,8 +107,10 @@ def build_root(cfg: dict[str, Any]) -> None:
                if os.path.exists(f"/dev/{d}")}
     root = "/tmp"  # shadowed by a tmpfs in this namespace only; every source is an fd
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "tmpfs root", "mode=0755,size=1m")
-    for path, fd in sources.items():
-        _place(root, path, fd)
+    for path, fd in sources.items():  # under /tmp: staged, bound per call (see _program)
+        staged = f"/.jail/tmp/{cfg['tmp_binds'].index(path)}" if path in cfg["tmp_binds"] \
+            else None
+        _place(root, path, fd, staged)
     etc = root + "/etc"
     os.makedirs(etc, exist_ok=True)
     for name, text in (("passwd", _PASSWD), ("group", _GROUP), ("hostname", "jail\n"),
@@ -145,9 +147,10 @@ def build_root(cfg: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _place(root: str, path: str, fd: int) -> None:
-    """Recreate ``path`` under ``root``: a symlink as a symlink, else a read-only bind."""
-    target = root + path
+def _place(root: str, path: str, fd: int, at: str | None = None) -> None:
+    """Recreate ``path`` under ``root`` (or at ``at``): a symlink as a symlink, else a
+    read-only bind."""
+    target = root + (at or path)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     st = os.fstat(fd)
     if os.path.islink(path):
@@ -263,6 +266,8 @@ def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> No
         _check(libc.umount2(b"/.jail/proc", MNT_DETACH), "detach the machine's /proc")
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "/tmp",
                f"mode=1777,size={int(request.get('tmp_mb', 64))}m")
+        for i, path in enumerate(cfg["tmp_binds"]):  # shadowed by this call's /tmp
+            _rebind(f"/.jail/tmp/{i}", path)
         workspace = cfg["workspace"]
         os.makedirs(workspace, exist_ok=True)
         _mount("/.jail/ws", workspace, None, MS_BIND | MS_REC, "bind the workspace")
@@ -303,6 +308,23 @@ def _set_limits(limits: dict[str, int]) -> None:
         _, hard = resource.getrlimit(res)
         soft = value * unit if hard == resource.RLIM_INFINITY else min(value * unit, hard)
         resource.setrlimit(res, (soft, soft))
+
+
+def _rebind(staged: str, path: str) -> None:
+    """Put a read-only bind staged at launch back at its own path under this call's /tmp."""
+    if os.path.islink(staged):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        os.symlink(os.readlink(staged), path)
+        return
+    if not os.path.exists(staged):
+        return
+    if os.path.isdir(staged):
+        os.makedirs(path, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _write(path, "")
+    _mount(staged, path, None, MS_BIND | MS_REC, f"bind {path}")
+    _remount_ro(path, path)
 
 
 def _protect(workspace: str, rel: str, empty: str | None) -> None:
@@ -446,11 +468,13 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 
 def _report(fds: list[int], message: str) -> None:
-    if len(fds) == 2:
+    """The reason a program did not start, on the call's stderr (fd 2 once it is set up)."""
+    for fd in (fds[1] if len(fds) == 2 else 2, 2):
         try:
-            os.write(fds[1], (message + "\n").encode())
+            os.write(fd, (message + "\n").encode())
+            return
         except OSError:
-            pass
+            continue
 
 
 def _kill(pid: int) -> None:

@@ -228,7 +228,8 @@ class _Connection:
         if not sys.platform.startswith("linux"):
             raise _Unavailable(f"OS confinement uses Linux namespaces; this is {sys.platform}")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        cfg = {"workspace": str(workspace), "binds": list(binds)}
+        cfg = {"workspace": str(workspace), "binds": list(binds),
+               "tmp_binds": [b for b in binds if b.startswith("/tmp/")]}
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-I", "-S", "-B", str(_LAUNCHER), json.dumps(cfg),

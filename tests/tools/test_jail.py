@@ -94,9 +94,11 @@ def test_there_is_no_network_inside_not_even_loopback(lab: Any) -> None:
     (lab.tools.workspace.root / "net.py").write_text(
         f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n"
         "    print('CONNECTED')\nexcept OSError as e:\n    print('refused', e)\n")
-    out = _stdout(_shell(lab, "python3 net.py"))
-    server.close()
-    thread.join(6)
+    try:
+        out = _stdout(_shell(lab, "python3 net.py"))
+    finally:
+        server.close()
+        thread.join(6)
     assert "refused" in out and "CONNECTED" not in out and not accepted
 
 
@@ -353,3 +355,30 @@ def test_many_quick_calls_from_many_threads_all_return(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(120)
     assert len(done) == 4 * 25 * 4
+
+
+def test_read_only_folders_under_tmp_stay_visible_under_each_calls_private_tmp(
+        tmp_path: Path) -> None:
+    """A virtualenv (or any bind) under /tmp, as in a CI clone: each call mounts its own /tmp,
+    which must not hide it."""
+    from aillm_lab.runtime import get_runner
+    from aillm_lab.tools.jail import Jail
+    from aillm_lab.tools.paths import Workspace
+    from aillm_lab.tools.policy import CommandPolicy
+    from aillm_lab.tools.process import run_command
+
+    tools = tmp_path / "venv" / "bin"
+    tools.mkdir(parents=True)
+    (tools / "marker.txt").write_text("visible\n")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    jail = Jail(Workspace(ws), extra_binds=(str(tmp_path / "venv"),))
+    try:
+        result = get_runner().run(run_command(["cat", str(tools / "marker.txt")], cwd=ws,
+                                              policy=CommandPolicy(), jail=jail))
+        assert result.exit_code == 0 and result.stdout == "visible\n", result.render()
+        denied = get_runner().run(run_command(["touch", str(tools / "new")], cwd=ws,
+                                              policy=CommandPolicy(allow=["touch"]), jail=jail))
+        assert denied.exit_code != 0 and not (tools / "new").exists()
+    finally:
+        jail.close()
