@@ -132,7 +132,7 @@ class LabServices:
             from aillm_lab.rag.embeddings import default_embedder
 
             return LongTermMemory(self.settings, runner=self.runner,
-                                  embedder=default_embedder())
+                                  embedder=default_embedder(), models=self.model)
 
         return self._service("memory", make)
 

@@ -52,7 +52,6 @@ CONSOLIDATE_PROMPT = (
 async def consolidate(mem: LongTermMemory, namespace: str, model: Model | str, max_group: int,
                       min_group: int, threshold: float) -> Memories:
     """Group live memories by cosine >= ``threshold`` and replace each group by a summary."""
-    from aillm_lab.llm.registry import resolve
     from aillm_lab.llm.types import Message
 
     check_namespace(namespace)
@@ -64,7 +63,11 @@ async def consolidate(mem: LongTermMemory, namespace: str, model: Model | str, m
                                f"[2, max_group={max_group}].")
     if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
         raise MemoryInputError("threshold", f"{threshold!r}: must be a cosine in (0, 1].")
-    model = resolve(model) if isinstance(model, str) else model
+    if mem.models is not None:  # every call through the Lab's gateway: limits, budget, log
+        model = mem.models(model)
+    elif isinstance(model, str):
+        raise MemoryInputError("model", f"{model!r}: a model name needs a Lab's gateway; use "
+                               f"lab.memory.consolidate(...), or pass a Model object")
     async with mem._guarded():
         cache = await mem._cache(namespace)
         rows = await (await mem._db.conn()).execute_fetchall(

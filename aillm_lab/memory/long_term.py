@@ -93,7 +93,8 @@ class LongTermMemory:
                  runner: LoopRunner | None = None, weights: ScoringWeights | None = None,
                  dedupe_threshold: float | None = 0.95, checkpoint_every: int = 1000,
                  checkpoint_interval_s: float = 300.0, busy_timeout_ms: int = 5000,
-                 clock: Callable[[], float] = time.time, timeout: float | None = None) -> None:
+                 clock: Callable[[], float] = time.time, timeout: float | None = None,
+                 models: Callable[[Model | str], Model] | None = None) -> None:
         from aillm_lab.runtime import get_runner
 
         check_options(synchronous, dedupe_threshold, checkpoint_every, checkpoint_interval_s,
@@ -112,6 +113,7 @@ class LongTermMemory:
         self.dedupe_threshold = dedupe_threshold
         self.checkpoint_every, self.checkpoint_interval_s = checkpoint_every, checkpoint_interval_s
         self.timeout = timeout
+        self.models = models  # the Lab's gateway (lab.model): how consolidation reaches a model
         self._clock = clock
         self._caches: dict[str, VectorCache] = {}
         self._lock: asyncio.Lock | None = None

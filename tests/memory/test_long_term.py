@@ -431,12 +431,26 @@ def test_consolidation_with_nothing_similar_calls_no_model(mem: LongTermMemory) 
     assert model.requests == []
 
 
-def test_consolidation_accepts_a_model_string(mem: LongTermMemory) -> None:
+def test_consolidation_through_a_lab_takes_a_model_string_and_goes_through_its_gateway(
+        tmp_path: Path) -> None:
+    import aillm_lab as al
+
+    with al.Lab(home=tmp_path / "home") as lab:
+        mem = lab.memory
+        mem.add_many(["Gina plays violin", "Gina plays violin in an orchestra"], namespace="u")
+        with lab.run(budget_usd=1.0) as run:
+            summaries = mem.consolidate("u", "scripted:echo", threshold=0.5)
+        assert len(summaries) == 1 and "Gina plays violin" in summaries[0].text
+        calls = lab.calls()
+        assert list(calls["model"]) == ["scripted:echo"] and list(calls["run_id"]) == [run.run_id]
+        with pytest.raises(MemoryInputError, match="max_group"):
+            mem.consolidate("u", "scripted:echo", max_group=1)
+
+
+def test_a_memory_without_a_lab_refuses_a_model_string(mem: LongTermMemory) -> None:
     mem.add_many(["Gina plays violin", "Gina plays violin in an orchestra"])
-    summaries = mem.consolidate("user", "scripted:echo", threshold=0.5)
-    assert len(summaries) == 1 and "Gina plays violin" in summaries[0].text
-    with pytest.raises(MemoryInputError, match="max_group"):
-        mem.consolidate("user", "scripted:echo", max_group=1)
+    with pytest.raises(MemoryInputError, match="needs a Lab's gateway"):
+        mem.consolidate("user", "scripted:echo", threshold=0.5)
 
 
 # -- export / import ------------------------------------------------------------------------
