@@ -11,16 +11,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import functools
+import inspect
 import logging
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, overload
 
 from aillm_lab.errors import RunnerError
 
 T = TypeVar("T")
+S = TypeVar("S")
+P = ParamSpec("P")
 Closer = Callable[[], Awaitable[None]]
 
 log = logging.getLogger(__name__)
@@ -214,6 +218,83 @@ def get_runner() -> LoopRunner:
 def run_sync(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run a coroutine on the shared runner from sync code, in or out of a running loop."""
     return get_runner().run(coro, timeout)
+
+
+# -- sync twins ---------------------------------------------------------------------------
+@overload
+def sync_twin(amethod: Callable[Concatenate[S, P], Coroutine[Any, Any, T]]
+              ) -> Callable[Concatenate[S, P], T]: ...
+@overload
+def sync_twin(amethod: Callable[Concatenate[S, P], AsyncIterator[T]]
+              ) -> Callable[Concatenate[S, P], Iterator[T]]: ...
+def sync_twin(amethod: Callable[..., Any]) -> Callable[..., Any]:
+    """The sync twin of an async method, in one line: ``chat = sync_twin(achat)``.
+
+    Why one helper: the async method is the only implementation, and every sync door behaves
+    the same (Jupyter cells, scripts, ``asyncio.run``, Ctrl-C cancels the work in flight).
+    The twin goes through ``self.runner`` (the shared runner when an object has none) with
+    ``self.sync_timeout`` if it has one, and looks the async method up by name on each call,
+    so a subclass that overrides ``aclose`` gets a ``close`` that runs its override.
+    """
+    name = amethod.__name__
+    if inspect.isasyncgenfunction(amethod):
+        @functools.wraps(amethod)
+        def iterate(self: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            return _runner_of(self).iterate(lambda: getattr(self, name)(*args, **kwargs),
+                                            getattr(self, "sync_timeout", None))
+        twin = iterate
+    elif inspect.iscoroutinefunction(amethod):
+        @functools.wraps(amethod)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return _runner_of(self).run(getattr(self, name)(*args, **kwargs),
+                                        getattr(self, "sync_timeout", None))
+        twin = call
+    else:
+        raise TypeError(f"sync_twin({name}): pass an `async def` method or async generator")
+    twin.__doc__ = amethod.__doc__ or f"The sync twin of ``{name}``."
+    twin.__sync_twin_of__ = name  # type: ignore[attr-defined]  # the parity test reads it
+    del twin.__wrapped__  # the twin's signature is its own: the same parameters, sync result
+    twin.__signature__ = _sync_signature(amethod)  # type: ignore[attr-defined]
+    return twin
+
+
+def _sync_signature(amethod: Callable[..., Any]) -> inspect.Signature:
+    sig = inspect.signature(amethod)
+    ret = sig.return_annotation
+    if isinstance(ret, str) and ret.startswith("AsyncIterator["):
+        ret = ret.removeprefix("Async")
+    elif ret is not inspect.Signature.empty and not isinstance(ret, str):
+        origin = getattr(ret, "__origin__", None)
+        if origin is AsyncIterator or ret is AsyncIterator:
+            ret = Iterator[ret.__args__[0]] if getattr(ret, "__args__", None) else Iterator
+    return sig.replace(return_annotation=ret)
+
+
+def _runner_of(obj: Any) -> LoopRunner:
+    runner = getattr(obj, "runner", None)
+    return runner if isinstance(runner, LoopRunner) else get_runner()
+
+
+class Lifecycle:
+    """``aclose`` is the one implementation; ``close``, ``with`` and ``async with`` derive
+    from it. A class mixes this in and writes only ``async def aclose``."""
+
+    async def aclose(self) -> None:
+        """Release what this object holds; idempotent."""
+
+    close = sync_twin(aclose)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
 # -- helpers ------------------------------------------------------------------------------
