@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel
 
+from aillm_lab.errors import ConfigError
 from aillm_lab.llm.base import OutputSpec
 from aillm_lab.llm.types import GenerationParams, Message, ToolSpec
 
@@ -39,7 +40,7 @@ def request_hash(provider: str, model: str, messages: Sequence[Message], *,
     body = {
         "provider": provider, "model": model, "base_url": public_url(base_url),
         "messages": [m.model_dump(mode="json") for m in messages],
-        "tools": [t.model_dump(mode="json") for t in tools or ()],
+        "tools": [_spec(t).model_dump(mode="json") for t in tools or ()],
         "output": schema,
         "params": (params or GenerationParams()).model_dump(mode="json"),
         "sample": sample,
@@ -47,6 +48,17 @@ def request_hash(provider: str, model: str, messages: Sequence[Message], *,
     return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
 
 
+def _spec(item: object) -> ToolSpec:
+    """A ``ToolSpec``, or a ``ConfigError`` naming the fix (models take specs only; turning
+    a ``Tool`` or a function into one is the tools layer's job, above this one)."""
+    if isinstance(item, ToolSpec):
+        return item
+    spec = getattr(item, "spec", None)
+    hint = (f"pass {getattr(item, 'name', 'the_tool')}.spec" if isinstance(spec, ToolSpec)
+            else "describe it with @al.tool first")
+    raise ConfigError(f"a model takes tools as ToolSpec objects; got a {type(item).__name__}: "
+                      f"{hint}, or go through Lab.chat(tools=...), which takes @al.tool "
+                      f"tools, ToolSpecs and plain typed functions", fields=("tools",))
 
 
 @functools.lru_cache(maxsize=256)

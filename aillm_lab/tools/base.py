@@ -1,8 +1,15 @@
 """Tools: ``@tool`` turns a typed function into a ``Tool`` the model can call.
 
-The JSON Schema comes from pydantic (``validate_call`` + ``TypeAdapter``) rather than a
-home-made builder, so every type pydantic knows works, and argument validation and schema
-can never disagree. Parameter descriptions come from the docstring's ``Args:`` section.
+A tool's arguments are one pydantic model, built by ``create_model`` from the signature
+rather than by a home-made schema builder: every type pydantic knows works, and the JSON
+Schema the model sees and the validation of its arguments come from that one model, so
+they can never disagree. Its fields have safe internal names (``p0``, ``p1``, ...) and the
+parameter's own name as their alias, so any legal Python name (``_class``, ``model_config``,
+``json``, ``_``) is a property of the schema and reaches the function under that name.
+Parameter descriptions come from the docstring's ``Args:`` section (Google style).
+
+``tool_specs`` is the one door for ``tools=`` arguments: it takes ``Tool``s, ``ToolSpec``s
+and plain typed functions and returns the ``ToolSpec`` list that models take.
 """
 
 from __future__ import annotations
@@ -11,13 +18,14 @@ import asyncio
 import functools
 import inspect
 import re
-from collections.abc import Awaitable, Callable, Iterator
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from enum import StrEnum
 from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from aillm_lab.errors import RegistryError, ToolError
+from aillm_lab.errors import ConfigError, RegistryError, ToolError
 from aillm_lab.llm.types import ToolSpec
 
 DEFAULT_MAX_RESULT_CHARS = 20_000
@@ -67,14 +75,15 @@ class Tool:
                  approval_reason: Callable[[], Awaitable[str | None]] | None = None) -> None:
         if not callable(fn):
             raise ToolError(f"@tool needs a function, got {type(fn).__name__}")
+        fn_name = getattr(fn, "__name__", type(fn).__name__)
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
         self.risk = RiskLevel(risk)
         self.max_result_chars = max_result_chars
         self.approval_reason = approval_reason
         doc_summary, arg_docs = parse_docstring(inspect.getdoc(fn) or "")
-        self._args = _args_model(fn, arg_docs)
-        tool_name = name or fn.__name__
+        self._args, self._params, self._positional = _args_model(fn, fn_name, arg_docs)
+        tool_name = name or fn_name
         if not _NAME.match(tool_name):
             raise ToolError(f"tool name {tool_name!r} is not valid for model APIs: use letters, "
                             f"digits, '_', '.' or '-' (at most 64, not starting with a digit), "
@@ -100,7 +109,7 @@ class Tool:
         if not isinstance(arguments, dict):
             arguments = {"__root__": arguments}  # fails validation with a readable message
         parsed = self._args.model_validate(arguments)
-        return {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        return {param: getattr(parsed, field) for field, param in self._params.items()}
 
     async def acall(self, arguments: dict[str, Any]) -> Any:
         """Validate and run (sync functions in the default executor)."""
@@ -108,10 +117,12 @@ class Tool:
 
     async def acall_validated(self, kwargs: dict[str, Any]) -> Any:
         """Run with keyword arguments that ``validate`` already returned."""
+        kwargs = dict(kwargs)
+        args = [kwargs.pop(p) for p in self._positional]  # ``def f(x, /)`` takes x by place
         if self.is_async:
-            return await self.fn(**kwargs)
+            return await self.fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(self.fn, **kwargs))
+        return await loop.run_in_executor(None, functools.partial(self.fn, *args, **kwargs))
 
     # -- vendor formats ----------------------------------------------------------------------
     def to_openai(self) -> dict[str, Any]:
@@ -145,15 +156,56 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
     return wrap(fn) if fn is not None else wrap
 
 
+ToolLike = Tool | ToolSpec | Callable[..., Any]
+_ACCEPTED = ("a list of tools: @al.tool functions, ToolSpec objects or plain typed "
+             "functions (a Toolbox works too), e.g. tools=[search]")
+
+
+def tool_specs(items: Iterable[ToolLike] | None) -> list[ToolSpec]:
+    """What a ``tools=`` argument names, as the ``ToolSpec`` list models take.
+
+    A ``Tool`` gives its ``spec``, a ``ToolSpec`` is kept, and a plain typed function is
+    described as ``@tool`` would describe it. Anything else, or a name used twice, raises
+    ``ConfigError`` (``fields=("tools",)``) saying what is accepted.
+    """
+    if items is None:
+        return []
+    if isinstance(items, str | bytes | dict | ToolSpec | Tool) or callable(items):
+        raise ConfigError(f"tools= takes {_ACCEPTED}; got one {type(items).__name__}: "
+                          f"wrap it in a list", fields=("tools",))
+    specs: list[ToolSpec] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Tool):
+            specs.append(item.spec)
+        elif isinstance(item, ToolSpec):
+            specs.append(item)
+        elif callable(item) and not isinstance(item, type):
+            specs.append(Tool(item).spec)
+        else:
+            shown = repr(item) if len(repr(item)) <= 60 else repr(item)[:57] + "..."
+            kind = "a class" if isinstance(item, type) else type(item).__name__
+            raise ConfigError(f"tools= takes {_ACCEPTED}; item {i} is {shown} ({kind})",
+                              fields=("tools",))
+    names = [s.name for s in specs]
+    if twice := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError(f"tools= names {', '.join(map(repr, twice))} more than once; a "
+                          f"model tells tools apart by name: rename one with "
+                          f"@al.tool(name=...)", fields=("tools",))
+    return specs
+
+
 class ToolRegistry:
     """Named tools; registering a name twice raises."""
 
-    def __init__(self, tools: list[Tool] | None = None) -> None:
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] | None = None) -> None:
         self._tools: dict[str, Tool] = {}
         for t in tools or []:
             self.add(t)
 
     def add(self, t: Tool | Callable[..., Any]) -> Tool:
+        if isinstance(t, ToolSpec):
+            raise ToolError(f"a ToolSpec ({t.name!r}) only describes a tool, it cannot run: "
+                            f"register the function, or the @al.tool tool, that does the work")
         t = t if isinstance(t, Tool) else Tool(t)
         if t.name in self._tools:
             raise RegistryError(f"a tool named {t.name!r} is already registered; rename one "
@@ -190,7 +242,8 @@ class ToolRegistry:
 # -- helpers --------------------------------------------------------------------------------
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # the same rule as ToolSpec.name
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
-_ARG_LINE = re.compile(r"^\s*(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
+# a name (checked with str.isidentifier, which knows more letters than \w), "(type)", ":"
+_ARG_LINE = re.compile(r"^\s*\*{0,2}([^\s:()*]+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 _SECTION = re.compile(r"^\s*(Returns|Raises|Yields|Examples?|Notes?)\s*:\s*$")
 
 
@@ -209,8 +262,9 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
             continue
         if section == "args":
             m = _ARG_LINE.match(line)
-            if m and (not line.startswith(" " * 8) or current is None):
-                current = m.group(1).lstrip("*")
+            if (m and m.group(1).isidentifier()
+                    and (not line.startswith(" " * 8) or current is None)):
+                current = m.group(1)
                 args[current] = m.group(3).strip()
             elif current and line.strip():
                 args[current] = f"{args[current]} {line.strip()}".strip()
@@ -219,20 +273,33 @@ def parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
     return "\n".join(summary).strip(), args
 
 
-def _args_model(fn: Callable[..., Any], arg_docs: dict[str, str]) -> type[BaseModel]:
-    """A pydantic model of the signature: it validates arguments and gives the schema."""
+def _args_model(fn: Callable[..., Any], fn_name: str, arg_docs: dict[str, str]
+                ) -> tuple[type[BaseModel], dict[str, str], list[str]]:
+    """A pydantic model of the signature (it validates arguments and gives the schema), its
+    field -> parameter names, and the positional-only parameters.
+
+    Fields are ``p0``, ``p1``, ... with the parameter's name as alias: a field may not be
+    called ``_class`` or ``model_config``, or shadow ``BaseModel.json``, but an alias may
+    be any string. Validation goes by alias only, so ``p0`` is an unknown argument.
+    """
     sig = inspect.signature(fn)
-    hints = _hints(fn)
+    hints = _hints(fn, fn_name)
+    docs = {unicodedata.normalize("NFKC", k): v for k, v in arg_docs.items()}  # as Python does
     fields: dict[str, Any] = {}
-    for pname, param in sig.parameters.items():
+    params: dict[str, str] = {}
+    positional: list[str] = []
+    for i, (pname, param) in enumerate(sig.parameters.items()):
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            raise ToolError(f"tool {fn.__name__!r}: *args/**kwargs cannot be described to a "
+            raise ToolError(f"tool {fn_name!r}: *args/**kwargs cannot be described to a "
                             f"model; give each parameter a name and a type")
-        annotation = hints.get(pname, Any)
+        if param.kind is param.POSITIONAL_ONLY:
+            positional.append(pname)
         default = ... if param.default is param.empty else param.default
-        fields[pname] = (annotation, Field(default, description=arg_docs.get(pname)))
+        described = {"description": docs[pname]} if pname in docs else {}
+        fields[f"p{i}"] = (hints.get(pname, Any), Field(default, alias=pname, **described))
+        params[f"p{i}"] = pname
     config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-    return create_model(f"{fn.__name__}_args", __config__=config, **fields)
+    return create_model(f"{fn_name}_args", __config__=config, **fields), params, positional
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -245,15 +312,15 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def _hints(fn: Callable[..., Any], fn_name: str) -> dict[str, Any]:
     import typing
 
     try:
         return typing.get_type_hints(fn, include_extras=True)  # keep Annotated constraints
     except Exception as exc:  # a forward reference that does not resolve
-        raise ToolError(f"tool {fn.__name__!r}: cannot read its type hints ({exc}); "
+        raise ToolError(f"tool {fn_name!r}: cannot read its type hints ({exc}); "
                         f"import the types at module level") from exc
 
 
-__all__ = ["DEFAULT_MAX_RESULT_CHARS", "RiskLevel", "Tool", "ToolRegistry", "ToolResult",
-           "ValidationError", "parse_docstring", "tool"]
+__all__ = ["DEFAULT_MAX_RESULT_CHARS", "RiskLevel", "Tool", "ToolLike", "ToolRegistry",
+           "ToolResult", "ValidationError", "parse_docstring", "tool", "tool_specs"]

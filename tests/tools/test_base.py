@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from aillm_lab.errors import RegistryError, ToolError
+from aillm_lab.errors import ConfigError, RegistryError, ToolError
+from aillm_lab.llm.types import ToolSpec
 from aillm_lab.tools.base import (
     DEFAULT_MAX_RESULT_CHARS,
     RiskLevel,
@@ -18,6 +19,7 @@ from aillm_lab.tools.base import (
     ToolResult,
     parse_docstring,
     tool,
+    tool_specs,
 )
 from aillm_lab.tools.safety import SafetyGuard
 
@@ -216,3 +218,71 @@ def test_tool_result_hides_the_raw_value_from_dumps_and_repr() -> None:
     assert str(result) == "shown"
     assert "secret-raw-value" not in repr(result)
     assert "value" not in result.model_dump()
+
+
+@pytest.mark.parametrize("name", ["_class", "_", "model_config", "model_fields", "json",
+                                  "schema", "validate", "copy", "dict", "construct"])
+def test_pydantic_reserved_and_underscore_names_are_ordinary_parameters(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"def f({name}: int) -> int:\n    '''F.\n\n    Args:\n        {name}: a number\n    '''"
+         f"\n    return {name} * 2", namespace)
+    t = tool(namespace["f"])  # type: ignore[arg-type]
+    assert t.spec.parameters["properties"] == {name: {"type": "integer",
+                                                      "description": "a number"}}
+    assert t.spec.parameters["required"] == [name]
+    assert asyncio.run(t.acall({name: "21"})) == 42
+    with pytest.raises(ValidationError, match="p0"):  # the internal field is no argument
+        t.validate({name: 1, "p0": 1})
+
+
+def test_positional_only_parameters_are_passed_by_place() -> None:
+    @tool
+    def scale(value: float, /, factor: float = 2.0, *, offset: float = 0.0) -> float:
+        return value * factor + offset
+
+    assert list(scale.spec.parameters["properties"]) == ["value", "factor", "offset"]
+    assert asyncio.run(scale.acall({"value": 3, "offset": 1})) == 7.0
+
+
+def test_docstring_names_are_matched_as_python_spells_parameters() -> None:
+    namespace: dict[str, object] = {}  # the parser reads "\ufb01le" as "file" (NFKC)
+    exec("def f(\ufb01le: str, na\u0308\u0301me: str) -> str:\n    return \ufb01le", namespace)
+    fn = namespace["f"]
+    fn.__doc__ = "Read.\n\nArgs:\n    \ufb01le: which one\n    na\u0308\u0301me: what to call it\n"  # type: ignore[attr-defined]
+    props = tool(fn).spec.parameters["properties"]  # type: ignore[arg-type]
+    assert props["file"]["description"] == "which one"
+    assert props["n\u00e4\u0301me"]["description"] == "what to call it"
+
+
+def test_tool_specs_takes_tools_specs_and_plain_functions() -> None:
+    def plain(a: int) -> int:
+        """Plain function."""
+        return a
+
+    spec = ToolSpec(name="raw", description="A raw spec.")
+    specs = tool_specs([search, spec, plain])
+    assert specs[0] is search.spec and specs[1] is spec
+    assert specs[2] == Tool(plain).spec and specs[2].description == "Plain function."
+    assert tool_specs(ToolRegistry([search])) == [search.spec]  # any iterable of tools
+    assert tool_specs(None) == [] and tool_specs(()) == []
+
+
+@pytest.mark.parametrize(("tools", "message"), [
+    ([search, 42], r"item 1 is 42 \(int\)"),
+    ([Filter], r"item 0 is <class '.*Filter'> \(a class\)"),
+    (search, "got one Tool: wrap it in a list"),
+    (ToolSpec(name="x"), "got one ToolSpec: wrap it in a list"),
+    ("search", "got one str"),
+    ([search, search.spec], "'search' more than once"),
+])
+def test_tool_specs_refuses_what_it_cannot_send_and_says_what_it_takes(
+        tools: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        tool_specs(tools)  # type: ignore[arg-type]
+    assert info.value.fields == ("tools",)
+    assert "ToolSpec" in str(info.value) or "more than once" in str(info.value)
+
+
+def test_a_spec_cannot_be_registered_since_it_has_nothing_to_run() -> None:
+    with pytest.raises(ToolError, match="register the function"):
+        ToolRegistry().add(search.spec)  # type: ignore[arg-type]
