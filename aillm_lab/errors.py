@@ -1,4 +1,33 @@
-"""Typed errors: each message says what went wrong and what to do next."""
+"""Typed errors: each message says what went wrong and what to do next.
+
+Every error the lab raises on purpose is an ``AillmError`` and also the builtin a caller
+would expect (``ValueError``, ``KeyError`` …), so ``except ValueError`` keeps working.
+The tree (``*`` marks errors defined beside their concept and exported from ``aillm_lab``)::
+
+    AillmError
+    ├── ConfigError (ValueError)            ── ConfigFileError*
+    ├── RegistryError (KeyError)
+    ├── ModelNotAvailable (RuntimeError)
+    ├── RunnerError (RuntimeError)
+    ├── StructuredOutputError (ValueError)
+    ├── UnsupportedInput (ValueError)
+    ├── ProviderError (RuntimeError)
+    │   ├── ProviderConnectionError         ── ProviderTimeout*
+    │   ├── RateLimited, ProviderUnavailable, AuthenticationError, BadRequest
+    │   └── StreamInterrupted
+    ├── BudgetExceeded (RuntimeError)
+    ├── ReplayMiss (LookupError)
+    ├── SafetyViolation (PermissionError)   ── QueryTimeout* (also TimeoutError)
+    ├── ToolError (RuntimeError)
+    ├── CallLogError (RuntimeError)
+    ├── LabDBError (sqlite3.DatabaseError)
+    │   └── LabDBOperationalError           ── LabDBBusy
+    │   LabDBIdentityError
+    └── near their concept: RagError, EmbeddingError, LoaderError, UnsupportedFile,
+        ChunkingError, ContextOverflow, ScriptExhausted, DatabaseError, CommandError,
+        FileToolError, FetchError, SandboxUnavailable, MemoryNotFound, MemoryInputError,
+        MemoryBusy
+"""
 
 from __future__ import annotations
 
@@ -121,6 +150,14 @@ class SafetyViolation(AillmError, PermissionError):
 
 class ToolError(AillmError, RuntimeError):
     """A tool was misdefined or misused by the caller (not by the model): fix the code."""
+
+
+class CallLogError(AillmError, RuntimeError):
+    """A call-log file cannot be read; ``path`` names it and the message says what to do."""
+
+    def __init__(self, message: str, *, path: str | Path = "") -> None:
+        super().__init__(message)
+        self.path = Path(path) if path else None
 
 
 class LabDBError(AillmError, sqlite3.DatabaseError):

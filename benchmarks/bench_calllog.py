@@ -44,7 +44,7 @@ home, tag, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.
 lab = al.Lab(home=home, model="scripted:echo")
 i = 0
 while count == 0 or i < count:
-    with lab.run(f"{tag}-{i}"):
+    with lab.scope(f"{tag}-{i}"):
         lab.chat(f"hello {i}")
     print(f"{tag}-{i} {time.time():.6f}", flush=True)
     i += 1

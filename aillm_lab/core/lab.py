@@ -7,13 +7,14 @@ one loop whatever loop (or none) the caller is on; every sync twin goes through
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aillm_lab.config import LabSettings
 from aillm_lab.core.services import LabServices
@@ -35,7 +36,7 @@ from aillm_lab.llm.types import (
     ToolSpec,
     as_messages,
 )
-from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -45,9 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
+Tools = Sequence[Any] | None  # @al.tool tools, ToolSpecs or plain typed functions
+OutputT = TypeVar("OutputT", bound=BaseModel)
 
 
-class Lab(LabServices):
+class Lab(LabServices, Lifecycle):
     """Settings, models and the runner in one object; use it as a (async) context manager."""
 
     def __init__(self, settings: LabSettings | None = None, *, model: ModelArg = None,
@@ -112,26 +115,25 @@ class Lab(LabServices):
             self._fallbacks = found
         return [m for m in self._fallbacks if m.id != primary]
 
-    # -- runs, budgets and the call log --------------------------------------------------------
-    def run(self, run_id: str | None = None, budget_usd: float | None = UNSET) -> Any:
-        """``with lab.run("exp-1", budget_usd=0.5):`` tags calls and caps their spend."""
+    # -- scopes, budgets and the call log ------------------------------------------------------
+    def scope(self, run_id: str | None = None, budget_usd: float | None = UNSET) -> Any:
+        """``with lab.scope("exp-1", budget_usd=0.5):`` tags the calls inside with the run
+        id ``exp-1`` in the call log and caps their spend (default ``run_budget_usd``)."""
         return self.gateway.run(run_id, budget_usd)
 
-    def calls(self) -> pd.DataFrame:
-        """The call log as a DataFrame: one row per model call, cache and replay hits too,
-        from every Lab and process on this home (rows are on disk within ~0.1 s)."""
-        return self.calllog.frame()
+    async def acalls(self, sql: str | None = None) -> pd.DataFrame:
+        """The call log: one row per model call (cache and replay hits too) from every Lab
+        and process on this home, sorted by time; rows are on disk within ~0.1 s.
 
-    def sql(self, query: str) -> pd.DataFrame:
-        """Query the call log with DuckDB: ``lab.sql("select model, count(*) from calls
-        group by model")``."""
-        return self.calllog.sql(query)
+        With ``sql``, DuckDB SQL over the view ``calls`` instead: ``lab.calls("select model,
+        count(*) from calls group by model")``. It runs in a worker thread, so the loop
+        never stalls; bad SQL raises ValueError naming the query and the columns.
+        """
+        if sql is None:
+            return await self.calllog.aframe()
+        return await self.calllog.asql(sql)
 
-    async def acalls(self) -> pd.DataFrame:
-        return await self.calllog.aframe()
-
-    async def asql(self, query: str) -> pd.DataFrame:
-        return await self.calllog.asql(query)
+    calls = sync_twin(acalls)
 
     def _close_with_runner(self) -> None:
         """Have the runner release our models when it closes (at exit, say), without
@@ -149,26 +151,43 @@ class Lab(LabServices):
 
         self.runner.on_close(closer)
 
-    # -- async door ------------------------------------------------------------------------
+    # -- chat, complete and stream ---------------------------------------------------------
     async def achat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
-                    tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
-        """Answer a prompt (or message list) with ``model`` or the default model."""
+                    tools: Tools = None, **params: Any) -> Completion:
+        """Answer a prompt (or message list) with ``model`` or the default model.
+
+        ``tools`` takes ``@al.tool`` tools, ``ToolSpec``s or plain typed functions; the
+        completion carries the model's tool calls (run them with ``lab.tools``).
+        """
         gen = _params(params)
         coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
         return await self.runner.arun(coro)
 
+    @overload
+    async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
+                        output: type[OutputT],
+                        system: str | None = None, tools: Tools = None, retries: int = 2,
+                        **params: Any) -> OutputT: ...
+    @overload
+    async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
+                        output: dict[str, Any], system: str | None = None,
+                        tools: Tools = None, retries: int = 2, **params: Any) -> Any: ...
+    @overload
+    async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
+                        output: None = None, system: str | None = None, tools: Tools = None,
+                        retries: int = 2, **params: Any) -> Completion: ...
     async def acomplete(self, prompt: Prompt, model: ModelArg = None, *,
                         output: OutputSpec = None, system: str | None = None,
-                        tools: Sequence[ToolSpec] | None = None, retries: int = 2,
-                        **params: Any) -> Any:
-        """Like ``achat``; with ``output=`` it returns a validated instance of that type."""
+                        tools: Tools = None, retries: int = 2, **params: Any) -> Any:
+        """Like ``achat``; with ``output=City`` it returns a validated ``City`` (a JSON
+        schema dict gives the validated JSON value), retrying ``retries`` times on bad output."""
         gen = _params(params)
         completion = await self.runner.arun(
             self._complete(prompt, self.model(model), system, tools, output, gen, retries))
         return completion.output if output is not None else completion
 
     async def astream(self, prompt: Prompt, model: ModelArg = None, *,
-                      system: str | None = None, tools: Sequence[ToolSpec] | None = None,
+                      system: str | None = None, tools: Tools = None,
                       **params: Any) -> AsyncIterator[StreamEvent]:
         """Stream events; ``str(event)`` is its text, the last event carries the completion."""
         gen = _params(params)
@@ -177,36 +196,33 @@ class Lab(LabServices):
                 lambda: self._stream(prompt, resolved, system, tools, gen)):
             yield event
 
-    # -- sync door -------------------------------------------------------------------------
-    def chat(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
-             tools: Sequence[ToolSpec] | None = None, **params: Any) -> Completion:
-        gen = _params(params)
-        coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
-        return self.runner.run(coro)
+    chat = sync_twin(achat)
+    stream = sync_twin(astream)
+    if TYPE_CHECKING:  # the overloads, for type checkers; at run time the one-line twin
+        @overload
+        def complete(self, prompt: Prompt, model: ModelArg = None, *,
+                     output: type[OutputT],
+                     system: str | None = None, tools: Tools = None, retries: int = 2,
+                     **params: Any) -> OutputT: ...
+        @overload
+        def complete(self, prompt: Prompt, model: ModelArg = None, *,
+                     output: dict[str, Any], system: str | None = None, tools: Tools = None,
+                     retries: int = 2, **params: Any) -> Any: ...
+        @overload
+        def complete(self, prompt: Prompt, model: ModelArg = None, *, output: None = None,
+                     system: str | None = None, tools: Tools = None, retries: int = 2,
+                     **params: Any) -> Completion: ...
+        def complete(self, prompt: Prompt, model: ModelArg = None, *,
+                     output: OutputSpec = None, system: str | None = None,
+                     tools: Tools = None, retries: int = 2, **params: Any) -> Any: ...
+    else:
+        complete = sync_twin(acomplete)
 
-    def complete(self, prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
-                 system: str | None = None, tools: Sequence[ToolSpec] | None = None,
-                 retries: int = 2, **params: Any) -> Any:
-        gen = _params(params)
-        completion = self.runner.run(
-            self._complete(prompt, self.model(model), system, tools, output, gen, retries))
-        return completion.output if output is not None else completion
-
-    def stream(self, prompt: Prompt, model: ModelArg = None, *, system: str | None = None,
-               tools: Sequence[ToolSpec] | None = None, **params: Any) -> Iterator[StreamEvent]:
-        gen = _params(params)
-        resolved = self.model(model)
-        return self.runner.iterate(lambda: self._stream(prompt, resolved, system, tools, gen))
-
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (close, with and async with come from Lifecycle) ------------------------
     async def aclose(self) -> None:
-        """Release this Lab's models, store and call log; the shared runner stays up."""
+        """Release this Lab's models, services, store and call log; the shared runner stays
+        up. Idempotent, and a Lab used again after it reopens what it needs."""
         await self.runner.arun(self._release())
-
-    def close(self) -> None:
-        if self.runner.started:
-            self.runner.run(self._release(), timeout=60)
-        self.calllog.close()
 
     async def _release(self) -> None:  # on the runner loop
         with self._lock:
@@ -217,57 +233,48 @@ class Lab(LabServices):
         await self.store.aclose()
         await self.calllog.aclose()
 
-    def __enter__(self) -> Lab:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Lab:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     # -- backup ----------------------------------------------------------------------------
     async def abackup(self, path: str | Path) -> Path:
         """A consistent copy of ``lab.db`` at ``path`` (SQLite's online backup, on its own
         connection in a worker thread, so tools and memory go on meanwhile). It keeps the
         lab's id: copying it over a lost or damaged ``lab.db`` restores this home."""
-        import asyncio
-
         from aillm_lab.db import backup
 
-        return await self.runner.arun(asyncio.to_thread(backup, self.settings.db_path, path))
+        return await asyncio.to_thread(backup, self.settings.db_path, path)
 
-    def backup(self, path: str | Path) -> Path:
-        import asyncio
-
-        from aillm_lab.db import backup
-
-        return self.runner.run(asyncio.to_thread(backup, self.settings.db_path, path))
+    backup = sync_twin(abackup)
 
     # -- on the runner loop ------------------------------------------------------------------
     def _complete(self, prompt: Prompt, model: Model, system: str | None,
-                  tools: Sequence[ToolSpec] | None, output: OutputSpec,
+                  tools: Tools, output: OutputSpec,
                   params: GenerationParams, retries: int) -> Coroutine[Any, Any, Completion]:
         """The model's own coroutine (no wrapper frame per call); bad arguments raise here,
         in the caller, before anything is scheduled."""
         messages = as_messages(prompt, system)
-        if output is not None and tools:
+        specs = _tool_specs(tools)
+        if output is not None and specs:
             raise ConfigError("complete(): pass either tools= or output=, not both; ask for "
                               "the tool calls first, then the structured answer.",
                               fields=("tools", "output"))
         if output is not None:
             return complete_structured(model, messages, output, params, retries)
-        return model.complete(messages, tools=tools, params=params)
+        return model.complete(messages, tools=specs, params=params)
 
     async def _stream(self, prompt: Prompt, model: Model, system: str | None,
-                      tools: Sequence[ToolSpec] | None,
+                      tools: Tools,
                       params: GenerationParams) -> AsyncIterator[StreamEvent]:
-        async for event in model.stream(as_messages(prompt, system), tools=tools,
-                                           params=params):
+        async for event in model.stream(as_messages(prompt, system),
+                                        tools=_tool_specs(tools), params=params):
             yield event
+
+
+def _tool_specs(tools: Tools) -> list[ToolSpec] | None:
+    """``tools=`` as models take it: ``@al.tool`` tools, ToolSpecs and plain functions."""
+    if tools is None:
+        return None
+    from aillm_lab.tools.base import tool_specs
+
+    return tool_specs(tools)
 
 
 def _params(params: dict[str, Any]) -> GenerationParams:
@@ -328,12 +335,30 @@ async def achat(prompt: Prompt, model: ModelArg = None, **params: Any) -> Comple
     return await default_lab().achat(prompt, model, **params)
 
 
+@overload
+def complete(prompt: Prompt, model: ModelArg = None, *, output: type[OutputT],
+             **params: Any) -> OutputT: ...
+@overload
+def complete(prompt: Prompt, model: ModelArg = None, *, output: dict[str, Any],
+             **params: Any) -> Any: ...
+@overload
+def complete(prompt: Prompt, model: ModelArg = None, *, output: None = None,
+             **params: Any) -> Completion: ...
 def complete(prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
              **params: Any) -> Any:
     """Like ``chat``; ``output=MyModel`` returns a validated ``MyModel``."""
     return default_lab().complete(prompt, model, output=output, **params)
 
 
+@overload
+async def acomplete(prompt: Prompt, model: ModelArg = None, *, output: type[OutputT],
+                    **params: Any) -> OutputT: ...
+@overload
+async def acomplete(prompt: Prompt, model: ModelArg = None, *, output: dict[str, Any],
+                    **params: Any) -> Any: ...
+@overload
+async def acomplete(prompt: Prompt, model: ModelArg = None, *, output: None = None,
+                    **params: Any) -> Completion: ...
 async def acomplete(prompt: Prompt, model: ModelArg = None, *, output: OutputSpec = None,
                     **params: Any) -> Any:
     return await default_lab().acomplete(prompt, model, output=output, **params)

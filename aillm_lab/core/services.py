@@ -10,6 +10,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from aillm_lab.runtime import sync_twin
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
@@ -65,9 +67,7 @@ class LabServices:
         resolved = self.model(model)
         return await self.runner.arun(resolved.embed(batch))
 
-    def embed(self, texts: str | Sequence[str], model: str | Model | None = None,
-              ) -> list[list[float]]:
-        return self.runner.run(self.aembed(texts, model))
+    embed = sync_twin(aembed)
 
     # -- tools ------------------------------------------------------------------------------
     @property
@@ -82,11 +82,10 @@ class LabServices:
 
     async def aaudit(self, limit: int | None = None, *, tool: str | None = None,
                      ) -> pd.DataFrame:
+        """Every tool call in ``lab.db`` (oldest first): arguments redacted, decision, rule."""
         return await self.tools.aaudit(limit, tool=tool)
 
-    def audit(self, limit: int | None = None, *, tool: str | None = None) -> pd.DataFrame:
-        """Every tool call in ``lab.db`` (oldest first): arguments redacted, decision, rule."""
-        return self.tools.audit(limit, tool=tool)
+    audit = sync_twin(aaudit)
 
     # -- RAG --------------------------------------------------------------------------------
     @property
@@ -103,25 +102,19 @@ class LabServices:
     async def aingest(self, paths: str | Path | Iterable[str | Path],
                       collection: str = "default", sync: bool = False, *,
                       tags: Iterable[str] = (), progress: bool | None = None) -> IngestReport:
+        """Load, chunk, embed and index files (unchanged ones cost nothing)."""
         return await self.knowledge.aingest(paths, collection, sync, tags=tags,
                                             progress=progress)
 
-    def ingest(self, paths: str | Path | Iterable[str | Path], collection: str = "default",
-               sync: bool = False, *, tags: Iterable[str] = (),
-               progress: bool | None = None) -> IngestReport:
-        """Load, chunk, embed and index files (unchanged ones cost nothing)."""
-        return self.knowledge.ingest(paths, collection, sync, tags=tags, progress=progress)
+    ingest = sync_twin(aingest)
 
     async def asearch(self, query: str, k: int = 10, mode: Mode = "hybrid",
                       collection: str = "default",
                       filters: Filters | dict[str, Any] | None = None) -> SearchResults:
+        """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search."""
         return await self.knowledge.asearch(query, k, mode, collection, filters)
 
-    def search(self, query: str, k: int = 10, mode: Mode = "hybrid",
-               collection: str = "default",
-               filters: Filters | dict[str, Any] | None = None) -> SearchResults:
-        """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search."""
-        return self.knowledge.search(query, k, mode, collection, filters)
+    search = sync_twin(asearch)
 
     # -- memory -----------------------------------------------------------------------------
     @property

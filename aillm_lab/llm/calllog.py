@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from aillm_lab.errors import ConfigError
+from aillm_lab.errors import CallLogError, ConfigError
 from aillm_lab.llm import calllog_store as store
 from aillm_lab.llm.calllog_record import (
     PANDAS_TYPES,
@@ -30,7 +30,6 @@ from aillm_lab.llm.calllog_record import (
     typed_nulls,
     write_parquet,
 )
-from aillm_lab.llm.calllog_store import CallLogError
 
 __all__ = ["CallLog", "CallLogError", "CallRecord"]
 
@@ -349,7 +348,7 @@ class CallLog:
             if named and not all(p.exists() for p in named):
                 raise _Vanished from exc
             if named and not isinstance(exc, duckdb.ParserException | duckdb.BinderException):
-                raise store.CallLogError(
+                raise CallLogError(
                     f"the call-log file {named[0]} cannot be read ({exc}). Move it out of "
                     f"{self.dir}: the calls it held leave the log, the others stay.",
                     path=named[0]) from exc

@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aillm_lab.errors import AillmError
+from aillm_lab.errors import CallLogError
 
 if TYPE_CHECKING:
     import duckdb
@@ -50,14 +50,6 @@ SEGMENT = re.compile(r"^calls-(\d{12})-(\d{12})\.parquet$")
 LEGACY = re.compile(r"^calls-\d{8}T\d{12}Z-[0-9a-f]{32}\.parquet$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-
-
-class CallLogError(AillmError, RuntimeError):
-    """A call-log file cannot be read; ``path`` names it and the message says what to do."""
-
-    def __init__(self, message: str, *, path: str | Path = "") -> None:
-        super().__init__(message)
-        self.path = Path(path) if path else None
 
 
 @dataclass(frozen=True, order=True)

@@ -37,12 +37,12 @@ from aillm_lab.rag.sparse import (
     source_key,
     sparse_search,
 )
+from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
 
     from aillm_lab.config import LabSettings
-    from aillm_lab.runtime import LoopRunner
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,7 +81,7 @@ class CollectionInfo(BaseModel):
     rebuilds: int = 0  # usearch rebuilds from SQLite since this Knowledge opened it
 
 
-class Knowledge:
+class Knowledge(Lifecycle):
     """Named collections of documents in ``lab.db``, searchable by meaning and by words."""
 
     def __init__(self, settings: LabSettings | None = None, *, db_path: str | Path | None = None,
@@ -96,7 +96,6 @@ class Knowledge:
                 settings = LabSettings.load()
             db_path = db_path or settings.db_path
             index_dir = index_dir or settings.home / "index"
-        from aillm_lab.runtime import get_runner
 
         self.runner = runner or get_runner()
         self.db = LabDB(db_path, schema=SCHEMA, runner=self.runner)
@@ -144,33 +143,16 @@ class Knowledge:
         """Delete a collection, its documents, chunks and index files."""
         await self._on_runner(self._drop(collection))
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # close, with and async with come from Lifecycle
         """Close the database; idempotent (a later call reopens)."""
         await self._on_runner(self._close())
 
     # -- sync twins ------------------------------------------------------------------------
-    def ingest(self, paths: str | Path | Iterable[str | Path], collection: str = "default",
-               sync: bool = False, *, tags: Iterable[str] = (),
-               progress: bool | None = None) -> IngestReport:
-        return self.runner.run(self.aingest(paths, collection, sync, tags=tags,
-                                            progress=progress))
-
-    def search(self, query: str, k: int = 10, mode: Mode = "hybrid",
-               collection: str = "default",
-               filters: Filters | dict[str, Any] | None = None) -> SearchResults:
-        return self.runner.run(self.asearch(query, k, mode, collection, filters))
-
-    def remove(self, source: str | Path, collection: str = "default") -> int:
-        return self.runner.run(self.aremove(source, collection))
-
-    def collections(self) -> list[CollectionInfo]:
-        return self.runner.run(self.acollections())
-
-    def drop(self, collection: str) -> None:
-        self.runner.run(self.adrop(collection))
-
-    def close(self) -> None:
-        self.runner.run(self.aclose())
+    ingest = sync_twin(aingest)
+    search = sync_twin(asearch)
+    remove = sync_twin(aremove)
+    collections = sync_twin(acollections)
+    drop = sync_twin(adrop)
 
     # -- ingest ----------------------------------------------------------------------------
     async def _ingest(self, paths: Any, collection: str, sync: bool, tags: list[str],

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aillm_lab.errors import SafetyViolation
+from aillm_lab.runtime import Lifecycle, sync_twin
 from aillm_lab.tools._duckdb_engine import (
     READERS,
     Engine,
@@ -70,7 +71,7 @@ _SUFFIXES: dict[str, FileFormat] = {
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-class Database:
+class Database(Lifecycle):
     """Read-only SQL over registered DataFrames and workspace files, with caps and timeouts.
 
     ``register(name, df)`` and ``register_file(name, path)`` add tables; ``await aquery(sql)``
@@ -84,7 +85,7 @@ class Database:
             raise DatabaseError(f"workers={workers} must be at least 1")
         self.ws = ws
         self.policy = policy or SqlPolicy()
-        self._runner = runner
+        self.runner = runner
         self._lock = threading.RLock()
         self._sources: dict[str, Source] = {}  # keyed by lower-case name, like DuckDB
         self._files_version = 0
@@ -157,17 +158,13 @@ class Database:
         job = functools.partial(_run_select, sql, limit, self.policy.max_result_bytes)
         return await self._submit(job, timeout_s)
 
-    def query(self, sql: str, *, max_rows: int | None = None,
-              timeout_s: float | None = None) -> pd.DataFrame:
-        """Sync twin of :meth:`aquery` (runs it on the runner loop)."""
-        return self._sync(self.aquery(sql, max_rows=max_rows, timeout_s=timeout_s))
+    query = sync_twin(aquery)
 
     async def alist_tables(self) -> pd.DataFrame:
         """One row per table: name, kind (dataframe/csv/parquet/json), source and columns."""
         return await self._submit(self._list_job, None)
 
-    def list_tables(self) -> pd.DataFrame:
-        return self._sync(self.alist_tables())
+    list_tables = sync_twin(alist_tables)
 
     async def adescribe(self, name: str) -> pd.DataFrame:
         """Column names, types and nullability of table ``name``."""
@@ -177,15 +174,13 @@ class Database:
                 raise DatabaseError(f"no table named {name!r}; tables: {self._names()}")
         return await self._submit(functools.partial(describe_columns, source.name), None)
 
-    def describe(self, name: str) -> pd.DataFrame:
-        return self._sync(self.adescribe(name))
+    describe = sync_twin(adescribe)
 
     async def asettings(self) -> dict[str, str]:
         """The security settings DuckDB reports (external access, lock, allowed paths)."""
         return await self._submit(read_settings, None)
 
-    def settings(self) -> dict[str, str]:
-        return self._sync(self.asettings())
+    settings = sync_twin(asettings)
 
     # -- tools -----------------------------------------------------------------------------
     def tools(self) -> list[Tool]:
@@ -251,23 +246,6 @@ class Database:
         except RuntimeError:  # at interpreter exit no new thread may start: stop inline
             self._shutdown()
 
-    def close(self) -> None:
-        """Sync twin of :meth:`aclose`."""
-        if not self._closed:
-            self._sync(self.aclose())
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Database:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     # -- internals -------------------------------------------------------------------------
     def _put(self, source: Source) -> None:
         with self._lock:
@@ -292,11 +270,6 @@ class Database:
                                 f"(at most {self.policy.max_rows})")
         return min(max_rows, self.policy.max_rows)
 
-    def _sync(self, coro: Any) -> Any:
-        from aillm_lab.runtime import get_runner
-
-        return (self._runner or get_runner()).run(coro)
-
     async def _submit(self, job: Callable[[Any], T], timeout_s: float | None) -> T:
         """Run ``job(cursor)`` on a worker; past the deadline, interrupt it and raise."""
         timeout = self.policy.timeout_s if timeout_s is None else timeout_s
@@ -304,8 +277,8 @@ class Database:
             raise DatabaseError(f"timeout_s={timeout_s!r} must be a positive number of seconds")
         with self._lock:
             self._check_open()
-            if self._runner is not None and not self._close_registered:
-                self._runner.on_close(self.aclose)
+            if self.runner is not None and not self._close_registered:
+                self.runner.on_close(self.aclose)
                 self._close_registered = True
         ticket = Ticket(timeout)
         try:

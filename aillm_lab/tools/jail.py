@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner
 from aillm_lab.tools.paths import Workspace
 
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
@@ -48,7 +48,7 @@ class Protected:
     readonly: list[str] = field(default_factory=list)
 
 
-class Jail:
+class Jail(Lifecycle):
     """One launcher process per workspace, on the runner loop, started on first use.
 
     ``extra_binds`` are more read-only folders programs need (an interpreter's prefix).
@@ -144,10 +144,6 @@ class Jail:
             self._idle.cancel()
         if conn is not None:
             await self.runner.arun(conn.aclose())
-
-    def close(self) -> None:
-        if self._conn is not None and self.runner.started:
-            self.runner.run(self.aclose())
 
     async def _ensure(self) -> _Connection | None:
         if self._conn is not None and self._conn.alive:

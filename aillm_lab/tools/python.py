@@ -76,7 +76,7 @@ from typing import Any
 from pydantic import BaseModel, Field, PositiveFloat
 
 from aillm_lab.errors import SafetyViolation, ToolError
-from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 from aillm_lab.tools._sandbox_disk import Usage, remove_new_files, usage
 from aillm_lab.tools._sandbox_process import SandboxUnavailable, Worker
 from aillm_lab.tools.base import RiskLevel, Tool
@@ -152,7 +152,7 @@ class SandboxResult(BaseModel):
         return "\n".join(parts) if parts else "(no output)"
 
 
-class PythonSandbox:
+class PythonSandbox(Lifecycle):
     """A persistent, limited Python worker: variables survive between calls until reset.
 
     ``run``/``arun`` execute code; ``tools()`` gives the model ``run_python``. Files written
@@ -167,7 +167,7 @@ class PythonSandbox:
                                      "POSIX process groups and resource limits); run the "
                                      "lab in WSL or a Linux container on Windows.")
         self.policy = policy or CodePolicy()
-        self._runner = runner or get_runner()
+        self.runner = runner or get_runner()
         given = None if workdir is None else _check_workdir(Path(workdir))
         self._root = Path(tempfile.mkdtemp(prefix="aillm-sandbox-"))
         self.workdir = given or (self._root / "work").resolve()
@@ -179,24 +179,12 @@ class PythonSandbox:
         self._lost_state = False  # a worker existed and died, so the next one starts empty
         self._closed = False
         self._audit_hook = audit_hook
-        self._runner.on_close(self.aclose)  # at exit the runner removes the folder too
+        self.runner.on_close(self.aclose)  # at exit the runner removes the folder too
         self.protections: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "running" if self._worker else "idle"
         return f"<PythonSandbox {state} workdir={str(self.workdir)!r}>"
-
-    def __enter__(self) -> PythonSandbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PythonSandbox:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     @property
     def pid(self) -> int | None:
@@ -204,10 +192,6 @@ class PythonSandbox:
         return self._worker.pid if self._worker else None
 
     # -- running code ----------------------------------------------------------------------
-    def run(self, code: str, timeout_s: float | None = None) -> SandboxResult:
-        """Sync twin of :meth:`arun`."""
-        return self._runner.run(self.arun(code, timeout_s))
-
     async def arun(self, code: str, timeout_s: float | None = None) -> SandboxResult:
         """Run ``code`` in the worker; its last expression's repr is the result's value.
 
@@ -220,7 +204,9 @@ class PythonSandbox:
         wall = self.policy.wall_s if timeout_s is None else timeout_s
         if not isinstance(wall, int | float) or not 0 < wall < float("inf"):
             raise ToolError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        return await self._runner.arun(self._arun(code, float(wall)))
+        return await self.runner.arun(self._arun(code, float(wall)))
+
+    run = sync_twin(arun)
 
     async def _arun(self, code: str, wall: float) -> SandboxResult:
         if self._closed:
@@ -339,30 +325,18 @@ class PythonSandbox:
         return result
 
     # -- lifecycle -------------------------------------------------------------------------
-    def reset(self) -> None:
-        """Sync twin of :meth:`areset`."""
-        self._runner.run(self.areset())
-
     async def areset(self) -> None:
         """Stop the worker, so the next call starts with no variables (files stay)."""
-        await self._runner.arun(self._kill())
+        await self.runner.arun(self._kill())
 
-    def close(self) -> None:
+    reset = sync_twin(areset)
+
+    async def aclose(self) -> None:
         """Stop the worker and remove the temporary folder; idempotent."""
         if self._closed:
             return
-        if not self._runner.started:  # the runner closed first: no worker can be left
-            self._closed = True
-            self._remove_dirs()
-            return
-        self._runner.run(self.aclose())
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._closed:
-            return
         self._closed = True
-        await self._runner.arun(self._kill())
+        await self.runner.arun(self._kill())
         self._remove_dirs()
 
     def _remove_dirs(self) -> None:

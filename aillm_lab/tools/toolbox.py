@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aillm_lab.config import LabSettings
 from aillm_lab.errors import RegistryError
-from aillm_lab.runtime import LoopRunner, get_runner
+from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 from aillm_lab.tools.audit import AuditLog
 from aillm_lab.tools.base import Tool, ToolRegistry, ToolResult
 from aillm_lab.tools.paths import Workspace
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from aillm_lab.tools.database import Database
     from aillm_lab.tools.python import PythonSandbox
 
-class Toolbox:
+class Toolbox(Lifecycle):
     """Registered tools behind one ``SafetyGuard``; ``call`` raises, ``invoke`` reports.
 
     ``builtins=False`` starts empty (only the tools you ``add``).
@@ -114,10 +114,6 @@ class Toolbox:
         """Run a tool through the guard; ``SafetyViolation`` or the tool's error propagates."""
         return await self.runner.arun(self.guard.run(self.get(name), arguments))
 
-    def call(self, name: str, /, **arguments: Any) -> ToolResult:
-        """Sync twin of :meth:`acall`."""
-        return self.runner.run(self.guard.run(self.get(name), arguments))
-
     async def ainvoke(self, name: str, arguments: dict[str, Any],
                       call_id: str | None = None) -> ToolResult:
         """The agents' door: refusals, bad arguments and failures come back as results."""
@@ -128,40 +124,19 @@ class Toolbox:
                               error=str(exc), rule=None)
         return await self.runner.arun(self.guard.invoke(tool, arguments, call_id))
 
-    def invoke(self, name: str, arguments: dict[str, Any],
-               call_id: str | None = None) -> ToolResult:
-        """Sync twin of :meth:`ainvoke`."""
-        return self.runner.run(self.ainvoke(name, arguments, call_id))
-
     async def aaudit(self, limit: int | None = None, *, tool: str | None = None
                      ) -> pd.DataFrame:
         """The audit log (oldest first); ``limit`` keeps the most recent rows."""
         return await self.runner.arun(self.audit_log.frame(limit, tool=tool))
 
-    def audit(self, limit: int | None = None, *, tool: str | None = None) -> pd.DataFrame:
-        """Sync twin of :meth:`aaudit`."""
-        return self.runner.run(self.audit_log.frame(limit, tool=tool))
+    call = sync_twin(acall)
+    invoke = sync_twin(ainvoke)
+    audit = sync_twin(aaudit)
 
-    # -- lifecycle -------------------------------------------------------------------------
+    # -- lifecycle (close, with and async with come from Lifecycle) ------------------------
     async def aclose(self) -> None:
         """Close the Database and sandbox (if they were made) and the audit log; idempotent."""
         await self.runner.arun(self._aclose())
-
-    def close(self) -> None:
-        if self.runner.started:
-            self.runner.run(self._aclose())
-
-    def __enter__(self) -> Toolbox:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Toolbox:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     async def _aclose(self) -> None:
         resources, self._resources = self._resources, []

@@ -33,7 +33,7 @@ WRITER = textwrap.dedent("""
     lab = al.Lab(home=home, model="scripted:echo")
     i = 0
     while count == 0 or i < count:
-        with lab.run(f"{tag}-{i}"):
+        with lab.scope(f"{tag}-{i}"):
             lab.chat(f"hello {i}")
         print(f"{tag}-{i} {time.time():.6f}", flush=True)
         i += 1
@@ -75,7 +75,7 @@ def test_a_call_through_al_chat_is_readable_by_a_new_lab_of_the_process_at_once(
         al.chat("hello there", model="scripted:echo")
         other = al.Lab()
         assert len(other.calls()) == 1  # no wait: this process's queues are read too
-        assert len(al.Lab(home=clean_env).sql("select * from calls")) == 1
+        assert len(al.Lab(home=clean_env).calls("select * from calls")) == 1
         other.close()
     finally:
         if lab_module._lab is not None:
