@@ -19,6 +19,8 @@ from aillm_lab.memory._schema import (
     INSERT,
     Memory,
     MemoryInputError,
+    MemoryNotFound,
+    check_id,
     check_importance,
     check_metadata,
     check_namespace,
@@ -203,6 +205,26 @@ async def fetch_rows(conn: aiosqlite.Connection, column: str, values: Sequence[A
 async def fetch_one(conn: aiosqlite.Connection, column: str, value: Any) -> Any:
     rows = await fetch_rows(conn, column, [value])
     return rows[0] if rows else None
+
+
+async def find_row(conn: aiosqlite.Connection, id: str, *, live: bool = False) -> Any:
+    """The row of memory ``id``; with ``live``, a forgotten or superseded one is refused."""
+    check_id(id)
+    row = await fetch_one(conn, "id", id)
+    if row is None:
+        raise MemoryNotFound(f"id = {id!r}: no such memory (it may have been purged); "
+                             "search() or list() to find ids.")
+    if live and row["valid_to"] is not None:
+        state = ("forgotten" if row["forgotten_at"] is not None
+                 else f"superseded by {row['superseded_by']!r}")
+        raise MemoryNotFound(f"id = {id!r}: that memory was {state}; pass "
+                             "include_invalid=True or call history(id) to see it.")
+    return row
+
+
+async def find_memory(conn: aiosqlite.Connection, id: str, *, live: bool = False) -> Memory:
+    """``find_row`` as a ``Memory`` record."""
+    return (await to_memories(conn, [await find_row(conn, id, live=live)]))[0]
 
 
 async def select(conn: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:

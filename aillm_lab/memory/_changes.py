@@ -1,5 +1,5 @@
 """Writes that change a stored memory: ``update`` (a new version), ``forget`` (hide) and
-``purge`` (erase). Split from ``long_term.py``; each is one write batch.
+``purge`` (erase). Each is one write batch through the store (``_store.MemoryStore``).
 
 Why versions and not in-place edits: an agent that "corrects" a memory may be wrong, so the
 old text stays as history (``valid_to``/``superseded_by``) until someone purges it.
@@ -26,20 +26,20 @@ from aillm_lab.memory._schema import (
 )
 
 if TYPE_CHECKING:
-    from aillm_lab.memory.long_term import LongTermMemory
+    from aillm_lab.memory._store import MemoryStore
 
 
-async def update(mem: LongTermMemory, id: str, text: str, importance: float | None,
+async def update(store: MemoryStore, id: str, text: str, importance: float | None,
                  metadata: Any, tags: Any) -> Memory:
     """Insert version n+1 and close version n, in one transaction."""
     text = check_text(text)
     imp = None if importance is None else check_importance(importance)
     meta = None if metadata is None else check_metadata(metadata)
     tag_list = None if tags is None else check_tags(tags)
-    old = await mem._get(id, include_invalid=False)
-    vector = await mem._embed([text])
-    now, new_id = mem._clock(), uuid.uuid4().hex
-    async with mem._transaction() as tx:
+    old = await store.read(_batch.find_memory, id, live=True)
+    vector = await store.embed([text])
+    now, new_id = store.clock(), uuid.uuid4().hex
+    async with store.transaction() as tx:
         row = await _batch.fetch_one(tx.conn, "id", id)
         if row is None or row["valid_to"] is not None:
             raise MemoryNotFound(f"id = {id!r}: changed while updating; get() it again.")
@@ -51,39 +51,39 @@ async def update(mem: LongTermMemory, id: str, text: str, importance: float | No
             row["root_id"], row["version"] + 1))
         await tx.conn.execute("UPDATE memories SET valid_to = ?, superseded_by = ? "
                               "WHERE seq = ?", (now, new_id, row["seq"]))
-        await tx.add_vectors(old.namespace, [cur.lastrowid], vector, mem.embedder.model_id)
+        await tx.add_vectors(old.namespace, [cur.lastrowid], vector, store.embedder.model_id)
         tx.removed(old.namespace, [row["seq"]])
         new = await _batch.fetch_one(tx.conn, "id", new_id)
-        return (await mem._memories([new], tx.conn))[0]
+        return (await _batch.to_memories(tx.conn, [new]))[0]
 
 
-async def forget(mem: LongTermMemory, id: str) -> Memory:
+async def forget(store: MemoryStore, id: str) -> Memory:
     """Mark a memory forgotten (idempotent): hidden from search, get and list."""
-    await mem._row(id)
-    async with mem._transaction() as tx:
+    await store.read(_batch.find_row, id)
+    async with store.transaction() as tx:
         row = await _batch.fetch_one(tx.conn, "id", id)
         if row is None:
             raise MemoryNotFound(f"id = {id!r}: purged while forgetting it.")
         if row["forgotten_at"] is None:
-            now = mem._clock()
+            now = store.clock()
             await tx.conn.execute("UPDATE memories SET valid_to = COALESCE(valid_to, ?), "
                                   "forgotten_at = ? WHERE seq = ?", (now, now, row["seq"]))
             tx.removed(row["namespace"], [row["seq"]])
             row = await _batch.fetch_one(tx.conn, "id", id)
-        return (await mem._memories([row], tx.conn))[0]
+        return (await _batch.to_memories(tx.conn, [row]))[0]
 
 
-async def purge(mem: LongTermMemory, id: str | None, namespace: str | None) -> int:
+async def purge(store: MemoryStore, id: str | None, namespace: str | None) -> int:
     """Delete a history chain (or a namespace); triggers drop its FTS rows, vectors, links."""
     if (id is None) == (namespace is None):
         raise MemoryInputError("id", f"{id!r} with namespace = {namespace!r}: give exactly "
                                "one, a memory id or a namespace to erase.")
     if id is not None:
-        root = (await mem._row(id))["root_id"]
+        root = (await store.read(_batch.find_row, id))["root_id"]
         sql, params = "DELETE FROM memories WHERE root_id = ?", (root,)
     else:
         sql, params = "DELETE FROM memories WHERE namespace = ?", (check_namespace(namespace),)
-    async with mem._transaction() as tx:
+    async with store.transaction() as tx:
         if id is not None:  # memories a purged summary replaced come back (never lost)
             await tx.conn.execute(
                 "UPDATE memories SET valid_to = NULL, superseded_by = NULL WHERE "

@@ -1,4 +1,4 @@
-"""Consolidation, import and export for ``LongTermMemory`` (split out to keep it readable).
+"""Consolidation, reindexing, import and export of memories, through ``_store.MemoryStore``.
 
 Why imports keep ids: an exported file is a backup, so importing it again (or twice) must
 give back exactly the same memories, their history chains and summary links, and change
@@ -13,13 +13,13 @@ import math
 import os
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from aillm_lab.memory._batch import CHUNK, fetch_rows
+from aillm_lab.memory._batch import CHUNK, fetch_rows, to_memories, unembedded
 from aillm_lab.memory._schema import (
     COLUMNS,
     INSERT,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aillm_lab.llm.base import Model
-    from aillm_lab.memory.long_term import LongTermMemory
+    from aillm_lab.memory._store import MemoryStore
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,13 @@ CONSOLIDATE_PROMPT = (
 
 
 # -- consolidation ------------------------------------------------------------------------
-async def consolidate(mem: LongTermMemory, namespace: str, model: Model | str, max_group: int,
-                      min_group: int, threshold: float) -> Memories:
-    """Group live memories by cosine >= ``threshold`` and replace each group by a summary."""
+async def consolidate(store: MemoryStore, models: Callable[[Model | str], Model] | None,
+                      namespace: str, model: Model | str, max_group: int, min_group: int,
+                      threshold: float) -> Memories:
+    """Group live memories by cosine >= ``threshold`` and replace each group by a summary.
+
+    ``models`` is the Lab's gateway (``lab.model``); without one only a ``Model`` will do.
+    """
     from aillm_lab.llm.types import Message
 
     check_namespace(namespace)
@@ -63,17 +67,20 @@ async def consolidate(mem: LongTermMemory, namespace: str, model: Model | str, m
                                f"[2, max_group={max_group}].")
     if not isinstance(threshold, int | float) or not 0 < threshold <= 1:
         raise MemoryInputError("threshold", f"{threshold!r}: must be a cosine in (0, 1].")
-    if mem.models is not None:  # every call through the Lab's gateway: limits, budget, log
-        model = mem.models(model)
+    if models is not None:  # every call through the Lab's gateway: limits, budget, log
+        model = models(model)
     elif isinstance(model, str):
         raise MemoryInputError("model", f"{model!r}: a model name needs a Lab's gateway; use "
                                f"lab.memory.consolidate(...), or pass a Model object")
-    async with mem._guarded():
-        cache = await mem._cache(namespace)
-        rows = await (await mem._db.conn()).execute_fetchall(
+
+    async def live(conn: Any) -> tuple[list[Any], np.ndarray]:
+        cache = await store.vectors(conn, namespace)
+        rows = list(await conn.execute_fetchall(
             f"SELECT {COLUMNS} FROM memories WHERE namespace = ? AND valid_to IS NULL "
-            "ORDER BY importance DESC, seq", (namespace,))
-        vectors = cache.vectors([r["seq"] for r in rows])
+            "ORDER BY importance DESC, seq", (namespace,)))
+        return rows, cache.vectors([r["seq"] for r in rows])
+
+    rows, vectors = await store.read(live)
     out = Memories()
     for group in _groups(vectors, threshold, max_group, min_group):
         sources = [rows[i] for i in group]
@@ -85,7 +92,7 @@ async def consolidate(mem: LongTermMemory, namespace: str, model: Model | str, m
             log.warning("%s returned an empty summary; %d memories left as they are",
                         model.id, len(sources))
             continue
-        summary = await _write_summary(mem, namespace, sources, text, model.id)
+        summary = await _write_summary(store, namespace, sources, text, model.id)
         if summary is not None:
             out.append(summary)
     return out
@@ -112,13 +119,13 @@ def _groups(vectors: np.ndarray, threshold: float, max_group: int,
     return groups
 
 
-async def _write_summary(mem: LongTermMemory, namespace: str, sources: list[Any], text: str,
+async def _write_summary(store: MemoryStore, namespace: str, sources: list[Any], text: str,
                          model_id: str) -> Memory | None:
-    vector = await mem._embed([text])
-    now, sid = mem._clock(), uuid.uuid4().hex
+    vector = await store.embed([text])
+    now, sid = store.clock(), uuid.uuid4().hex
     ids = [r["id"] for r in sources]
     tags = sorted(set().union(*(json.loads(r["tags"]) for r in sources)))
-    async with mem._transaction() as tx:
+    async with store.transaction() as tx:
         live = await tx.conn.execute_fetchall(
             f"SELECT seq FROM memories WHERE valid_to IS NULL AND id IN "
             f"({', '.join('?' * len(ids))})", ids)
@@ -135,31 +142,29 @@ async def _write_summary(mem: LongTermMemory, namespace: str, sources: list[Any]
             "VALUES (?, ?, 'summarizes', ?)", [(sid, i, now) for i in ids])
         await tx.conn.executemany("UPDATE memories SET valid_to = ?, superseded_by = ? "
                                   "WHERE id = ?", [(now, sid, i) for i in ids])
-        await tx.add_vectors(namespace, [cur.lastrowid], vector, mem.embedder.model_id)
+        await tx.add_vectors(namespace, [cur.lastrowid], vector, store.embedder.model_id)
         tx.removed(namespace, [r["seq"] for r in sources])
         row = (await tx.conn.execute_fetchall(f"SELECT {COLUMNS} FROM memories WHERE id = ?",
                                               (sid,)))[0]
-        return (await mem._memories([row], tx.conn))[0]
+        return (await to_memories(tx.conn, [row]))[0]
 
 
-async def reindex(mem: LongTermMemory, namespace: str | None, batch: int) -> int:
+async def reindex(store: MemoryStore, namespace: str | None, batch: int) -> int:
     """Embed live memories that lack a vector from the current embedder, ``batch`` at a time."""
-    from aillm_lab.memory._batch import unembedded
-
     if namespace is not None:
         check_namespace(namespace)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise MemoryInputError("batch", f"{batch!r}: must be an integer >= 1.")
-    embedder, total = mem.embedder, 0
+    embedder, total = store.embedder, 0
     while True:
         if int(embedder.dim) <= 0:
-            await mem._embed(["dimension probe"])
-        rows = await mem._read(unembedded, namespace, embedder.model_id, int(embedder.dim),
+            await store.embed(["dimension probe"])
+        rows = await store.read(unembedded, namespace, embedder.model_id, int(embedder.dim),
                                limit=batch)
         if not rows:
             return total
-        vectors = await mem._embed([r[2] for r in rows])
-        async with mem._transaction() as tx:
+        vectors = await store.embed([r[2] for r in rows])
+        async with store.transaction() as tx:
             for ns in sorted({r[1] for r in rows}):
                 idx = [i for i, r in enumerate(rows) if r[1] == ns]
                 await tx.add_vectors(ns, [rows[i][0] for i in idx], vectors[idx],
@@ -168,16 +173,16 @@ async def reindex(mem: LongTermMemory, namespace: str | None, batch: int) -> int
 
 
 # -- import -------------------------------------------------------------------------------
-async def import_records(mem: LongTermMemory,
+async def import_records(store: MemoryStore,
                          records: Iterable[Mapping[str, Any] | Memory]) -> ImportReport:
     """Insert records whose ids are new, with their links and vectors, in one transaction."""
     memories = _validated(records)
-    existing = await mem._read(_existing, memories)
+    existing = await store.read(_existing, memories)
     new = [m for m in memories if m.id not in existing]
     live = [m for m in new if m.live]
-    vectors = await mem._embed([m.text for m in live]) if live else None
+    vectors = await store.embed([m.text for m in live]) if live else None
     report = ImportReport(skipped=len(memories) - len(new))
-    async with mem._transaction() as tx:
+    async with store.transaction() as tx:
         if await _existing(tx.conn, new):
             raise MemoryInputError("records", "another writer stored some of these ids during "
                                    "the import; run the import again (it is idempotent).")
@@ -192,7 +197,7 @@ async def import_records(mem: LongTermMemory,
             for ns in sorted({m.namespace for m in live}):
                 idx = [i for i, m in enumerate(live) if m.namespace == ns]
                 await tx.add_vectors(ns, [by_id[live[i].id] for i in idx], vectors[idx],
-                                     mem.embedder.model_id)
+                                     store.embedder.model_id)
         report.added, report.links = len(new), len(links)
     return report
 
