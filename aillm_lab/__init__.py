@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "GenerationParams": "aillm_lab.llm.types",
     # tools and the Safety Guard
     "tool": "aillm_lab.tools.base",
+    "tool_specs": "aillm_lab.tools.base",
     "Tool": "aillm_lab.tools.base",
     "ToolResult": "aillm_lab.tools.base",
     "RiskLevel": "aillm_lab.tools.base",
@@ -83,8 +84,23 @@ _EXPORTS: dict[str, str] = {
     "ReplayMiss": "aillm_lab.errors",
     "SafetyViolation": "aillm_lab.errors",
     "ToolError": "aillm_lab.errors",
+    "CallLogError": "aillm_lab.errors",
+    "LabDBBusy": "aillm_lab.errors",
+    "ProviderConnectionError": "aillm_lab.errors",
+    "ProviderUnavailable": "aillm_lab.errors",
+    "StreamInterrupted": "aillm_lab.errors",
+    "SqliteVersionWarning": "aillm_lab.db",
     "MemoryNotFound": "aillm_lab.memory.long_term",
     "MemoryBusy": "aillm_lab.memory.long_term",
+    "MemoryInputError": "aillm_lab.memory.long_term",
+    "RagError": "aillm_lab.rag.sparse",
+    "LoaderError": "aillm_lab.rag.loaders",
+    "UnsupportedFile": "aillm_lab.rag.loaders",
+    "ContextOverflow": "aillm_lab.rag.context",
+    "CommandError": "aillm_lab.tools.process",
+    "FileToolError": "aillm_lab.tools.files",
+    "FetchError": "aillm_lab.tools.netguard",
+    "SandboxUnavailable": "aillm_lab.tools.python",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -103,21 +119,27 @@ if TYPE_CHECKING:
         embed,
         stream,
     )
+    from aillm_lab.db import SqliteVersionWarning
     from aillm_lab.errors import (
         AillmError,
         AuthenticationError,
         BadRequest,
         BudgetExceeded,
+        CallLogError,
         ConfigError,
+        LabDBBusy,
         LabDBError,
         LabDBIdentityError,
         ModelNotAvailable,
+        ProviderConnectionError,
         ProviderError,
+        ProviderUnavailable,
         RateLimited,
         RegistryError,
         ReplayMiss,
         RunnerError,
         SafetyViolation,
+        StreamInterrupted,
         StructuredOutputError,
         ToolError,
         UnsupportedInput,
@@ -139,15 +161,22 @@ if TYPE_CHECKING:
         LongTermMemory,
         Memory,
         MemoryBusy,
+        MemoryInputError,
         MemoryNotFound,
         ScoringWeights,
     )
-    from aillm_lab.rag.context import ContextManager
+    from aillm_lab.rag.context import ContextManager, ContextOverflow
+    from aillm_lab.rag.loaders import LoaderError, UnsupportedFile
     from aillm_lab.rag.results import SearchResults
     from aillm_lab.rag.retriever import Knowledge
+    from aillm_lab.rag.sparse import RagError
     from aillm_lab.runtime import LoopRunner, get_runner, run_sync
-    from aillm_lab.tools.base import RiskLevel, Tool, ToolResult, tool
+    from aillm_lab.tools.base import RiskLevel, Tool, ToolResult, tool, tool_specs
+    from aillm_lab.tools.files import FileToolError
+    from aillm_lab.tools.netguard import FetchError
     from aillm_lab.tools.policy import SafetyPolicy
+    from aillm_lab.tools.process import CommandError
+    from aillm_lab.tools.python import SandboxUnavailable
     from aillm_lab.tools.safety import ApprovalRequest, SafetyGuard
     from aillm_lab.tools.toolbox import Toolbox
 

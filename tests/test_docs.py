@@ -74,3 +74,36 @@ def test_every_test_cited_in_architecture_md_exists() -> None:
             if test not in defined:
                 stale.append(f"{file}::{test}: no such test")
     assert stale == []
+
+
+# a private module or method, a repr hook called by hand, or an import from anywhere but
+# the package itself (``import aillm_lab as al``) and its testing aids
+PRIVATE_USE = re.compile(r"aillm_lab(?:\.\w+)*\._\w+|\.(?!_repr_html_\b)_[a-z]\w*\(|"
+                         r"\._repr_\w+_\(\)|from aillm_lab\.(?!testing\b)\w+|"
+                         r"import aillm_lab\.(?!testing\b)")
+
+
+def test_notebooks_use_only_public_names() -> None:
+    """Notebooks are the user's view: no private module, function or repr hook is called."""
+    import json
+
+    offenders = []
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for index, cell in enumerate(cells):
+            if cell["cell_type"] != "code":
+                continue
+            for line in "".join(cell["source"]).splitlines():
+                if PRIVATE_USE.search(line):
+                    offenders.append(f"{path.name} cell {index}: {line.strip()}")
+    assert offenders == []
+
+
+def test_the_private_name_check_catches_what_it_is_for() -> None:
+    for line in ("from aillm_lab.db._x import y", "hits._repr_html_()", "mem._store(1)",
+                 "import aillm_lab.tools._jail_launcher",
+                 "from aillm_lab.db import SqliteVersionWarning"):
+        assert PRIVATE_USE.search(line), line
+    for line in ("from aillm_lab.testing import ScriptedModel", "lab.calls()",
+                 "al.SqliteVersionWarning", "x = obj.__class__"):
+        assert not PRIVATE_USE.search(line), line
