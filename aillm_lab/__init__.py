@@ -30,6 +30,12 @@ _EXPORTS: dict[str, str] = {
     "default_lab": "aillm_lab.core.lab",
     "embed": "aillm_lab.core.lab",
     "aembed": "aillm_lab.core.lab",
+    # agents
+    "Agent": "aillm_lab.agents.base",
+    "ReActAgent": "aillm_lab.agents.react",
+    "AgentRun": "aillm_lab.agents.run",
+    "AgentStep": "aillm_lab.agents.run",
+    "AgentEvent": "aillm_lab.agents.run",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -106,6 +112,9 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from aillm_lab.agents.base import Agent
+    from aillm_lab.agents.react import ReActAgent
+    from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
     from aillm_lab.config import LabSettings, ModelLimits
     from aillm_lab.core.lab import (
         Lab,

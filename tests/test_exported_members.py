@@ -13,6 +13,10 @@ from pathlib import Path
 import aillm_lab
 
 EXPECTED = [
+    "Agent",
+    "AgentEvent",
+    "AgentRun",
+    "AgentStep",
     "AillmError",
     "ApprovalRequest",
     "AuthenticationError",
@@ -50,6 +54,7 @@ EXPECTED = [
     "ProviderUnavailable",
     "RagError",
     "RateLimited",
+    "ReActAgent",
     "RegistryError",
     "ReplayMiss",
     "RiskLevel",

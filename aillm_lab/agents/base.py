@@ -1,0 +1,393 @@
+"""``Agent``: the one async loop every agent shares, and its doors (run, stream, fork, cancel).
+
+A run is two tasks on the Lab's runner loop. The *body* does the steps (model call through
+the Lab's gateway, tool calls through the Safety Guard, observations) inside
+``lab.scope(run.id, budget_usd=max_cost_usd)``, so every model call is in the call log under
+the run's id and a run budget refuses a call before it is sent. The *supervisor* owns the
+limits: it waits for the body with ``max_seconds``, cancels it on ``agent.cancel()`` (from any
+thread) and turns how the body ended into the run's ``status``. So a limit never loses the
+trace: the caller always gets the partial ``AgentRun``. Only a cancellation from outside
+(``task.cancel()``, Ctrl-C in a cell) is re-raised, after the run is marked ``cancelled`` and
+kept as ``agent.last_run``.
+
+Subclasses change what is said, not how the loop runs: ``instructions`` (the system text),
+``initial_messages`` and ``accept_text`` (is a reply without tool calls a final answer?).
+How tool calls travel is a ``ToolMode``: native tool calling today; a text protocol for models
+without it plugs in at the same place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from aillm_lab.agents import prompts, store
+from aillm_lab.agents.modes import FINAL_TOOL, NativeTools, ToolMode, Verdict
+from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep, RunStatus, remember_agent
+from aillm_lab.agents.toolset import AgentTools, ToolsArg
+from aillm_lab.errors import BudgetExceeded
+from aillm_lab.llm.limits import UNSET
+from aillm_lab.llm.structured import json_schema, parse_output
+from aillm_lab.llm.types import (
+    Completion,
+    GenerationParams,
+    Message,
+    ToolCall,
+    ToolSpec,
+)
+from aillm_lab.runtime import LoopRunner, sync_twin
+from aillm_lab.tools.base import ToolResult
+
+if TYPE_CHECKING:
+    from aillm_lab import Lab
+    from aillm_lab.llm.base import Model
+    from aillm_lab.memory.long_term import LongTermMemory
+
+ModelArg = str | Any | None  # a "provider:model" string or a Model
+Emit = Callable[[AgentEvent], None]
+_END = object()
+
+
+class Agent:
+    """A tool-using model loop with limits on steps, cost and time; see ``ReActAgent``.
+
+    ``tools``: ``@al.tool`` tools, plain typed functions, names of built-ins (``"read_file"``)
+    or a ``Toolbox``. ``output``: a pydantic model the final answer must validate against
+    (the model submits it through a ``final_answer`` tool). ``memory``: a
+    ``LongTermMemory`` (or True for ``lab.memory``) recalled into the context first.
+    ``max_repairs``: failed calls or answers in a row before the run ends with ``error``.
+    """
+
+    system_prompt: str = prompts.REACT_SYSTEM
+
+    def __init__(self, tools: ToolsArg = None, model: ModelArg = None, lab: Lab | None = None,
+                 max_steps: int = 10, max_cost_usd: float | None = None,
+                 max_seconds: float | None = None, output: type[BaseModel] | None = None,
+                 memory: LongTermMemory | bool | None = None, *, system: str | None = None,
+                 max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
+                 tool_mode: ToolMode | None = None, save: bool = True) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps}: give at least 1")
+        if max_seconds is not None and max_seconds <= 0:
+            raise ValueError(f"max_seconds={max_seconds}: give a positive number or None")
+        self._lab = lab
+        self.model = model
+        self.max_steps, self.max_cost_usd, self.max_seconds = max_steps, max_cost_usd, max_seconds
+        self.output, self.memory, self.max_repairs = output, memory, max_repairs
+        self.system = system
+        self.params = (params if isinstance(params, GenerationParams)
+                       else GenerationParams(**{"max_tokens": 1024, **(params or {})}))
+        self.tool_mode: ToolMode = tool_mode or NativeTools()
+        self.save = save
+        self.tools = AgentTools(self.lab, tools)
+        if output is not None:
+            self.tools.add_spec(ToolSpec(name=FINAL_TOOL, parameters=json_schema(output),
+                                         description=prompts.FINAL_TOOL_DESCRIPTION))
+        self.last_run: AgentRun | None = None
+        self._active: set[_Live] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"<{type(self).__name__} tools={self.tools.names()} "
+                f"max_steps={self.max_steps}>")
+
+    @property
+    def lab(self) -> Lab:
+        """The Lab whose gateway, guard and home this agent uses (``al.default_lab()``)."""
+        if self._lab is None:
+            import aillm_lab  # the public door: agents sit beside core, not above it
+
+            self._lab = aillm_lab.default_lab()
+        return self._lab
+
+    @property
+    def runner(self) -> LoopRunner:
+        return self.lab.runner
+
+    # -- doors -------------------------------------------------------------------------------
+    async def arun(self, task: str) -> AgentRun:
+        """Work on ``task`` until a final answer or a limit; the run says which."""
+        live = self._start(AgentRun(task=task), self.model, None)
+        return await self.runner.arun(self._supervise(live))
+
+    async def astream(self, task: str) -> AsyncIterator[AgentEvent]:
+        """Events as they happen; the last one is ``final`` and carries the ``AgentRun``."""
+        live = self._start(AgentRun(task=task), self.model, None)
+        async for event in self.runner.aiterate(lambda: self._events(live)):
+            yield event
+
+    async def afork(self, run: AgentRun, step: int, model: ModelArg = None) -> AgentRun:
+        """A new run that copies ``run``'s steps before ``step`` (no calls made for them)
+        and continues live from there with ``model`` (default: this agent's)."""
+        if not 0 <= step <= len(run.steps):
+            raise ValueError(f"step={step}: run {run.id} has steps 0..{len(run.steps) - 1}; "
+                             f"fork at one of them (or at {len(run.steps)} to go on after "
+                             f"the last)")
+        new = AgentRun(task=run.task, forked_from=f"{run.id}@{step}",
+                       steps=[s.model_copy(deep=True, update={"replayed": True})
+                              for s in run.steps[:step]])
+        history = run.steps[step - 1].history() if step else None
+        live = self._start(new, model if model is not None else self.model, history)
+        return await self.runner.arun(self._supervise(live))
+
+    run = sync_twin(arun)
+    stream = sync_twin(astream)
+    fork = sync_twin(afork)
+
+    def cancel(self) -> int:
+        """End this agent's runs in flight with status ``cancelled`` (from any thread);
+        returns how many were asked to stop. Each returns its partial run within ~1 s."""
+        with self._lock:
+            active = list(self._active)
+        for live in active:
+            live.cancel_requested = True
+            task = live.task
+            if task is not None and not task.done():
+                live.loop.call_soon_threadsafe(task.cancel)
+        return len(active)
+
+    # -- hooks for subclasses ----------------------------------------------------------------
+    def instructions(self) -> str:
+        """The system text: the agent's role, and how to submit a structured answer."""
+        text = self.system if self.system is not None else self.system_prompt
+        if self.output is not None:
+            text += "\n\n" + prompts.OUTPUT_NOTE.format(tool=FINAL_TOOL)
+        return text
+
+    def initial_messages(self, task: str, memories: list[str]) -> list[Message]:
+        """The first step's messages: instructions, recalled memories, then the task."""
+        system = self.instructions()
+        if memories:
+            system += "\n\n" + prompts.MEMORY_NOTE.format(
+                memories="\n".join(f"- {m}" for m in memories))
+        return [Message.system(system), Message.user(task)]
+
+    def accept_text(self, text: str) -> Verdict:
+        """Whether a reply without tool calls ends the run, and with what output."""
+        if self.output is None:
+            return Verdict(output=text) if text.strip() else Verdict(repair=prompts.EMPTY_REPLY)
+        try:
+            return Verdict(output=parse_output(text, self.output))
+        except Exception as exc:
+            return Verdict(repair=prompts.BAD_OUTPUT.format(error=exc, tool=FINAL_TOOL))
+
+    # -- the supervisor ------------------------------------------------------------------------
+    def _start(self, run: AgentRun, model: ModelArg, history: list[Message] | None,
+               emit: Emit | None = None) -> _Live:
+        resolved = self.lab.model(model)
+        run.agent, run.model = type(self).__name__, resolved.id
+        remember_agent(run, self)
+        self.last_run = run
+        return _Live(run, resolved, history, self.runner.loop, emit)
+
+    async def _supervise(self, live: _Live) -> AgentRun:
+        """Run the body under the limits; always returns the run, except when cancelled
+        from outside, which marks it cancelled and re-raises."""
+        run, started = live.run, time.monotonic()
+        with self._lock:
+            self._active.add(live)
+        body = asyncio.ensure_future(self._body(live))
+        live.task = body
+        if live.cancel_requested:
+            body.cancel()
+        try:
+            done, _ = await asyncio.wait({body}, timeout=self.max_seconds)
+        except asyncio.CancelledError:
+            await _settle(body)
+            self._end(live, "cancelled", prompts.CANCELLED.format(
+                how="task.cancel() or a keyboard interrupt"), started)
+            raise
+        finally:
+            with self._lock:
+                self._active.discard(live)
+        if not done:
+            await _settle(body)
+            self._end(live, "timeout", prompts.TIMEOUT.format(seconds=self.max_seconds),
+                      started)
+        elif body.cancelled():
+            self._end(live, "cancelled", prompts.CANCELLED.format(how="agent.cancel()"),
+                      started)
+        elif (exc := body.exception()) is not None:
+            if isinstance(exc, BudgetExceeded):
+                self._end(live, "budget", prompts.BUDGET.format(cap=self.max_cost_usd,
+                                                                error=exc), started)
+            else:
+                self._end(live, "error", f"{type(exc).__name__}: {exc}", started)
+        else:
+            self._end(live, run.status, run.error, started)
+        if self.save:
+            await asyncio.to_thread(store.save_run, self.lab.settings.home, run)
+        return run
+
+    def _end(self, live: _Live, status: RunStatus, error: str | None, started: float) -> None:
+        run = live.run
+        run.status, run.error = status, error
+        run.latency_s = time.monotonic() - started
+        if run.steps and error is not None and run.steps[-1].completion is None:
+            run.steps[-1].error = error  # the step that was in flight
+        if error is not None:
+            live.send(AgentEvent(type="error", step=len(run.steps), text=error))
+        live.send(AgentEvent(type="final", step=len(run.steps), run=run,
+                             text=run.output if isinstance(run.output, str) else ""))
+
+    async def _events(self, live: _Live) -> AsyncIterator[AgentEvent]:
+        """``astream``'s producer, on the runner loop: the run's events through a queue."""
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        live.emit = queue.put_nowait
+        task = asyncio.ensure_future(self._supervise(live))
+        task.add_done_callback(lambda _: queue.put_nowait(_END))
+        try:
+            while (event := await queue.get()) is not _END:
+                yield event
+                if event.type == "final":
+                    return
+            task.result()  # the supervisor failed without a final event: say why
+        finally:
+            if not task.done():
+                task.cancel()
+                await _settle(task)
+
+    # -- the body: steps -----------------------------------------------------------------------
+    async def _body(self, live: _Live) -> None:
+        run = live.run
+        cap = UNSET if self.max_cost_usd is None else self.max_cost_usd
+        with self.lab.scope(run.id, budget_usd=cap) as scope:
+            messages = live.history or self.initial_messages(run.task,
+                                                             await self._recall(run.task))
+            while True:
+                if len(run.steps) >= self.max_steps:
+                    run.status, run.error = "max_steps", prompts.MAX_STEPS.format(
+                        steps=len(run.steps))
+                    return
+                step = AgentStep(index=len(run.steps), model=live.model.id,
+                                 messages=list(messages))
+                run.steps.append(step)
+                live.send(AgentEvent(type="step_start", step=step.index))
+                spent, clock = scope.spent_usd, time.monotonic()
+                try:
+                    completion = await self._call_model(live, step)
+                finally:
+                    step.latency_s = time.monotonic() - clock
+                step.completion, step.usage = completion, completion.usage
+                step.cost_usd = self._cost(completion, scope.spent_usd - spent)
+                if await self._observe(live, step, completion):
+                    run.status = "completed"
+                    return
+                if live.failures > self.max_repairs:
+                    run.status, run.error = "error", prompts.GAVE_UP.format(
+                        count=live.failures, error=live.last_failure)
+                    return
+                messages = step.history()
+
+    async def _call_model(self, live: _Live, step: AgentStep) -> Completion:
+        messages, tools = self.tool_mode.request(step.messages, self.tools.specs())
+        if live.emit is None:
+            return await live.model.complete(messages, tools=tools, params=self.params)
+        completion: Completion | None = None
+        async for event in live.model.stream(messages, tools=tools, params=self.params):
+            if event.type == "text" and event.text:
+                live.send(AgentEvent(type="token", step=step.index, text=event.text))
+            elif event.type == "done":
+                completion = event.completion
+        if completion is None:
+            raise RuntimeError(f"{live.model.id} ended its stream without a completion")
+        return completion
+
+    async def _observe(self, live: _Live, step: AgentStep, completion: Completion) -> bool:
+        """Act on one answer: run its tool calls, or judge it as the final answer. True when
+        the run is done; failures are counted so repairs stay bounded."""
+        calls = self.tool_mode.calls(completion)
+        if not calls:
+            verdict = self.accept_text(completion.text)
+            if verdict.repair is None:
+                live.run.output = verdict.output
+                return True
+            step.observations.append(Message.user(verdict.repair))
+            live.failed(verdict.repair)
+            return False
+        for call in calls:
+            live.send(AgentEvent(type="tool_call", step=step.index, tool_call=call))
+        final: Verdict | None = None
+
+        async def one(call: ToolCall) -> ToolResult:
+            nonlocal final
+            if call.name == FINAL_TOOL and self.output is not None:
+                final, result = _final_answer(call, self.output)
+            else:
+                result = await self.tools.ainvoke(call)
+                result = result.model_copy(update={"value": None})  # the trace is redacted
+            live.send(AgentEvent(type="tool_result", step=step.index, tool_call=call,
+                                 tool_result=result))
+            return result
+
+        step.tool_results = list(await asyncio.gather(*(one(c) for c in calls)))
+        step.observations += [Message.tool(r.content, c.id, name=c.name)
+                              for c, r in zip(calls, step.tool_results, strict=True)]
+        if final is not None and final.repair is None:
+            live.run.output = final.output
+            return True
+        if all(not r.ok for r in step.tool_results):
+            live.failed(step.tool_results[-1].content)
+        else:
+            live.failures = 0
+        return False
+
+    def _cost(self, completion: Completion, spent: float) -> float | None:
+        """What the budget was charged; None when the model's price is unknown."""
+        provider, _, name = completion.model.partition(":")
+        known = self.lab.gateway.pricing.price(provider, name, completion.usage)
+        return None if known is None and spent == 0 else spent
+
+    async def _recall(self, task: str) -> list[str]:
+        if self.memory is None or self.memory is False:
+            return []
+        memory = self.lab.memory if self.memory is True else self.memory
+        hits = await memory.asearch(task, k=5)
+        return [hit.memory.text for hit in hits]
+
+
+class _Live:
+    """One run in flight: its trace, model, event sink, body task and repair count."""
+
+    def __init__(self, run: AgentRun, model: Model, history: list[Message] | None,
+                 loop: asyncio.AbstractEventLoop, emit: Emit | None) -> None:
+        self.run, self.model, self.history, self.loop, self.emit = run, model, history, loop, emit
+        self.task: asyncio.Future[None] | None = None
+        self.cancel_requested = False
+        self.failures = 0
+        self.last_failure = ""
+
+    def send(self, event: AgentEvent) -> None:
+        if self.emit is not None:
+            self.emit(event)
+
+    def failed(self, why: str) -> None:
+        self.failures += 1
+        self.last_failure = why[:500]
+
+
+def _final_answer(call: ToolCall, output: type[BaseModel]) -> tuple[Verdict, ToolResult]:
+    """Validate a ``final_answer`` call; the error goes back to the model as the result."""
+    try:
+        value = output.model_validate(call.arguments)
+    except Exception as exc:
+        text = prompts.BAD_OUTPUT.format(error=exc, tool=FINAL_TOOL)
+        return Verdict(repair=text), ToolResult(name=call.name, call_id=call.id, ok=False,
+                                                content=text, error=text)
+    return Verdict(output=value), ToolResult(name=call.name, call_id=call.id,
+                                             content=prompts.ACCEPTED)
+
+
+async def _settle(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has unwound, without raising what it raised."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({task})
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as lost

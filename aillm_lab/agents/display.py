@@ -1,0 +1,82 @@
+"""How an ``AgentRun`` looks in a notebook (collapsible steps) and as plain text.
+
+Everything from the run (task, model text, tool arguments and results) is HTML-escaped
+before markup is added: tool output can hold anything a web page or a file held.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aillm_lab.agents.run import AgentRun, AgentStep
+
+_LIMIT = 2_000  # characters of one message or result shown before it is cut
+
+
+def render_html(run: AgentRun) -> str:
+    colour = "#2e7d32" if run.status == "completed" else "#c62828"
+    head = (f"<div><b>{html.escape(run.agent or 'Agent')}</b> run <code>{run.id}</code> · "
+            f"<span style='color:{colour}'>{run.status}</span> · {_stats(run)}</div>"
+            f"<div><b>Task:</b> {_esc(run.task)}</div>")
+    if run.error:
+        head += f"<div style='color:#c62828'><b>Error:</b> {_esc(run.error)}</div>"
+    steps = "".join(_step_html(s) for s in run.steps)
+    out = f"<div><b>Output:</b> <pre>{_esc(_output(run))}</pre></div>"
+    return f"<div class='aillm-agent-run'>{head}{steps}{out}</div>"
+
+
+def render_text(run: AgentRun) -> str:
+    lines = [f"{run.agent or 'Agent'} run {run.id}: {run.status} ({_stats(run)})",
+             f"task: {run.task}"]
+    for s in run.steps:
+        mark = " (replayed)" if s.replayed else ""
+        lines.append(f"step {s.index}{mark}: {s.text[:200]!r}")
+        for call, result in zip(s.tool_calls, s.tool_results, strict=False):
+            ok = "ok" if result.ok else "failed"
+            lines.append(f"  {call.name}({json.dumps(call.arguments)}) -> {ok}: "
+                         f"{result.content[:200]!r}")
+    if run.error:
+        lines.append(f"error: {run.error}")
+    lines.append(f"output: {_output(run)}")
+    return "\n".join(lines)
+
+
+def _step_html(step: AgentStep) -> str:
+    mark = " · replayed" if step.replayed else ""
+    cost = "?" if step.cost_usd is None else f"${step.cost_usd:.5f}"
+    summary = (f"step {step.index}{mark} · {len(step.tool_calls)} tool calls · "
+               f"{step.usage.input_tokens}→{step.usage.output_tokens} tokens · {cost} · "
+               f"{step.latency_s:.2f} s")
+    parts = [f"<div><b>{m.role}</b>: <pre>{_esc(m.text)}</pre></div>"
+             for m in step.messages[-3:]]
+    if step.text:
+        parts.append(f"<div><b>answer</b>: <pre>{_esc(step.text)}</pre></div>")
+    for call, result in zip(step.tool_calls, step.tool_results, strict=False):
+        colour = "#2e7d32" if result.ok else "#c62828"
+        parts.append(f"<div><code>{html.escape(call.name)}"
+                     f"({_esc(json.dumps(call.arguments, default=str))})</code> → "
+                     f"<span style='color:{colour}'>{'ok' if result.ok else 'failed'}</span>"
+                     f"<pre>{_esc(result.content)}</pre></div>")
+    if step.error:
+        parts.append(f"<div style='color:#c62828'>{_esc(step.error)}</div>")
+    return f"<details><summary>{html.escape(summary)}</summary>{''.join(parts)}</details>"
+
+
+def _stats(run: AgentRun) -> str:
+    cost = "?" if run.cost_usd is None else f"${run.cost_usd:.4f}"
+    return (f"{len(run.steps)} steps · {run.usage.total_tokens} tokens · {cost} · "
+            f"{run.latency_s:.2f} s")
+
+
+def _output(run: AgentRun) -> str:
+    value = run.output
+    if hasattr(value, "model_dump_json"):
+        return value.model_dump_json(indent=2)
+    return value if isinstance(value, str) else json.dumps(value, default=str, indent=2)
+
+
+def _esc(text: str) -> str:
+    return html.escape(text if len(text) <= _LIMIT else text[:_LIMIT] + " …")

@@ -1,0 +1,202 @@
+"""The trace of an agent run as data: ``AgentRun``, its ``AgentStep``s and ``AgentEvent``s.
+
+Why pydantic models: a trace must outlive the process that made it (saved under the Lab's
+home, reloaded, diffed, shown in a notebook), so ``run.model_dump_json()`` round-trips through
+``AgentRun.model_validate_json``. The agent that made a run is not part of the data; the run
+finds it (for ``fork``) through a weak registry keyed by run id, so a reloaded run is equal to
+the original and holds no live objects.
+"""
+
+from __future__ import annotations
+
+import uuid
+import weakref
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aillm_lab.llm.types import Completion, Message, ToolCall, Usage
+from aillm_lab.runtime import sync_twin
+from aillm_lab.tools.base import ToolResult
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from aillm_lab.llm.base import Model
+
+RunStatus = Literal["running", "completed", "max_steps", "budget", "timeout", "error",
+                    "cancelled"]
+EventType = Literal["step_start", "token", "tool_call", "tool_result", "final", "error"]
+
+
+class AgentStep(BaseModel):
+    """One turn: the messages sent, the model's answer, its tool calls and their results.
+
+    ``observations`` are the messages the loop added after the answer (tool results, repair
+    hints); ``messages + [answer] + observations`` is the history the next step sends, which
+    is what ``fork`` replays. ``replayed`` marks a step copied from another run by a fork.
+    """
+
+    index: int
+    model: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    completion: Completion | None = None
+    tool_results: list[ToolResult] = Field(default_factory=list)
+    observations: list[Message] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: float | None = 0.0
+    latency_s: float = 0.0
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    replayed: bool = False
+    error: str | None = None
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return list(self.completion.tool_calls) if self.completion is not None else []
+
+    @property
+    def text(self) -> str:
+        return self.completion.text if self.completion is not None else ""
+
+    def history(self) -> list[Message]:
+        """The messages the step after this one starts from."""
+        answer = [self.completion.to_message()] if self.completion is not None else []
+        return [*self.messages, *answer, *self.observations]
+
+
+class AgentRun(BaseModel):
+    """What an agent run did and how it ended; returned by ``agent.run`` / ``arun``.
+
+    ``status`` is ``completed`` or the limit that stopped it (``max_steps``, ``budget``,
+    ``timeout``, ``error``, ``cancelled``); a stopped run keeps every step it took.
+    ``output`` is the final text, or a validated instance of the agent's ``output=`` model
+    (plain JSON data after a reload). Model calls are in ``lab.calls()`` with
+    ``run_id == run.id``, one row per live step, in step order.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    id: str = Field(default_factory=lambda: f"agent-{uuid.uuid4().hex[:12]}")
+    agent: str = ""
+    model: str = ""
+    task: str = ""
+    status: RunStatus = "running"
+    output: Any = None
+    error: str | None = None
+    steps: list[AgentStep] = Field(default_factory=list)
+    started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    latency_s: float = 0.0
+    forked_from: str | None = Field(default=None, description="run id and step: 'id@N'")
+
+    # -- totals ------------------------------------------------------------------------------
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for step in self.steps:
+            if not step.replayed:
+                total = total + step.usage
+        return total
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD of this run's own model calls (replayed steps cost nothing); None if unknown."""
+        costs = [s.cost_usd for s in self.steps if not s.replayed]
+        return None if any(c is None for c in costs) else float(sum(c or 0.0 for c in costs))
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [call for step in self.steps for call in step.tool_calls]
+
+    # -- views ---------------------------------------------------------------------------------
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per step: tool calls, results, tokens, cost and latency."""
+        import pandas as pd
+
+        rows = [{
+            "run_id": self.id, "step": s.index, "model": s.model, "replayed": s.replayed,
+            "text": s.text, "tool_calls": [f"{c.name}({_args(c)})" for c in s.tool_calls],
+            "tools_ok": [r.ok for r in s.tool_results], "input_tokens": s.usage.input_tokens,
+            "output_tokens": s.usage.output_tokens, "cost_usd": s.cost_usd,
+            "latency_s": s.latency_s, "error": s.error} for s in self.steps]
+        return pd.DataFrame(rows, columns=["run_id", "step", "model", "replayed", "text",
+                                           "tool_calls", "tools_ok", "input_tokens",
+                                           "output_tokens", "cost_usd", "latency_s", "error"])
+
+    def __repr__(self) -> str:
+        cost = "?" if self.cost_usd is None else f"${self.cost_usd:.4f}"
+        return (f"<AgentRun {self.id} {self.status} steps={len(self.steps)} "
+                f"tokens={self.usage.total_tokens} cost={cost} {self.latency_s:.2f}s "
+                f"output={_short(self.output)}>")
+
+    def __str__(self) -> str:
+        from aillm_lab.agents.display import render_text
+
+        return render_text(self)
+
+    def _repr_html_(self) -> str:
+        from aillm_lab.agents.display import render_html
+
+        return render_html(self)
+
+    # -- fork ----------------------------------------------------------------------------------
+    async def afork(self, step: int, model: str | Model | None = None, *,
+                    agent: Forker | None = None) -> AgentRun:
+        """A new run that reuses steps before ``step`` (no model or tool calls) and goes on
+        live from there, with ``model`` if given. ``agent=`` is needed only for a run that
+        was reloaded after its agent is gone."""
+        return await self._forker(agent).afork(self, step, model)
+
+    fork = sync_twin(afork)
+
+    def _forker(self, agent: Forker | None) -> Forker:
+        found = agent or _AGENTS.get(self.id)
+        if found is None:
+            raise LookupError(f"run {self.id} has no live agent to continue it (it was "
+                              f"reloaded, or its agent is gone): pass agent=ReActAgent(...)")
+        return found
+
+
+class Forker(Protocol):
+    """What ``AgentRun.fork`` needs from an agent."""
+
+    async def afork(self, run: AgentRun, step: int,
+                    model: str | Model | None = None) -> AgentRun: ...
+
+
+class AgentEvent(BaseModel):
+    """One thing that happened during ``agent.stream``; ``str()`` is its text delta.
+
+    Order per step: ``step_start``, ``token``s (model text), then for each tool call a
+    ``tool_call`` and later its ``tool_result``. A run ends with ``error`` (when it did not
+    complete) and always ``final``, which carries the ``AgentRun``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    type: EventType
+    step: int = 0
+    text: str = ""
+    tool_call: ToolCall | None = None
+    tool_result: ToolResult | None = None
+    run: AgentRun | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# Runs made in this process, to the agent that made them (weak: a run keeps no agent alive).
+_AGENTS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+
+
+def remember_agent(run: AgentRun, agent: Forker) -> None:
+    _AGENTS[run.id] = agent
+
+
+def _args(call: ToolCall) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in call.arguments.items())
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
