@@ -1,9 +1,11 @@
 """``LabDB``: one aiosqlite connection to a SQLite file, owned by the runner loop.
 
 Why a shared helper: the audit log, RAG index and long-term memory all live in ``lab.db``
-and must follow the same durability rules (ARCHITECTURE.md, invariants 2 and 9): WAL, a busy timeout,
-``BEGIN IMMEDIATE … COMMIT`` around every write batch, and a connection created, used and
-closed on one loop. Each owner opens its own ``LabDB`` on the same file; WAL lets them share.
+and must follow the same durability rules (ARCHITECTURE.md, invariants 2 and 9): WAL, a busy
+timeout, ``BEGIN IMMEDIATE … COMMIT`` around every write batch, and a connection created,
+used and closed on one loop. Each owner opens its own ``LabDB`` on the same file; WAL lets
+them share. The record/replay store (``llm/store.py``) is a ``LabDB`` on ``cache.db``, for
+the same rules.
 
 Identity: a truncated, deleted or swapped ``lab.db`` must not pass for a new, empty lab. The
 id of a home's database lives in a ``lab_meta`` table inside it and in ``lab.db.id`` beside
@@ -78,7 +80,8 @@ class LabDB:
     """A lazily opened connection; ``write()`` is the only way to change data.
 
     ``schema`` is run once in a write transaction at open (use ``CREATE … IF NOT EXISTS``),
-    with the identity check unless ``identity=False``. Use it from the runner loop only
+    with the identity check unless ``identity=False`` (a file that is not the lab's own, such
+    as the record/replay store's ``cache.db``). Use it from the runner loop only
     (``runner.arun`` / ``runner.run``).
     """
 
@@ -173,7 +176,9 @@ class LabDB:
         conn = _connection_class()(self.path, create=expected is None)
         thread = getattr(conn, "_thread", None)
         if isinstance(thread, threading.Thread):
-            thread.daemon = True  # see ResponseStore._open: exit must not wait for it
+            # Python joins non-daemon threads *before* atexit runs; a worker started off the
+            # (daemon) runner thread would otherwise hang exit if nobody closed the database
+            thread.daemon = True
         try:
             await conn
         except (sqlite3.Error, UnicodeDecodeError) as exc:
@@ -424,8 +429,13 @@ def _quick_check(conn: sqlite3.Connection) -> list[str]:
 
 def _damaged(path: Path, problems: list[str]) -> LabDBError:
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return LabDBError(f"{path} is damaged: {problems[0]}{more}. To recover, {FIX}; "
-                      "`aillm-lab doctor` shows what PRAGMA quick_check finds.", path=path)
+    if id_path(path).exists():  # the lab's own database
+        fix = f"{FIX}; `aillm-lab doctor` shows what PRAGMA quick_check finds"
+    else:  # a file without the lab's identity, such as the record/replay store's cache.db
+        fix = (f"move {path.name} and its -wal/-shm files aside (it starts again empty) or "
+               "restore it from a copy")
+    return LabDBError(f"{path} is damaged: {problems[0]}{more}. To recover, {fix}.",
+                      path=path)
 
 
 def _stored_id(conn: sqlite3.Connection) -> str | None:

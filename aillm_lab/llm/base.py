@@ -47,12 +47,8 @@ class Model(ABC):
                      params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
         """Yield text and tool-call events, then one ``done`` event with the completion."""
         completion = await self.complete(messages, tools=tools, output=output, params=params)
-        if completion.text:
-            yield StreamEvent(type="text", text=completion.text)
-        for call in completion.tool_calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        yield StreamEvent(type="usage", usage=completion.usage)
-        yield StreamEvent(type="done", completion=completion)
+        for event in completion_events(completion):
+            yield event
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, for providers that have embeddings (OpenAI, Ollama)."""
@@ -61,3 +57,19 @@ class Model(ABC):
 
     async def aclose(self) -> None:
         """Release clients or threads; the runner calls this on close."""
+
+
+def completion_events(completion: Completion, *, text: bool = True,
+                      tool_calls: bool = True) -> list[StreamEvent]:
+    """The events that end a stream of ``completion``: its text and tool calls (pass False
+    for what the stream already sent), its usage, then ``done``.
+
+    One function, so that a stream ends the same way whether a vendor sent it, a replay or
+    a script made it, or it stands in for a model that cannot stream.
+    """
+    events = [StreamEvent(type="text", text=completion.text)] if text and completion.text else []
+    if tool_calls:
+        events += [StreamEvent(type="tool_call", tool_call=call)
+                   for call in completion.tool_calls]
+    return [*events, StreamEvent(type="usage", usage=completion.usage),
+            StreamEvent(type="done", completion=completion)]

@@ -36,15 +36,7 @@ from aillm_lab.errors import (
 )
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.calllog import CallRecord
-from aillm_lab.llm.gateway_model import (
-    GatewayModel,
-    Recorded,
-    aclose_stream,
-    anext_or_none,
-    as_completion,
-    as_events,
-    next_event,
-)
+from aillm_lab.llm.gateway_model import GatewayModel, aclose_stream, anext_or_none, next_event
 from aillm_lab.llm.limits import (
     UNSET,
     Budget,
@@ -62,10 +54,10 @@ from aillm_lab.llm.limits import (
 )
 from aillm_lab.llm.pricing import Pricing
 from aillm_lab.llm.request_key import public_url, request_hash
-from aillm_lab.llm.store import describe_request
+from aillm_lab.llm.store import Recorded, as_completion, as_events, describe_request
 from aillm_lab.llm.types import Completion, GenerationParams, Message, StreamEvent, ToolSpec, Usage
 
-__all__ = ["Gateway", "GatewayModel", "ProviderTimeout", "ResponseStore", "public_url",
+__all__ = ["Gateway", "GatewayModel", "ProviderTimeout", "StoreHook", "public_url",
            "request_hash"]
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -73,8 +65,9 @@ OnRecord = Callable[[CallRecord], object]  # may return an awaitable; failures a
 _Opened = tuple[AsyncIterator[StreamEvent], StreamEvent | None, float | None]
 
 
-class ResponseStore(Protocol):
-    """The record/replay store or response cache (``llm/store.py``), as the gateway uses it.
+class StoreHook(Protocol):
+    """What the gateway needs of its ``store``: a ``ResponseStore`` or ``TieredStore``
+    (``llm/store.py``), or a test's own; a protocol, so the gateway does not depend on SQLite.
 
     ``lookup`` returns what was saved under ``key`` (a ``Completion``, or the events of a
     stream) or None, and may raise ``ReplayMiss``; ``save`` keeps a finished answer. A store
@@ -101,7 +94,7 @@ class Gateway:
                  default_limits: ModelLimits | None = None, budget_usd: float | None = None,
                  run_budget_usd: float | None = None, request_timeout_s: float | None = 300.0,
                  pricing: Pricing | None = None, on_record: OnRecord | None = None,
-                 store: ResponseStore | None = None, run_id: str | None = None,
+                 store: StoreHook | None = None, run_id: str | None = None,
                  clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep,
                  seed: int | None = None) -> None:
         self.limits = dict(limits or {})
@@ -256,7 +249,7 @@ class Gateway:
     # -- steps ------------------------------------------------------------------------------
     def _new_call(self, model: GatewayModel, messages: Sequence[Message],
                   tools: Sequence[ToolSpec] | None, output: OutputSpec,
-                  params: GenerationParams, stream: bool) -> _Call:
+                  params: GenerationParams, stream: bool) -> _CallState:
         inner = model.inner
         key = request_hash(inner.provider, inner.name, messages, base_url=inner.base_url,
                            tools=tools, output=output, params=params,
@@ -264,14 +257,14 @@ class Gateway:
         run = self.runs.current
         input_tokens = estimate_input_tokens(messages, tools, output)
         budgets = (self.budget,) if run is None else (self.budget, run.budget)
-        return _Call(requested=inner, candidates=(inner, *model.fallbacks), key=key,
-                     run_id=self.runs.current_id,
-                     budgets=budgets, capped=any(b.cap_usd is not None for b in budgets),
-                     stream=stream, input_tokens=input_tokens, max_tokens=params.max_tokens,
-                     tokens=input_tokens + params.max_tokens, started=self._clock(),
-                     clock=self._clock, messages=messages)
+        return _CallState(requested=inner, candidates=(inner, *model.fallbacks), key=key,
+                          run_id=self.runs.current_id, budgets=budgets,
+                          capped=any(b.cap_usd is not None for b in budgets), stream=stream,
+                          input_tokens=input_tokens, max_tokens=params.max_tokens,
+                          tokens=input_tokens + params.max_tokens, started=self._clock(),
+                          clock=self._clock, messages=messages)
 
-    async def _lookup(self, call: _Call) -> Recorded | None:
+    async def _lookup(self, call: _CallState) -> Recorded | None:
         if self.store is None or not getattr(self.store, "reads", True):
             return None
         describe = describe_request(call.requested.provider, call.requested.name,
@@ -283,7 +276,7 @@ class Gateway:
             call.attempts = 0
         return hit
 
-    async def _replay(self, call: _Call, hit: Recorded) -> AsyncIterator[StreamEvent]:
+    async def _replay(self, call: _CallState, hit: Recorded) -> AsyncIterator[StreamEvent]:
         events = as_events(hit)
         error: BaseException | None = None
         try:
@@ -313,7 +306,7 @@ class Gateway:
             raise
         return agen, first, deadline
 
-    def _send(self, call: _Call, models: Sequence[Model],
+    def _send(self, call: _CallState, models: Sequence[Model],
               send: Callable[[Model, float | None], Awaitable[T]],
               ) -> Awaitable[tuple[T, ModelLimiter, Reservation]]:
         """Try ``models`` in order until one answers; the caller settles the hold and
@@ -322,7 +315,7 @@ class Gateway:
             return self._attempts(call, models[0], send)
         return self._fall_back(call, models, send)
 
-    async def _fall_back(self, call: _Call, models: Sequence[Model],
+    async def _fall_back(self, call: _CallState, models: Sequence[Model],
                          send: Callable[[Model, float | None], Awaitable[T]],
                          ) -> tuple[T, ModelLimiter, Reservation]:
         for model in models[:-1]:
@@ -337,7 +330,7 @@ class Gateway:
                             type(exc).__name__, exc)
         return await self._attempts(call, models[-1], send)
 
-    async def _attempts(self, call: _Call, model: Model,
+    async def _attempts(self, call: _CallState, model: Model,
                         send: Callable[[Model, float | None], Awaitable[T]],
                         ) -> tuple[T, ModelLimiter, Reservation]:
         """Send with retries on one model, within its limits and the budgets."""
@@ -375,7 +368,7 @@ class Gateway:
             log.info("%s: attempt %d failed, retrying in %.2f s", model.id, attempt, delay)
             await self._sleep(delay)
 
-    def _settle(self, call: _Call, limiter: ModelLimiter, hold: Reservation,
+    def _settle(self, call: _CallState, limiter: ModelLimiter, hold: Reservation,
                 usage: Usage | None) -> float | None:
         """Swap the hold for the real cost and correct the TPM charge; returns the cost."""
         model = call.model or call.requested
@@ -385,7 +378,7 @@ class Gateway:
         limiter.concurrency.on_success()
         return cost
 
-    async def _record(self, call: _Call, *, error: BaseException | None = None,
+    async def _record(self, call: _CallState, *, error: BaseException | None = None,
                       usage: Usage | None = None, cost: float | None = None) -> None:
         if self.on_record is None:
             return
@@ -409,7 +402,7 @@ class Gateway:
         except Exception:
             log.exception("the call-log hook failed for request %s", call.key[:12])
 
-    async def _save(self, call: _Call, value: Recorded) -> None:
+    async def _save(self, call: _CallState, value: Recorded) -> None:
         if self.store is None or call.cache_hit or call.replay_hit \
                 or not getattr(self.store, "writes", True):
             return
@@ -429,7 +422,7 @@ def _answer(messages: Sequence[Message], tools: Sequence[ToolSpec] | None, outpu
 
 
 @dataclass(slots=True)
-class _Call:
+class _CallState:
     """The state of one gateway call across attempts and fallbacks."""
 
     requested: Model

@@ -1,4 +1,5 @@
-"""``GatewayModel`` (a ``Model`` whose calls go through a ``Gateway``) and stream helpers."""
+"""``GatewayModel`` (a ``Model`` whose calls go through a ``Gateway``) and the gateway's
+helpers for a started stream."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from aillm_lab.llm.types import (
 if TYPE_CHECKING:
     from aillm_lab.llm.gateway import Gateway
 
-Recorded = Completion | list[StreamEvent]
 _DELEGATED = ("provider", "supports_tools", "supports_structured", "supports_images",
               "native_structured", "base_url")
 
@@ -69,8 +69,6 @@ class GatewayModel(Model):
         await self.inner.aclose()
 
 
-
-
 # -- helpers ---------------------------------------------------------------------------------
 async def next_event(agen: AsyncIterator[StreamEvent], deadline: float | None,
                       model: Model) -> StreamEvent | None:
@@ -98,22 +96,3 @@ async def aclose_stream(agen: AsyncIterator[StreamEvent]) -> None:
     close = getattr(agen, "aclose", None)
     if close is not None:
         await close()
-
-
-def as_completion(value: Recorded) -> Completion:
-    if isinstance(value, Completion):
-        return value
-    final = value[-1].completion if value else None
-    if final is None:
-        raise ValueError("a recorded stream without its final 'done' event cannot answer a "
-                         "completion; clear that recording")
-    return final
-
-
-def as_events(value: Recorded) -> list[StreamEvent]:
-    if isinstance(value, list):
-        return value
-    events = [StreamEvent(type="text", text=value.text)] if value.text else []
-    events += [StreamEvent(type="tool_call", tool_call=c) for c in value.tool_calls]
-    return [*events, StreamEvent(type="usage", usage=value.usage),
-            StreamEvent(type="done", completion=value)]

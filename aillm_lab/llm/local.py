@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aillm_lab.errors import UnsupportedInput
-from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.base import Model, OutputSpec, completion_events
 from aillm_lab.llm.local_files import find_model
 from aillm_lab.llm.local_weights import Loaded, load_weights
 from aillm_lab.llm.structured import json_schema
@@ -99,13 +99,9 @@ class LocalModel(Model):
         if tail and not tools:
             yield StreamEvent(type="text", text=tail)
         completion = self._finish(text, tools, result, params, stops.hit, started, ttft)
-        if tools:
-            if completion.text:
-                yield StreamEvent(type="text", text=completion.text)
-            for call in completion.tool_calls:
-                yield StreamEvent(type="tool_call", tool_call=call)
-        yield StreamEvent(type="usage", usage=completion.usage)
-        yield StreamEvent(type="done", completion=completion)
+        # with tools the reply is JSON until parsed, so its text and calls come only now
+        for event in completion_events(completion, text=bool(tools)):
+            yield event
 
     async def aclose(self) -> None:
         for _thread, stop in list(self._live):

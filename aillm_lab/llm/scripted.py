@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from aillm_lab.errors import AillmError
-from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.base import Model, OutputSpec, completion_events
 from aillm_lab.llm.types import (
     Completion,
     GenerationParams,
@@ -93,10 +93,8 @@ class ScriptedModel(Model):
             if self.delay:
                 await asyncio.sleep(self.delay)
             yield StreamEvent(type="text", text=chunk)
-        for call in completion.tool_calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        yield StreamEvent(type="usage", usage=completion.usage)
-        yield StreamEvent(type="done", completion=completion)
+        for event in completion_events(completion, text=False):
+            yield event
 
     async def _next(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,
                     output: OutputSpec, params: GenerationParams) -> Reply:

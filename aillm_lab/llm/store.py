@@ -9,7 +9,6 @@ sees a key or a header, and the store keeps only the hash, provider, model, time
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -25,12 +24,12 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic_core import PydanticSerializationError
 
-from aillm_lab.errors import ConfigError, ReplayMiss, RunnerError
+from aillm_lab.db import LabDB
+from aillm_lab.errors import ConfigError, ReplayMiss
+from aillm_lab.llm.base import completion_events
 from aillm_lab.llm.types import Completion, Message, StreamEvent
 
 if TYPE_CHECKING:
-    import aiosqlite
-
     from aillm_lab.runtime import LoopRunner
 
 StoreMode = Literal["off", "record", "replay", "replay_or_record"]
@@ -50,7 +49,8 @@ CREATE TABLE IF NOT EXISTS responses (
     created  TEXT    NOT NULL,  -- ISO 8601, UTC
     body     TEXT    NOT NULL,  -- model_dump_json() of the Completion or StreamEvent
     PRIMARY KEY (key, stream, seq)
-) WITHOUT ROWID
+) WITHOUT ROWID;
+PRAGMA user_version=1;
 """
 
 
@@ -166,24 +166,21 @@ class StoreStats:
     saves: int
 
 
-class ResponseStore:
+class ResponseStore(LabDB):
     """Record and replay answers in SQLite, content-addressed by the request hash.
 
-    The aiosqlite connection is opened lazily on the loop of the first call, which is always
-    the runner loop, and must be closed there with ``await aclose()``; pass ``runner`` to
-    have that happen when the runner closes.
+    A ``LabDB`` without the lab's identity check, so ``cache.db`` keeps the same rules as
+    ``lab.db`` (WAL, ``BEGIN IMMEDIATE`` writes, one connection opened lazily on the runner
+    loop and closed there with ``await aclose()``); pass ``runner`` to have that happen when
+    the runner closes.
     """
 
     def __init__(self, home: str | Path, mode: StoreMode = "off", *,
                  path: str | Path | None = None, runner: LoopRunner | None = None) -> None:
+        super().__init__(Path(path).expanduser() if path is not None else
+                         Path(home).expanduser() / "cache.db",
+                         schema=_SCHEMA, runner=runner, identity=False)
         self.mode = mode
-        self.path = Path(path).expanduser() if path is not None else (
-            Path(home).expanduser() / "cache.db")
-        self._runner = runner
-        self._conn: aiosqlite.Connection | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock: asyncio.Lock | None = None
-        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.hits = self.misses = self.saves = 0
 
     @property
@@ -213,10 +210,9 @@ class ResponseStore:
 
         ``describe`` names the request in the ReplayMiss message (see ``describe_request``).
         """
-        if self._mode in ("off", "record"):
+        if not self.reads:
             return None
-        conn = await self._db()
-        rows = await conn.execute_fetchall(
+        rows = await self.fetchall(
             "SELECT body FROM responses WHERE key = ? AND stream = ? ORDER BY seq",
             (key, int(stream)))
         bodies = [row[0] for row in rows]
@@ -238,7 +234,7 @@ class ResponseStore:
         without its ``done`` event) are refused, and so is an output that cannot be
         serialized, which is logged rather than failing a call that already succeeded.
         """
-        if self._mode not in ("record", "replay_or_record") or not is_cacheable(value):
+        if not self.writes or not is_cacheable(value):
             return False
         try:
             bodies = ([e.model_dump_json() for e in value] if isinstance(value, list)
@@ -248,36 +244,19 @@ class ResponseStore:
                         key[:12], exc)
             return False
         stream = isinstance(value, list)
-        model = model or _model_of(value)
+        final = _final(value)
+        model = model or (final.model if final is not None else "")
         created = datetime.now(UTC).isoformat()
         rows = [(key, int(stream), seq, provider, model, created, body)
                 for seq, body in enumerate(bodies)]
-        conn = await self._db()
-        assert self._lock is not None
-        async with self._lock:
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                await conn.execute("DELETE FROM responses WHERE key = ? AND stream = ?",
-                                   (key, int(stream)))
-                await conn.executemany(
-                    "INSERT INTO responses (key, stream, seq, provider, model, created, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")  # queued after the failed step, so in order
-                raise
+        async with self.write() as conn:
+            await conn.execute("DELETE FROM responses WHERE key = ? AND stream = ?",
+                               (key, int(stream)))
+            await conn.executemany(
+                "INSERT INTO responses (key, stream, seq, provider, model, created, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         self.saves += 1
         return True
-
-    async def aclose(self) -> None:
-        """Close the connection and join its thread; idempotent, and a later call reopens."""
-        conn, self._conn, self._loop = self._conn, None, None
-        if conn is None:
-            return
-        thread = getattr(conn, "_thread", None)
-        await conn.close()
-        if isinstance(thread, threading.Thread):
-            thread.join(1.0)  # it ends right after resolving close(); no executor at exit
 
     def stats(self) -> StoreStats:
         """Counts read through a short read-only connection; safe from any thread."""
@@ -298,63 +277,27 @@ class ResponseStore:
     def __repr__(self) -> str:
         return f"ResponseStore({str(self.path)!r}, mode={self._mode!r})"
 
-    # -- connection --------------------------------------------------------------------------
-    async def _db(self) -> aiosqlite.Connection:
-        loop = asyncio.get_running_loop()
-        if self._conn is not None:
-            if loop is not self._loop:
-                raise RunnerError(f"{self!r} was opened on another event loop; use it from "
-                                  "the runner loop (runner.arun / runner.run) only.")
-            return self._conn
-        if self._lock_loop is not loop:
-            self._lock, self._lock_loop = asyncio.Lock(), loop
-        assert self._lock is not None
-        async with self._lock:
-            if self._conn is None:
-                self._conn = await self._open()
-                self._loop = loop
-                if self._runner is not None:
-                    self._runner.on_close(self.aclose)
-        return self._conn
-
-    async def _open(self) -> aiosqlite.Connection:
-        try:
-            import aiosqlite
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError("ResponseStore needs aiosqlite: pip install aiosqlite") from exc
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = aiosqlite.connect(self.path, isolation_level=None)
-        thread = getattr(conn, "_thread", None)
-        if isinstance(thread, threading.Thread):
-            # Python joins non-daemon threads *before* atexit runs; a worker started off the
-            # (daemon) runner thread would otherwise hang exit if nobody closed the store.
-            thread.daemon = True
-        await conn
-        try:
-            rows = await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-            if str(list(rows)[0][0]).lower() != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (is it on a network "
-                                   "file system?); put the workspace on a local disk.")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            await conn.execute("PRAGMA busy_timeout=5000")
-            await conn.execute("BEGIN IMMEDIATE")
-            await conn.execute(_SCHEMA)
-            await conn.execute("PRAGMA user_version=1")
-            await conn.execute("COMMIT")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
 
 def is_cacheable(value: Recorded) -> bool:
     """Only finished answers are kept: not errors, not cancellations, not cut-off streams."""
-    if isinstance(value, Completion):
-        return value.finish_reason not in _UNFINISHED
-    if not value or value[-1].type != "done":
+    if isinstance(value, list) and (not value or value[-1].type != "done"):
         return False
-    final = value[-1].completion
+    final = _final(value)
     return final is None or final.finish_reason not in _UNFINISHED
+
+
+def as_completion(value: Recorded) -> Completion:
+    """A recorded answer as a ``Completion``, whether it was recorded as one or streamed."""
+    final = _final(value)
+    if final is None:
+        raise ValueError("a recorded stream without its final 'done' event cannot answer a "
+                         "completion; clear that recording")
+    return final
+
+
+def as_events(value: Recorded) -> list[StreamEvent]:
+    """A recorded answer as stream events, whether it was streamed or recorded whole."""
+    return value if isinstance(value, list) else completion_events(value)
 
 
 def describe_request(provider: str, model: str, messages: Sequence[Message],
@@ -374,11 +317,11 @@ def _copy(value: Recorded) -> Recorded:
     return value.model_copy(deep=True)
 
 
-def _model_of(value: Recorded) -> str:
+def _final(value: Recorded) -> Completion | None:
+    """The completion itself, or the one a stream's last event carries."""
     if isinstance(value, Completion):
-        return value.model
-    final = value[-1].completion if value else None
-    return final.model if final is not None else ""
+        return value
+    return value[-1].completion if value else None
 
 
 def _miss(key: str, stream: bool, describe: str, path: Path) -> ReplayMiss:
