@@ -2,19 +2,18 @@
 
 Why pydantic models: a trace must outlive the process that made it (saved under the Lab's
 home, reloaded, diffed, shown in a notebook), so ``run.model_dump_json()`` round-trips through
-``AgentRun.model_validate_json``. The agent that made a run is not part of the data; the run
-finds it (for ``fork``) through a weak registry keyed by run id, so a reloaded run is equal to
-the original and holds no live objects.
+``AgentRun.model_validate_json``. The agent that made a run is not part of the data: the run
+keeps it in a private attribute (for ``fork``), left out of JSON and of ``==``, so a reloaded
+run equals the original.
 """
 
 from __future__ import annotations
 
 import uuid
-import weakref
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from aillm_lab.llm.types import Completion, Message, ToolCall, Usage
 from aillm_lab.runtime import sync_twin
@@ -88,6 +87,15 @@ class AgentRun(BaseModel):
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     latency_s: float = 0.0
     forked_from: str | None = Field(default=None, description="run id and step: 'id@N'")
+    _agent: Any = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal as data: the agent kept for ``fork`` is not compared."""
+        if not isinstance(other, AgentRun):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like every pydantic model
 
     # -- totals ------------------------------------------------------------------------------
     @property
@@ -143,14 +151,14 @@ class AgentRun(BaseModel):
     async def afork(self, step: int, model: str | Model | None = None, *,
                     agent: Forker | None = None) -> AgentRun:
         """A new run that reuses steps before ``step`` (no model or tool calls) and goes on
-        live from there, with ``model`` if given. ``agent=`` is needed only for a run that
-        was reloaded after its agent is gone."""
+        live from there, with ``model`` if given. ``agent=`` is needed only for a reloaded
+        run (the agent is not saved with it)."""
         return await self._forker(agent).afork(self, step, model)
 
     fork = sync_twin(afork)
 
     def _forker(self, agent: Forker | None) -> Forker:
-        found = agent or _AGENTS.get(self.id)
+        found = agent or self._agent
         if found is None:
             raise LookupError(f"run {self.id} has no live agent to continue it (it was "
                               f"reloaded, or its agent is gone): pass agent=ReActAgent(...)")
@@ -185,12 +193,9 @@ class AgentEvent(BaseModel):
         return self.text
 
 
-# Runs made in this process, to the agent that made them (weak: a run keeps no agent alive).
-_AGENTS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-
-
 def remember_agent(run: AgentRun, agent: Forker) -> None:
-    _AGENTS[run.id] = agent
+    """Keep the agent that made ``run`` with it, so ``run.fork`` can go on."""
+    run._agent = agent
 
 
 def _args(call: ToolCall) -> str:
