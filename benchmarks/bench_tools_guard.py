@@ -2,17 +2,23 @@
 
 Every tool call an agent makes goes through ``SafetyGuard.run``: argument validation, the
 approval decision, the tool in an executor thread, rendering, secret redaction, the
-injection scan, the size cap and one committed audit row in ``lab.db``. This times the
-built-in ``read_file`` tool (a 1 kB file in a temporary workspace) per call, side by side:
+injection scan, the size cap and one audit row in ``lab.db``. This times the built-in
+``read_file`` tool (a 1 kB file in a temporary workspace) per call, side by side:
 
-* bare function     ``FileTools.read_file(path)`` called directly (the baseline)
-* guard, no audit   ``await guard.run(tool, args)`` without an ``AuditLog``
-* guard + audit     the same with an audit row per call, ``synchronous=NORMAL`` (the default:
-                    WAL, survives a process crash)
-* guard + audit FULL  ``synchronous=FULL`` (also survives a power cut; an fsync per commit)
-* toolbox.call      ``Toolbox.call`` from a plain thread: the sync facade users call
+* bare function       ``FileTools.read_file(path)`` called directly (the baseline)
+* guard, no audit     ``await guard.run(tool, args)`` without an ``AuditLog``
+* guard + audit, group commit (the default for a read): the row is buffered on the loop and
+                      committed with the others within 0.1 s (on disk within a second)
+* guard + audit, commit per call (NORMAL): ``safety.audit.durable`` lists "read", so each
+                      call returns only once its row is committed (before: every call)
+* guard + audit, commit per call (FULL): ``synchronous=FULL``, an fsync per commit (also
+                      survives a power cut)
+* toolbox.call        ``Toolbox.call`` from a plain thread: the sync facade users call
+                      (default policy: group commit)
 
-Target: guard + audit adds < 1 ms per call over the bare function. Printed, not asserted.
+Target: guard + audit (group commit) adds < 250 µs per call over the bare function (the
+median; the mean, which carries the batch commits, is printed beside it). Printed, not
+asserted.
 
 Then the Shell tool, ``cat`` of the same file, side by side:
 
@@ -28,6 +34,7 @@ Target: run_shell in the jail under 20 ms per call warm (median).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -50,9 +57,11 @@ from aillm_lab.tools.safety import SafetyGuard
 from aillm_lab.tools.toolbox import Toolbox
 
 NAME = "bench_tools_guard"
-TARGET_US = 1000.0
+TARGET_US = 250.0
 SHELL_TARGET_MS = 20.0
 FILE = "notes/readme.txt"
+GROUP = "guard + audit, group commit"
+PER_CALL = "guard + audit, per call (NORMAL)"
 
 
 def stats(samples_ns: list[int]) -> dict[str, float]:
@@ -139,6 +148,7 @@ def main() -> None:
                         help="calls for each shell variant (a process each)")
     args = parser.parse_args()
     warnings.simplefilter("ignore", SqliteVersionWarning)
+    load_at_start = os.getloadavg()[0]
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-guard-"))
     settings = LabSettings.load(home=tmp)
@@ -148,7 +158,10 @@ def main() -> None:
     ws = Workspace(settings.workspace_path, settings.safety.paths)
     tool = read_tool(ws)
     policy = SafetyPolicy()
+    durable = SafetyPolicy()  # every risk level committed before the call returns
+    durable.audit.durable = ["read", "write", "execute", "network"]
     runner = LoopRunner(name="bench-guard")
+    group = AuditLog(tmp / "group.db", runner=runner)
     normal = AuditLog(tmp / "normal.db", runner=runner)
     full = AuditLog(tmp / "full.db", runner=runner, synchronous="FULL")
     box = Toolbox(settings, runner)
@@ -161,10 +174,11 @@ def main() -> None:
     variants: dict[str, Callable[[], list[int]]] = {
         "bare read_file function": lambda: bench_bare(tool, per_round),
         "guard, no audit": lambda: bench_guard(runner, SafetyGuard(policy), tool, per_round),
-        "guard + audit (NORMAL)": lambda: bench_guard(
-            runner, SafetyGuard(policy, audit=normal), tool, per_round),
-        "guard + audit (FULL)": lambda: bench_guard(
-            runner, SafetyGuard(policy, audit=full), tool, full_round),
+        GROUP: lambda: bench_guard(runner, SafetyGuard(policy, audit=group), tool, per_round),
+        PER_CALL: lambda: bench_guard(
+            runner, SafetyGuard(durable, audit=normal), tool, per_round),
+        "guard + audit, per call (FULL)": lambda: bench_guard(
+            runner, SafetyGuard(durable, audit=full), tool, full_round),
         "toolbox.call (sync facade)": lambda: bench_toolbox(box, per_round),
         "shell, unconfined (before)": lambda: bench_shell(runner, ws, policy, None, shell_round),
         "shell, in the jail": lambda: bench_shell(runner, ws, policy, jail, shell_round),
@@ -176,41 +190,49 @@ def main() -> None:
     for _ in range(args.rounds):  # interleave, so drift and noisy neighbours hit all alike
         for name, fn in variants.items():
             samples[name].extend(fn())
-    rows = runner.run(normal.count())
+    rows = runner.run(group.count())
     box.close()
     jail.close()
-    runner.run(normal.aclose())
-    runner.run(full.aclose())
+    for log in (group, normal, full):
+        runner.run(log.aclose())
     runner.close()
-    report(samples, rows, per_round * args.rounds, args.rounds)
+    report(samples, rows, per_round * args.rounds, args.rounds, load_at_start)
 
 
-def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: int) -> None:
+def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: int,
+           load_at_start: float) -> None:
     """The table for every variant, then the guard verdict and the shell verdict."""
     results = {name: stats(s) for name, s in samples.items()}
     bare = results["bare read_file function"]["median_us"]
-    guarded = results["guard + audit (NORMAL)"]["median_us"]
+    bare_mean = results["bare read_file function"]["mean_us"]
+    guarded = results[GROUP]["median_us"]
     added = guarded - bare
+    added_mean = results[GROUP]["mean_us"] - bare_mean
     verdict = "PASS" if added < TARGET_US else "FAIL"
-    env = environment()
+    env = environment(load_at_start)
     lines = [f"# {NAME}: read_file bare vs through SafetyGuard + AuditLog "
              f"({calls} calls per variant, {rounds} interleaved rounds), and run_shell "
              f"unconfined vs in the OS jail",
              "# " + ", ".join(f"{k}={v}" for k, v in env.items()), "",
-             f"{'variant':30} {'calls':>6} {'median':>9} {'p10':>9} {'p90':>9} {'p99':>9} "
-             f"{'added':>9}"]
+             f"{'variant':34} {'calls':>6} {'median':>9} {'p10':>9} {'p90':>9} {'p99':>9} "
+             f"{'mean':>9} {'added':>9}"]
     for name, r in results.items():
-        lines.append(f"{name:30} {r['calls']:6d} {r['median_us']:8.1f}µ {r['p10_us']:8.1f}µ "
-                     f"{r['p90_us']:8.1f}µ {r['p99_us']:8.1f}µ "
+        lines.append(f"{name:34} {r['calls']:6d} {r['median_us']:8.1f}µ {r['p10_us']:8.1f}µ "
+                     f"{r['p90_us']:8.1f}µ {r['p99_us']:8.1f}µ {r['mean_us']:8.1f}µ "
                      f"{r['median_us'] - bare:+8.1f}µ")
     no_audit = results["guard, no audit"]["median_us"]
+    per_call = results[PER_CALL]["median_us"]
     lines += ["",
-              f"guard + audit adds (median - median bare): {added:.1f} µs per call",
+              f"guard + audit (group commit) adds (median - median bare): {added:.1f} µs per "
+              f"call (mean - mean bare: {added_mean:.1f} µs)",
               f"  of which the guard pipeline (validate, approve, executor hop, render, redact,"
-              f" scan, cap): {no_audit - bare:.1f} µs, the committed audit row: "
+              f" scan, cap): {no_audit - bare:.1f} µs, the buffered audit row: "
               f"{guarded - no_audit:.1f} µs",
-              f"audit rows written in the NORMAL log: {audit_rows}",
-              f"target: added < {TARGET_US:.0f} µs per call  ->  {verdict}"]
+              f"  a commit per call instead (NORMAL, what every call paid before): "
+              f"{per_call - no_audit:.1f} µs more than no audit",
+              f"audit rows written in the group-commit log: {audit_rows}",
+              f"target: guard + audit (group commit) adds < {TARGET_US:.0f} µs per call  ->  "
+              f"{verdict}"]
     before = results["shell, unconfined (before)"]["median_us"] / 1000
     jailed = results["shell, in the jail"]["median_us"] / 1000
     tool = results["run_shell via toolbox.call"]["median_us"] / 1000
@@ -222,7 +244,8 @@ def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: i
               f"target: run_shell in the jail < {SHELL_TARGET_MS:.0f} ms per call warm  ->  "
               f"{shell_verdict}"]
     save(NAME, "\n".join(lines), {"environment": env, "calls_per_variant": calls,
-         "results": results, "added_us": added, "target_us": TARGET_US, "verdict": verdict,
+         "results": results, "added_us": added, "added_mean_us": added_mean,
+         "target_us": TARGET_US, "verdict": verdict,
          "audit_rows": audit_rows, "shell_ms": {"unconfined": before, "jail": jailed,
                                                  "run_shell": tool},
          "shell_target_ms": SHELL_TARGET_MS, "shell_verdict": shell_verdict})

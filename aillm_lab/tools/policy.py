@@ -136,6 +136,17 @@ class OutputPolicy(_Policy):
     redact_secrets: StrictBool = True
 
 
+class AuditPolicy(_Policy):
+    """When a tool call's audit row must be on disk before its result is returned."""
+
+    durable: list[Literal["read", "write", "execute", "network"]] = Field(
+        default_factory=lambda: ["write", "execute", "network"],
+        description="risk levels whose audit row is committed before the call's result is "
+                    "returned (calls that change or reach something: they cost far more than "
+                    "a commit); the others are committed in groups within 0.1 s, so they are "
+                    "on disk within a second of returning")
+
+
 class SafetyPolicy(_Policy):
     """Every rule in one place; ``LabSettings.safety`` holds one."""
 
@@ -146,3 +157,4 @@ class SafetyPolicy(_Policy):
     code: CodePolicy = Field(default_factory=CodePolicy)
     approvals: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     output: OutputPolicy = Field(default_factory=OutputPolicy)
+    audit: AuditPolicy = Field(default_factory=AuditPolicy)

@@ -5,6 +5,9 @@ tool name over risk level) -> run the tool (its own path/command/network/SQL/cod
 raise ``SafetyViolation``) -> render the result as text -> redact secrets -> scan for prompt
 injection and fence suspicious output as data -> cap its size -> write an audit row.
 Every outcome is audited: allowed, refused (a safety rule), denied (approval) and error.
+The row is committed before the result is returned for the risk levels the policy lists in
+``audit.durable`` (write, execute, network by default); other rows are group-committed
+within 0.1 s (``AuditLog``), so a cheap read does not pay for a commit of its own.
 """
 
 from __future__ import annotations
@@ -222,12 +225,14 @@ class SafetyGuard:
                       size: int | None = None) -> None:
         if self.audit is None:
             return
+        durable = tool.risk.value in self.policy.audit.durable
         await self.audit.record(AuditEntry(
             tool=tool.name, call_id=call_id, arguments=shown_args, risk=tool.risk.value,
             decision=decision, rule=result.rule,
             duration_ms=(time.perf_counter() - start) * 1000,
             result_chars=len(result.content) if size is None else size,
-            truncated=result.truncated, injection=result.injection, error=result.error))
+            truncated=result.truncated, injection=result.injection, error=result.error),
+            durable=durable)
 
     def _shown_arguments(self, arguments: Any) -> dict[str, Any]:
         """Arguments as the approver and the audit log may see them: secrets redacted,

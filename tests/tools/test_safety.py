@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from aillm_lab.config import LabSettings
-from aillm_lab.errors import SafetyViolation, ToolError
+from aillm_lab.errors import ConfigError, SafetyViolation, ToolError
 from aillm_lab.runtime import LoopRunner
 from aillm_lab.tools.audit import AuditLog
 from aillm_lab.tools.base import Tool, tool
@@ -91,6 +92,63 @@ def test_approved_call_writes_the_file_and_is_audited(tmp_path: Path) -> None:
     assert result.ok and result.content == "wrote 2 chars to n.txt"
     assert list(audit["decision"]) == ["allowed"] and audit.loc[0, "rule"] is None
     assert audit.loc[0, "duration_ms"] > 0 and audit.loc[0, "result_chars"] == len(result.content)
+
+
+def _on_disk(path: Path) -> list[str]:
+    """Audited call ids as another connection sees them: what a crash would leave."""
+    with sqlite3.connect(path) as conn:
+        try:
+            ids = [r[0] for r in conn.execute("SELECT call_id FROM audit ORDER BY id")]
+        except sqlite3.OperationalError:
+            ids = []
+    conn.close()
+    return ids
+
+
+def test_a_write_is_on_disk_when_it_returns_and_a_read_joins_the_next_group_commit(
+        tmp_path: Path) -> None:
+    path = tmp_path / "lab.db"
+
+    async def main() -> tuple[list[str], list[str], list[str]]:
+        guard = SafetyGuard(audit=AuditLog(path, commit_every_s=0.5))
+        assert guard.audit is not None
+        await guard.invoke(echo, {"text": "a"}, call_id="read-0")  # opens lab.db: waits
+        await guard.invoke(echo, {"text": "a"}, call_id="read-1")
+        after_read = _on_disk(path)
+        await guard.invoke(_writer(tmp_path), {"name": "n.txt", "text": "hi"}, call_id="write-1")
+        after_write = _on_disk(path)  # the write's commit took the buffered read along
+        await guard.invoke(echo, {"text": "b"}, call_id="read-2")
+        later = _on_disk(path)
+        await guard.audit.aclose()
+        return after_read, after_write, later
+
+    after_read, after_write, later = asyncio.run(main())
+    assert after_read == ["read-0"]
+    assert after_write == ["read-0", "read-1", "write-1"]
+    assert later == after_write
+
+
+def test_the_policy_can_make_every_call_durable_on_return(tmp_path: Path) -> None:
+    policy = SafetyPolicy()
+    policy.audit.durable = ["read", "write", "execute", "network"]
+    path = tmp_path / "lab.db"
+
+    async def main() -> list[str]:
+        guard = SafetyGuard(policy, audit=AuditLog(path, commit_every_s=0.5))
+        assert guard.audit is not None
+        await guard.invoke(echo, {"text": "a"}, call_id="read-1")
+        seen = _on_disk(path)
+        await guard.audit.aclose()
+        return seen
+
+    assert asyncio.run(main()) == ["read-1"]
+
+
+def test_a_bad_durable_risk_level_is_refused_at_load_naming_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        LabSettings.load(home=tmp_path, safety={"audit": {"durable": ["delete"]}})
+    assert info.value.fields == ("safety.audit.durable.0",)
+    assert "'read', 'write', 'execute' or 'network'" in str(info.value)
 
 
 def test_async_approver_is_awaited(tmp_path: Path) -> None:
