@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
 ModelArg = str | Any | None  # a "provider:model" string or a Model
 Emit = Callable[[AgentEvent], None]
+log = logging.getLogger(__name__)
 _END = object()
 
 
@@ -74,6 +76,8 @@ class Agent:
                  tool_mode: ToolMode | None = None, save: bool = True) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps}: give at least 1")
+        if max_cost_usd is not None and max_cost_usd < 0:
+            raise ValueError(f"max_cost_usd={max_cost_usd}: give 0 or more USD, or None")
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds={max_seconds}: give a positive number or None")
         self._lab = lab
@@ -222,7 +226,10 @@ class Agent:
         else:
             self._end(live, run.status, run.error, started)
         if self.save:
-            await asyncio.to_thread(store.save_run, self.lab.settings.home, run)
+            try:
+                await asyncio.to_thread(store.save_run, self.lab.settings.home, run)
+            except OSError as exc:  # a full disk must not lose the run the caller gets
+                log.warning("agent run %s was not saved: %s", run.id, exc)
         return run
 
     def _end(self, live: _Live, status: RunStatus, error: str | None, started: float) -> None:
