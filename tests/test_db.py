@@ -237,3 +237,13 @@ def test_abackup_awaits_from_a_running_loop(lab_home: Path, tmp_path: Path) -> N
     with contextlib.closing(sqlite3.connect(copy)) as conn:
         assert conn.execute("SELECT tool FROM audit").fetchall() == [("list_dir",)]
 
+
+
+def test_a_backup_holds_the_audit_rows_still_waiting_for_their_group_commit(
+        lab_home: Path, tmp_path: Path) -> None:
+    with al.Lab(home=lab_home) as lab:
+        for _ in range(5):  # the first row commits on return, the next ones are buffered
+            lab.tools.invoke("list_dir", {"path": "."})
+        copy = lab.backup(tmp_path / "copy.db")
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        assert conn.execute("SELECT count(*) FROM audit").fetchone() == (5,)

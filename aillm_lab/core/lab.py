@@ -240,6 +240,7 @@ class Lab(LabServices, Lifecycle):
         lab's id: copying it over a lost or damaged ``lab.db`` restores this home."""
         from aillm_lab.db import backup
 
+        await self._flush_services()  # group-committed audit rows go into the copy too
         return await asyncio.to_thread(backup, self.settings.db_path, path)
 
     backup = sync_twin(abackup)

@@ -44,6 +44,13 @@ class LabServices:
                 services[name] = make()
             return services[name]
 
+    async def _flush_services(self) -> None:
+        """Commit what made services hold in buffers (the audit's group commit), so a
+        backup or a reader in another process sees every call made so far."""
+        tools = self.__dict__.get("_services", {}).get("tools")
+        if tools is not None:
+            await self.runner.arun(tools.audit_log.flush())
+
     async def _close_services(self) -> None:
         services: dict[str, Any] = self.__dict__.get("_services", {})
         for name in list(services):
