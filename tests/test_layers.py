@@ -24,6 +24,7 @@ ALLOWED = {
     ("config", "tools"): "settings embed SafetyPolicy, which is data only (tools/policy.py)",
     ("db", "runtime"): "LabDB's connection lives on the runner loop",
     ("memory", "rag"): "memory's default embedder is RAG's (rag/embeddings.py)",
+    ("core", "agents"): "the Lab lists and reloads the agent runs saved under its home",
 }
 
 

@@ -48,7 +48,7 @@ def load_run(lab: Lab | Path, run_id: str) -> AgentRun:
     path = runs_dir(_home(lab)) / f"{run_id}{SUFFIX}"
     if not path.is_file():
         raise LookupError(f"no saved agent run {run_id!r} under {path.parent}; "
-                          f"list_runs(lab) shows the saved ones")
+                          f"lab.runs() lists the saved ones")
     return AgentRun.model_validate_json(path.read_text(encoding="utf-8"))
 
 

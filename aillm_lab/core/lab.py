@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from aillm_lab.agents.run import AgentRun
+
 log = logging.getLogger(__name__)
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
 ModelArg = str | Model | None
@@ -232,6 +234,24 @@ class Lab(LabServices, Lifecycle):
         await self._close_services()
         await self.store.aclose()
         await self.calllog.aclose()
+
+    # -- agent runs --------------------------------------------------------------------------
+    async def aruns(self) -> pd.DataFrame:
+        """The agent runs saved under this home (``<home>/runs``), newest first: one row
+        per run with its id, agent, task, status, steps, cost and time."""
+        from aillm_lab.agents.store import list_runs
+
+        return await asyncio.to_thread(list_runs, self.settings.home)
+
+    async def aload_run(self, run_id: str) -> AgentRun:
+        """A saved agent run, equal to the one that was saved (``LookupError`` if unknown);
+        ``run.fork(step, agent=...)`` continues it."""
+        from aillm_lab.agents.store import load_run
+
+        return await asyncio.to_thread(load_run, self.settings.home, run_id)
+
+    runs = sync_twin(aruns)
+    load_run = sync_twin(aload_run)
 
     # -- backup ----------------------------------------------------------------------------
     async def abackup(self, path: str | Path) -> Path:

@@ -52,16 +52,17 @@ def test_the_notebook_view_has_collapsible_escaped_steps_and_a_text_fallback(mak
 
 def test_a_finished_run_is_saved_and_another_process_lists_and_reloads_it(make_lab):
     lab, run = two_tool_run(make_lab)
-    assert list(list_runs(lab)["id"]) == [run.id]
-    assert load_run(lab, run.id) == run
-    script = ("import sys, aillm_lab.agents as a; r = a.load_run(sys.argv[1], sys.argv[2]); "
-              "print(a.list_runs(sys.argv[1])['id'].tolist()); print(r.model_dump_json())")
+    assert list(lab.runs()["id"]) == [run.id] == list(list_runs(lab)["id"])
+    assert lab.load_run(run.id) == run == load_run(lab, run.id)
+    script = ("import sys, aillm_lab as al; lab = al.Lab(home=sys.argv[1]); "
+              "r = lab.load_run(sys.argv[2]); print(lab.runs()['id'].tolist()); "
+              "print(r.model_dump_json()); lab.close()")
     out = subprocess.run([sys.executable, "-c", script, str(lab.settings.home), run.id],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert json.loads(out[0].replace("'", '"')) == [run.id]
     assert al.AgentRun.model_validate_json(out[1]) == run
-    with pytest.raises(LookupError, match="list_runs"):
-        load_run(lab, "agent-nope")
+    with pytest.raises(LookupError, match=r"lab\.runs\(\)"):
+        lab.load_run("agent-nope")
 
 
 def test_fork_replays_the_first_steps_without_calls_and_continues_live(make_lab):
