@@ -20,7 +20,8 @@ BAD = "\udcff"
 CALLS: list[tuple[str, dict[str, Any]]] = [
     ("read_file", {"path": BAD}), ("read_file", {"path": "a" + BAD + ".txt"}),
     ("write_file", {"path": "ok.txt", "content": "x" + BAD}),
-    ("list_dir", {"path": BAD}), ("glob_files", {"pattern": "*" + BAD}), ("search_text", {"pattern": BAD}),
+    ("list_dir", {"path": BAD}), ("glob_files", {"pattern": "*" + BAD}),
+    ("search_text", {"pattern": BAD}),
     ("run_shell", {"command": ["echo", BAD]}), ("run_shell", {"command": "echo " + BAD}),
     ("git_show", {"rev": BAD}), ("git_add", {"paths": ["a.txt", BAD]}),
     ("sql_query", {"sql": "select '" + BAD + "'"}), ("run_python", {"code": "x = '" + BAD + "'"}),
