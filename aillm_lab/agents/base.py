@@ -10,8 +10,12 @@ trace: the caller always gets the partial ``AgentRun``. Only a cancellation from
 (``task.cancel()``, Ctrl-C in a cell) is re-raised, after the run is marked ``cancelled`` and
 kept as ``agent.last_run``.
 
-Subclasses change what is said, not how the loop runs: ``instructions`` (the system text),
-``initial_messages`` and ``accept_text`` (is a reply without tool calls a final answer?).
+Subclasses change what is said and judged, not how the loop runs: ``instructions`` (the
+system text), ``initial_messages(run, memories)``, ``acheck_answer(run, text)`` (is a reply
+without tool calls a final answer? async, so it may run tests or queries) and
+``tools_for(run)`` (a run's own tools, e.g. over the data it was given). A subclass whose
+``arun`` takes more arguments (``tests=``, ``data=``) puts them in ``run.inputs``, starts the
+run with ``_launch(run)`` and derives its own ``run = sync_twin(arun)``.
 How tool calls travel is a ``ToolMode``: native tool calling today; a text protocol for models
 without it plugs in at the same place.
 """
@@ -117,14 +121,19 @@ class Agent:
     # -- doors -------------------------------------------------------------------------------
     async def arun(self, task: str) -> AgentRun:
         """Work on ``task`` until a final answer or a limit; the run says which."""
-        live = self._start(AgentRun(task=task), self.model, None)
-        return await self.runner.arun(self._supervise(live))
+        return await self._launch(AgentRun(task=task))
 
     async def astream(self, task: str) -> AsyncIterator[AgentEvent]:
         """Events as they happen; the last one is ``final`` and carries the ``AgentRun``."""
         live = self._start(AgentRun(task=task), self.model, None)
         async for event in self.runner.aiterate(lambda: self._events(live)):
             yield event
+
+    async def _launch(self, run: AgentRun, model: ModelArg = None,
+                      history: list[Message] | None = None) -> AgentRun:
+        """Run ``run`` (its task and ``inputs`` set) under the limits on the runner loop."""
+        live = self._start(run, model if model is not None else self.model, history)
+        return await self.runner.arun(self._supervise(live))
 
     async def afork(self, run: AgentRun, step: int, model: ModelArg = None) -> AgentRun:
         """A new run that copies ``run``'s steps before ``step`` (no calls made for them)
@@ -133,12 +142,11 @@ class Agent:
             raise ValueError(f"step={step}: run {run.id} has steps 0..{len(run.steps) - 1}; "
                              f"fork at one of them (or at {len(run.steps)} to go on after "
                              f"the last)")
-        new = AgentRun(task=run.task, forked_from=f"{run.id}@{step}",
+        new = AgentRun(task=run.task, inputs=dict(run.inputs), forked_from=f"{run.id}@{step}",
                        steps=[s.model_copy(deep=True, update={"replayed": True})
                               for s in run.steps[:step]])
         history = run.steps[step - 1].history() if step else None
-        live = self._start(new, model if model is not None else self.model, history)
-        return await self.runner.arun(self._supervise(live))
+        return await self._launch(new, model, history)
 
     run = sync_twin(arun)
     stream = sync_twin(astream)
@@ -164,16 +172,28 @@ class Agent:
             text += "\n\n" + prompts.OUTPUT_NOTE.format(tool=FINAL_TOOL)
         return text
 
-    def initial_messages(self, task: str, memories: list[str]) -> list[Message]:
+    def initial_messages(self, run: AgentRun, memories: list[str]) -> list[Message]:
         """The first step's messages: instructions, recalled memories, then the task."""
         system = self.instructions()
         if memories:
             system += "\n\n" + prompts.MEMORY_NOTE.format(
                 memories="\n".join(f"- {m}" for m in memories))
-        return [Message.system(system), Message.user(task)]
+        return [Message.system(system), Message.user(run.task)]
+
+    def tools_for(self, run: AgentRun) -> AgentTools:
+        """The tools this run may call: the agent's, unless a subclass adds its own."""
+        return self.tools
+
+    async def acheck_answer(self, run: AgentRun, text: str) -> Verdict:
+        """Whether a reply without tool calls ends the run, and with what output; a
+        subclass may check it (run the tests, the query) before accepting it. The sync
+        twin lets a test ask the agent how it judges a reply."""
+        return self.accept_text(text)
+
+    check_answer = sync_twin(acheck_answer)
 
     def accept_text(self, text: str) -> Verdict:
-        """Whether a reply without tool calls ends the run, and with what output."""
+        """The plain check: a non-empty text, or one that validates as ``output=``."""
         if self.output is None:
             return Verdict(output=text) if text.strip() else Verdict(repair=prompts.EMPTY_REPLY)
         try:
@@ -265,7 +285,7 @@ class Agent:
         run = live.run
         cap = UNSET if self.max_cost_usd is None else self.max_cost_usd
         with self.lab.scope(run.id, budget_usd=cap) as scope:
-            messages = live.history or self.initial_messages(run.task,
+            messages = live.history or self.initial_messages(run,
                                                              await self._recall(run.task))
             while True:
                 if len(run.steps) >= self.max_steps:
@@ -293,7 +313,8 @@ class Agent:
                 messages = step.history()
 
     async def _call_model(self, live: _Live, step: AgentStep) -> Completion:
-        messages, tools = self.tool_mode.request(step.messages, self.tools.specs())
+        messages, tools = self.tool_mode.request(step.messages,
+                                                 self.tools_for(live.run).specs())
         if live.emit is None:
             return await live.model.complete(messages, tools=tools, params=self.params)
         completion: Completion | None = None
@@ -311,7 +332,7 @@ class Agent:
         the run is done; failures are counted so repairs stay bounded."""
         calls = self.tool_mode.calls(completion)
         if not calls:
-            verdict = self.accept_text(completion.text)
+            verdict = await self.acheck_answer(live.run, completion.text)
             if verdict.repair is None:
                 live.run.output = verdict.output
                 return True
@@ -327,7 +348,7 @@ class Agent:
             if call.name == FINAL_TOOL and self.output is not None:
                 final, result = _final_answer(call, self.output)
             else:
-                result = await self.tools.ainvoke(call)
+                result = await self.tools_for(live.run).ainvoke(call)
                 result = result.model_copy(update={"value": None})  # the trace is redacted
             live.send(AgentEvent(type="tool_result", step=step.index, tool_call=call,
                                  tool_result=result))

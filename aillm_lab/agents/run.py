@@ -80,6 +80,9 @@ class AgentRun(BaseModel):
     agent: str = ""
     model: str = ""
     task: str = ""
+    inputs: dict[str, Any] = Field(
+        default_factory=dict, description="the run's other arguments as JSON data (tests=, "
+        "collections=, data sources): what a fork or a reload needs to run it again")
     status: RunStatus = "running"
     output: Any = None
     error: str | None = None
