@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
+from aillm_lab.runtime import LoopRunner
 from aillm_lab.tools.policy import CommandPolicy
 
 GIT_WRITES = ["branch", "add", "commit", "tag", "init", "mv", "rm", "restore", "switch",
@@ -20,3 +24,24 @@ def dev_policy(**overrides: Any) -> CommandPolicy:
     fields: dict[str, Any] = {"allow": [*base.allow, "python", "python3"],
                               "git_subcommands": [*base.git_subcommands, *GIT_WRITES]}
     return CommandPolicy(**{**fields, **overrides})
+
+
+@pytest.fixture
+def runner() -> Iterator[LoopRunner]:
+    """A fresh loop runner for one test, closed after it, so a broken one cannot leak."""
+    runner = LoopRunner(name="aillm-test-runner")
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+@pytest.fixture(scope="module")
+def module_runner() -> Iterator[LoopRunner]:
+    """One loop runner for a whole test module, for module-scoped resources built on it (a
+    loaded model, an ingested index); closed after the module's last test."""
+    runner = LoopRunner(name="aillm-test-module-runner")
+    try:
+        yield runner
+    finally:
+        runner.close()

@@ -15,7 +15,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,15 +26,6 @@ from aillm_lab.runtime import LoopRunner, get_runner, run_sync
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "aillm_lab"
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="aillm-test-runtime")
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def _python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

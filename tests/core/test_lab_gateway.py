@@ -13,17 +13,9 @@ import pytest
 import aillm_lab as al
 from aillm_lab.errors import BudgetExceeded, ProviderUnavailable, ReplayMiss
 from aillm_lab.llm.gateway import GatewayModel
-from aillm_lab.runtime import LoopRunner
 from aillm_lab.testing import FakeOpenAI, Fault, ScriptedModel
 
 KEY = "sk-test-NEVER-STORE-0123456789abcdef"
-
-
-@pytest.fixture
-def runner():
-    runner = LoopRunner(name="lab-gateway-test")
-    yield runner
-    runner.close()
 
 
 @pytest.fixture

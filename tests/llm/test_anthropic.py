@@ -1,8 +1,11 @@
-"""``anthropic:`` models: conversion, errors, and calls against a fake server."""
+"""``anthropic:`` models: conversion, errors, and what only Anthropic does against a fake
+server.
+
+What every provider does is tested once per vendor in ``test_provider_contract.py``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import anthropic
@@ -10,12 +13,10 @@ import httpx2
 import pytest
 from pydantic import BaseModel
 
-import aillm_lab as al
 from aillm_lab.config import LabSettings
 from aillm_lab.errors import (
     AuthenticationError,
     BadRequest,
-    ProviderConnectionError,
     ProviderUnavailable,
     RateLimited,
     StreamInterrupted,
@@ -30,9 +31,7 @@ from aillm_lab.llm.types import (
     Message,
     ToolCall,
     ToolSpec,
-    Usage,
 )
-from aillm_lab.runtime import LoopRunner
 
 KEY = "sk-ant-test-SECRET-0123456789"
 URL = "https://api.anthropic.com/v1/messages"
@@ -41,13 +40,6 @@ URL = "https://api.anthropic.com/v1/messages"
 class City(BaseModel):
     name: str
     population: int = 0
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="aillm-test-anthropic")
-    yield r
-    r.close()
 
 
 def _status_error(cls: type, status: int, body: object, headers: dict | None = None):
@@ -212,7 +204,7 @@ def test_the_sdk_client_has_no_retries_and_an_explicit_pool(runner):
 
 # -- against the fake Anthropic server ---------------------------------------------------------
 try:
-    from aillm_lab.testing.fake_servers import FakeAnthropic, Fault
+    from aillm_lab.testing.fake_servers import FakeAnthropic
 except ImportError:  # the fake servers need aiohttp
     FakeAnthropic = None
 
@@ -240,60 +232,6 @@ async def _collect(events) -> tuple[list, BaseException | None]:
     except Exception as exc:
         return got, exc
     return got, None
-
-
-@needs_fake
-def test_chat_sends_system_as_a_parameter_and_returns_the_text(served, runner):
-    from aillm_lab.core.lab import Lab
-
-    server, model = served
-    server.enqueue("Bonjour.")
-    with Lab(LabSettings(), model=model, runner=runner) as lab:
-        completion = lab.chat("say hello in French", system="be brief", max_tokens=30)
-    assert completion.text == "Bonjour." and completion.finish_reason == "stop"
-    assert completion.response_id.startswith("msg_")
-    request = server.last_request
-    assert request.path == "/v1/messages"
-    assert request.headers["authorization"] == "Bearer <redacted>"  # SDK 2.x sends keys so
-    assert request.body["system"] == "be brief" and request.body["max_tokens"] == 30
-    assert request.body["messages"] == [{"role": "user", "content": "say hello in French"}]
-
-
-@needs_fake
-def test_stream_yields_text_deltas_that_join_to_the_reply(served, runner):
-    server, model = served
-    server.enqueue("Claude streams this sentence in pieces.")
-    events, error = runner.run(_collect(model.stream([Message.user("go")])))
-    assert error is None
-    assert len([e for e in events if e.type == "text"]) > 3
-    assert "".join(map(str, events)) == "Claude streams this sentence in pieces."
-    assert [e.type for e in events[-2:]] == ["usage", "done"]
-    assert events[-1].completion.text == "Claude streams this sentence in pieces."
-    assert server.last_request.body["stream"] is True
-
-
-@needs_fake
-@pytest.mark.parametrize("streamed", [False, True])
-def test_one_and_two_tool_calls_come_back_with_names_and_arguments(served, runner, streamed):
-    server, model = served
-    one = [ToolCall(id="toolu_1", name="get_weather", arguments={"city": "Rome"})]
-    two = [ToolCall(id="toolu_2", name="get_weather", arguments={"city": "Oslo"}),
-           ToolCall(id="toolu_3", name="get_time", arguments={"tz": "Europe/Oslo"})]
-    for calls in (one, two):
-        server.enqueue(Completion(text="Let me check.", tool_calls=calls))
-        messages = [Message.user("weather?")]
-        if streamed:
-            events, error = runner.run(_collect(model.stream(messages, tools=[WEATHER, TIME])))
-            assert error is None
-            assert [e.tool_call for e in events if e.type == "tool_call"] == calls
-            completion = events[-1].completion
-        else:
-            completion = runner.run(model.complete(messages, tools=[WEATHER, TIME]))
-        assert completion.tool_calls == calls and completion.text == "Let me check."
-        assert completion.finish_reason == "tool_calls"
-    sent = server.last_request.body
-    assert [t["name"] for t in sent["tools"]] == ["get_weather", "get_time"]
-    assert sent["tool_choice"] == {"type": "auto"}
 
 
 @needs_fake
@@ -334,17 +272,6 @@ def test_structured_output_forces_the_output_tool_and_returns_its_json(served, r
 
 
 @needs_fake
-def test_structured_output_through_a_lab_is_validated(served, runner):
-    from aillm_lab.core.lab import Lab
-
-    server, model = served
-    server.enqueue(Completion(tool_calls=[ToolCall(
-        id="", name="structured_output", arguments={"name": "Oslo"})]))
-    with Lab(LabSettings(), model=model, runner=runner) as lab:
-        assert lab.complete("capital of Norway", output=City) == City(name="Oslo")
-
-
-@needs_fake
 def test_an_image_part_is_sent_as_a_base64_image_block(served, runner):
     server, model = served
     server.enqueue("a cat")
@@ -354,84 +281,3 @@ def test_an_image_part_is_sent_as_a_base64_image_block(served, runner):
         {"type": "text", "text": "what is this?"},
         {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                      "data": "iVBORw0KGgo="}}]
-
-
-@needs_fake
-@pytest.mark.parametrize("streamed", [False, True])
-def test_usage_including_prompt_cache_equals_what_the_server_sent(served, runner, streamed):
-    server, model = served
-    usage = Usage(input_tokens=500, output_tokens=40, cache_read_tokens=300,
-                  cache_write_tokens=100, reasoning_tokens=9)
-    server.enqueue(Completion(text="cached", usage=usage))
-    if streamed:
-        events, _ = runner.run(_collect(model.stream([Message.user("x")])))
-        assert [e.usage for e in events if e.type == "usage"] == [usage]
-    else:
-        assert runner.run(model.complete([Message.user("x")])).usage == usage
-
-
-@needs_fake
-def test_a_400_is_bad_request_with_the_vendors_message(served, runner):
-    server, model = served
-    server.inject(Fault.bad_request("messages.0.content: Input should be a valid list"))
-    with pytest.raises(BadRequest) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.status == 400
-    assert info.value.vendor_message == "messages.0.content: Input should be a valid list"
-
-
-@needs_fake
-def test_a_401_is_authentication_error_without_the_key(served, runner):
-    server, model = served
-    server.inject(Fault.unauthorized(f"invalid x-api-key {KEY}"))
-    with pytest.raises(AuthenticationError) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.status == 401 and "invalid x-api-key" in info.value.vendor_message
-    assert KEY not in str(info.value) and "ANTHROPIC_API_KEY" in str(info.value)
-
-
-@needs_fake
-def test_429_reads_retry_after_and_529_is_overloaded(served, runner):
-    server, model = served
-    server.inject(Fault.rate_limit(retry_after=4), Fault.overloaded())
-    with pytest.raises(RateLimited) as limited:
-        runner.run(model.complete([Message.user("hi")]))
-    assert limited.value.retry_after_s == 4.0
-    with pytest.raises(ProviderUnavailable) as overloaded:
-        runner.run(model.complete([Message.user("hi")]))
-    assert overloaded.value.status == 529 and overloaded.value.vendor_message == "Overloaded"
-    assert len(server.requests) == 2  # max_retries=0
-
-
-@needs_fake
-def test_a_reset_connection_is_a_connection_error(served, runner):
-    server, model = served
-    server.inject(Fault.reset())
-    with pytest.raises(ProviderConnectionError):
-        runner.run(model.complete([Message.user("hi")]))
-
-
-@needs_fake
-def test_a_stream_cut_after_its_first_events_raises_stream_interrupted(served, runner):
-    server, model = served
-    server.enqueue("one two three four five six seven eight nine ten")
-    server.inject(Fault.cut_stream(after=6))
-    events, error = runner.run(_collect(model.stream([Message.user("count")])))
-    assert isinstance(error, StreamInterrupted) and error.retryable is False
-    assert events and "".join(map(str, events)).startswith("one")
-
-
-def test_no_key_for_the_official_api_is_a_typed_error_with_the_fix(monkeypatch):
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    with al.Lab(model="anthropic:claude-3-5-haiku-latest") as lab:
-        with pytest.raises(al.AuthenticationError, match="ANTHROPIC_API_KEY"):
-            lab.chat("hi")
-
-
-@needs_fake
-def test_a_compatible_server_needs_no_key(monkeypatch):
-    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    with FakeAnthropic(["no key needed"]) as server, al.Lab() as lab:
-        assert lab.chat("hi", model=f"anthropic:claude-x@{server.url}").text == "no key needed"

@@ -30,13 +30,6 @@ FILE_NAME = re.compile(r"^calls-\d{12}-\d{12}\.parquet$")
 
 
 @pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    runner = LoopRunner(name="aillm-test-calllog")
-    yield runner
-    runner.close()
-
-
-@pytest.fixture
 def calls(tmp_path: Path) -> Iterator[CallLog]:
     log = CallLog(tmp_path, compact_every=100)
     yield log

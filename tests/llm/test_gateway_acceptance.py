@@ -9,7 +9,6 @@ import pytest
 
 import aillm_lab as al
 from aillm_lab.errors import AuthenticationError, BadRequest
-from aillm_lab.runtime import LoopRunner
 from aillm_lab.testing import FakeAnthropic, FakeOllama, FakeOpenAI, Fault
 
 SERVERS = {"openai": (FakeOpenAI, "gpt-4o-mini"),
@@ -18,13 +17,6 @@ SERVERS = {"openai": (FakeOpenAI, "gpt-4o-mini"),
 MAX_ATTEMPTS = 12  # 0.3**12 ≈ 5e-7 per call: a fixed seed cannot make this flaky
 FAST = {"max_attempts": MAX_ATTEMPTS, "backoff_base_s": 0.001, "backoff_cap_s": 0.005,
         "retry_after_cap_s": 0.005, "concurrency": 32}
-
-
-@pytest.fixture
-def runner():
-    runner = LoopRunner(name="gateway-acceptance")
-    yield runner
-    runner.close()
 
 
 @pytest.mark.parametrize(("provider", "calls"), [("openai", 1000), ("anthropic", 200),

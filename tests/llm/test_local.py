@@ -16,19 +16,11 @@ from aillm_lab.errors import ModelNotAvailable, StructuredOutputError, Unsupport
 from aillm_lab.llm.local import LocalModel
 from aillm_lab.llm.local_weights import load_weights
 from aillm_lab.llm.types import GenerationParams, ImagePart, Message, ToolSpec
-from aillm_lab.runtime import LoopRunner
 
 
 @pytest.fixture(scope="module")
-def runner():
-    r = LoopRunner(name="local-model-tests")
-    yield r
-    r.close()
-
-
-@pytest.fixture(scope="module")
-def lab(runner):
-    with al.Lab(model="local:smollm2", runner=runner) as lab:
+def lab(module_runner):
+    with al.Lab(model="local:smollm2", runner=module_runner) as lab:
         yield lab
 
 
@@ -168,7 +160,7 @@ def test_a_gguf_path_and_a_hugging_face_folder_also_work(lab, model):
     assert reply.model == f"local:{folders[0]}"
 
 
-def test_cancelling_a_stream_stops_generation_and_frees_the_thread(runner, model):
+def test_cancelling_a_stream_stops_generation_and_frees_the_thread(module_runner, model):
     async def consume_then_cancel() -> None:
         gen = model.stream([Message.user("Write a very long story about a dragon.")],
                            params=GenerationParams(max_tokens=400))
@@ -177,7 +169,7 @@ def test_cancelling_a_stream_stops_generation_and_frees_the_thread(runner, model
                 break
         await gen.aclose()
 
-    runner.run(consume_then_cancel(), timeout=60)
+    module_runner.run(consume_then_cancel(), timeout=60)
     deadline = time.monotonic() + 5
     while any(t.name == "aillm-local-generate" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "generation thread kept running after cancel"
@@ -185,7 +177,7 @@ def test_cancelling_a_stream_stops_generation_and_frees_the_thread(runner, model
     assert not model._live
 
 
-def test_generation_does_not_stall_the_runner_loop(runner, model):
+def test_generation_does_not_stall_the_runner_loop(module_runner, model):
     gaps: list[float] = []
 
     async def heartbeat(stop: asyncio.Event) -> None:
@@ -204,7 +196,7 @@ def test_generation_does_not_stall_the_runner_loop(runner, model):
         stop.set()
         await beat
 
-    runner.run(main(), timeout=120)
+    module_runner.run(main(), timeout=120)
     assert len(gaps) > 20
     assert max(gaps) < 1.0  # generous: a blocked loop would show the whole generation time
 

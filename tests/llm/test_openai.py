@@ -1,11 +1,14 @@
-"""``openai:`` models: conversion, errors, shared clients, and calls against a fake server."""
+"""``openai:`` models: conversion, errors, shared clients, and what only OpenAI does against a
+fake server.
+
+What every provider does is tested once per vendor in ``test_provider_contract.py``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
 import time
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import httpx2
@@ -34,13 +37,11 @@ from aillm_lab.llm._clients import (
 )
 from aillm_lab.llm.registry import Registry
 from aillm_lab.llm.types import (
-    Completion,
     GenerationParams,
     ImagePart,
     Message,
     ToolCall,
     ToolSpec,
-    Usage,
 )
 from aillm_lab.runtime import LoopRunner
 
@@ -51,21 +52,6 @@ URL = "https://api.openai.com/v1/chat/completions"
 class City(BaseModel):
     name: str
     population: int = 0
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="aillm-test-openai")
-    yield r
-    r.close()
-
-
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _status_error(cls: type, status: int, body: object, headers: dict | None = None):
@@ -230,30 +216,6 @@ def test_keys_never_appear_in_reprs_or_error_messages():
     assert "abcdefghijkl" not in str(other)
 
 
-def test_a_missing_key_for_api_openai_com_raises_authentication_error_before_any_call(
-        runner, monkeypatch):
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    model = provider.OpenAIModel("gpt-4o-mini")
-    with pytest.raises(AuthenticationError, match="OPENAI_API_KEY"):
-        runner.run(model.complete([Message.user("hi")]))
-    runner.run(model.aclose())
-
-
-def test_an_unreachable_server_raises_provider_connection_error(runner):
-    model = provider.OpenAIModel("m", base_url=f"http://127.0.0.1:{_closed_port()}/v1")
-    try:
-        with pytest.raises(ProviderConnectionError, match="127.0.0.1"):
-            runner.run(model.complete([Message.user("hi")]))
-        with pytest.raises(ProviderConnectionError):
-            runner.run(_drain(model.stream([Message.user("hi")])))
-    finally:
-        runner.run(model.aclose())
-
-
-async def _drain(events) -> list:
-    return [e async for e in events]
-
-
 # -- construction and clients ----------------------------------------------------------------
 def test_registry_resolves_openai_with_settings_key_and_a_base_url_in_the_spec(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
@@ -380,7 +342,7 @@ def test_clients_are_per_loop_shared_by_key_and_closed_by_their_last_user():
 
 # -- against the fake OpenAI server ------------------------------------------------------------
 try:
-    from aillm_lab.testing.fake_servers import FakeOpenAI, Fault, hashed_embedding
+    from aillm_lab.testing.fake_servers import FakeOpenAI, Fault
 except ImportError:  # the fake servers need aiohttp
     FakeOpenAI = None
 
@@ -396,95 +358,8 @@ def served(runner):
         runner.run(model.aclose())
 
 
-async def _collect(events) -> tuple[list, BaseException | None]:
-    got = []
-    try:
-        async for event in events:
-            got.append(event)
-    except Exception as exc:
-        return got, exc
-    return got, None
-
-
 WEATHER = ToolSpec(name="get_weather", description="weather in a city", parameters={
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
-TIME = ToolSpec(name="get_time", parameters={
-    "type": "object", "properties": {"tz": {"type": "string"}}})
-
-
-@needs_fake
-def test_chat_returns_the_servers_text_through_a_lab(served, runner):
-    from aillm_lab.core.lab import Lab
-
-    server, model = served
-    server.enqueue("Hello from the fake.")
-    with Lab(LabSettings(), model=model, runner=runner) as lab:
-        completion = lab.chat("hi there", system="be brief", max_tokens=20)
-    assert completion.text == "Hello from the fake."
-    assert completion.finish_reason == "stop" and completion.response_id.startswith("chatcmpl-")
-    request = server.last_request
-    assert request.path == "/v1/chat/completions"
-    assert request.headers["authorization"] == "Bearer <redacted>"
-    assert request.body["model"] == "gpt-4o-mini" and request.body["max_tokens"] == 20
-    assert request.body["messages"] == [{"role": "system", "content": "be brief"},
-                                        {"role": "user", "content": "hi there"}]
-
-
-@needs_fake
-def test_stream_yields_text_deltas_that_join_to_the_reply_then_usage_and_done(served, runner):
-    server, model = served
-    server.enqueue("The quick brown fox jumps over the lazy dog.")
-    events, error = runner.run(_collect(model.stream([Message.user("go")])))
-    assert error is None
-    texts = [e for e in events if e.type == "text"]
-    assert len(texts) > 3
-    assert "".join(map(str, events)) == "The quick brown fox jumps over the lazy dog."
-    assert [e.type for e in events[-2:]] == ["usage", "done"]
-    assert events[-1].completion.text == "The quick brown fox jumps over the lazy dog."
-    assert events[-1].completion.ttft_s is not None
-    assert server.last_request.body["stream"] is True
-    assert server.last_request.body["stream_options"] == {"include_usage": True}
-
-
-@needs_fake
-@pytest.mark.parametrize("streamed", [False, True])
-def test_one_tool_call_comes_back_with_its_name_and_parsed_arguments(served, runner, streamed):
-    server, model = served
-    server.enqueue(Completion(tool_calls=[ToolCall(id="call_w1", name="get_weather",
-                                                   arguments={"city": "Paris"})]))
-    messages = [Message.user("weather in Paris?")]
-    if streamed:
-        events, error = runner.run(_collect(model.stream(messages, tools=[WEATHER])))
-        assert error is None
-        assert [e.tool_call for e in events if e.type == "tool_call"] == [
-            ToolCall(id="call_w1", name="get_weather", arguments={"city": "Paris"})]
-        completion = events[-1].completion
-    else:
-        completion = runner.run(model.complete(messages, tools=[WEATHER]))
-    assert completion.tool_calls == [ToolCall(id="call_w1", name="get_weather",
-                                              arguments={"city": "Paris"})]
-    assert completion.finish_reason == "tool_calls"
-    sent = server.last_request.body
-    assert sent["tools"][0]["function"]["name"] == "get_weather"
-    assert sent["tool_choice"] == "auto"
-
-
-@needs_fake
-@pytest.mark.parametrize("streamed", [False, True])
-def test_two_parallel_tool_calls_keep_their_order_names_and_arguments(served, runner, streamed):
-    server, model = served
-    calls = [ToolCall(id="call_a", name="get_weather", arguments={"city": "Oslo"}),
-             ToolCall(id="call_b", name="get_time", arguments={"tz": "Europe/Oslo"})]
-    server.enqueue(Completion(tool_calls=calls))
-    messages = [Message.user("weather and time in Oslo")]
-    if streamed:
-        events, error = runner.run(_collect(model.stream(messages, tools=[WEATHER, TIME])))
-        assert error is None
-        assert [e.tool_call for e in events if e.type == "tool_call"] == calls
-        completion = events[-1].completion
-    else:
-        completion = runner.run(model.complete(messages, tools=[WEATHER, TIME]))
-    assert completion.tool_calls == calls
 
 
 @needs_fake
@@ -503,20 +378,6 @@ def test_tool_results_are_sent_back_as_tool_messages(served, runner):
 
 
 @needs_fake
-def test_structured_output_sends_a_json_schema_and_returns_the_json_text(served, runner):
-    from aillm_lab.core.lab import Lab
-
-    server, model = served
-    server.enqueue('{"name": "Paris", "population": 2100000}')
-    with Lab(LabSettings(), model=model, runner=runner) as lab:
-        city = lab.complete("the capital of France", output=City)
-    assert city == City(name="Paris", population=2100000)
-    sent = server.last_request.body["response_format"]
-    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "City"
-    assert sent["json_schema"]["schema"] == City.model_json_schema()
-
-
-@needs_fake
 def test_an_image_part_is_sent_as_an_image_url_content_part(served, runner):
     server, model = served
     server.enqueue("a red square")
@@ -525,108 +386,3 @@ def test_an_image_part_is_sent_as_an_image_url_content_part(served, runner):
     assert server.last_request.body["messages"][0]["content"] == [
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
-
-
-@needs_fake
-@pytest.mark.parametrize("streamed", [False, True])
-def test_usage_equals_what_the_server_sent(served, runner, streamed):
-    server, model = served
-    usage = Usage(input_tokens=120, output_tokens=30, cache_read_tokens=100,
-                  reasoning_tokens=7)
-    server.enqueue(Completion(text="counted", usage=usage))
-    if streamed:
-        events, _ = runner.run(_collect(model.stream([Message.user("count")])))
-        assert [e.usage for e in events if e.type == "usage"] == [usage]
-        assert events[-1].completion.usage == usage
-    else:
-        assert runner.run(model.complete([Message.user("count")])).usage == usage
-
-
-@needs_fake
-def test_a_400_is_bad_request_with_the_vendors_message(served, runner):
-    server, model = served
-    server.inject(Fault.bad_request("Unknown parameter: 'frobnicate'."))
-    with pytest.raises(BadRequest) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.status == 400 and not info.value.retryable
-    assert info.value.vendor_message == "Unknown parameter: 'frobnicate'."
-    assert "Unknown parameter: 'frobnicate'." in str(info.value)
-    assert info.value.provider == "openai" and info.value.model == "openai:gpt-4o-mini"
-
-
-@needs_fake
-def test_a_401_is_authentication_error_that_names_the_key_setting_not_the_key(served, runner):
-    server, model = served
-    server.inject(Fault.unauthorized(f"Incorrect API key provided: {KEY}."))
-    with pytest.raises(AuthenticationError) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.status == 401
-    assert "Incorrect API key provided" in info.value.vendor_message
-    assert KEY not in str(info.value) and KEY not in info.value.vendor_message
-    assert "OPENAI_API_KEY" in str(info.value)
-
-
-@needs_fake
-@pytest.mark.parametrize("fault,expected", [
-    (lambda: Fault.rate_limit(retry_after=2), 2.0),
-    (lambda: Fault.rate_limit(retry_after=None, retry_after_ms=1500), 1.5)])
-def test_a_429_is_rate_limited_with_retry_after_and_is_sent_once(served, runner, fault,
-                                                                 expected):
-    server, model = served
-    server.inject(fault())
-    with pytest.raises(RateLimited) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.retry_after_s == expected and info.value.retryable
-    assert len(server.requests) == 1  # max_retries=0: the gateway alone retries
-
-
-@needs_fake
-def test_server_errors_and_resets_are_retryable(served, runner):
-    server, model = served
-    server.inject(Fault.overloaded(), Fault.reset())
-    with pytest.raises(ProviderUnavailable) as info:
-        runner.run(model.complete([Message.user("hi")]))
-    assert info.value.status == 529 and info.value.retryable
-    with pytest.raises(ProviderConnectionError):
-        runner.run(model.complete([Message.user("hi")]))
-
-
-@needs_fake
-def test_a_stream_cut_after_its_first_events_raises_stream_interrupted(served, runner):
-    server, model = served
-    server.enqueue("one two three four five six seven eight nine ten")
-    server.inject(Fault.cut_stream(after=4))
-    events, error = runner.run(_collect(model.stream([Message.user("count")])))
-    assert isinstance(error, StreamInterrupted) and error.retryable is False
-    assert events and all(e.type == "text" for e in events)
-    assert "".join(map(str, events)) == "one two three"
-
-
-@needs_fake
-def test_a_slow_server_times_out_as_a_connection_error(runner):
-    with FakeOpenAI() as server:
-        model = provider.OpenAIModel("gpt-4o-mini", api_key=KEY, base_url=server.url,
-                                     http=HttpOptions(timeout_s=0.3, connect_timeout_s=0.3))
-        server.inject(Fault.delay(2))
-        try:
-            with pytest.raises(ProviderConnectionError, match="timed out"):
-                runner.run(model.complete([Message.user("hi")]))
-        finally:
-            runner.run(model.aclose())
-
-
-@needs_fake
-def test_embeddings_return_one_vector_per_text_in_order(served, runner):
-    server, model = served
-    model = provider.OpenAIModel("text-embedding-3-small", api_key=KEY,
-                                 base_url=model.base_url)
-    try:
-        vectors = runner.run(model.embed(["red apples", "green pears"]))
-    finally:
-        runner.run(model.aclose())
-    assert vectors == [pytest.approx(hashed_embedding("red apples", 64)),
-                       pytest.approx(hashed_embedding("green pears", 64))]
-    sent = server.last_request
-    assert sent.path == "/v1/embeddings" and sent.body["encoding_format"] == "float"
-    assert sent.body["input"] == ["red apples", "green pears"]
-    assert runner.run(model.embed([])) == []

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from aillm_lab.llm.store import (
 )
 from aillm_lab.llm.types import Completion, Message, StreamEvent, ToolCall, Usage
 from aillm_lab.runtime import LoopRunner
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    runner = LoopRunner(name="aillm-test-store")
-    yield runner
-    runner.close()
 
 
 def completion(text: str = "Paris.") -> Completion:

@@ -7,7 +7,6 @@ import asyncio
 import math
 import random
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +37,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="memory-test-loop")
-    yield r
-    r.close()
 
 
 @pytest.fixture

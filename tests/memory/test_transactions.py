@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +27,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="memory-tx-test-loop")
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarni
 TOPICS = ["kettles boil water", "teapots keep heat", "bicycles need oil", "rivers flood plains",
           "violins have strings", "compilers emit code", "glaciers carve valleys",
           "bakers proof dough", "comets have tails", "owls hunt mice"]
-
-
-@pytest.fixture()
-def runner() -> Iterator[LoopRunner]:
-    runner = LoopRunner("rag-index-test")
-    yield runner
-    runner.close()
 
 
 @pytest.fixture()

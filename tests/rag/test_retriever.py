@@ -175,13 +175,6 @@ def _write(folder: Path, docs: dict[str, str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runner() -> Iterator[LoopRunner]:
-    runner = LoopRunner("rag-retriever-test")
-    yield runner
-    runner.close()
-
-
-@pytest.fixture(scope="module")
 def minilm() -> LocalEmbedder:
     return default_embedder()
 
@@ -193,10 +186,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory: pytest.TempPathFactory, corpus: Path, minilm: LocalEmbedder,
-       runner: LoopRunner) -> Iterator[Knowledge]:
+       module_runner: LoopRunner) -> Iterator[Knowledge]:
     home = tmp_path_factory.mktemp("home")
     kb = Knowledge(db_path=home / "lab.db", index_dir=home / "index", embedder=minilm,
-                   runner=runner, progress=False)
+                   runner=module_runner, progress=False)
     kb.ingest(corpus, tags=["kb"])
     yield kb
     kb.close()
@@ -226,10 +219,10 @@ def _ids_by_source(kb: Knowledge) -> dict[str, list[int]]:
 
 # -- acceptance: the ingest lifecycle -----------------------------------------------------
 def test_ingest_reingest_change_and_delete_lifecycle(tmp_path: Path, minilm: LocalEmbedder,
-                                                     runner: LoopRunner) -> None:
+                                                     module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", CORPUS)
     kb = Knowledge(db_path=tmp_path / "lab.db", index_dir=tmp_path / "index", embedder=minilm,
-                   runner=runner, progress=False)
+                   runner=module_runner, progress=False)
     first = kb.ingest(folder)
     assert (first.docs_added, first.chunks_added) == (len(CORPUS), len(CORPUS))
     assert first.embeddings_computed == len(CORPUS)
@@ -264,9 +257,9 @@ def test_ingest_reingest_change_and_delete_lifecycle(tmp_path: Path, minilm: Loc
 
 
 def test_restoring_a_deleted_file_reuses_cached_embeddings(tmp_path: Path,
-                                                           runner: LoopRunner) -> None:
+                                                           module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "alpha text", "b.md": "beta text"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(folder)
     kb.remove(folder / "a.md")
     assert [h.source for h in kb.search("alpha", mode="sparse")] == []
@@ -277,10 +270,10 @@ def test_restoring_a_deleted_file_reuses_cached_embeddings(tmp_path: Path,
 
 
 def test_sync_only_removes_files_under_the_ingested_paths(tmp_path: Path,
-                                                          runner: LoopRunner) -> None:
+                                                          module_runner: LoopRunner) -> None:
     one = _write(tmp_path / "one", {"a.md": "apples"})
     two = _write(tmp_path / "two", {"b.md": "bananas"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest([one, two])
     (one / "a.md").unlink()
     (one / "c.md").write_text("cherries")
@@ -326,12 +319,12 @@ def test_filters_by_source_glob_prefix_type_and_tags(kb: Knowledge, corpus: Path
     assert len(kb.search("retry", filters={"tags": ["missing"]})) == 0
 
 
-def test_filters_by_modification_time(tmp_path: Path, runner: LoopRunner) -> None:
+def test_filters_by_modification_time(tmp_path: Path, module_runner: LoopRunner) -> None:
     import os
 
     folder = _write(tmp_path / "docs", {"old.md": "shared words", "new.md": "shared words"})
     os.utime(folder / "old.md", (1_000_000_000, 1_000_000_000))
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(folder)
     cut = datetime(2015, 1, 1, tzinfo=UTC)
     assert kb.search("shared", filters={"after": cut}).sources == [str(folder / "new.md")]
@@ -341,13 +334,13 @@ def test_filters_by_modification_time(tmp_path: Path, runner: LoopRunner) -> Non
     kb.close()
 
 
-def test_a_large_filtered_set_on_the_usearch_path_is_over_fetched(tmp_path: Path,
-                                                                  runner: LoopRunner) -> None:
+def test_a_large_filtered_set_on_the_usearch_path_is_over_fetched(
+        tmp_path: Path, module_runner: LoopRunner) -> None:
     from aillm_lab.rag import index
 
     docs = {f"d{i}.md": f"note {i} about topic {i % 7}" for i in range(40)}
     folder = _write(tmp_path / "docs", docs)
-    kb = _small(tmp_path, runner, exact_threshold=0)
+    kb = _small(tmp_path, module_runner, exact_threshold=0)
     kb.ingest(folder)
     old = index.FILTER_EXACT_LIMIT
     index.FILTER_EXACT_LIMIT = 0  # force the over-fetch branch
@@ -368,10 +361,10 @@ def test_punctuation_in_queries_never_breaks_fts(kb: Knowledge, query: str) -> N
 
 
 # -- collections and the async door --------------------------------------------------------
-def test_collections_are_separate(tmp_path: Path, runner: LoopRunner) -> None:
+def test_collections_are_separate(tmp_path: Path, module_runner: LoopRunner) -> None:
     a = _write(tmp_path / "a", {"x.md": "zebra stripes"})
     b = _write(tmp_path / "b", {"y.md": "giraffe necks", "z.md": "giraffe spots"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(a, collection="animals-a")
     kb.ingest(b, collection="animals_b")
     assert kb.search("zebra", collection="animals-a").sources == [str(a / "x.md")]
@@ -386,21 +379,21 @@ def test_collections_are_separate(tmp_path: Path, runner: LoopRunner) -> None:
 
 
 def test_a_collection_refuses_a_different_embedding_model(tmp_path: Path,
-                                                          runner: LoopRunner) -> None:
+                                                          module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "text"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(folder)
     kb.close()
     other = Knowledge(db_path=tmp_path / "lab.db", index_dir=tmp_path / "index",
-                      embedder=HashingEmbedder(dim=48), runner=runner, progress=False)
+                      embedder=HashingEmbedder(dim=48), runner=module_runner, progress=False)
     with pytest.raises(RagError, match="built with hashing-32"):
         other.search("text")
     other.close()
 
 
-def test_async_api_works_from_another_event_loop(tmp_path: Path, runner: LoopRunner) -> None:
+def test_async_api_works_from_another_event_loop(tmp_path: Path, module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "async kettles"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
 
     async def main() -> list[str]:
         await kb.aingest(folder)
@@ -429,8 +422,8 @@ def test_bad_search_arguments_raise_typed_errors(kb: Knowledge) -> None:
 
 
 def test_missing_path_raises_and_unsupported_files_are_reported(tmp_path: Path,
-                                                                runner: LoopRunner) -> None:
-    kb = _small(tmp_path, runner)
+                                                                module_runner: LoopRunner) -> None:
+    kb = _small(tmp_path, module_runner)
     with pytest.raises(LoaderError, match="no-such-dir"):
         kb.ingest(tmp_path / "no-such-dir")
     folder = _write(tmp_path / "docs", {"a.md": "fine"})
@@ -442,13 +435,13 @@ def test_missing_path_raises_and_unsupported_files_are_reported(tmp_path: Path,
 
 
 def test_ingest_never_follows_a_link_out_of_the_folder_and_reports_every_entry_left_out(
-        tmp_path: Path, runner: LoopRunner) -> None:
+        tmp_path: Path, module_runner: LoopRunner) -> None:
     private = _write(tmp_path / "private", {"secret.md": "the vault combination is zebra"})
     folder = _write(tmp_path / "docs", {"a.md": "kettles boil water"})
     (folder / "leak.md").symlink_to(private / "secret.md")
     (folder / "gone.md").symlink_to(folder / "deleted.md")
     os.mkfifo(folder / "pipe.txt")  # opening it would block the ingest forever
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     report = kb.ingest(folder)
     assert report.docs_added == 1
     reasons = {Path(s.source).name: s.reason for s in report.skipped}
@@ -461,11 +454,11 @@ def test_ingest_never_follows_a_link_out_of_the_folder_and_reports_every_entry_l
 
 
 def test_ingest_flags_invalid_utf8_in_the_report_instead_of_guessing_latin1(
-        tmp_path: Path, runner: LoopRunner) -> None:
+        tmp_path: Path, module_runner: LoopRunner) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "menu.txt").write_bytes("café au lait".encode("latin-1"))
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     report = kb.ingest(folder)
     assert report.docs_added == 1 and report.skipped == []
     [warning] = report.warnings
@@ -475,11 +468,11 @@ def test_ingest_flags_invalid_utf8_in_the_report_instead_of_guessing_latin1(
 
 
 def test_ingest_skips_binary_data_behind_a_text_header(tmp_path: Path,
-                                                       runner: LoopRunner) -> None:
+                                                       module_runner: LoopRunner) -> None:
     folder = tmp_path / "docs"
     folder.mkdir()
     (folder / "trace.log").write_bytes(b"session start\n" * 1000 + bytes(range(256)) * 4096)
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     report = kb.ingest(folder)
     assert report.docs_added == 0 and report.chunks_added == 0
     assert "binary content" in report.skipped[0].reason
@@ -488,9 +481,9 @@ def test_ingest_skips_binary_data_behind_a_text_header(tmp_path: Path,
 
 # -- results ------------------------------------------------------------------------------
 def test_results_html_escapes_text_and_marks_query_terms(tmp_path: Path,
-                                                         runner: LoopRunner) -> None:
+                                                         module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"x.md": "Beware <script>alert(1)</script> kettles"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(folder)
     results = kb.search("kettles <b>", k=1)
     html = results._repr_html_()
@@ -503,11 +496,11 @@ def test_results_html_escapes_text_and_marks_query_terms(tmp_path: Path,
     kb.close()
 
 
-def test_sparse_search_finds_a_small_collection_beside_a_large_one(tmp_path: Path,
-                                                                   runner: LoopRunner) -> None:
+def test_sparse_search_finds_a_small_collection_beside_a_large_one(
+        tmp_path: Path, module_runner: LoopRunner) -> None:
     big = _write(tmp_path / "big", {f"k{i}.md": "kettle kettle kettle" for i in range(30)})
     small = _write(tmp_path / "small", {"only.md": "a kettle story"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(big, collection="big")
     kb.ingest(small, collection="small")
     assert kb.search("kettle", k=1, mode="sparse", collection="small").sources == [
@@ -516,10 +509,10 @@ def test_sparse_search_finds_a_small_collection_beside_a_large_one(tmp_path: Pat
     kb.close()
 
 
-def test_ingest_shows_a_progress_bar_when_asked(tmp_path: Path, runner: LoopRunner,
+def test_ingest_shows_a_progress_bar_when_asked(tmp_path: Path, module_runner: LoopRunner,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "one", "b.md": "two"})
-    kb = _small(tmp_path, runner)
+    kb = _small(tmp_path, module_runner)
     kb.ingest(folder, progress=True)
     assert "embedding chunks" in capsys.readouterr().err
     (folder / "c.md").write_text("three")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,13 +16,6 @@ from aillm_lab.tools.safety import ApprovalRequest
 from aillm_lab.tools.toolbox import Toolbox, lab_secrets
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="test-toolbox")
-    yield r
-    r.close()
 
 
 @pytest.fixture
