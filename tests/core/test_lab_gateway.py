@@ -50,7 +50,7 @@ def test_each_call_writes_one_call_log_row_queryable_as_a_frame_and_with_sql(mak
     assert list(frame["stream"]) == [False, True]
     assert list(frame["status"]) == ["ok", "ok"] and list(frame["cost_usd"]) == [0.0, 0.0]
     assert list(frame["output_tokens"]) == [3, 2]
-    counts = lab.sql("select model, count(*) as n from calls group by model")
+    counts = lab.calls("select model, count(*) as n from calls group by model")
     assert counts.to_dict("records") == [{"model": "scripted:echo", "n": 2}]
 
 
@@ -130,7 +130,7 @@ def test_a_fault_is_retried_by_the_gateway_and_counted(make_lab):
 
 def test_runs_tag_calls_and_cap_their_spend(make_lab):
     lab = make_lab()
-    with lab.run("exp-1"):
+    with lab.scope("exp-1"):
         lab.chat("tagged", model="scripted:echo")
     lab.chat("untagged", model="scripted:echo")
     runs = lab.calls()["run_id"].tolist()

@@ -430,7 +430,7 @@ def test_consolidation_through_a_lab_takes_a_model_string_and_goes_through_its_g
     with al.Lab(home=tmp_path / "home") as lab:
         mem = lab.memory
         mem.add_many(["Gina plays violin", "Gina plays violin in an orchestra"], namespace="u")
-        with lab.run(budget_usd=1.0) as run:
+        with lab.scope(budget_usd=1.0) as run:
             summaries = mem.consolidate("u", "scripted:echo", threshold=0.5)
         assert len(summaries) == 1 and "Gina plays violin" in summaries[0].text
         calls = lab.calls()

@@ -154,7 +154,7 @@ def test_builtins_load_once_on_first_use_and_resources_close(settings: LabSettin
     jail, db, sandbox = box._resources
     assert [type(r).__name__ for r in (jail, db, sandbox)] == ["Jail", "Database",
                                                                "PythonSandbox"]
-    assert db._runner is runner and sandbox._runner is runner  # closed on the loop that made them
+    assert db.runner is runner and sandbox.runner is runner  # closed on the loop that made them
     assert jail.runner is runner
     assert box.names() == box.names() and box._resources == [jail, db, sandbox]  # loaded once
     assert (box.database, box.sandbox) == (db, sandbox)
