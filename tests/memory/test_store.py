@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,6 @@ from aillm_lab.runtime import LoopRunner
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
 
 MEMORY_DIR = Path(aillm_lab.memory.__file__).parent
-
-
-@pytest.fixture
-def runner() -> Iterator[LoopRunner]:
-    r = LoopRunner(name="memory-store-test-loop")
-    yield r
-    r.close()
 
 
 def make_store(path: Path, runner: LoopRunner, **options: Any) -> MemoryStore:
