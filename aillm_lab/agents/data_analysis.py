@@ -1,0 +1,501 @@
+"""``DataAnalysisAgent``: answers a question about DataFrames and workspace files with SQL.
+
+Why each part:
+
+- **A Database per run.** The run's tables (``data={"sales": df, "costs": "costs.csv"}``) are
+  registered on a read-only DuckDB ``Database`` opened for the run and closed when it ends, so
+  one run never sees another's tables; the schema and a few sample rows of each go into the
+  first prompt, which is what a model needs to write a query that runs.
+- **Every query is an audited tool call.** ``run_sql`` (and ``list_tables``,
+  ``describe_table``) are per-run ``Tool``s sent through the Lab's Safety Guard like any
+  agent tool. A model without tool calling answers with a fenced ```` ```sql ```` block:
+  ``SqlBlocks`` (a ``ToolMode``) turns that block into the same ``run_sql`` call, so it is
+  checked and audited the same way, and shows the model the result as a user message. A SQL
+  error or a refused statement goes back as an observation, within ``max_repairs``.
+- **The narrative is checked against the result.** The answer text is the narrative; each
+  number in it must be in the result frame (rounded as written, or as a percentage), in the
+  question or in the SQL. A narrative with another number is sent back once to be rewritten,
+  then accepted with those numbers in ``unsupported_numbers``.
+- **The result is data.** ``AnalysisResult`` serialises its frame as columns, dtypes and
+  records, and its chart as a ``ChartSpec``, so ``run.model_dump_json()`` round-trips and
+  ``AnalysisResult.model_validate(reloaded.output)`` gives the frame and the chart back.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import uuid
+from bisect import bisect_left
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer, field_validator
+from pydantic_core import to_jsonable_python
+
+from aillm_lab.agents.base import Agent, ModelArg
+from aillm_lab.agents.charts import ChartSpec, build_chart, choose_chart
+from aillm_lab.agents.modes import NativeTools, ToolMode, Verdict
+from aillm_lab.agents.run import AgentRun
+from aillm_lab.agents.toolset import AgentTools, ToolsArg
+from aillm_lab.errors import ConfigError
+from aillm_lab.llm.types import Completion, Message, ToolCall, ToolSpec
+from aillm_lab.runtime import sync_twin
+from aillm_lab.tools.base import RiskLevel, Tool
+from aillm_lab.tools.database import Database, to_text
+from aillm_lab.tools.toolbox import Toolbox
+
+if TYPE_CHECKING:
+    from aillm_lab import Lab
+    from aillm_lab.memory.long_term import LongTermMemory
+
+DataSource = pd.DataFrame | str | os.PathLike[str]
+
+# -- prompts (data: what the model is told, and why) ------------------------------------------
+# The system text names both ways to send SQL (tool or fenced block) so small models without
+# tool calling can still work, and forbids new arithmetic in the answer, because the narrative
+# is checked number by number against the result.
+ANALYST_SYSTEM = (
+    "You are a data analyst. Answer the user's question about the tables below with DuckDB "
+    "SQL.\n"
+    "1. Write one read-only SELECT over those tables. Run it with the `run_sql` tool, or "
+    "reply with only the query in a ```sql fenced block.\n"
+    "2. If the query fails, read the error, fix the query and run it again.\n"
+    "3. When the result answers the question, reply in plain text, with no SQL, in two or "
+    "three sentences. Use only numbers that appear in the result; let the SQL do any "
+    "arithmetic rather than computing new numbers yourself.")
+
+# The question first, then every table the run registered: its columns, types, row count
+# and a few sample rows, so the first query can use real column names and value formats.
+TASK = "{question}\n\nTables you can query:\n\n{tables}"
+TABLE = "Table {name} ({kind}, {rows} rows). Columns: {columns}.\nSample rows:\n{sample}"
+
+# A fenced block's result comes back as a user message (there was no tool call to answer);
+# it repeats step 3 because the model reads it right before writing the narrative.
+SQL_RESULT = (
+    "Result of your SQL query:\n{result}\n\nIf this answers the question, reply in plain "
+    "text using only these numbers; otherwise send a corrected query.")
+
+# A text answer before any query succeeded has nothing behind its numbers.
+NEED_RESULT = (
+    "No query has run successfully yet, so there is no result to describe. Run a SELECT "
+    "with `run_sql` (or send it in a ```sql block) first.")
+
+# Sent once: the numbers it names, and the result again, so the rewrite can copy from it.
+UNSUPPORTED = (
+    "Your answer mentions {numbers}, which do not appear in the query result. Rewrite it "
+    "using only numbers from this result (rounding is fine), or run a query that computes "
+    "what you want to say:\n{result}")
+
+SQL_TOOL = "run_sql"
+_BLOCK_ID = "sqlblock-"  # call ids of queries sent as fenced blocks (no native tool call)
+_SAMPLE_ROWS = 3
+
+
+class AnalysisResult(BaseModel):
+    """What a ``DataAnalysisAgent`` run found: the ``sql``, its result ``frame``, a
+    ``chart`` when the result suits one (else None) and the ``narrative``.
+
+    ``unsupported_numbers`` lists numbers the narrative still held that the result does not
+    (after one rewrite); ``truncated`` says the frame was cut by the SQL policy's caps.
+    After a reload, ``AnalysisResult.model_validate(run.output)`` rebuilds frame and chart.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    sql: str
+    frame: pd.DataFrame
+    narrative: str = ""
+    chart_spec: ChartSpec | None = None
+    unsupported_numbers: list[str] = []
+    truncated: bool = False
+    _chart: Any = PrivateAttr(default=None)
+
+    @property
+    def chart(self) -> Any:
+        """A bokeh figure drawn from ``chart_spec`` (once), or None."""
+        if self.chart_spec is None:
+            return None
+        if self._chart is None:
+            self._chart = build_chart(self.chart_spec, self.frame)
+        return self._chart
+
+    @field_validator("frame", mode="before")
+    @classmethod
+    def _load_frame(cls, value: Any) -> pd.DataFrame:
+        if isinstance(value, pd.DataFrame):
+            return value
+        if isinstance(value, Mapping) and {"columns", "records"} <= set(value):
+            return frame_from_json(value)
+        raise ValueError(f"frame must be a DataFrame or its JSON form (columns, dtypes, "
+                         f"records), got {type(value).__name__}")
+
+    @field_serializer("frame")
+    def _dump_frame(self, frame: pd.DataFrame) -> dict[str, Any]:
+        return frame_to_json(frame)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal as data: same SQL, narrative, flags, chart spec and frame (as JSON)."""
+        if not isinstance(other, AnalysisResult):
+            return NotImplemented
+        return self.model_dump(mode="json") == other.model_dump(mode="json")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        rows, cols = self.frame.shape
+        chart = self.chart_spec.kind if self.chart_spec else None
+        return (f"<AnalysisResult {rows}x{cols} chart={chart} sql={_cut(self.sql)!r} "
+                f"narrative={_cut(self.narrative)!r}>")
+
+    def _repr_html_(self) -> str:
+        flag = (f"<p style='color:#c62828'>Numbers not in the result: "
+                f"{html.escape(', '.join(self.unsupported_numbers))}</p>"
+                if self.unsupported_numbers else "")
+        return (f"<div><p>{html.escape(self.narrative)}</p>{flag}<details><summary>SQL"
+                f"</summary><pre>{html.escape(self.sql)}</pre></details>"
+                f"{self.frame.to_html(max_rows=20, index=False)}</div>")
+
+
+class DataAnalysisAgent(Agent):
+    """Answers ``question`` from ``data`` with read-only SQL, a chart and a checked narrative:
+    ``al.DataAnalysisAgent(lab=lab).run("total sales per region", data={"sales": df})``.
+
+    ``data`` maps table names to DataFrames or to CSV/Parquet/JSON files in the Lab's
+    workspace. ``tools=`` adds your own tools next to ``run_sql``; ``output=`` is not
+    accepted (the output is always an ``AnalysisResult``).
+    """
+
+    system_prompt = ANALYST_SYSTEM
+
+    def __init__(self, tools: ToolsArg = None, model: ModelArg = None, lab: Lab | None = None,
+                 max_steps: int = 10, max_cost_usd: float | None = None,
+                 max_seconds: float | None = None, output: type[BaseModel] | None = None,
+                 memory: LongTermMemory | bool | None = None, **options: Any) -> None:
+        if output is not None:
+            raise ConfigError("DataAnalysisAgent's run.output is always an AnalysisResult; "
+                              "drop output=, or use ReActAgent(output=...) with the "
+                              "sql_query tool", fields=("output",))
+        if isinstance(tools, Toolbox):
+            raise ConfigError("DataAnalysisAgent takes tools= as a list of tools, not a "
+                              "Toolbox (its run_sql goes through the Lab's guard)",
+                              fields=("tools",))
+        options["tool_mode"] = SqlBlocks(options.get("tool_mode") or NativeTools())
+        super().__init__(tools, model, lab, max_steps, max_cost_usd, max_seconds, None, memory,
+                         **options)
+        self._extra_tools = list(tools or [])
+        self._runs: dict[str, _RunData] = {}
+        self._frames: dict[str, dict[str, pd.DataFrame]] = {}  # for fork, by reference
+
+    async def arun(self, question: str, data: Mapping[str, DataSource] | None = None
+                   ) -> AgentRun:
+        """Query ``data`` to answer ``question``; ``run.output`` is an ``AnalysisResult``.
+
+        Bad ``data`` raises before the run starts: ``ConfigError`` (not a mapping of names
+        to DataFrames or paths), ``SafetyViolation`` (a path outside the workspace) or
+        ``DatabaseError`` (a missing or unreadable file, a bad table name).
+        """
+        sources = self._check_data(data)
+        inputs = {name: ({"kind": "dataframe", "rows": len(src),
+                          "columns": [str(c) for c in src.columns]}
+                         if isinstance(src, pd.DataFrame) else {"kind": "file", "path": src})
+                  for name, src in sources.items()}
+        run = AgentRun(task=question, inputs={"data": inputs})
+        return await self.runner.arun(self._analyse(run, sources, None, None))
+
+    run = sync_twin(arun)
+
+    # -- hooks -----------------------------------------------------------------------------
+    def initial_messages(self, run: AgentRun, memories: list[str]) -> list[Message]:
+        """The instructions, then the question with every table's schema and sample rows."""
+        messages = super().initial_messages(run, memories)
+        state = self._runs.get(run.id)
+        tables = state.tables if state is not None else "(none)"
+        messages[-1] = Message.user(TASK.format(question=run.task, tables=tables))
+        return messages
+
+    def tools_for(self, run: AgentRun) -> AgentTools:
+        state = self._runs.get(run.id)
+        return state.tools if state is not None else self.tools
+
+    async def acheck_answer(self, run: AgentRun, text: str) -> Verdict:
+        """Accept a narrative once a query has run and its numbers are in the result (one
+        rewrite is asked for; after it, unsupported numbers are flagged, not refused)."""
+        state = self._runs.get(run.id)
+        if state is None or state.result is None:
+            return Verdict(repair=NEED_RESULT)
+        if not text.strip():
+            return self.accept_text(text)
+        sql, frame = state.result
+        unsupported = unsupported_numbers(text, frame, also=(run.task, sql))
+        if unsupported and not state.rewritten:
+            state.rewritten = True
+            return Verdict(repair=UNSUPPORTED.format(numbers=", ".join(unsupported),
+                                                     result=to_text(frame)))
+        return Verdict(output=AnalysisResult(
+            sql=sql, frame=frame, narrative=text.strip(), chart_spec=choose_chart(frame,
+                                                                                  run.task),
+            unsupported_numbers=unsupported, truncated=bool(frame.attrs.get("truncated"))))
+
+    async def _launch(self, run: AgentRun, model: ModelArg = None,
+                      history: list[Message] | None = None) -> AgentRun:
+        """A fork's door: its tables come from the run's inputs (files) and the DataFrames
+        this agent was given for the run it forks."""
+        return await self.runner.arun(self._analyse(run, self._sources_of(run), model,
+                                                    history))
+
+    # -- one run's database ----------------------------------------------------------------
+    async def _analyse(self, run: AgentRun, sources: dict[str, Any], model: ModelArg,
+                       history: list[Message] | None) -> AgentRun:
+        """Open the run's Database, register its tables, run the loop, close it."""
+        lab = self.lab
+        db = Database(lab.tools.workspace, lab.settings.safety.sql)
+        try:
+            for name, src in sources.items():
+                if isinstance(src, pd.DataFrame):
+                    db.register(name, src)
+                else:
+                    db.register_file(name, src)
+            state = _RunData(db, await _describe_tables(db, sources))
+            state.tools = AgentTools(lab, [*_sql_tools(state), *self._extra_tools])
+            self._runs[run.id] = state
+            frames = {n: s for n, s in sources.items() if isinstance(s, pd.DataFrame)}
+            if frames:
+                self._frames[run.id] = frames
+            return await super()._launch(run, model, history)
+        finally:
+            self._runs.pop(run.id, None)
+            await db.aclose()
+
+    def _check_data(self, data: Mapping[str, DataSource] | None) -> dict[str, Any]:
+        """Names to DataFrames, or to paths relative to the workspace (checked there)."""
+        if data is None or not isinstance(data, Mapping) or not data:
+            got = "nothing" if not data else type(data).__name__
+            raise ConfigError(f"data= needs a dict of table names to DataFrames or workspace "
+                              f"files, e.g. data={{'sales': df}}; got {got}", fields=("data",))
+        ws = self.lab.tools.workspace
+        sources: dict[str, Any] = {}
+        for name, src in data.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"data= keys are table names (str), got {name!r}",
+                                  fields=("data",))
+            if isinstance(src, pd.DataFrame):
+                sources[name] = src
+            elif isinstance(src, str | os.PathLike):
+                sources[name] = ws.relative(ws.resolve(src))  # SafetyViolation if outside
+            else:
+                hint = (" (a Series: use .to_frame())" if isinstance(src, pd.Series) else "")
+                raise ConfigError(f"data[{name!r}] is a {type(src).__name__}{hint}; give a "
+                                  f"pandas DataFrame or the path of a CSV, Parquet or JSON "
+                                  f"file in the workspace {ws.root}", fields=("data",))
+        return sources
+
+    def _sources_of(self, run: AgentRun) -> dict[str, Any]:
+        origin = (run.forked_from or run.id).split("@")[0]
+        frames = self._frames.get(origin, {})
+        sources: dict[str, Any] = {}
+        for name, entry in dict(run.inputs.get("data") or {}).items():
+            if entry.get("kind") == "file":
+                sources[name] = entry["path"]
+            elif name in frames:
+                sources[name] = frames[name]
+            else:
+                raise ConfigError(f"run {origin} queried a DataFrame {name!r} this agent does "
+                                  f"not hold (the run was reloaded or made by another "
+                                  f"agent); run it again with data=", fields=("data",))
+        if frames:
+            self._frames[run.id] = frames
+        return sources
+
+
+class SqlBlocks:
+    """A ``ToolMode`` that also takes a fenced ```` ```sql ```` block as a ``run_sql`` call.
+
+    Native calls pass through the inner mode untouched. A block becomes a call whose id
+    starts with ``sqlblock-``; its result, which no tool call of the model's answers, is
+    shown to the model as a user message, so every vendor accepts the history.
+    """
+
+    def __init__(self, inner: ToolMode) -> None:
+        self.inner = inner
+
+    def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]
+                ) -> tuple[list[Message], list[ToolSpec] | None]:
+        shown = [Message.user(SQL_RESULT.format(result=m.text))
+                 if m.role == "tool" and (m.tool_call_id or "").startswith(_BLOCK_ID) else m
+                 for m in messages]
+        return self.inner.request(shown, tools)
+
+    def calls(self, completion: Completion) -> list[ToolCall]:
+        calls = self.inner.calls(completion)
+        if calls:
+            return calls
+        sql = sql_block(completion.text)
+        if sql is None:
+            return []
+        return [ToolCall(id=f"{_BLOCK_ID}{uuid.uuid4().hex[:8]}", name=SQL_TOOL,
+                         arguments={"sql": sql})]
+
+
+_FENCE = re.compile(r"```[ \t]*sql[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def sql_block(text: str) -> str | None:
+    """The SQL of the last fenced ```` ```sql ```` block in ``text``, or None."""
+    blocks = [b.strip() for b in _FENCE.findall(text or "") if b.strip()]
+    return blocks[-1] if blocks else None
+
+
+# -- checking the narrative's numbers ---------------------------------------------------------
+_NUMBER = re.compile(
+    r"(?<![\w.])(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<dec>\d+))?"
+    r"(?:\s?(?P<pct>%|percent\b)|\s?(?P<scale>thousand|million|billion|bn|mn|k|K|M|B)\b)?"
+    r"(?!\w)")
+_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)  # "1. North ..." is not a claim
+_SCALES = {"thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "m": 1e6, "billion": 1e9,
+           "bn": 1e9, "b": 1e9}
+
+
+def unsupported_numbers(text: str, frame: pd.DataFrame, *, also: Sequence[str] = ()
+                        ) -> list[str]:
+    """The numbers written in ``text`` that no value of ``frame`` (nor of ``also``, e.g. the
+    question and the SQL, nor the row count) supports, in order, each once.
+
+    A number matches a value rounded to as many decimals as it is written with ("15.3"
+    for 15.27; "1.2 million" for 1,234,567), and "45%" matches 45 or 0.45.
+    """
+    known = sorted(_frame_numbers(frame) | {float(len(frame))}
+                   | {n for part in also for n in _plain_numbers(part)})
+    found: list[str] = []
+    for match in _NUMBER.finditer(_LIST_MARKER.sub("", text)):
+        decimals = len(match["dec"] or "")
+        value = float(match["int"].replace(",", "") + (f".{match['dec']}" if decimals else ""))
+        scale = _SCALES.get((match["scale"] or "").lower(), 1.0)
+        half = 0.5 * 10.0 ** -decimals
+        candidates = [(value * scale, half * scale)]
+        if match["pct"]:
+            candidates.append((value / 100, half / 100))
+        if not any(_near(known, v, tol) for v, tol in candidates):
+            found.append(match.group(0).strip())
+    return list(dict.fromkeys(found))
+
+
+def _near(known: list[float], value: float, tol: float) -> bool:
+    tol += 1e-9 * max(1.0, abs(value))  # float noise, e.g. 0.1 + 0.2
+    i = bisect_left(known, value - tol)
+    return i < len(known) and known[i] <= value + tol
+
+
+def _frame_numbers(frame: pd.DataFrame) -> set[float]:
+    numbers: set[float] = set()
+    for name in frame.columns:
+        column = frame[name].dropna()
+        numbers.update(_plain_numbers(str(name)))
+        if (pd.api.types.is_numeric_dtype(column)
+                and not pd.api.types.is_bool_dtype(column)):
+            numbers.update(abs(float(v)) for v in column if math.isfinite(float(v)))
+        else:
+            for v in column:
+                numbers.update(_plain_numbers(str(v)))
+    return numbers
+
+
+def _plain_numbers(text: str) -> set[float]:
+    return {float(m["int"].replace(",", "") + (f".{m['dec']}" if m["dec"] else ""))
+            for m in _NUMBER.finditer(text)}
+
+
+# -- the frame as JSON -----------------------------------------------------------------------
+def frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """Columns, dtypes and records (row lists) of JSON values; ``frame_from_json`` undoes it."""
+    return {"columns": [str(c) for c in frame.columns],
+            "dtypes": [str(t) for t in frame.dtypes],
+            "records": [[_cell(v) for v in row]
+                        for row in frame.itertuples(index=False, name=None)]}
+
+
+def frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
+    """The DataFrame ``frame_to_json`` described, with its dtypes where pandas can restore
+    them (a column it cannot stays as its JSON values)."""
+    columns = list(data["columns"])
+    frame = pd.DataFrame(list(data["records"]) or None, columns=columns)
+    for name, dtype in zip(columns, data.get("dtypes") or [], strict=False):
+        try:
+            frame[name] = frame[name].astype(dtype)
+        except (TypeError, ValueError):
+            continue
+    return frame
+
+
+def _cell(value: Any) -> Any:
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        return _cell(value.item())
+    return to_jsonable_python(value, fallback=str)
+
+
+# -- per-run state and tools -------------------------------------------------------------------
+@dataclass
+class _RunData:
+    """One run's database, its tables as prompt text, its tools and its last result."""
+
+    db: Database
+    tables: str
+    tools: AgentTools | None = None
+    result: tuple[str, pd.DataFrame] | None = None
+    rewritten: bool = False
+
+
+def _sql_tools(state: _RunData) -> list[Tool]:
+    """``run_sql`` (keeps the last good result for the answer) and the Database's
+    ``list_tables`` and ``describe_table``; its ``load_table`` is left out, so a run reads
+    only the tables it was given."""
+    db = state.db
+
+    async def run_sql(sql: str) -> pd.DataFrame:
+        """Run one read-only DuckDB SELECT over the tables and return its rows.
+
+        Args:
+            sql: a single SELECT statement in DuckDB SQL over the tables you were shown.
+        """
+        frame = await db.aquery(sql)
+        state.result = (sql.strip(), frame)
+        return frame
+
+    others = [t for t in db.tools() if t.name in ("list_tables", "describe_table")]
+    return [Tool(run_sql, risk=RiskLevel.READ), *others]
+
+
+async def _describe_tables(db: Database, sources: Mapping[str, Any]) -> str:
+    """Each table's columns, types, row count and first rows, for the first prompt."""
+    parts = []
+    for name, src in sources.items():
+        columns = await db.adescribe(name)
+        count = await db.aquery(f'SELECT count(*) AS n FROM "{name}"')
+        sample = await db.aquery(f'SELECT * FROM "{name}" LIMIT {_SAMPLE_ROWS}')
+        kind = "DataFrame" if isinstance(src, pd.DataFrame) else f"file {Path(src)}"
+        parts.append(TABLE.format(
+            name=name, kind=kind, rows=int(count.iloc[0, 0]),
+            columns=", ".join(f"{c} {t}" for c, t in zip(columns["column_name"],
+                                                         columns["column_type"], strict=True)),
+            sample=to_text(sample, max_rows=_SAMPLE_ROWS).rsplit("\n", 1)[0]))
+    return "\n\n".join(parts)
+
+
+def _cut(text: str, limit: int = 50) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+__all__ = ["AnalysisResult", "ChartSpec", "DataAnalysisAgent", "SqlBlocks",
+           "frame_from_json", "frame_to_json", "sql_block", "unsupported_numbers"]
