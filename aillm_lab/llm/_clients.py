@@ -1,4 +1,5 @@
 """Plumbing shared by the hosted providers: per-loop SDK clients, timeouts and typed errors.
+``hosted.py`` builds the models' common body on it.
 
 An httpx connection pool belongs to the event loop it first ran on, so each SDK client is
 built lazily inside an async method (on the runner loop) and cached per loop; a client made
@@ -23,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import json_repair
@@ -38,7 +39,7 @@ from aillm_lab.errors import (
     RateLimited,
     StreamInterrupted,
 )
-from aillm_lab.llm.base import Model, OutputSpec
+from aillm_lab.llm.base import OutputSpec
 from aillm_lab.llm.limits import outer_deadline
 from aillm_lab.llm.types import StreamEvent
 
@@ -362,30 +363,3 @@ def schema_name(output: OutputSpec) -> str:
         raw = str(output.get("title", ""))
     name = re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:64]
     return name or "output"
-
-
-class HostedModel(Model):
-    """What every SDK-backed model shares: a base URL, a masked key, HTTP options, one
-    client slot on the runner loop, and a repr that never shows credentials."""
-
-    key_hint: ClassVar[str] = ""
-
-    def __init__(self, name: str, *, base_url: str, api_key: str | SecretStr | None = None,
-                 http: HttpOptions | None = None) -> None:
-        super().__init__(name)
-        self.base_url = base_url.rstrip("/")
-        self._api_key = SecretStr(api_key) if isinstance(api_key, str) else api_key
-        self._http = http or HttpOptions()
-        self._errors = ErrorContext(self.provider, self.id, self.base_url, self.key_hint,
-                                    self._api_key)
-        self._clients = ClientSlot(self.provider, self.base_url, self._api_key, self._build)
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.id} at {safe_url(self.base_url)}>"
-
-    def _build(self) -> tuple[Any, Closer]:
-        raise NotImplementedError
-
-    async def aclose(self) -> None:
-        await self._clients.aclose()
-

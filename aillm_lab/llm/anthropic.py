@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anthropic
 import httpx2
@@ -28,17 +27,13 @@ from pydantic import SecretStr
 from aillm_lab.errors import AuthenticationError, ProviderError, UnsupportedInput
 from aillm_lab.llm._clients import (
     Closer,
-    HostedModel,
     HttpOptions,
-    deadline_after,
-    guard_call,
-    guard_stream,
     parse_arguments,
     sdk_http_client,
-    split_base_url,
     vendor_message,
 )
 from aillm_lab.llm.base import OutputSpec
+from aillm_lab.llm.hosted import HostedModel, StreamTally, parse_spec
 from aillm_lab.llm.structured import json_schema
 from aillm_lab.llm.types import (
     Completion,
@@ -68,7 +63,15 @@ _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401,
                  "overloaded_error": 529}
 
 
-class AnthropicModel(HostedModel):
+class _Request(NamedTuple):
+    """The Messages API body, and whether the output schema was wrapped in ``{"value": …}``
+    (the reply is unwrapped again)."""
+
+    body: dict[str, Any]
+    wrapped: bool
+
+
+class AnthropicModel(HostedModel[_Request]):
     """A Claude chat model; ``system`` messages go to the ``system=`` parameter."""
 
     provider = "anthropic"
@@ -81,29 +84,7 @@ class AnthropicModel(HostedModel):
         super().__init__(name, api_key=api_key, http=http, base_url=base_url
                          or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL)
 
-    async def complete(self, messages: Sequence[Message], *,
-                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                       params: GenerationParams | None = None) -> Completion:
-        request, wrapped = self._request(messages, tools, output, params or GenerationParams())
-        started = time.perf_counter()
-
-        async def call() -> Any:
-            client = await self._clients.get()
-            return await client.messages.create(**request)
-
-        response = await guard_call(call(), self._translate, self._http.timeout_s)
-        return _completion(response, self.id, wrapped, time.perf_counter() - started)
-
-    async def stream(self, messages: Sequence[Message], *,
-                     tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                     params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
-        request, wrapped = self._request(messages, tools, output, params or GenerationParams())
-        deadline = deadline_after(self._http.timeout_s)
-        async for event in guard_stream(self._events(request, wrapped), self._translate,
-                                        deadline):
-            yield event
-
-    # -- helpers -----------------------------------------------------------------------------
+    # -- the wire format ---------------------------------------------------------------------
     def _build(self) -> tuple[Any, Closer]:
         http = sdk_http_client(anthropic, self._http)
         key = self._api_key.get_secret_value() if self._api_key is not None else None
@@ -120,7 +101,7 @@ class AnthropicModel(HostedModel):
         return client, client.close
 
     def _request(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,
-                 output: OutputSpec, params: GenerationParams) -> tuple[dict[str, Any], bool]:
+                 output: OutputSpec, params: GenerationParams) -> _Request:
         system, chat = to_anthropic_messages(messages)
         request: dict[str, Any] = {"model": self.name, "messages": chat,
                                    "max_tokens": params.max_tokens}
@@ -143,14 +124,20 @@ class AnthropicModel(HostedModel):
         if specs:
             request["tools"] = specs
             request["tool_choice"] = choice
-        return request, wrapped
+        return _Request(request, wrapped)
 
-    async def _events(self, request: dict[str, Any], wrapped: bool
-                      ) -> AsyncIterator[StreamEvent]:
-        started = time.perf_counter()
-        client = await self._clients.get()
-        stream = await client.messages.create(**request, stream=True)
-        text, ttft, stop_reason, response_id = "", None, None, None
+    async def _send(self, client: Any, request: _Request) -> Any:
+        return await client.messages.create(**request.body)
+
+    def _completion(self, response: Any, request: _Request, latency_s: float) -> Completion:
+        return _completion(response, self.id, request.wrapped, latency_s)
+
+    async def _events(self, request: _Request) -> AsyncIterator[StreamEvent]:
+        tally = StreamTally()
+        wrapped = request.wrapped
+        client = await self._client()
+        stream = await client.messages.create(**request.body, stream=True)
+        stop_reason, response_id = None, None
         answer: str | None = None  # the output tool's JSON, which is the final text
         raw_usage: dict[str, Any] = {}
         blocks: dict[int, dict[str, Any]] = {}
@@ -175,9 +162,7 @@ class AnthropicModel(HostedModel):
                         if slot.get("name") == OUTPUT_TOOL and not wrapped:
                             piece = delta.partial_json  # the structured answer is the text
                     if piece:
-                        ttft = ttft if ttft is not None else time.perf_counter() - started
-                        text += piece
-                        yield StreamEvent(type="text", text=piece)
+                        yield tally.text_event(piece)
                 elif kind == "content_block_stop":
                     slot = blocks.get(event.index, {})
                     if slot.get("type") != "tool_use":
@@ -194,19 +179,14 @@ class AnthropicModel(HostedModel):
                 elif kind == "message_delta":
                     stop_reason = event.delta.stop_reason or stop_reason
                     raw_usage.update(_usage_fields(event.usage))
-        usage = _usage(raw_usage)
-        yield StreamEvent(type="usage", usage=usage)
-        completion = Completion(
-            text=text if answer is None else answer, tool_calls=calls, usage=usage,
-            model=self.id, response_id=response_id,
-            finish_reason=_finish(stop_reason, calls),
-            latency_s=time.perf_counter() - started, ttft_s=ttft)
-        yield StreamEvent(type="done", completion=completion)
+        for event in tally.closing_events(
+                calls_sent=True, text=tally.text if answer is None else answer,
+                tool_calls=calls, usage=_usage(raw_usage), model=self.id,
+                response_id=response_id, finish_reason=_finish(stop_reason, calls)):
+            yield event
 
-    def _translate(self, exc: BaseException, started: bool) -> ProviderError | None:
+    def _vendor_error(self, exc: BaseException, started: bool) -> ProviderError | None:
         errors = self._errors
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, anthropic.APIStatusError):
             status: int | None = exc.status_code
             body = exc.body
@@ -217,11 +197,9 @@ class AnthropicModel(HostedModel):
             return errors.http_error(status, vendor_message(body, exc.message),
                                      exc.response.headers, started=started)
         if isinstance(exc, anthropic.APITimeoutError):
-            return errors.connection_error("", started=started, timeout=self._http.timeout_s)
+            return self._timed_out(started)
         if isinstance(exc, anthropic.APIConnectionError):
             return errors.connection_error(str(exc.__cause__ or exc), started=started)
-        if isinstance(exc, TimeoutError):
-            return errors.connection_error("", started=started, timeout=self._http.timeout_s)
         if isinstance(exc, httpx2.TransportError):  # a stream cut mid-body is not wrapped
             return errors.connection_error(str(exc) or type(exc).__name__, started=started)
         return None
@@ -231,10 +209,9 @@ def create(name: str, settings: LabSettings, *, base_url: str | None = None,
            api_key: str | SecretStr | None = None, connect_timeout_s: float | None = None,
            max_connections: int | None = None) -> AnthropicModel:
     """Factory for ``anthropic:NAME`` or ``anthropic:NAME@BASE_URL``."""
-    name, spec_url = split_base_url(name)
-    http = HttpOptions.from_settings(settings, f"anthropic:{name}",
-                                     connect_timeout_s=connect_timeout_s,
-                                     max_connections=max_connections)
+    name, spec_url, http = parse_spec("anthropic", name, settings,
+                                      connect_timeout_s=connect_timeout_s,
+                                      max_connections=max_connections)
     return AnthropicModel(name, api_key=api_key or settings.anthropic_api_key,
                           base_url=base_url or spec_url, http=http)
 

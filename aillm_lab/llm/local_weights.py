@@ -37,10 +37,6 @@ def load_weights(path: Path) -> Loaded:
         return loaded
 
 
-def loaded_models() -> list[str]:
-    return list(_CACHE)
-
-
 @dataclass
 class Loaded:
     """A model and tokenizer with one generation at a time (transformers is not re-entrant)."""

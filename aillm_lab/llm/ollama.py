@@ -17,7 +17,6 @@ import base64
 import binascii
 import contextvars
 import json
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -28,16 +27,12 @@ import ollama
 from aillm_lab.errors import ProviderError, UnsupportedInput
 from aillm_lab.llm._clients import (
     Closer,
-    HostedModel,
     HttpOptions,
-    deadline_after,
-    guard_call,
-    guard_stream,
     parse_arguments,
-    split_base_url,
     stable_call_id,
 )
 from aillm_lab.llm.base import OutputSpec
+from aillm_lab.llm.hosted import HostedModel, StreamTally, parse_spec
 from aillm_lab.llm.structured import json_schema
 from aillm_lab.llm.types import (
     Completion,
@@ -59,7 +54,7 @@ _error_headers: contextvars.ContextVar[httpx.Headers | None] = contextvars.Conte
     "aillm_ollama_error_headers", default=None)
 
 
-class OllamaModel(HostedModel):
+class OllamaModel(HostedModel[dict[str, Any]]):
     """A model served by Ollama; chat, tools, JSON-schema output, images and embeddings."""
 
     provider = "ollama"
@@ -71,45 +66,19 @@ class OllamaModel(HostedModel):
                  http: HttpOptions | None = None) -> None:
         super().__init__(name, base_url=normalise_host(host or DEFAULT_HOST), http=http)
 
-    async def complete(self, messages: Sequence[Message], *,
-                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                       params: GenerationParams | None = None) -> Completion:
-        request = self._request(messages, tools, output, params or GenerationParams())
-        started = time.perf_counter()
-
-        async def call() -> Any:
-            client = await self._clients.get()
-            _error_headers.set(None)
-            return await client.chat(**request)
-
-        response = await guard_call(call(), self._translate, self._http.timeout_s)
-        text = response.message.content or ""
-        calls = _tool_calls(response.message.tool_calls)
-        return Completion(text=text, tool_calls=calls, usage=_usage(response), model=self.id,
-                          response_id=None, finish_reason=_finish(response.done_reason, calls),
-                          latency_s=time.perf_counter() - started)
-
-    async def stream(self, messages: Sequence[Message], *,
-                     tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                     params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
-        request = self._request(messages, tools, output, params or GenerationParams())
-        deadline = deadline_after(self._http.timeout_s)
-        async for event in guard_stream(self._events(request), self._translate, deadline):
-            yield event
-
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-
-        async def call() -> Any:
-            client = await self._clients.get()
-            _error_headers.set(None)
-            return await client.embed(model=self.name, input=list(texts))
-
-        response = await guard_call(call(), self._translate, self._http.timeout_s)
+        response = await self._call(lambda client: client.embed(model=self.name,
+                                                                input=list(texts)))
         return [list(vector) for vector in response.embeddings]
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- the wire format ---------------------------------------------------------------------
+    async def _client(self) -> Any:
+        client = await super()._client()
+        _error_headers.set(None)  # only a failure of the call about to be made may set them
+        return client
+
     def _build(self) -> tuple[Any, Closer]:
         client = ollama.AsyncClient(
             host=self.base_url,
@@ -139,45 +108,50 @@ class OllamaModel(HostedModel):
             request["format"] = json_schema(output)
         return request
 
+    async def _send(self, client: Any, request: dict[str, Any]) -> Any:
+        return await client.chat(**request)
+
+    def _completion(self, response: Any, request: dict[str, Any],
+                    latency_s: float) -> Completion:
+        calls = _tool_calls(response.message.tool_calls)
+        return Completion(text=response.message.content or "", tool_calls=calls,
+                          usage=_usage(response), model=self.id, response_id=None,
+                          finish_reason=_finish(response.done_reason, calls),
+                          latency_s=latency_s)
+
     async def _events(self, request: dict[str, Any]) -> AsyncIterator[StreamEvent]:
-        started = time.perf_counter()
-        client = await self._clients.get()
-        _error_headers.set(None)
+        tally = StreamTally()
+        client = await self._client()
         parts = await client.chat(**request, stream=True)
-        text, ttft, last = "", None, None
+        last = None
         calls: list[ToolCall] = []
         try:
             async for part in parts:
                 last = part
                 if part.message.content:
-                    ttft = ttft if ttft is not None else time.perf_counter() - started
-                    text += part.message.content
-                    yield StreamEvent(type="text", text=part.message.content)
+                    yield tally.text_event(part.message.content)
                 for call in _tool_calls(part.message.tool_calls, start=len(calls)):
                     calls.append(call)
                     yield StreamEvent(type="tool_call", tool_call=call)
         finally:
             await parts.aclose()
         usage = _usage(last) if last is not None else Usage()
-        yield StreamEvent(type="usage", usage=usage)
-        completion = Completion(
-            text=text, tool_calls=calls, usage=usage, model=self.id, response_id=None,
-            finish_reason=_finish(getattr(last, "done_reason", None), calls),
-            latency_s=time.perf_counter() - started, ttft_s=ttft)
-        yield StreamEvent(type="done", completion=completion)
+        finish = _finish(getattr(last, "done_reason", None), calls)
+        for event in tally.closing_events(calls_sent=True, tool_calls=calls, usage=usage,
+                                          model=self.id, response_id=None,
+                                          finish_reason=finish):
+            yield event
 
-    def _translate(self, exc: BaseException, started: bool) -> ProviderError | None:
+    def _vendor_error(self, exc: BaseException, started: bool) -> ProviderError | None:
         errors = self._errors
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, ollama.ResponseError):
             status = exc.status_code if exc.status_code > 0 else None  # -1: error in a stream
             message = str(exc.error)
             if status == 404 and "not found" in message:
                 message += f" (run `ollama pull {self.name}` on the Ollama host)"
             return errors.http_error(status, message, _error_headers.get(), started=started)
-        if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return errors.connection_error("", started=started, timeout=self._http.timeout_s)
+        if isinstance(exc, httpx.TimeoutException):  # before TransportError, its base
+            return self._timed_out(started)
         if isinstance(exc, ConnectionError | httpx.TransportError):  # ollama re-raises
             return errors.connection_error(  # httpx.ConnectError as ConnectionError
                 f"{exc or type(exc).__name__}; is `ollama serve` running there?",
@@ -194,10 +168,9 @@ def create(name: str, settings: LabSettings, *, base_url: str | None = None,
            connect_timeout_s: float | None = None,
            max_connections: int | None = None) -> OllamaModel:
     """Factory for ``ollama:NAME`` or ``ollama:NAME@http://host:11434``."""
-    name, spec_url = split_base_url(name)
-    http = HttpOptions.from_settings(settings, f"ollama:{name}",
-                                     connect_timeout_s=connect_timeout_s,
-                                     max_connections=max_connections)
+    name, spec_url, http = parse_spec("ollama", name, settings,
+                                      connect_timeout_s=connect_timeout_s,
+                                      max_connections=max_connections)
     return OllamaModel(name, host=base_url or spec_url or settings.ollama_host, http=http)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,19 +26,15 @@ from pydantic import SecretStr
 from aillm_lab.errors import AuthenticationError, ProviderError
 from aillm_lab.llm._clients import (
     Closer,
-    HostedModel,
     HttpOptions,
-    deadline_after,
-    guard_call,
-    guard_stream,
     parse_arguments,
     schema_name,
     sdk_http_client,
-    split_base_url,
     stable_call_id,
     vendor_message,
 )
 from aillm_lab.llm.base import OutputSpec
+from aillm_lab.llm.hosted import HostedModel, StreamTally, parse_spec
 from aillm_lab.llm.structured import json_schema
 from aillm_lab.llm.types import (
     Completion,
@@ -64,7 +59,7 @@ _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length",
                                     "content_filter": "error"}
 
 
-class OpenAIModel(HostedModel):
+class OpenAIModel(HostedModel[dict[str, Any]]):
     """A chat (and embedding) model on OpenAI or any server speaking its Chat Completions API."""
 
     provider = "openai"
@@ -77,38 +72,14 @@ class OpenAIModel(HostedModel):
         super().__init__(name, api_key=api_key, http=http,
                          base_url=base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL)
 
-    async def complete(self, messages: Sequence[Message], *,
-                       tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                       params: GenerationParams | None = None) -> Completion:
-        request = self._request(messages, tools, output, params or GenerationParams())
-        started = time.perf_counter()
-        client = await self._clients.get()  # raises our own typed errors: nothing to translate
-        response = await guard_call(client.chat.completions.create(**request), self._translate,
-                                    self._http.timeout_s)
-        return _completion(response, self.id, time.perf_counter() - started)
-
-    async def stream(self, messages: Sequence[Message], *,
-                     tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
-                     params: GenerationParams | None = None) -> AsyncIterator[StreamEvent]:
-        request = self._request(messages, tools, output, params or GenerationParams())
-        request.update(stream=True, stream_options={"include_usage": True})
-        deadline = deadline_after(self._http.timeout_s)
-        async for event in guard_stream(self._events(request), self._translate, deadline):
-            yield event
-
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
-
-        async def call() -> Any:
-            client = await self._clients.get()
-            return await client.embeddings.create(model=self.name, input=list(texts),
-                                                  encoding_format="float")
-
-        response = await guard_call(call(), self._translate, self._http.timeout_s)
+        response = await self._call(lambda client: client.embeddings.create(
+            model=self.name, input=list(texts), encoding_format="float"))
         return [list(d.embedding) for d in sorted(response.data, key=lambda d: d.index)]
 
-    # -- helpers -----------------------------------------------------------------------------
+    # -- the wire format ---------------------------------------------------------------------
     def _build(self) -> tuple[Any, Closer]:
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
         if not key:
@@ -149,11 +120,19 @@ class OpenAIModel(HostedModel):
             request["response_format"] = response_format(output)
         return request
 
+    async def _send(self, client: Any, request: dict[str, Any]) -> Any:
+        return await client.chat.completions.create(**request)
+
+    def _completion(self, response: Any, request: dict[str, Any],
+                    latency_s: float) -> Completion:
+        return _completion(response, self.id, latency_s)
+
     async def _events(self, request: dict[str, Any]) -> AsyncIterator[StreamEvent]:
-        started = time.perf_counter()
-        client = await self._clients.get()
-        stream = await client.chat.completions.create(**request)
-        text, ttft, finish, response_id = "", None, None, None
+        tally = StreamTally()
+        client = await self._client()
+        stream = await client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True})
+        finish, response_id = None, None
         usage = Usage()
         calls: dict[int, dict[str, str]] = {}
         async with stream:
@@ -167,37 +146,27 @@ class OpenAIModel(HostedModel):
                     finish = choice.finish_reason or finish
                     delta = choice.delta
                     if delta.content:
-                        ttft = ttft if ttft is not None else time.perf_counter() - started
-                        text += delta.content
-                        yield StreamEvent(type="text", text=delta.content)
+                        yield tally.text_event(delta.content)
                     for part in delta.tool_calls or []:
                         _add_tool_delta(calls, part)
         tool_calls = [_tool_call(i, calls[i]) for i in sorted(calls)]
-        for call in tool_calls:
-            yield StreamEvent(type="tool_call", tool_call=call)
-        yield StreamEvent(type="usage", usage=usage)
-        completion = Completion(
-            text=text, tool_calls=tool_calls, usage=usage, model=self.id,
-            response_id=response_id, finish_reason=_finish(finish, tool_calls),
-            latency_s=time.perf_counter() - started, ttft_s=ttft)
-        yield StreamEvent(type="done", completion=completion)
+        for event in tally.closing_events(  # tool calls come whole, at the end
+                calls_sent=False, tool_calls=tool_calls, usage=usage, model=self.id,
+                response_id=response_id, finish_reason=_finish(finish, tool_calls)):
+            yield event
 
-    def _translate(self, exc: BaseException, started: bool) -> ProviderError | None:
+    def _vendor_error(self, exc: BaseException, started: bool) -> ProviderError | None:
         errors = self._errors
-        if isinstance(exc, ProviderError):
-            return exc
         if isinstance(exc, openai.APIStatusError):
             return errors.http_error(exc.status_code, vendor_message(exc.body, exc.message),
                                      exc.response.headers, started=started)
         if isinstance(exc, openai.APITimeoutError):
-            return errors.connection_error("", started=started, timeout=self._http.timeout_s)
+            return self._timed_out(started)
         if isinstance(exc, openai.APIConnectionError):
             return errors.connection_error(str(exc.__cause__ or exc), started=started)
         if isinstance(exc, openai.APIError):  # an error event inside a stream
             return errors.http_error(None, vendor_message(exc.body, exc.message),
                                      started=started)
-        if isinstance(exc, TimeoutError):
-            return errors.connection_error("", started=started, timeout=self._http.timeout_s)
         if isinstance(exc, httpx2.TransportError):
             return errors.connection_error(str(exc), started=started)
         return None
@@ -207,10 +176,9 @@ def create(name: str, settings: LabSettings, *, base_url: str | None = None,
            api_key: str | SecretStr | None = None, connect_timeout_s: float | None = None,
            max_connections: int | None = None) -> OpenAIModel:
     """Factory for ``openai:NAME`` or ``openai:NAME@BASE_URL``."""
-    name, spec_url = split_base_url(name)
-    http = HttpOptions.from_settings(settings, f"openai:{name}",
-                                     connect_timeout_s=connect_timeout_s,
-                                     max_connections=max_connections)
+    name, spec_url, http = parse_spec("openai", name, settings,
+                                      connect_timeout_s=connect_timeout_s,
+                                      max_connections=max_connections)
     return OpenAIModel(name, api_key=api_key or settings.openai_api_key,
                        base_url=base_url or spec_url, http=http)
 
