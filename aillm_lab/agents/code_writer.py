@@ -1,21 +1,18 @@
 """``CodeWriterAgent``: write Python, run the tests in the sandbox, fix what fails, repeat.
 
-Why the tests run outside the model's tool calls: the model only writes code (a fenced
-```` ```python ```` block, what small models write naturally, or a ``submit_code`` call where
-native tools exist); the agent judges every answer by running it. ``acheck_answer`` sends
-code + tests + a small runner to a per-run ``PythonSandbox`` through the Lab's Safety Guard
-(``run_python``, so each test run passes the approval policy and is an audit row whose
-``call_id`` is ``<run id>:test<n>``), reads the runner's counts and failures, and either
-accepts (``CodeResult(passed=True)``) or sends the failure output back as the next prompt.
+The model only writes code (a ```` ```python ```` block, what small models write naturally,
+or a ``submit_code`` call); the agent judges each answer by running it: ``acheck_answer``
+sends code + tests + a small runner to a per-run ``PythonSandbox`` through the Lab's Safety
+Guard (``run_python``: approval policy applies, one audit row per test run, ``call_id``
+``<run id>:test<n>``), then accepts a pass or sends the failure output back as the next
+prompt. Without ``tests=`` the first step asks the model for tests; they are kept in
+``run.inputs`` so a fork goes on with them.
 
-Without ``tests=``, the first step asks the model for tests (pytest-style ``test_*``
-functions or asserts); they are kept in ``run.inputs["tests"]`` (with ``tests_generated``),
-so a fork goes on with the same tests. After every iteration ``run.output`` holds the
-``CodeResult`` so far, so a run stopped by ``max_steps``, the budget or the time limit still
-returns the last code with ``passed=False``. Each step that does not end the run (the tests,
-a failing iteration, a reply without code) counts as a repair in the base loop, so
-``max_repairs`` defaults to ``max_steps``: the step limit, not the repair limit, ends a run
-whose tests keep failing (status ``max_steps``).
+After every iteration ``run.output`` holds the ``CodeResult`` so far, so a run stopped by
+``max_steps``, the budget or the time limit still returns its last code with
+``passed=False``. Each step that does not end the run (the tests, a failing iteration, a
+reply without code) counts as a repair in the base loop, so ``max_repairs`` defaults to
+``max_steps``: the step limit ends a run whose tests keep failing (status ``max_steps``).
 """
 
 from __future__ import annotations
@@ -272,9 +269,7 @@ class CodeWriterAgent(Agent):
 
     def _state(self, run: AgentRun) -> _RunState:
         """This run's state; made on demand for a run judged outside ``run``/``fork``."""
-        if run.id not in self._runs:
-            self._open(run)
-        return self._runs[run.id]
+        return self._runs.get(run.id) or self._open(run)
 
     async def _close(self, run: AgentRun, state: _RunState) -> None:
         self._runs.pop(run.id, None)
@@ -474,22 +469,19 @@ def _aillm_check(code, tests, marker, show=4000):
                 lines.append("FAILED the tests' top level:\n" + error)
             found = []
             for name, obj in list(ns.items()):
-                if name.startswith("test") and inspect.isfunction(obj) and \
-                        obj.__code__.co_filename == files[1]:
+                if name.startswith("test") and getattr(obj, "__code__", None) is not None \
+                        and obj.__code__.co_filename == files[1]:
                     found.append((name, obj))
                 elif name.startswith("Test") and inspect.isclass(obj) and \
                         obj.__module__ == "test_solution":
-                    for meth in [m for m in vars(obj) if m.startswith("test")]:
-                        found.append((f"{name}.{meth}",
-                                      lambda c=obj, m=meth: getattr(c(), m)()))
+                    found += [(f"{name}.{m}", lambda c=obj, m=m: getattr(c(), m)())
+                              for m in vars(obj) if m.startswith("test")]
             if not found and not error:
                 counts["passed"] += 1
                 lines.append("passed the tests' asserts")
             for name, fn in found:
-                needs = [p for p in inspect.signature(fn).parameters.values()
-                         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY,
-                                                                p.POSITIONAL_OR_KEYWORD)]
-                if needs:
+                if any(p.default is p.empty and p.kind <= p.POSITIONAL_OR_KEYWORD
+                       for p in inspect.signature(fn).parameters.values()):
                     error = "it takes arguments (fixtures are not supported here)\n"
                 elif inspect.iscoroutinefunction(fn):
                     error = "async tests are not supported here\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,6 +104,43 @@ def test_code_submitted_through_the_tool_is_tested_and_its_call_answered(make_la
     assert model.requests[1].messages[-1].role == "user"  # then the fix-it prompt
 
 
+def test_a_malformed_submit_call_and_an_unknown_tool_are_repaired(make_lab):
+    model = ScriptedModel([call("submit_code", "s1", _raw="{code: def"),
+                           call("run_tests", "u1", code=RIGHT),
+                           call("submit_code", "s2", code=RIGHT)])
+    run = CodeWriterAgent(lab=make_lab(model)).run("write add", tests=TESTS)
+    assert "found no Python code" in run.steps[0].observations[-1].text
+    assert run.steps[0].observations[0].tool_call_id == "s1"  # the call got an answer
+    unknown = run.steps[1].tool_results[0]
+    assert not unknown.ok and "Unknown tool 'run_tests'" in unknown.content
+    assert run.status == "completed" and run.output.passed and run.output.iterations == 1
+
+
+def test_code_the_sandbox_refuses_is_fed_back_and_audited_as_refused(make_lab):
+    sneaky = "import socket\nsocket.socket()\n" + RIGHT
+    model = ScriptedModel([block(sneaky), block(RIGHT)])
+    lab = make_lab(model)
+    run = CodeWriterAgent(lab=lab).run("write add", tests=TESTS)
+    first = run.output.history[0]
+    assert not first.passed and "Refused by the safety policy [code.network]" in \
+        first.test_output
+    assert "code.network" in model.requests[1].messages[-1].text
+    assert list(lab.audit(tool="run_python")["decision"]) == ["refused", "allowed"]
+    assert run.output.passed
+
+
+def test_the_runner_runs_test_classes_and_reports_fixtures_it_cannot_give(make_lab):
+    tests = ("class TestAdd:\n    def test_one(self):\n        assert add(1, 1) == 2\n\n"
+             "def test_needs_a_fixture(tmp_path):\n    assert add(0, 0) == 0\n")
+    run = CodeWriterAgent(lab=make_lab(ScriptedModel([block(RIGHT)])), max_steps=1).run(
+        "write add", tests=tests)
+    first = run.output.history[0]
+    assert (first.tests_passed, first.tests_failed, first.passed) == (1, 1, False)
+    assert "passed TestAdd.test_one" in first.test_output
+    assert "FAILED test_needs_a_fixture:\nit takes arguments" in first.test_output
+    assert run.status == "max_steps"
+
+
 def test_a_syntax_error_is_reported_as_a_load_error_and_fixed(make_lab):
     model = ScriptedModel([block("def add(a, b)\n    return a + b\n"), block(RIGHT)])
     run = CodeWriterAgent(lab=make_lab(model)).run("write add", tests=TESTS)
@@ -138,6 +176,19 @@ def test_the_time_limit_stops_a_hanging_test_run_promptly(make_lab):
     assert time.monotonic() - started < 4.0
     assert run.status == "timeout" and run.output is None
     assert sandbox_workers() == []  # the hanging worker was stopped
+
+
+def test_cancel_from_another_thread_stops_a_test_run_within_a_second(make_lab):
+    slow = "import time\n\ndef add(a, b):\n    time.sleep(30)\n"
+    agent = CodeWriterAgent(lab=make_lab(ScriptedModel([block(slow)])))
+    asked: list[float] = []
+    timer = threading.Timer(0.7, lambda: (asked.append(time.monotonic()), agent.cancel()))
+    timer.start()
+    run = agent.run("write add", tests=TESTS)
+    timer.join()
+    assert time.monotonic() - asked[0] < 1.0
+    assert run.status == "cancelled" and len(run.steps) == 1
+    assert sandbox_workers() == []
 
 
 def test_a_test_run_past_test_timeout_s_is_a_failure_the_model_sees(make_lab):
