@@ -1,35 +1,28 @@
 """``DataAnalysisAgent``: answers a question about DataFrames and workspace files with SQL.
 
-Why each part:
-
-- **A Database per run.** The run's tables (``data={"sales": df, "costs": "costs.csv"}``) are
-  registered on a read-only DuckDB ``Database`` opened for the run and closed when it ends, so
-  one run never sees another's tables; the schema and a few sample rows of each go into the
-  first prompt, which is what a model needs to write a query that runs.
-- **Every query is an audited tool call.** ``run_sql`` (and ``list_tables``,
-  ``describe_table``) are per-run ``Tool``s sent through the Lab's Safety Guard like any
-  agent tool. A model without tool calling answers with a fenced ```` ```sql ```` block:
-  ``SqlBlocks`` (a ``ToolMode``) turns that block into the same ``run_sql`` call, so it is
-  checked and audited the same way, and shows the model the result as a user message. A SQL
-  error or a refused statement goes back as an observation, within ``max_repairs``.
-- **The narrative is checked against the result.** The answer text is the narrative; each
-  number in it must be in the result frame (rounded as written, or as a percentage), in the
-  question or in the SQL. A narrative with another number is sent back once to be rewritten,
-  then accepted with those numbers in ``unsupported_numbers``.
-- **The result is data.** ``AnalysisResult`` serialises its frame as columns, dtypes and
-  records, and its chart as a ``ChartSpec``, so ``run.model_dump_json()`` round-trips and
-  ``AnalysisResult.model_validate(reloaded.output)`` gives the frame and the chart back.
+- **A Database per run**: the run's tables (``data={"sales": df, "costs": "costs.csv"}``) on
+  a read-only DuckDB opened for the run and closed after it; each schema and a few sample rows
+  go into the first prompt, so the first query can use real column names.
+- **Every query is an audited tool call**: ``run_sql`` is a per-run ``Tool`` sent through the
+  Lab's Safety Guard. A fenced ```` ```sql ```` block (models without tool calling) becomes
+  the same call through ``SqlBlocks``, a ``ToolMode``. Errors and refusals go back to the
+  model as observations, within ``max_repairs``.
+- **The narrative is checked**: each number in it must be in the result frame (as rounded, or
+  as a percentage), the question or the SQL; otherwise it is rewritten once, then flagged.
+- **The result is data**: ``AnalysisResult`` keeps its frame as columns, dtypes and records and
+  its chart as a ``ChartSpec``, so a run's JSON reloads with its frame and chart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
 import os
 import re
 import uuid
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,13 +34,14 @@ from pydantic_core import to_jsonable_python
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.charts import ChartSpec, build_chart, choose_chart
 from aillm_lab.agents.modes import NativeTools, ToolMode, Verdict
-from aillm_lab.agents.run import AgentRun
+from aillm_lab.agents.run import AgentEvent, AgentRun
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
 from aillm_lab.llm.types import Completion, Message, ToolCall, ToolSpec
 from aillm_lab.runtime import sync_twin
 from aillm_lab.tools.base import RiskLevel, Tool
 from aillm_lab.tools.database import Database, to_text
+from aillm_lab.tools.scan import scan_injection, wrap_as_data
 from aillm_lab.tools.toolbox import Toolbox
 
 if TYPE_CHECKING:
@@ -95,6 +89,7 @@ UNSUPPORTED = (
 SQL_TOOL = "run_sql"
 _BLOCK_ID = "sqlblock-"  # call ids of queries sent as fenced blocks (no native tool call)
 _SAMPLE_ROWS = 3
+_KEPT_RUNS = 16  # runs whose DataFrames an agent keeps (by reference) so they can be forked
 
 
 class AnalysisResult(BaseModel):
@@ -201,14 +196,19 @@ class DataAnalysisAgent(Agent):
         ``DatabaseError`` (a missing or unreadable file, a bad table name).
         """
         sources = self._check_data(data)
-        inputs = {name: ({"kind": "dataframe", "rows": len(src),
-                          "columns": [str(c) for c in src.columns]}
-                         if isinstance(src, pd.DataFrame) else {"kind": "file", "path": src})
-                  for name, src in sources.items()}
-        run = AgentRun(task=question, inputs={"data": inputs})
-        return await self.runner.arun(self._analyse(run, sources, None, None))
+        return await self.runner.arun(self._analyse(_new_run(question, sources), sources,
+                                                    None, None))
+
+    async def astream(self, question: str, data: Mapping[str, DataSource] | None = None
+                      ) -> AsyncIterator[AgentEvent]:
+        """Events as they happen; the last one is ``final`` and carries the ``AgentRun``."""
+        sources = self._check_data(data)
+        run = _new_run(question, sources)
+        async for event in self.runner.aiterate(lambda: self._stream(run, sources)):
+            yield event
 
     run = sync_twin(arun)
+    stream = sync_twin(astream)
 
     # -- hooks -----------------------------------------------------------------------------
     def initial_messages(self, run: AgentRun, memories: list[str]) -> list[Message]:
@@ -250,9 +250,9 @@ class DataAnalysisAgent(Agent):
                                                     history))
 
     # -- one run's database ----------------------------------------------------------------
-    async def _analyse(self, run: AgentRun, sources: dict[str, Any], model: ModelArg,
-                       history: list[Message] | None) -> AgentRun:
-        """Open the run's Database, register its tables, run the loop, close it."""
+    @contextlib.asynccontextmanager
+    async def _tables(self, run: AgentRun, sources: dict[str, Any]) -> AsyncIterator[None]:
+        """The run's Database with its tables registered, for as long as the run lasts."""
         lab = self.lab
         db = Database(lab.tools.workspace, lab.settings.safety.sql)
         try:
@@ -261,16 +261,29 @@ class DataAnalysisAgent(Agent):
                     db.register(name, src)
                 else:
                     db.register_file(name, src)
-            state = _RunData(db, await _describe_tables(db, sources))
+            state = _RunData(db, _as_data(lab, await _describe_tables(db, sources)))
             state.tools = AgentTools(lab, [*_sql_tools(state), *self._extra_tools])
             self._runs[run.id] = state
             frames = {n: s for n, s in sources.items() if isinstance(s, pd.DataFrame)}
             if frames:
                 self._frames[run.id] = frames
-            return await super()._launch(run, model, history)
+                while len(self._frames) > _KEPT_RUNS:
+                    self._frames.pop(next(iter(self._frames)))
+            yield
         finally:
             self._runs.pop(run.id, None)
             await db.aclose()
+
+    async def _analyse(self, run: AgentRun, sources: dict[str, Any], model: ModelArg,
+                       history: list[Message] | None) -> AgentRun:
+        async with self._tables(run, sources):
+            return await super()._launch(run, model, history)
+
+    async def _stream(self, run: AgentRun, sources: dict[str, Any]
+                      ) -> AsyncIterator[AgentEvent]:
+        async with self._tables(run, sources):
+            async for event in self._events(self._start(run, self.model, None)):
+                yield event
 
     def _check_data(self, data: Mapping[str, DataSource] | None) -> dict[str, Any]:
         """Names to DataFrames, or to paths relative to the workspace (checked there)."""
@@ -308,8 +321,6 @@ class DataAnalysisAgent(Agent):
                 raise ConfigError(f"run {origin} queried a DataFrame {name!r} this agent does "
                                   f"not hold (the run was reloaded or made by another "
                                   f"agent); run it again with data=", fields=("data",))
-        if frames:
-            self._frames[run.id] = frames
         return sources
 
 
@@ -373,8 +384,7 @@ def unsupported_numbers(text: str, frame: pd.DataFrame, *, also: Sequence[str] =
                    | {n for part in also for n in _plain_numbers(part)})
     found: list[str] = []
     for match in _NUMBER.finditer(_LIST_MARKER.sub("", text)):
-        decimals = len(match["dec"] or "")
-        value = float(match["int"].replace(",", "") + (f".{match['dec']}" if decimals else ""))
+        value, decimals = _value(match), len(match["dec"] or "")
         scale = _SCALES.get((match["scale"] or "").lower(), 1.0)
         half = 0.5 * 10.0 ** -decimals
         candidates = [(value * scale, half * scale)]
@@ -396,18 +406,19 @@ def _frame_numbers(frame: pd.DataFrame) -> set[float]:
     for name in frame.columns:
         column = frame[name].dropna()
         numbers.update(_plain_numbers(str(name)))
-        if (pd.api.types.is_numeric_dtype(column)
-                and not pd.api.types.is_bool_dtype(column)):
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
             numbers.update(abs(float(v)) for v in column if math.isfinite(float(v)))
         else:
-            for v in column:
-                numbers.update(_plain_numbers(str(v)))
+            numbers.update(n for v in column for n in _plain_numbers(str(v)))
     return numbers
 
 
 def _plain_numbers(text: str) -> set[float]:
-    return {float(m["int"].replace(",", "") + (f".{m['dec']}" if m["dec"] else ""))
-            for m in _NUMBER.finditer(text)}
+    return {_value(m) for m in _NUMBER.finditer(text)}
+
+
+def _value(match: re.Match[str]) -> float:
+    return float(match["int"].replace(",", "") + (f".{match['dec']}" if match["dec"] else ""))
 
 
 # -- the frame as JSON -----------------------------------------------------------------------
@@ -433,9 +444,8 @@ def frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def _cell(value: Any) -> Any:
-    if value is None or value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or value is pd.NaT or value is pd.NA or (
+            isinstance(value, float) and math.isnan(value)):
         return None
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
@@ -490,6 +500,24 @@ async def _describe_tables(db: Database, sources: Mapping[str, Any]) -> str:
                                                          columns["column_type"], strict=True)),
             sample=to_text(sample, max_rows=_SAMPLE_ROWS).rsplit("\n", 1)[0]))
     return "\n\n".join(parts)
+
+
+def _new_run(question: str, sources: Mapping[str, Any]) -> AgentRun:
+    """A run whose ``inputs`` say what each table was (JSON: a DataFrame's shape, a path)."""
+    data = {name: ({"kind": "dataframe", "rows": len(src),
+                    "columns": [str(c) for c in src.columns]}
+                   if isinstance(src, pd.DataFrame) else {"kind": "file", "path": src})
+            for name, src in sources.items()}
+    return AgentRun(task=question, inputs={"data": data})
+
+
+def _as_data(lab: Lab, text: str) -> str:
+    """Sample rows are read from files: redacted and fenced like any tool output."""
+    guard = lab.tools.guard
+    if guard.policy.output.redact_secrets:
+        text = guard.redactor.redact(text)
+    markers = scan_injection(text) if guard.policy.output.scan_injection else []
+    return wrap_as_data(text, "describe_table", markers) if markers else text
 
 
 def _cut(text: str, limit: int = 50) -> str:
