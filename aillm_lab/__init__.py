@@ -36,6 +36,11 @@ _EXPORTS: dict[str, str] = {
     "AgentRun": "aillm_lab.agents.run",
     "AgentStep": "aillm_lab.agents.run",
     "AgentEvent": "aillm_lab.agents.run",
+    "CodeWriterAgent": "aillm_lab.agents.code_writer",
+    "CodeResult": "aillm_lab.agents.code_writer",
+    "CodeIteration": "aillm_lab.agents.code_writer",
+    "DataAnalysisAgent": "aillm_lab.agents.data_analysis",
+    "AnalysisResult": "aillm_lab.agents.data_analysis",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -113,6 +118,8 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from aillm_lab.agents.base import Agent
+    from aillm_lab.agents.code_writer import CodeIteration, CodeResult, CodeWriterAgent
+    from aillm_lab.agents.data_analysis import AnalysisResult, DataAnalysisAgent
     from aillm_lab.agents.react import ReActAgent
     from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
     from aillm_lab.config import LabSettings, ModelLimits

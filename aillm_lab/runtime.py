@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import functools
 import inspect
 import logging
@@ -67,6 +68,12 @@ class LoopRunner:
         """Register an async cleanup that runs on the loop when the runner closes."""
         self.loop  # noqa: B018 - closers belong to the loop that is current now
         self._closers.append(closer)
+
+    def off_close(self, closer: Closer) -> None:
+        """Forget a cleanup registered with ``on_close`` (its owner closed first), so a
+        long-lived runner does not keep every closed object alive until it closes."""
+        with contextlib.suppress(ValueError):
+            self._closers.remove(closer)
 
     def close(self, timeout: float = 10.0) -> None:
         """Close resources, cancel tasks, stop the loop and join the thread; idempotent."""

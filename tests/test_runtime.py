@@ -670,3 +670,20 @@ def test_an_error_raised_by_the_coroutine_reaches_the_caller_at_once(runner, mon
     with pytest.raises(ValueError, match="boom"):
         runner.run(boom())
     assert time.monotonic() - start < 15, "an error must not wait out the cancel grace"
+
+
+def test_off_close_forgets_a_cleanup_so_closed_owners_are_not_kept(runner: LoopRunner) -> None:
+    ran: list[str] = []
+
+    async def first() -> None:
+        ran.append("first")
+
+    async def second() -> None:
+        ran.append("second")
+
+    runner.on_close(first)
+    runner.on_close(second)
+    runner.off_close(first)
+    runner.off_close(first)  # twice is harmless
+    runner.close()
+    assert ran == ["second"]

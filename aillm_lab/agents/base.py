@@ -337,7 +337,10 @@ class Agent:
                 live.run.output = verdict.output
                 return True
             step.observations.append(Message.user(verdict.repair))
-            live.failed(verdict.repair)
+            if verdict.failed:
+                live.failed(verdict.repair)
+            else:
+                live.failures = 0
             return False
         for call in calls:
             live.send(AgentEvent(type="tool_call", step=step.index, tool_call=call))

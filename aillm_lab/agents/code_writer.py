@@ -10,9 +10,9 @@ prompt. Without ``tests=`` the first step asks the model for tests; they are kep
 
 After every iteration ``run.output`` holds the ``CodeResult`` so far, so a run stopped by
 ``max_steps``, the budget or the time limit still returns its last code with
-``passed=False``. Each step that does not end the run (the tests, a failing iteration, a
-reply without code) counts as a repair in the base loop, so ``max_repairs`` defaults to
-``max_steps``: the step limit ends a run whose tests keep failing (status ``max_steps``).
+``passed=False``. The tests step and a failing iteration are progress, not mistakes
+(``Verdict(failed=False)``), so they do not count towards ``max_repairs``: the step limit
+ends a run whose tests keep failing (status ``max_steps``); replies without code do count.
 """
 
 from __future__ import annotations
@@ -133,8 +133,7 @@ class CodeWriterAgent(Agent):
                  max_steps: int = 10, max_cost_usd: float | None = None,
                  max_seconds: float | None = None, output: type[BaseModel] | None = None,
                  memory: LongTermMemory | bool | None = None, *, save_to: str | None = None,
-                 test_timeout_s: float = 30.0, max_repairs: int | None = None,
-                 params: GenerationParams | dict[str, Any] | None = None,
+                 test_timeout_s: float = 30.0, params: GenerationParams | dict[str, Any] | None = None,
                  **options: Any) -> None:
         if output is not None and output is not CodeResult:
             raise ConfigError(f"output={getattr(output, '__name__', output)!r}: a "
@@ -146,7 +145,6 @@ class CodeWriterAgent(Agent):
         if not test_timeout_s > 0:
             raise ValueError(f"test_timeout_s={test_timeout_s}: give a positive number")
         super().__init__(tools, model, lab, max_steps, max_cost_usd, max_seconds, None, memory,
-                         max_repairs=max_steps if max_repairs is None else max_repairs,
                          params=(params if isinstance(params, GenerationParams)
                                  else {"max_tokens": 2048, **(params or {})}), **options)
         self.save_to, self.test_timeout_s = save_to, test_timeout_s
@@ -213,7 +211,8 @@ class CodeWriterAgent(Agent):
         run.output = result  # a run stopped later still returns its last try
         if not iteration.passed:
             return Verdict(repair=TESTS_FAILED.format(
-                iteration=iteration.iteration, output=_clip(iteration.test_output)))
+                iteration=iteration.iteration, output=_clip(iteration.test_output)),
+                failed=False)
         if self.save_to is not None:
             await self._save(run, result)
         return Verdict(output=result)
@@ -229,7 +228,7 @@ class CodeWriterAgent(Agent):
             return Verdict(repair=BAD_TESTS.format(problem=problem))
         state.tests, state.generated = source, True
         run.inputs.update(tests=source, tests_generated=True)
-        return Verdict(repair=WRITE_CODE)
+        return Verdict(repair=WRITE_CODE, failed=False)
 
     async def _test(self, run: AgentRun, state: _RunState, code: str,
                     step: int) -> CodeIteration:

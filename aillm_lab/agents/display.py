@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import html
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aillm_lab.agents.run import AgentRun, AgentStep
+    from aillm_lab.tools.base import ToolResult
 
 _LIMIT = 2_000  # characters of one message or result shown before it is cut
 
@@ -34,9 +35,9 @@ def render_text(run: AgentRun) -> str:
     for s in run.steps:
         mark = " (replayed)" if s.replayed else ""
         lines.append(f"step {s.index}{mark}: {s.text[:200]!r}")
-        for call, result in zip(s.tool_calls, s.tool_results, strict=False):
+        for name, arguments, result in _calls(s):
             ok = "ok" if result.ok else "failed"
-            lines.append(f"  {call.name}({json.dumps(call.arguments)}) -> {ok}: "
+            lines.append(f"  {name}({json.dumps(arguments, default=str)}) -> {ok}: "
                          f"{result.content[:200]!r}")
     if run.error:
         lines.append(f"error: {run.error}")
@@ -54,15 +55,27 @@ def _step_html(step: AgentStep) -> str:
              for m in step.messages[-3:]]
     if step.text:
         parts.append(f"<div><b>answer</b>: <pre>{_esc(step.text)}</pre></div>")
-    for call, result in zip(step.tool_calls, step.tool_results, strict=False):
+    for name, arguments, result in _calls(step):
         colour = "#2e7d32" if result.ok else "#c62828"
-        parts.append(f"<div><code>{html.escape(call.name)}"
-                     f"({_esc(json.dumps(call.arguments, default=str))})</code> → "
+        parts.append(f"<div><code>{html.escape(name)}"
+                     f"({_esc(json.dumps(arguments, default=str))})</code> → "
                      f"<span style='color:{colour}'>{'ok' if result.ok else 'failed'}</span>"
                      f"<pre>{_esc(result.content)}</pre></div>")
     if step.error:
         parts.append(f"<div style='color:#c62828'>{_esc(step.error)}</div>")
     return f"<details><summary>{html.escape(summary)}</summary>{''.join(parts)}</details>"
+
+
+def _calls(step: AgentStep) -> list[tuple[str, dict[str, Any], ToolResult]]:
+    """Each result with the call it answers, matched by id: a tool mode may run calls the
+    completion does not list (a fenced SQL block), which still show, by the result's name."""
+    calls = {c.id: c for c in step.tool_calls}
+    shown = []
+    for result in step.tool_results:
+        call = calls.get(result.call_id or "")
+        shown.append((call.name, call.arguments, result) if call is not None
+                     else (result.name, {}, result))
+    return shown
 
 
 def _stats(run: AgentRun) -> str:

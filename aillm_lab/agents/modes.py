@@ -39,7 +39,13 @@ class NativeTools:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A judged answer: the run's ``output``, or the ``repair`` hint sent back instead."""
+    """A judged answer: the run's ``output``, or the ``repair`` hint sent back instead.
+
+    ``failed=False`` marks a hint that is progress, not a mistake (the tests a CodeWriter
+    asked for, the next failing iteration): it goes back to the model without counting
+    towards ``max_repairs``.
+    """
 
     output: Any = None
     repair: str | None = None
+    failed: bool = True

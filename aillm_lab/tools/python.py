@@ -336,6 +336,7 @@ class PythonSandbox(Lifecycle):
         if self._closed:
             return
         self._closed = True
+        self.runner.off_close(self.aclose)  # closed now: the runner need not keep us
         await self.runner.arun(self._kill())
         self._remove_dirs()
 

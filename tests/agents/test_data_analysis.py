@@ -69,6 +69,8 @@ def test_the_frame_equals_what_pandas_computes_for_the_same_question(make_lab, s
     shown = model.requests[1].messages[-1]
     assert shown.role == "user" and "Result of your SQL query" in shown.text
     assert "180" in shown.text and all(m.role != "tool" for m in model.requests[1].messages)
+    # the notebook and text views show the block's query result, though no call was listed
+    assert "run_sql" in str(run) and "run_sql" in run._repr_html_()
 
 
 def test_the_prompt_shows_each_table_schema_and_sample_rows(make_lab, sales):

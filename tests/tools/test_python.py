@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 import aillm_lab.tools.python as sandbox_module
 from aillm_lab.errors import SafetyViolation, ToolError
-from aillm_lab.runtime import get_runner
+from aillm_lab.runtime import LoopRunner, get_runner
 from aillm_lab.tools.base import RiskLevel
 from aillm_lab.tools.policy import CodePolicy
 from aillm_lab.tools.python import PythonSandbox, SandboxResult, SandboxUnavailable
@@ -269,3 +269,15 @@ def test_a_folder_already_over_the_quota_may_shrink_but_not_grow(tmp_path: Path)
         shrunk = box.run("import os\nos.remove('big.bin')\nopen('small.txt', 'w').write('x')")
         assert shrunk.ok, shrunk.to_text()
         assert [f.name for f in (tmp_path).iterdir()] == ["small.txt"]
+
+
+def test_a_closed_sandbox_is_no_longer_kept_by_the_runner(runner: LoopRunner) -> None:
+    import gc
+    import weakref
+
+    box = PythonSandbox(runner=runner)
+    box.close()
+    ref = weakref.ref(box)
+    del box
+    gc.collect()
+    assert ref() is None  # the runner's close hook no longer holds it
