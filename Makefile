@@ -28,8 +28,17 @@ test: models
 lab: models
 	$(BIN)/jupyter lab notebooks/
 
-bench: models
+bench: models bench-peers
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+# The peer frameworks for benchmarks/bench_agents.py, in their own folder (never in the venv).
+bench-peers: .bench-peers/.installed
+
+.bench-peers/.installed: benchmarks/requirements-peers.txt | install
+	rm -rf .bench-peers
+	$(BIN)/python -m pip install --quiet --target .bench-peers \
+		-r benchmarks/requirements-peers.txt && touch $@ || \
+		echo "peers not installed: bench_agents.py will show them as unavailable"
 
 lint: install
 	$(BIN)/ruff check aillm_lab tests benchmarks
