@@ -148,7 +148,10 @@ def ours(runs: int, warmup: int, *, guard: bool, door: str) -> dict[str, Any]:
         audit = lab.audit()
         audited = len(audit)
     lab.close()
+    import shutil
     from importlib.metadata import version
+
+    shutil.rmtree(home, ignore_errors=True)
 
     return {"version": version("aillm_lab"), "samples_ns": samples, "audit_rows": audited}
 
