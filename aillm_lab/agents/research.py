@@ -97,6 +97,9 @@ SEARCH_NONE = ("No passages found for {query!r} in {collections}. Try other word
 SEARCH_KNOWN = "[{label}] ({name}) is already listed above."
 SEARCH_OVER_BUDGET = "Passages were found but none fit the context budget."
 
+# What was searched before the first step: the trace shows it, and the model need not repeat it.
+SEARCHED = "Already searched: {queries}."
+
 # One line per search that failed before the first step (a policy that denies the tool).
 SEED_FAILED = "The search for {query!r} failed: {error}"
 
@@ -220,6 +223,9 @@ class ResearchAgent(Agent):
         hits become sources ``[1]..[n]``."""
         session = self._session(run)
         system = self.instructions()
+        if session.seed_queries:
+            system += "\n\n" + SEARCHED.format(
+                queries="; ".join(repr(q) for q in session.seed_queries))
         if session.notes:
             system += "\n\n" + "\n".join(session.notes)
         if not session.pending:
@@ -292,7 +298,8 @@ class ResearchAgent(Agent):
         """Search the question and its parts through the guard; hits wait for packing."""
         session.seeding = True
         try:
-            for i, query in enumerate(sub_questions(run.task, self.max_sub_questions)):
+            session.seed_queries = sub_questions(run.task, self.max_sub_questions)
+            for i, query in enumerate(session.seed_queries):
                 result = await session.tools.ainvoke(
                     ToolCall(id=f"seed-{i}", name=SEARCH_TOOL, arguments={"query": query}))
                 if not result.ok:
@@ -390,6 +397,7 @@ class _Session:
     web: bool
     tools: AgentTools = field(init=False)
     seeding: bool = False
+    seed_queries: list[str] = field(default_factory=list)
     seed_hits: list[list[ResearchSource]] = field(default_factory=list)
     pending: list[ResearchSource] = field(default_factory=list)
     book: dict[int, ResearchSource] = field(default_factory=dict)

@@ -21,6 +21,7 @@ from aillm_lab.agents.research import (
     ResearchAnswer,
     sub_questions,
 )
+from aillm_lab.rag.context import ContextManager
 from aillm_lab.rag.retriever import Knowledge
 from aillm_lab.testing import HashingEmbedder, ScriptedModel
 
@@ -121,6 +122,8 @@ def test_each_part_of_a_question_is_searched_and_both_parts_are_cited(make_lab, 
     assert sub_questions(question) == [question, "What does error E4012 mean?",
                                        "Where do kittens sleep?"]
     assert len(lab.audit()) == 3  # the whole question and each part
+    assert "Already searched: 'What does error E4012 mean? Where do kittens sleep?'; " \
+        "'What does error E4012 mean?'; 'Where do kittens sleep?'." in run.steps[0].messages[0].text
     assert {Path(s.source).name for s in run.output.sources} == {"e4012.md", "cats.md"}
 
 
@@ -191,6 +194,36 @@ def test_with_nothing_retrieved_an_invented_answer_becomes_not_found(make_lab, d
     assert run.status == "completed"
     assert run.output.text == NOT_FOUND and not run.output.found and run.output.sources == []
     assert "No sources are listed yet" in model.requests[0].messages[0].text
+
+
+def test_the_sources_are_packed_into_the_context_budget(make_lab, docs):
+    model = script(lambda messages: f"Quota [{label_of(messages, 'quota')}].")
+    lab = ingested(make_lab, docs, model)
+    run = ResearchAgent(lab=lab, context_tokens=260).run("What does error E4012 mean?")
+    kept = labels(run.steps[0].messages[0].text)
+    assert 1 <= len(kept) < len(CORPUS) and kept == list(range(1, len(kept) + 1))
+    budget = ContextManager(budget_tokens=260)
+    assert budget.count(run.steps[0].messages) <= 260
+    assert run.output.sources[0].source.endswith("e4012.md")  # the best hit stayed
+
+
+def test_a_question_too_long_for_the_context_budget_is_a_clear_run_error(make_lab, docs):
+    model = ScriptedModel(["never asked"])
+    lab = ingested(make_lab, docs, model)
+    run = ResearchAgent(lab=lab, context_tokens=64).run("Why? " * 100)
+    assert run.status == "error" and "ContextOverflow" in run.error
+    assert "raise budget_tokens" in run.error and model.requests == []
+
+
+def test_a_streamed_run_searches_through_the_model_and_ends_with_an_answer(make_lab, docs):
+    model = script(call("search_knowledge", query="kittens sleep"),
+                   lambda messages: f"In warm places [{label_of(messages, 'Kittens')}].")
+    lab = ingested(make_lab, docs, model)
+    events = list(ResearchAgent(lab=lab).stream("Where do kittens sleep?"))
+    assert [e.tool_call.name for e in events if e.type == "tool_call"] == ["search_knowledge"]
+    final = events[-1].run
+    assert final.status == "completed" and final.output.sources[0].source.endswith("cats.md")
+    assert "No sources are listed yet" in final.steps[0].messages[0].text
 
 
 def test_sync_run_works_inside_a_running_event_loop(make_lab, docs):
