@@ -176,7 +176,12 @@ class ResearchAgent(Agent):
                               "list of tools, not a Toolbox", fields=("tools",))
         if not isinstance(web, bool):
             raise ConfigError(f"web={web!r}: give True or False", fields=("web",))
+        if mode not in ("dense", "sparse", "hybrid"):
+            raise ConfigError(f"mode={mode!r}: use 'hybrid', 'dense' or 'sparse'",
+                              fields=("mode",))
+        search_tokens = max(64, context_tokens // 2) if search_tokens is None else search_tokens
         for name, value, low in (("k", k, 1), ("context_tokens", context_tokens, 64),
+                                 ("search_tokens", search_tokens, 64),
                                  ("max_sub_questions", max_sub_questions, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"{name}={value!r}: give an integer >= {low}",
@@ -186,7 +191,7 @@ class ResearchAgent(Agent):
         self._extra_tools = list(tools or [])
         self.web, self._knowledge, self.k, self.mode = web, knowledge, k, mode
         self.context_tokens = context_tokens
-        self.search_tokens = search_tokens or max(64, context_tokens // 2)
+        self.search_tokens = search_tokens
         self.max_sub_questions = max_sub_questions
         self._sessions: dict[str, _Session] = {}
 

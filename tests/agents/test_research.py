@@ -287,6 +287,10 @@ def test_bad_constructor_arguments_are_refused(make_lab):
         ResearchAgent(lab=lab, output=al.AgentRun)
     with pytest.raises(al.ConfigError, match="k=0"):
         ResearchAgent(lab=lab, k=0)
+    with pytest.raises(al.ConfigError, match="search_tokens=10"):
+        ResearchAgent(lab=lab, search_tokens=10)
+    with pytest.raises(al.ConfigError, match="mode='fuzzy'"):
+        ResearchAgent(lab=lab, mode="fuzzy")
     with pytest.raises(al.ConfigError, match="not a Toolbox"):
         ResearchAgent(lab.tools, lab=lab)
 
