@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "CodeIteration": "aillm_lab.agents.code_writer",
     "DataAnalysisAgent": "aillm_lab.agents.data_analysis",
     "AnalysisResult": "aillm_lab.agents.data_analysis",
+    "ResearchAgent": "aillm_lab.agents.research",
+    "ResearchAnswer": "aillm_lab.agents.research",
+    "ResearchSource": "aillm_lab.agents.research",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -121,6 +124,7 @@ if TYPE_CHECKING:
     from aillm_lab.agents.code_writer import CodeIteration, CodeResult, CodeWriterAgent
     from aillm_lab.agents.data_analysis import AnalysisResult, DataAnalysisAgent
     from aillm_lab.agents.react import ReActAgent
+    from aillm_lab.agents.research import ResearchAgent, ResearchAnswer, ResearchSource
     from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
     from aillm_lab.config import LabSettings, ModelLimits
     from aillm_lab.core.lab import (

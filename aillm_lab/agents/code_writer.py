@@ -133,7 +133,8 @@ class CodeWriterAgent(Agent):
                  max_steps: int = 10, max_cost_usd: float | None = None,
                  max_seconds: float | None = None, output: type[BaseModel] | None = None,
                  memory: LongTermMemory | bool | None = None, *, save_to: str | None = None,
-                 test_timeout_s: float = 30.0, params: GenerationParams | dict[str, Any] | None = None,
+                 test_timeout_s: float = 30.0,
+                 params: GenerationParams | dict[str, Any] | None = None,
                  **options: Any) -> None:
         if output is not None and output is not CodeResult:
             raise ConfigError(f"output={getattr(output, '__name__', output)!r}: a "
