@@ -1,12 +1,12 @@
 """What the Safety Guard adds to a tool call: ``read_file`` bare vs through guard + audit.
 
-Every tool call an agent makes goes through ``SafetyGuard.run``: argument validation, the
+Every tool call an agent makes goes through ``SafetyGuard.call``: argument validation, the
 approval decision, the tool in an executor thread, rendering, secret redaction, the
 injection scan, the size cap and one audit row in ``lab.db``. This times the built-in
 ``read_file`` tool (a 1 kB file in a temporary workspace) per call, side by side:
 
 * bare function       ``FileTools.read_file(path)`` called directly (the baseline)
-* guard, no audit     ``await guard.run(tool, args)`` without an ``AuditLog``
+* guard, no audit     ``await guard.call(tool, args)`` without an ``AuditLog``
 * guard + audit, group commit (the default for a read): the row is buffered on the loop and
                       committed with the others within 0.1 s (on disk within a second)
 * guard + audit, commit per call (NORMAL): ``safety.audit.durable`` lists "read", so each
@@ -97,7 +97,7 @@ def bench_guard(runner: LoopRunner, guard: SafetyGuard, tool: Tool, n: int) -> l
         clock, out, args = time.perf_counter_ns, [], {"path": FILE}
         for _ in range(n):
             t = clock()
-            await guard.run(tool, args)
+            await guard.call(tool, args)
             out.append(clock() - t)
         return out
 

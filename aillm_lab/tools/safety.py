@@ -54,7 +54,8 @@ Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
 
 
 class SafetyGuard:
-    """Run tools under a ``SafetyPolicy``; ``run`` raises on refusal, ``invoke`` never does.
+    """Run tools under a ``SafetyPolicy``; ``call`` raises on refusal, ``invoke`` never does
+    (the same doors as ``Toolbox.call`` and ``Toolbox.invoke``).
 
     ``approver`` answers ``ask`` decisions (sync functions run in a thread, so a slow human
     never blocks the loop); ``secrets`` are exact values to hide from output and the audit.
@@ -77,7 +78,7 @@ class SafetyGuard:
             return approvals.by_tool[tool.name]
         return approvals.by_risk.get(tool.risk.value, "auto")
 
-    async def run(self, tool: Tool, arguments: dict[str, Any],
+    async def call(self, tool: Tool, arguments: dict[str, Any],
                   call_id: str | None = None) -> ToolResult:
         """The checked, rendered result; raises ``SafetyViolation`` (redacted) on refusal.
 
@@ -89,7 +90,7 @@ class SafetyGuard:
 
     async def invoke(self, tool: Tool, arguments: dict[str, Any],
                      call_id: str | None = None) -> ToolResult:
-        """Like ``run``, but refusals and errors come back as ``ToolResult(ok=False)``.
+        """Like ``call``, but refusals and errors come back as ``ToolResult(ok=False)``.
 
         This is the agents' door: the model reads ``content`` (the error) and can fix the
         call. Cancellation and ``KeyboardInterrupt`` still propagate.

@@ -112,7 +112,7 @@ class Toolbox(Lifecycle):
     # -- calls -----------------------------------------------------------------------------
     async def acall(self, name: str, /, **arguments: Any) -> ToolResult:
         """Run a tool through the guard; ``SafetyViolation`` or the tool's error propagates."""
-        return await self.runner.arun(self.guard.run(self.get(name), arguments))
+        return await self.runner.arun(self.guard.call(self.get(name), arguments))
 
     async def ainvoke(self, name: str, arguments: dict[str, Any],
                       call_id: str | None = None) -> ToolResult:

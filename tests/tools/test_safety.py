@@ -177,7 +177,7 @@ def test_sync_approver_runs_off_the_loop_thread(tmp_path: Path) -> None:
 
     async def main() -> int:
         guard = SafetyGuard(_ask_writes(), approver=approver)
-        await guard.run(_writer(tmp_path), {"name": "a.txt", "text": "x"})
+        await guard.call(_writer(tmp_path), {"name": "a.txt", "text": "x"})
         return threading.get_ident()
 
     loop_thread = asyncio.run(main())
@@ -222,7 +222,7 @@ def test_deny_policy_refuses_without_asking(tmp_path: Path) -> None:
     asked: list[ApprovalRequest] = []
     guard = SafetyGuard(policy, approver=lambda r: asked.append(r) or True)
     with pytest.raises(SafetyViolation) as info:
-        asyncio.run(guard.run(_writer(tmp_path), {"name": "d.txt", "text": "x"}))
+        asyncio.run(guard.call(_writer(tmp_path), {"name": "d.txt", "text": "x"}))
     assert info.value.rule == "approval.denied_by_policy"
     assert "by_tool['save_note']" in info.value.detail
     assert not asked and not (tmp_path / "d.txt").exists()
@@ -244,7 +244,7 @@ def test_by_tool_overrides_by_risk() -> None:
     policy.approvals.by_tool = {"echo": "auto"}
     guard = SafetyGuard(policy)
     assert guard.decision(echo) == "auto"
-    assert asyncio.run(guard.run(echo, {"text": "hi"})).content == "hi"
+    assert asyncio.run(guard.call(echo, {"text": "hi"})).content == "hi"
 
     @tool
     def other(text: str) -> str:
@@ -281,12 +281,12 @@ def broken(n: int) -> int:
     return 1 // n
 
 
-def test_domain_refusal_raises_from_run_and_is_a_result_from_invoke(tmp_path: Path) -> None:
+def test_domain_refusal_raises_from_call_and_is_a_result_from_invoke(tmp_path: Path) -> None:
     guard = SafetyGuard(audit=AuditLog(tmp_path / "lab.db"))
 
     async def main() -> tuple[Any, pd.DataFrame]:
         with pytest.raises(SafetyViolation, match="outside the workspace"):
-            await guard.run(guarded, {"path": "/etc/passwd"})
+            await guard.call(guarded, {"path": "/etc/passwd"})
         return await _run_and_audit(guard, guarded, {"path": "/etc/passwd"})
 
     result, audit = asyncio.run(main())
@@ -296,12 +296,12 @@ def test_domain_refusal_raises_from_run_and_is_a_result_from_invoke(tmp_path: Pa
     assert list(audit["rule"]) == ["path.outside", "path.outside"]
 
 
-def test_tool_exception_is_readable_from_invoke_and_raised_by_run(tmp_path: Path) -> None:
+def test_tool_exception_is_readable_from_invoke_and_raised_by_call(tmp_path: Path) -> None:
     guard = SafetyGuard(audit=AuditLog(tmp_path / "lab.db"))
 
     async def main() -> tuple[Any, pd.DataFrame]:
         with pytest.raises(ZeroDivisionError):
-            await guard.run(broken, {"n": 0})
+            await guard.call(broken, {"n": 0})
         return await _run_and_audit(guard, broken, {"n": 0})
 
     result, audit = asyncio.run(main())
@@ -484,10 +484,10 @@ def test_none_arguments_mean_no_arguments() -> None:
     def ping() -> str:
         return "pong"
 
-    assert asyncio.run(SafetyGuard().run(ping, None)).content == "pong"  # type: ignore[arg-type]
+    assert asyncio.run(SafetyGuard().call(ping, None)).content == "pong"  # type: ignore[arg-type]
 
 
-def test_a_refusal_raised_by_run_carries_no_secret() -> None:
+def test_a_refusal_raised_by_call_carries_no_secret() -> None:
     secret = "refusal-secret-Qw3Er5Ty"
 
     @tool
@@ -495,7 +495,7 @@ def test_a_refusal_raised_by_run_carries_no_secret() -> None:
         raise SafetyViolation("network.private_address", f"{url} is private; use a public host")
 
     with pytest.raises(SafetyViolation) as info:
-        asyncio.run(SafetyGuard(secrets=[secret]).run(strict, {"url": f"http://{secret}/"}))
+        asyncio.run(SafetyGuard(secrets=[secret]).call(strict, {"url": f"http://{secret}/"}))
     assert secret not in str(info.value) and secret not in info.value.detail
     assert info.value.rule == "network.private_address"
 
@@ -518,7 +518,7 @@ def test_errors_naming_a_secret_are_redacted_in_results_and_exceptions() -> None
     assert secret not in bad_arg.content and "[REDACTED:secret]" in bad_arg.content
     for args, t in (({"token": secret}, fails), ({"n": secret}, counts)):
         with pytest.raises(ToolError) as info:
-            asyncio.run(guard.run(t, args))
+            asyncio.run(guard.call(t, args))
         assert secret not in str(info.value) and info.value.__cause__ is None
 
 
