@@ -1,9 +1,10 @@
 """What the Safety Guard adds to a tool call: ``read_file`` bare vs through guard + audit.
 
 Every tool call an agent makes goes through ``SafetyGuard.call``: argument validation, the
-approval decision, the tool in an executor thread, rendering, secret redaction, the
-injection scan, the size cap and one audit row in ``lab.db``. This times the built-in
-``read_file`` tool (a 1 kB file in a temporary workspace) per call, side by side:
+approval decision, the tool (``read_file`` runs inline on the loop: a capped read costs
+less than a thread hop; tools that walk trees or write use a worker thread), rendering,
+secret redaction, the injection scan, the size cap and one audit row in ``lab.db``. This
+times the built-in ``read_file`` tool (a 1 kB file in a temporary workspace) per call, side by side:
 
 * bare function       ``FileTools.read_file(path)`` called directly (the baseline)
 * guard, no audit     ``await guard.call(tool, args)`` without an ``AuditLog``
@@ -225,7 +226,7 @@ def report(samples: dict[str, list[int]], audit_rows: int, calls: int, rounds: i
     lines += ["",
               f"guard + audit (group commit) adds (median - median bare): {added:.1f} µs per "
               f"call (mean - mean bare: {added_mean:.1f} µs)",
-              f"  of which the guard pipeline (validate, approve, executor hop, render, redact,"
+              f"  of which the guard pipeline (validate, approve, render, redact,"
               f" scan, cap): {no_audit - bare:.1f} µs, the buffered audit row: "
               f"{guarded - no_audit:.1f} µs",
               f"  a commit per call instead (NORMAL, what every call paid before): "

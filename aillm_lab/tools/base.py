@@ -63,7 +63,11 @@ class ToolResult(BaseModel):
 class Tool:
     """A validated, schema-described callable; call it with ``await tool.acall(args)``.
 
-    Sync functions run in an executor so they never block the runner loop.
+    Sync functions run in an executor so they never block the runner loop, unless
+    ``inline=True``: then they run on the loop itself. That is for functions that return in
+    well under a millisecond (arithmetic, a lookup, a read capped by policy): on a small VM
+    the thread hop alone costs more than 100 µs, more than such a function and the whole
+    Safety Guard around it, and a thread adds no parallelism to Python work under the GIL.
     ``approval_reason``, if given, is awaited before each call: a reason string makes the
     guard ask for approval even where the policy says ``auto`` (a shell without OS
     confinement), None lets the policy decide.
@@ -72,12 +76,14 @@ class Tool:
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None,
                  description: str | None = None, risk: RiskLevel | str = RiskLevel.READ,
                  max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
-                 approval_reason: Callable[[], Awaitable[str | None]] | None = None) -> None:
+                 approval_reason: Callable[[], Awaitable[str | None]] | None = None,
+                 inline: bool = False) -> None:
         if not callable(fn):
             raise ToolError(f"@tool needs a function, got {type(fn).__name__}")
         fn_name = getattr(fn, "__name__", type(fn).__name__)
         self.fn = fn
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.inline = inline
         self.risk = RiskLevel(risk)
         self.max_result_chars = max_result_chars
         self.approval_reason = approval_reason
@@ -121,6 +127,8 @@ class Tool:
         args = [kwargs.pop(p) for p in self._positional]  # ``def f(x, /)`` takes x by place
         if self.is_async:
             return await self.fn(*args, **kwargs)
+        if self.inline:
+            return self.fn(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.fn, *args, **kwargs))
 
@@ -143,16 +151,17 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None,
          risk: RiskLevel | str = RiskLevel.READ, max_result_chars: int = DEFAULT_MAX_RESULT_CHARS,
-         ) -> Callable[[Callable[..., Any]], Tool]: ...
+         inline: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, risk: RiskLevel | str = RiskLevel.READ,
-         max_result_chars: int = DEFAULT_MAX_RESULT_CHARS) -> Any:
-    """``@al.tool`` or ``@al.tool(risk="write")``: build a ``Tool`` from a typed function."""
+         max_result_chars: int = DEFAULT_MAX_RESULT_CHARS, inline: bool = False) -> Any:
+    """``@al.tool`` or ``@al.tool(risk="write")``: build a ``Tool`` from a typed function;
+    ``inline=True`` runs a fast sync function on the loop instead of a worker thread."""
     def wrap(f: Callable[..., Any]) -> Tool:
         return Tool(f, name=name, description=description, risk=risk,
-                    max_result_chars=max_result_chars)
+                    max_result_chars=max_result_chars, inline=inline)
     return wrap(fn) if fn is not None else wrap
 
 

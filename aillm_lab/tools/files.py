@@ -44,9 +44,12 @@ class _RegexTimeout(Exception):
 
 
 def file_tools(ws: Workspace) -> list[Tool]:
-    """The built-in file tools, bound to ``ws``."""
+    """The built-in file tools, bound to ``ws``. ``read_file`` runs on the loop (inline):
+    a read is capped at ``max_read_bytes`` (2 MB, a few ms at most), while the thread hop
+    would cost more than a typical small read; tools that walk trees or write keep the
+    worker thread."""
     ft = FileTools(ws)
-    return [Tool(ft.read_file), Tool(ft.write_file, risk=RiskLevel.WRITE),
+    return [Tool(ft.read_file, inline=True), Tool(ft.write_file, risk=RiskLevel.WRITE),
             Tool(ft.append_file, risk=RiskLevel.WRITE), Tool(ft.list_dir),
             Tool(ft.glob_files), Tool(ft.search_text), Tool(ft.diff_preview)]
 

@@ -286,3 +286,27 @@ def test_tool_specs_refuses_what_it_cannot_send_and_says_what_it_takes(
 def test_a_spec_cannot_be_registered_since_it_has_nothing_to_run() -> None:
     with pytest.raises(ToolError, match="register the function"):
         ToolRegistry().add(search.spec)  # type: ignore[arg-type]
+
+
+def test_an_inline_tool_runs_on_the_loop_and_a_plain_sync_tool_in_a_worker_thread() -> None:
+    def where() -> str:
+        """Name the thread this runs on."""
+        return threading.current_thread().name
+
+    async def main() -> tuple[str, str, str]:
+        loop_thread = threading.current_thread().name
+        inline = await tool(inline=True)(where).acall({})
+        threaded = await tool(where).acall({})
+        return loop_thread, inline, threaded
+
+    loop_thread, inline, threaded = asyncio.run(main())
+    assert inline == loop_thread and threaded != loop_thread
+
+
+def test_the_built_in_read_file_is_inline_and_the_tree_walkers_are_not(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from aillm_lab.tools.files import file_tools
+    from aillm_lab.tools.paths import Workspace
+
+    inline = {t.name: t.inline for t in file_tools(Workspace(tmp_path))}
+    assert inline["read_file"] is True
+    assert not any(inline[n] for n in ("write_file", "glob_files", "search_text", "list_dir"))
