@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,3 +46,20 @@ def module_runner() -> Iterator[LoopRunner]:
         yield runner
     finally:
         runner.close()
+
+
+@pytest.fixture
+def make_lab(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """``make_lab(model, **settings)``: a Lab on its own home, closed after the test."""
+    import aillm_lab as al
+
+    labs: list[al.Lab] = []
+
+    def make(model: Any = None, **settings: Any) -> al.Lab:
+        lab = al.Lab(home=tmp_path / "home", model=model, **settings)
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()
