@@ -16,8 +16,8 @@ without tool calls a final answer? async, so it may run tests or queries) and
 ``tools_for(run)`` (a run's own tools, e.g. over the data it was given). A subclass whose
 ``arun`` takes more arguments (``tests=``, ``data=``) puts them in ``run.inputs``, starts the
 run with ``_launch(run)`` and derives its own ``run = sync_twin(arun)``.
-How tool calls travel is a ``ToolMode``: native tool calling today; a text protocol for models
-without it plugs in at the same place.
+How tool calls travel is a ``ToolMode``, picked per run for its model: native tool calling
+where the model has it, else the text protocol (``TextTools``).
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ ModelArg = str | Any | None  # a "provider:model" string or a Model
 Emit = Callable[[AgentEvent], None]
 log = logging.getLogger(__name__)
 _END = object()
+REPEAT_RULE = "agent.repeat"  # the rule a repeated call is refused under (see allow_repeats)
 
 
 class Agent:
@@ -68,6 +69,11 @@ class Agent:
     (the model submits it through a ``final_answer`` tool). ``memory``: a
     ``LongTermMemory`` (or True for ``lab.memory``) recalled into the context first.
     ``max_repairs``: failed calls or answers in a row before the run ends with ``error``.
+    ``allow_repeats``: run a call identical to an earlier one (same tool and arguments) again;
+    off by default, because a model that repeats itself is stuck (small models loop on the
+    same call until ``max_steps``): the repeat gets the earlier result back with a note
+    instead, and counts as a failed call. Turn it on for tools whose answers change
+    (a clock, a status to poll).
     """
 
     system_prompt: str = prompts.REACT_SYSTEM
@@ -77,7 +83,8 @@ class Agent:
                  max_seconds: float | None = None, output: type[BaseModel] | None = None,
                  memory: LongTermMemory | bool | None = None, *, system: str | None = None,
                  max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
-                 tool_mode: ToolMode | None = None, save: bool = True) -> None:
+                 tool_mode: ToolMode | None = None, save: bool = True,
+                 allow_repeats: bool = False) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps}: give at least 1")
         if max_cost_usd is not None and max_cost_usd < 0:
@@ -92,7 +99,7 @@ class Agent:
         self.params = (params if isinstance(params, GenerationParams)
                        else GenerationParams(**{"max_tokens": 1024, **(params or {})}))
         self.tool_mode: ToolMode = tool_mode or NativeTools()
-        self.save = save
+        self.save, self.allow_repeats = save, allow_repeats
         self.tools = AgentTools(self.lab, tools)
         if output is not None:
             self.tools.add_spec(ToolSpec(name=FINAL_TOOL, parameters=json_schema(output),
@@ -208,7 +215,8 @@ class Agent:
         run.agent, run.model = type(self).__name__, resolved.id
         remember_agent(run, self)
         self.last_run = run
-        return _Live(run, resolved, history, self.runner.loop, emit)
+        return _Live(run, resolved, self.tool_mode.for_model(resolved), history,
+                     self.runner.loop, emit)
 
     async def _supervise(self, live: _Live) -> AgentRun:
         """Run the body under the limits; always returns the run, except when cancelled
@@ -313,12 +321,13 @@ class Agent:
                 messages = step.history()
 
     async def _call_model(self, live: _Live, step: AgentStep) -> Completion:
-        messages, tools = self.tool_mode.request(step.messages,
+        messages, tools = live.mode.request(step.messages,
                                                  self.tools_for(live.run).specs())
+        params = self._params_for(live.run)
         if live.emit is None:
-            return await live.model.complete(messages, tools=tools, params=self.params)
+            return await live.model.complete(messages, tools=tools, params=params)
         completion: Completion | None = None
-        async for event in live.model.stream(messages, tools=tools, params=self.params):
+        async for event in live.model.stream(messages, tools=tools, params=params):
             if event.type == "text" and event.text:
                 live.send(AgentEvent(type="token", step=step.index, text=event.text))
             elif event.type == "done":
@@ -327,10 +336,25 @@ class Agent:
             raise RuntimeError(f"{live.model.id} ended its stream without a completion")
         return completion
 
+    def _params_for(self, run: AgentRun) -> GenerationParams:
+        """The step's generation settings. ``tool_choice="required"`` holds until a tool has
+        run, then turns to ``"auto"`` so the model can answer (as the OpenAI Agents SDK's
+        ``reset_tool_choice`` does); with ``output=`` it holds throughout, since the answer
+        is itself a tool call. A model whose last turn only repeated earlier calls is stuck:
+        its next turn may call no tool, so it answers from what it has."""
+        last = run.steps[-2] if len(run.steps) > 1 else None  # [-1] is the step being made
+        if (last is not None and self.output is None and last.tool_results
+                and all(r.rule == REPEAT_RULE for r in last.tool_results)):
+            return self.params.model_copy(update={"tool_choice": "none"})
+        if (self.params.tool_choice == "required" and self.output is None
+                and any(r.ok for s in run.steps for r in s.tool_results)):
+            return self.params.model_copy(update={"tool_choice": "auto"})
+        return self.params
+
     async def _observe(self, live: _Live, step: AgentStep, completion: Completion) -> bool:
         """Act on one answer: run its tool calls, or judge it as the final answer. True when
         the run is done; failures are counted so repairs stay bounded."""
-        calls = self.tool_mode.calls(completion)
+        calls = live.mode.calls(completion)
         if not calls:
             verdict = await self.acheck_answer(live.run, completion.text)
             if verdict.repair is None:
@@ -348,8 +372,13 @@ class Agent:
 
         async def one(call: ToolCall) -> ToolResult:
             nonlocal final
+            earlier = None if self.allow_repeats else _earlier(live.run, call)
             if call.name == FINAL_TOOL and self.output is not None:
                 final, result = _final_answer(call, self.output)
+            elif earlier is not None:
+                text = prompts.REPEATED.format(tool=call.name, result=earlier.content)
+                result = ToolResult(name=call.name, call_id=call.id, ok=False, content=text,
+                                    error=text, rule=REPEAT_RULE)
             else:
                 result = await self.tools_for(live.run).ainvoke(call)
                 result = result.model_copy(update={"value": None})  # the trace is redacted
@@ -386,9 +415,11 @@ class Agent:
 class _Live:
     """One run in flight: its trace, model, event sink, body task and repair count."""
 
-    def __init__(self, run: AgentRun, model: Model, history: list[Message] | None,
-                 loop: asyncio.AbstractEventLoop, emit: Emit | None) -> None:
-        self.run, self.model, self.history, self.loop, self.emit = run, model, history, loop, emit
+    def __init__(self, run: AgentRun, model: Model, mode: ToolMode,
+                 history: list[Message] | None, loop: asyncio.AbstractEventLoop,
+                 emit: Emit | None) -> None:
+        self.run, self.model, self.mode, self.history = run, model, mode, history
+        self.loop, self.emit = loop, emit
         self.task: asyncio.Future[None] | None = None
         self.cancel_requested = False
         self.failures = 0
@@ -413,6 +444,16 @@ def _final_answer(call: ToolCall, output: type[BaseModel]) -> tuple[Verdict, Too
                                                 content=text, error=text)
     return Verdict(output=value), ToolResult(name=call.name, call_id=call.id,
                                              content=prompts.ACCEPTED)
+
+
+def _earlier(run: AgentRun, call: ToolCall) -> ToolResult | None:
+    """The result of an earlier call in ``run`` with the same tool and arguments, if any
+    (a repeat is never run again; see ``allow_repeats``)."""
+    for step in run.steps:
+        for old, result in zip(step.tool_calls, step.tool_results, strict=False):
+            if old.name == call.name and old.arguments == call.arguments:
+                return result
+    return None
 
 
 async def _settle(task: asyncio.Future[Any]) -> None:

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from aillm_lab import Lab
+    from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
     from aillm_lab.tools.python import PythonSandbox
 
@@ -315,6 +316,10 @@ class _SubmitAware:
 
     def __init__(self, inner: ToolMode) -> None:
         self.inner = inner
+
+    def for_model(self, model: Model) -> ToolMode:
+        inner = self.inner.for_model(model)
+        return self if inner is self.inner else _SubmitAware(inner)
 
     def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]
                 ) -> tuple[list[Message], list[ToolSpec] | None]:

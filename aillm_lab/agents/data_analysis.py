@@ -46,6 +46,7 @@ from aillm_lab.tools.toolbox import Toolbox
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
+    from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
 
 DataSource = pd.DataFrame | str | os.PathLike[str]
@@ -334,6 +335,10 @@ class SqlBlocks:
 
     def __init__(self, inner: ToolMode) -> None:
         self.inner = inner
+
+    def for_model(self, model: Model) -> ToolMode:
+        inner = self.inner.for_model(model)
+        return self if inner is self.inner else SqlBlocks(inner)
 
     def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]
                 ) -> tuple[list[Message], list[ToolSpec] | None]:

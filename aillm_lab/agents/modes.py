@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aillm_lab.llm.types import Completion, Message, ToolCall, ToolSpec
+
+if TYPE_CHECKING:
+    from aillm_lab.llm.base import Model
 
 FINAL_TOOL = "final_answer"  # the tool a model calls to submit a structured answer
 
@@ -25,9 +28,23 @@ class ToolMode(Protocol):
 
     def calls(self, completion: Completion) -> list[ToolCall]: ...
 
+    def for_model(self, model: Model) -> ToolMode:
+        """The mode to use with ``model`` (each run picks once, at its start)."""
+        ...
+
 
 class NativeTools:
-    """The model's own tool calling: tools go in ``tools=``, calls come back parsed."""
+    """The model's own tool calling: tools go in ``tools=``, calls come back parsed.
+
+    The default mode; for a model that says it has no tool calling (``supports_tools`` is
+    False) a run falls back to ``TextTools``, the text protocol."""
+
+    def for_model(self, model: Model) -> ToolMode:
+        if model.supports_tools:
+            return self
+        from aillm_lab.agents.text_mode import TextTools  # text_mode imports this module
+
+        return TextTools()
 
     def request(self, messages: Sequence[Message], tools: Sequence[ToolSpec]
                 ) -> tuple[list[Message], list[ToolSpec] | None]:

@@ -16,6 +16,10 @@ FINAL_TOOL_DESCRIPTION = "Submit the final answer. Call this once, when the task
 
 MEMORY_NOTE = "Things you remember that may be relevant:\n{memories}"
 
+REPEATED = (
+    "{result}\n(That is the result {tool} gave before for the same arguments; it was not run "
+    "again. Use it: call another tool, or give the final answer.)")
+
 EMPTY_REPLY = "Your reply was empty. Call a tool, or give the final answer as text."
 
 BAD_OUTPUT = (

@@ -18,11 +18,14 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import json_repair
 
 from aillm_lab.llm.types import Completion, Message, ToolCall, ToolSpec
+
+if TYPE_CHECKING:
+    from aillm_lab.llm.base import Model
 
 # The reply format, said once in the system text. One JSON object per call, in a ```json
 # fence, because that is what instruction-tuned models write when asked for JSON; the
@@ -65,6 +68,9 @@ class TextTools:
             else:
                 shown.insert(0, Message.system(note))
         return _merge_results(shown), None
+
+    def for_model(self, model: Model) -> TextTools:
+        return self  # asked for by name: every model gets the text protocol
 
     def calls(self, completion: Completion) -> list[ToolCall]:
         """The tool calls written in the reply, in order; none when it is a final answer."""

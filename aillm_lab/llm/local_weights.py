@@ -96,7 +96,9 @@ class Loaded:
             info = xgr.TokenizerInfo.from_huggingface(
                 self.tokenizer, vocab_size=self.model.config.vocab_size)
             self._compiler = xgr.GrammarCompiler(info)
-        key = json.dumps(schema, sort_keys=True)
+        # never sort the keys: the grammar follows the schema's property order, so a tool
+        # call is written "tool" first and its arguments are chosen knowing the tool
+        key = json.dumps(schema)
         compiled = self._grammars.get(key)
         if compiled is None:
             compiled = self._compiler.compile_json_schema(key, any_whitespace=False)

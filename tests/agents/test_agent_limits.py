@@ -24,7 +24,7 @@ def forever(name: str, **arguments: object) -> ScriptedModel:
 
 def test_the_step_limit_ends_the_run_with_max_steps_and_every_step_kept(make_lab):
     run = al.ReActAgent(tools=[add], lab=make_lab(forever("add", a=1, b=1)),
-                        max_steps=3).run("never ends")
+                        max_steps=3, allow_repeats=True).run("never ends")
     assert run.status == "max_steps" and "3 steps" in run.error
     assert len(run.steps) == 3 and all(s.tool_results[0].content == "2" for s in run.steps)
     assert run.output is None
@@ -35,7 +35,7 @@ def test_a_budget_that_runs_out_mid_run_stops_with_budget_and_never_overspends(m
     model = ScriptedModel(lambda messages, request: call("add", a=1, b=1), name="priced")
     lab = make_lab(model, prices={"scripted:priced": {"input": 10_000, "output": 10_000}})
     agent = al.ReActAgent(tools=[add], lab=lab, max_steps=50, max_cost_usd=budget,
-                          params={"max_tokens": 50})
+                          params={"max_tokens": 50}, allow_repeats=True)
     run = agent.run("spend")
     assert run.status == "budget" and "max_cost_usd=5.0" in run.error
     live = [s for s in run.steps if s.completion is not None]

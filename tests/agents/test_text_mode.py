@@ -142,3 +142,48 @@ def test_an_unknown_tool_written_as_text_is_fed_back(make_lab):
     assert "Unknown tool 'multiply'" in run.steps[0].tool_results[0].content
     assert "Unknown tool 'multiply'" in model.requests[1].messages[-1].text
     assert run.status == "completed" and run.output == "5"
+
+
+class TextOnly(ScriptedModel):
+    """A model that says it has no native tool calling."""
+
+    supports_tools = False
+
+
+def test_a_model_without_tool_calling_gets_the_text_protocol_by_default(make_lab):
+    model = TextOnly(['```json\n{"tool": "add", "arguments": {"a": 2, "b": 3}}\n```',
+                      "2 + 3 = 5"], name="text-only")
+    run = al.ReActAgent(tools=[add], lab=make_lab(model)).run("add 2 and 3")
+    assert all(r.tools == [] for r in model.requests)  # never sent tools=
+    assert "add" in model.requests[0].messages[0].text  # described in the system text
+    assert run.steps[0].tool_results[0].content == "5"
+    assert run.status == "completed" and run.output == "2 + 3 = 5"
+
+
+def test_a_model_with_tool_calling_keeps_native_calls(make_lab):
+    model = ScriptedModel([call("add", a=2, b=3), "5"])
+    al.ReActAgent(tools=[add], lab=make_lab(model)).run("add 2 and 3")
+    assert [t.name for t in model.requests[0].tools] == ["add"]
+
+
+def test_the_agents_wrapping_modes_fall_back_to_text_too():
+    from aillm_lab.agents.code_writer import _SubmitAware
+    from aillm_lab.agents.data_analysis import SqlBlocks
+    from aillm_lab.agents.modes import NativeTools
+
+    for wrapper in (_SubmitAware, SqlBlocks):  # CodeWriter's and DataAnalysis's modes
+        mode = wrapper(NativeTools())
+        text = mode.for_model(TextOnly(name="t"))
+        assert isinstance(text, wrapper) and isinstance(text.inner, TextTools)
+        assert mode.for_model(ScriptedModel(name="n")) is mode
+
+
+def test_data_analysis_with_a_text_only_model_sends_no_tools(make_lab):
+    import pandas as pd
+
+    model = TextOnly(["```sql\nSELECT sum(x) AS total FROM t\n```", "The total is 6."],
+                     name="text-only")
+    run = al.DataAnalysisAgent(lab=make_lab(model)).run(
+        "What is the total?", data={"t": pd.DataFrame({"x": [1, 2, 3]})})
+    assert all(r.tools == [] for r in model.requests)
+    assert run.status == "completed" and run.output.frame["total"].tolist() == [6]

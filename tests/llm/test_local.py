@@ -206,3 +206,63 @@ def test_models_found_in_a_custom_models_dir(tmp_path, model):
     target.symlink_to(model.path)
     found = al.resolve("local:smollm2", LabSettings.load(models_dir=tmp_path))
     assert isinstance(found, LocalModel) and Path(found.path) == target
+
+
+def test_a_tool_call_is_written_tool_name_first(model):
+    """The grammar keeps the schema's property order ("tool" before "arguments"), so the
+    model picks the tool before writing arguments for it; sorting the keys once made the
+    arguments come first, written for no tool in particular."""
+    import xgrammar as xgr
+
+    from aillm_lab.llm.local import _tool_schema
+
+    loaded = load_weights(model.path)
+    processor = loaded._grammar_processor(_tool_schema([WEATHER], "required"))
+
+    def accepts(text: str) -> bool:
+        return xgr.GrammarMatcher(processor.compiled_grammars[0]).accept_string(text)
+
+    assert accepts('{"tool": "get_weather", "arguments": {"city": "Paris"}}')
+    assert not accepts('{"arguments": {"city": "Paris"}, "tool": "get_weather"}')
+
+
+def test_tool_choice_none_with_tools_answers_without_a_call(lab):
+    reply = lab.chat("What's the weather in Paris?", tools=[WEATHER], tool_choice="none",
+                     max_tokens=40)
+    assert reply.tool_calls == [] and reply.finish_reason != "tool_calls"
+    assert reply.text.strip() and not reply.text.lstrip().startswith("{")
+
+
+def test_an_answer_cut_by_max_tokens_is_still_text_not_json(lab):
+    reply = lab.chat("Describe Paris in detail.", tools=[WEATHER], tool_choice="none",
+                     max_tokens=8)
+    assert reply.finish_reason == "length"
+    assert reply.text and not reply.text.lstrip().startswith("{")
+
+
+def test_the_prompt_shows_tool_signatures_and_results_with_their_calls():
+    from aillm_lab.llm.local import _to_chat
+
+    spec = ToolSpec(name="find", description="Find a thing.", parameters={
+        "type": "object", "required": ["key"],
+        "properties": {"key": {"type": "string"}, "limit": {"type": "integer"},
+                       "mode": {"enum": ["fast", "exact"]},
+                       "tags": {"type": "array", "items": {"type": "string"}}}})
+    call = al.ToolCall(id="c1", name="find", arguments={"key": "x", "limit": 2})
+    chat = _to_chat([Message.user("find x"), Message.assistant(tool_calls=[call]),
+                     Message.tool("found it", "c1", name="find")], [spec], None)
+    system = chat[0]["content"]
+    assert chat[0]["role"] == "system"
+    assert ('- find(key: string, limit?: integer, mode?: "fast"|"exact", '
+            'tags?: list[string]): Find a thing.') in system
+    assert chat[2] == {"role": "assistant",
+                       "content": '{"tool": "find", "arguments": {"key": "x", "limit": 2}}'}
+    assert chat[3] == {"role": "user", "content": 'find(key="x", limit=2) returned: found it'}
+
+
+def test_a_reply_cut_inside_its_json_is_repaired():
+    from aillm_lab.llm.local import _parse_tool_reply
+
+    assert _parse_tool_reply('{"answer": "Paris is a') == ("Paris is a", [])
+    text, [call] = _parse_tool_reply('{"tool": "get_weather", "arguments": {"city": "Par')
+    assert text == "" and call.name == "get_weather" and call.arguments == {"city": "Par"}
