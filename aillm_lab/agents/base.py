@@ -234,6 +234,7 @@ class Agent:
             await _settle(body)
             self._end(live, "cancelled", prompts.CANCELLED.format(
                 how="task.cancel() or a keyboard interrupt"), started)
+            await self._save(run)
             raise
         finally:
             with self._lock:
@@ -253,12 +254,16 @@ class Agent:
                 self._end(live, "error", f"{type(exc).__name__}: {exc}", started)
         else:
             self._end(live, run.status, run.error, started)
-        if self.save:
-            try:
-                await asyncio.to_thread(store.save_run, self.lab.settings.home, run)
-            except OSError as exc:  # a full disk must not lose the run the caller gets
-                log.warning("agent run %s was not saved: %s", run.id, exc)
+        await self._save(run)
         return run
+
+    async def _save(self, run: AgentRun) -> None:
+        if not self.save:
+            return
+        try:  # shielded: a second Ctrl-C while the file is written must not lose the run
+            await asyncio.shield(asyncio.to_thread(store.save_run, self.lab.settings.home, run))
+        except OSError as exc:  # a full disk must not lose the run the caller gets
+            log.warning("agent run %s was not saved: %s", run.id, exc)
 
     def _end(self, live: _Live, status: RunStatus, error: str | None, started: float) -> None:
         run = live.run

@@ -255,11 +255,16 @@ class Gateway:
                            tools=tools, output=output, params=params,
                            sample=self._sample.get())
         run = self.runs.current
-        input_tokens = estimate_input_tokens(messages, tools, output)
         budgets = (self.budget,) if run is None else (self.budget, run.budget)
-        return _CallState(requested=inner, candidates=(inner, *model.fallbacks), key=key,
+        candidates = (inner, *model.fallbacks)
+        capped = any(b.cap_usd is not None for b in budgets)
+        # the estimate sizes a budget hold and a TPM charge; with neither it has no reader,
+        # and on a growing agent history it is a walk over every message each step
+        counted = capped or any(self.limits_for(m.id).tpm for m in candidates)
+        input_tokens = estimate_input_tokens(messages, tools, output) if counted else 0
+        return _CallState(requested=inner, candidates=candidates, key=key,
                           run_id=self.runs.current_id, budgets=budgets,
-                          capped=any(b.cap_usd is not None for b in budgets), stream=stream,
+                          capped=capped, stream=stream,
                           input_tokens=input_tokens, max_tokens=params.max_tokens,
                           tokens=input_tokens + params.max_tokens, started=self._clock(),
                           clock=self._clock, messages=messages)

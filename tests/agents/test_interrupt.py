@@ -228,12 +228,6 @@ def test_the_same_agent_and_loop_run_again_after_ctrl_c(script_case):
         assert lab.load_run(again["id"]).status == "completed"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Agent._supervise (aillm_lab/agents/base.py) re-raises a cancellation from outside "
-    "(task.cancel(), Ctrl-C through LoopRunner.run) straight after _end(...'cancelled'...), "
-    "before the `if self.save: store.save_run(...)` that every other end reaches, so a run "
-    "cancelled by an interrupt is never written to <home>/runs: lab.runs() does not list it "
-    "and lab.load_run(id) raises LookupError"))
 def test_a_run_cancelled_by_ctrl_c_is_saved_listed_and_reloaded(script_case):
     seen = printed(script_case.stdout, "INTERRUPTED")
     assert seen is not None, script_case.stderr
