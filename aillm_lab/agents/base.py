@@ -234,7 +234,7 @@ class Agent:
             await _settle(body)
             self._end(live, "cancelled", prompts.CANCELLED.format(
                 how="task.cancel() or a keyboard interrupt"), started)
-            await self._save(run)
+            await self._save_run(run)
             raise
         finally:
             with self._lock:
@@ -254,10 +254,10 @@ class Agent:
                 self._end(live, "error", f"{type(exc).__name__}: {exc}", started)
         else:
             self._end(live, run.status, run.error, started)
-        await self._save(run)
+        await self._save_run(run)
         return run
 
-    async def _save(self, run: AgentRun) -> None:
+    async def _save_run(self, run: AgentRun) -> None:
         if not self.save:
             return
         try:  # shielded: a second Ctrl-C while the file is written must not lose the run
