@@ -106,6 +106,7 @@ class Knowledge(Lifecycle):
         self.progress = progress
         self.cache = EmbeddingCache(self.db)
         self._dense: dict[str, DenseIndex] = {}
+        self._cids: dict[str, int] = {}  # name -> id, checked against the embedder once
         self._locks: dict[str, asyncio.Lock] = {}
 
     def __repr__(self) -> str:
@@ -251,6 +252,8 @@ class Knowledge(Lifecycle):
         if not name or not name.replace("-", "_").isidentifier():
             raise RagError(f"collection={name!r} is not a valid name; use letters, digits, "
                            "'_' and '-', e.g. 'default' or 'papers-2024'.")
+        if name in self._cids:  # a SQLite round trip per search cost as much as the ANN search
+            return self._cids[name]
         row = await self.db.fetchone(
             "SELECT id, model_id FROM rag_collections WHERE name = ?", (name,))
         if row is not None:
@@ -258,7 +261,8 @@ class Knowledge(Lifecycle):
                 raise RagError(f"collection={name!r} was built with {row[1]}, not "
                                f"{self.embedder.model_id}; search it with that embedder or "
                                "ingest into another collection.")
-            return int(row[0])
+            self._cids[name] = int(row[0])
+            return self._cids[name]
         if not create:
             names = [c.name for c in await self._collections()]
             raise RagError(f"collection={name!r} does not exist; ingest into it first "
@@ -268,7 +272,8 @@ class Knowledge(Lifecycle):
             cur = await conn.execute(
                 "INSERT INTO rag_collections (name, model_id, dim, created) VALUES (?, ?, ?, ?)",
                 (name, self.embedder.model_id, dim, time.time()))
-            return int(cur.lastrowid or 0)
+            self._cids[name] = int(cur.lastrowid or 0)
+            return self._cids[name]
 
     async def _dense_index(self, collection: str) -> DenseIndex:
         if collection not in self._dense:
@@ -299,6 +304,7 @@ class Knowledge(Lifecycle):
         cid = await self._collection_id(collection, create=False)
         async with self._lock(collection):
             await rag_index.drop_collection(self.db, cid)
+            self._cids.pop(collection, None)
             dense = self._dense.pop(collection, None)
             if dense is not None:
                 dense.remove_files()
@@ -308,6 +314,7 @@ class Knowledge(Lifecycle):
 
     async def _close(self) -> None:
         self._dense.clear()
+        self._cids.clear()
         await self.db.aclose()
 
     def _lock(self, collection: str) -> asyncio.Lock:

@@ -154,10 +154,17 @@ async def chunk_rows(db: LabDB, ids: list[int]) -> dict[int, dict[str, Any]]:
         ids)
     out = {}
     for r in rows:
-        meta = {**json.loads(r[8]), **json.loads(r[5]), "type": r[7], "tags": json.loads(r[9]),
+        meta = {**_json(r[8]), **_json(r[5]), "type": r[7], "tags": _json(r[9]),
                 "mtime": r[10], "ordinal": r[3], "token_count": r[4], "doc_id": r[11]}
         out[int(r[0])] = {"text": r[1], "section": r[2], "source": r[6], "metadata": meta}
     return out
+
+
+def _json(text: str) -> Any:
+    """``json.loads``, skipping the parser for the empty ``{}``/``[]`` most rows hold."""
+    if text == "{}":
+        return {}
+    return [] if text == "[]" else json.loads(text)
 
 
 def rrf(rankings: list[list[tuple[int, float]]], k: int = RRF_K) -> list[tuple[int, float]]:

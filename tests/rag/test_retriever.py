@@ -378,6 +378,20 @@ def test_collections_are_separate(tmp_path: Path, module_runner: LoopRunner) -> 
     kb.close()
 
 
+def test_a_dropped_collection_ingested_again_under_its_name_is_searched_anew(
+        tmp_path: Path, module_runner: LoopRunner) -> None:
+    """The collection id is remembered per name; a drop must forget it."""
+    old = _write(tmp_path / "old", {"x.md": "zebra stripes"})
+    new = _write(tmp_path / "new", {"y.md": "zebra crossing"})
+    kb = _small(tmp_path, module_runner)
+    kb.ingest(old, collection="zoo")
+    assert kb.search("zebra", collection="zoo").sources == [str(old / "x.md")]
+    kb.drop("zoo")
+    kb.ingest(new, collection="zoo")
+    assert kb.search("zebra", collection="zoo").sources == [str(new / "y.md")]
+    kb.close()
+
+
 def test_a_collection_refuses_a_different_embedding_model(tmp_path: Path,
                                                           module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "text"})
