@@ -44,6 +44,11 @@ _EXPORTS: dict[str, str] = {
     "ResearchAgent": "aillm_lab.agents.research",
     "ResearchAnswer": "aillm_lab.agents.research",
     "ResearchSource": "aillm_lab.agents.research",
+    # experiments and evals
+    "Experiment": "aillm_lab.experiments",
+    "ExperimentRun": "aillm_lab.experiments",
+    "compare": "aillm_lab.experiments",
+    "scorers": "aillm_lab.experiments",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -164,6 +169,7 @@ if TYPE_CHECKING:
         ToolError,
         UnsupportedInput,
     )
+    from aillm_lab.experiments import Experiment, ExperimentRun, compare, scorers
     from aillm_lab.llm.base import Model
     from aillm_lab.llm.registry import registry, resolve
     from aillm_lab.llm.types import (

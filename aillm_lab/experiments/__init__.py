@@ -1,0 +1,14 @@
+"""Experiments and evals: a grid of prompts × models over a dataset, scored, resumable.
+
+``spec.py`` (``Experiment``, the cells and their ids), ``runner.py`` (the local runner on the
+Lab's loop), ``store.py`` (the run's folder: manifest and Parquet parts), ``results.py``
+(``ExperimentRun``: results, summary), ``scorers.py`` (the built-in scorers), ``stats.py``
+(bootstrap intervals) and ``compare.py`` (``compare``).
+"""
+
+from aillm_lab.experiments import scorers
+from aillm_lab.experiments.compare import compare
+from aillm_lab.experiments.results import ExperimentRun
+from aillm_lab.experiments.spec import Experiment
+
+__all__ = ["Experiment", "ExperimentRun", "compare", "scorers"]

@@ -1,0 +1,219 @@
+"""The local runner: an experiment's cells on the Lab's runner loop, through its gateway.
+
+``concurrency`` workers take cells in grid order; each cell is one ``lab.acomplete`` inside
+``lab.scope(run_id, budget_usd=...)``, so limits, retries, record/replay and the call log
+all apply and every call is tagged with the run id. A failed cell becomes a row with its
+error and the run goes on; a ``BudgetExceeded`` (nothing was sent) stops the workers taking
+new cells, lets the ones in flight finish, and ends the run with status ``budget``. Rows are
+flushed as Parquet parts about every second, so a resume after a crash re-sends at most the
+last second's cells (and with record/replay on, not even those).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from aillm_lab.errors import BudgetExceeded
+from aillm_lab.experiments import store
+from aillm_lab.experiments.results import ExperimentRun
+from aillm_lab.llm.limits import UNSET
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from aillm_lab import Lab
+    from aillm_lab.experiments.scorers import Scorer
+    from aillm_lab.experiments.spec import Cell, Experiment
+
+FLUSH_ROWS = 256
+FLUSH_SECONDS = 1.0
+
+
+async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) -> ExperimentRun:
+    """Run the cells of ``exp`` not done yet under ``lab``; return the run (see module doc)."""
+    cells = exp.cells(lab)
+    run_id = exp.run_id(cells)
+    folder = store.experiments_dir(lab.settings.home) / run_id
+    done = await asyncio.to_thread(store.latest_cells, folder)
+    ok = done[done["error"].isna()]
+    done_ids = set(ok["cell_id"])
+    spent_before = float(ok["cost_usd"].fillna(0.0).sum())
+    manifest = {"run_id": run_id, "name": exp.name, "spec": exp.manifest_spec(lab),
+                "seed": exp.seed, "prices": lab.gateway.pricing.version,
+                "n_cells": len(cells), "created_at": time.time(),
+                **await asyncio.to_thread(store.environment)}
+    if (folder / "manifest.json").is_file():
+        manifest["created_at"] = store.read_manifest(folder).get("created_at",
+                                                                manifest["created_at"])
+    writer = _Writer(folder, run_id, exp.scorers)
+    await writer.rescore(ok, exp.scorers)
+    todo = [c for c in cells if c.cell_id not in done_ids]
+    cap = UNSET if exp.budget_usd is None else max(exp.budget_usd - spent_before, 0.0)
+    outcome = _Outcome()
+    bar = _progress_bar(progress, len(cells), len(cells) - len(todo), exp.name)
+    try:
+        with lab.scope(run_id, budget_usd=cap):
+            work = iter(todo)
+            workers = [asyncio.ensure_future(_worker(exp, lab, work, writer, outcome, bar))
+                       for _ in range(min(exp.concurrency, len(todo)))]
+            try:
+                await asyncio.gather(*workers)
+            except BaseException:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+                raise
+    except asyncio.CancelledError:
+        outcome.status, outcome.message = "cancelled", "cancelled from outside (Ctrl-C?)"
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        await asyncio.shield(writer.flush())
+        manifest.update(status=outcome.status, message=outcome.message, updated_at=time.time())
+        await asyncio.shield(asyncio.to_thread(store.write_manifest, folder, manifest))
+    return ExperimentRun(folder, status=outcome.status, message=outcome.message,
+                         sent=outcome.sent, cap_usd=exp.budget_usd)
+
+
+class _Outcome:
+    """How the run ended and what it sent; the workers share one."""
+
+    def __init__(self) -> None:
+        self.status, self.message, self.sent = "completed", "", 0
+        self.stop = False
+
+
+async def _worker(exp: Experiment, lab: Lab, work: Iterator[Cell], writer: _Writer,
+                  outcome: _Outcome, bar: Any) -> None:
+    for cell in work:
+        if outcome.stop:
+            return
+        try:
+            row = await _run_cell(exp, lab, cell)
+        except BudgetExceeded as exc:  # nothing was sent: the cell stays to do
+            if not outcome.stop:
+                outcome.stop = True
+                outcome.status = "budget"
+                outcome.message = (f"stopped at the budget (budget_usd={exp.budget_usd}): "
+                                   f"{exc}")
+            return
+        outcome.sent += 1
+        await writer.add(row, exp.scorers, cell.item)
+        if bar is not None:
+            bar.update(1)
+
+
+async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
+    """One cell as a row: the answer, or the error that stopped it (not a budget refusal)."""
+    model = exp.models[cell.model_index]
+    started = time.monotonic()
+    row: dict[str, Any] = {
+        "cell_id": cell.cell_id, "item_id": cell.item_id, "item_index": cell.item_index,
+        "item": json.dumps(cell.item, ensure_ascii=False), "prompt_index": cell.prompt_index,
+        "prompt": cell.prompt, "model_index": cell.model_index, "model": cell.model,
+        "epoch": cell.epoch, "sample": cell.sample, "input": cell.text,
+    }
+    try:
+        with lab.gateway.sample(cell.epoch * exp.samples + cell.sample):
+            completion = await lab.acomplete(cell.text, model, system=exp.system,
+                                             **cell.params.model_dump())
+    except BudgetExceeded:
+        raise
+    except Exception as exc:  # isolated: the cell is a row with its error, the run goes on
+        row.update(error=f"{type(exc).__name__}: {exc}",
+                   latency_s=time.monotonic() - started, finished_at=time.time())
+        return row
+    provider, _, name = completion.model.partition(":")
+    row.update(output=completion.text, answered_by=completion.model,
+               input_tokens=completion.usage.input_tokens,
+               output_tokens=completion.usage.output_tokens,
+               cost_usd=lab.gateway.pricing.price(provider, name, completion.usage),
+               latency_s=(completion.latency_s if completion.latency_s is not None
+                          else time.monotonic() - started),
+               finish_reason=completion.finish_reason, finished_at=time.time())
+    return row
+
+
+class _Writer:
+    """Buffers cell and score rows and writes them as Parquet parts off the loop."""
+
+    def __init__(self, folder: Path, run_id: str, scorers: list[Scorer]) -> None:
+        self.folder, self.run_id = folder, run_id
+        self.cells: list[dict[str, Any]] = []
+        self.scores: list[dict[str, Any]] = []
+        self.last = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    async def add(self, row: dict[str, Any], scorers: list[Scorer],
+                  item: dict[str, Any]) -> None:
+        row["run_id"] = self.run_id
+        self.cells.append(row)
+        if row.get("error") is None:
+            self.scores += score_rows(self.run_id, row, item, scorers)
+        if (len(self.cells) >= FLUSH_ROWS
+                or time.monotonic() - self.last >= FLUSH_SECONDS):
+            await self.flush()
+
+    async def rescore(self, done: Any, scorers: list[Scorer]) -> None:
+        """Score the done cells a scorer added since has not seen (no model call)."""
+        if done.empty or not scorers:
+            return
+        have = await asyncio.to_thread(store.latest_scores, self.folder)
+        seen = set(zip(have["cell_id"], have["scorer"], strict=True))
+        for row in done.to_dict("records"):
+            missing = [s for s in scorers if (row["cell_id"], s.name) not in seen]
+            if missing:
+                clean = {k: (None if _is_na(v) else v) for k, v in row.items()}
+                self.scores += score_rows(self.run_id, clean, json.loads(clean["item"]),
+                                          missing)
+        await self.flush()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            cells, self.cells = self.cells, []
+            scores, self.scores = self.scores, []
+            self.last = time.monotonic()
+            if cells:
+                await asyncio.to_thread(store.write_part, self.folder / "cells", cells,
+                                        store.CELL_COLUMNS)
+            if scores:
+                await asyncio.to_thread(store.write_part, self.folder / "scores", scores,
+                                        store.SCORE_COLUMNS)
+
+
+def score_rows(run_id: str, row: dict[str, Any], item: dict[str, Any],
+               scorers: list[Scorer]) -> list[dict[str, Any]]:
+    """One score row per scorer; a scorer that raises gets a row with its error."""
+    now = time.time()
+    rows = []
+    for scorer in scorers:
+        value, error = None, None
+        try:
+            value = scorer(row.get("output"), item, row)
+        except Exception as exc:  # a scorer's bug is the scorer's row, not the run's end
+            error = f"{type(exc).__name__}: {exc}"
+        rows.append({"run_id": run_id, "cell_id": row["cell_id"], "scorer": scorer.name,
+                     "value": value, "error": error,
+                     "higher_is_better": scorer.higher_is_better, "scored_at": now})
+    return rows
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, name: str) -> Any:
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # the bar is a comfort, not a need
+        return None
+    return tqdm(total=total, initial=initial, desc=name, unit="cell")
+
+
+def _is_na(value: Any) -> bool:
+    import pandas as pd
+
+    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))

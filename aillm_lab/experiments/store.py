@@ -1,0 +1,136 @@
+"""Where a run lives: ``<home>/experiments/<run_id>/`` with a manifest and Parquet parts.
+
+``manifest.json`` holds the spec, the package versions, the git SHA (if the working folder
+is a checkout), the price-table version, the seed and the last run's outcome.
+``cells/part-*.parquet`` hold one row per finished cell attempt, ``scores/part-*.parquet``
+one row per (cell, scorer); both carry ``run_id``, so they join the call log. Every file is
+written to a hidden temp file and renamed, so a reader (or a resume after SIGKILL) sees whole
+parts only. A cell attempted twice (an error, then a retry) has two rows: the newest wins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+CELL_COLUMNS: dict[str, str] = {
+    "run_id": "string", "cell_id": "string", "item_id": "string", "item_index": "int64",
+    "item": "string", "prompt_index": "int64", "prompt": "string", "model_index": "int64",
+    "model": "string", "epoch": "int64", "sample": "int64", "input": "string",
+    "output": "string", "error": "string", "answered_by": "string", "input_tokens": "Int64",
+    "output_tokens": "Int64", "cost_usd": "float64", "latency_s": "float64",
+    "finish_reason": "string", "finished_at": "float64",
+}
+SCORE_COLUMNS: dict[str, str] = {
+    "run_id": "string", "cell_id": "string", "scorer": "string", "value": "float64",
+    "error": "string", "higher_is_better": "bool", "scored_at": "float64",
+}
+PACKAGES = ("aillm-lab", "pydantic", "pandas", "numpy", "duckdb", "genai-prices")
+
+
+def experiments_dir(home: Path) -> Path:
+    return Path(home) / "experiments"
+
+
+def write_part(folder: Path, rows: list[dict[str, Any]], columns: dict[str, str]) -> Path:
+    """``rows`` as one Parquet file in ``folder``, published by an atomic rename."""
+    import duckdb
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({name: pd.Series([r.get(name) for r in rows], dtype=dtype)
+                          for name, dtype in columns.items()})
+    final = folder / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+    temp = folder / f".{final.name}.tmp"
+    con = duckdb.connect()
+    try:
+        con.register("part", frame)
+        con.execute(f"COPY part TO '{_sql_path(temp)}' (FORMAT parquet)")
+    finally:
+        con.close()
+    with open(temp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temp, final)
+    return final
+
+
+def read_parts(folder: Path, columns: dict[str, str]) -> pd.DataFrame:
+    """Every part in ``folder`` as one frame (empty with the columns when there is none)."""
+    import duckdb
+    import pandas as pd
+
+    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+    if not parts:
+        return pd.DataFrame({n: pd.Series([], dtype=t) for n, t in columns.items()})
+    listed = ", ".join(f"'{_sql_path(p)}'" for p in parts)
+    con = duckdb.connect()
+    try:
+        frame = con.execute(f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+                            ).df()
+    finally:
+        con.close()
+    return frame.astype({n: t for n, t in columns.items() if n in frame.columns})
+
+
+def latest_cells(folder: Path) -> pd.DataFrame:
+    """One row per cell: its newest attempt."""
+    cells = read_parts(folder / "cells", CELL_COLUMNS)
+    cells = cells.sort_values("finished_at", kind="stable")
+    return cells.drop_duplicates("cell_id", keep="last").reset_index(drop=True)
+
+
+def latest_scores(folder: Path) -> pd.DataFrame:
+    """One row per (cell, scorer): its newest score."""
+    scores = read_parts(folder / "scores", SCORE_COLUMNS)
+    scores = scores.sort_values("scored_at", kind="stable")
+    return scores.drop_duplicates(["cell_id", "scorer"], keep="last").reset_index(drop=True)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    temp = folder / f".manifest.{uuid.uuid4().hex[:8]}.tmp"
+    temp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    os.replace(temp, folder / "manifest.json")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise LookupError(f"{folder} holds no experiment run (no manifest.json); run the "
+                          "experiment first, or pass the folder of an existing run")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, Python and the git SHA of the working folder, for the manifest."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "packages": versions, "git_sha": _git_sha()}
+
+
+def _git_sha() -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _sql_path(path: Path) -> str:
+    return str(path).replace("'", "''")
