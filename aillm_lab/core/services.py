@@ -115,11 +115,14 @@ class LabServices:
 
     ingest = sync_twin(aingest)
 
-    async def asearch(self, query: str, k: int = 10, mode: Mode = "hybrid",
+    async def asearch(self, query: str | None = None, k: int = 10, mode: Mode | None = None,
                       collection: str = "default",
-                      filters: Filters | dict[str, Any] | None = None) -> SearchResults:
-        """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search."""
-        return await self.knowledge.asearch(query, k, mode, collection, filters)
+                      filters: Filters | dict[str, Any] | None = None, *,
+                      vector: Any = None, vector_model: str | None = None) -> SearchResults:
+        """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search; ``vector``
+        searches by a query vector you already have (see ``Knowledge.asearch``)."""
+        return await self.knowledge.asearch(query, k, mode, collection, filters,
+                                            vector=vector, vector_model=vector_model)
 
     search = sync_twin(asearch)
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from aillm_lab.db import LabDB
 from aillm_lab.rag import index as rag_index
 from aillm_lab.rag.chunking import DEFAULT_OVERLAP_TOKENS, Chunker
-from aillm_lab.rag.embeddings import Embedder, EmbeddingCache, default_embedder
+from aillm_lab.rag.embeddings import Embedder, EmbeddingCache, default_embedder, normalise
 from aillm_lab.rag.index import EXACT_THRESHOLD, SCHEMA, DenseIndex
 from aillm_lab.rag.loaders import Document, LoadWarning, Skipped, load
 from aillm_lab.rag.results import SearchHit, SearchResults
@@ -126,12 +126,19 @@ class Knowledge(Lifecycle):
         return await self._on_runner(self._ingest(paths, collection, sync, list(tags),
                                                   self.progress if progress is None else progress))
 
-    async def asearch(self, query: str, k: int = 10, mode: Mode = "hybrid",
+    async def asearch(self, query: str | None = None, k: int = 10, mode: Mode | None = None,
                       collection: str = "default",
-                      filters: Filters | dict[str, Any] | None = None) -> SearchResults:
-        """The ``k`` best chunks for ``query``; ``filters`` narrow by source, type, tags, date."""
-        query, flt = _check_search(query, k, mode, filters)
-        return await self._on_runner(self._search(query, k, mode, collection, flt))
+                      filters: Filters | dict[str, Any] | None = None, *,
+                      vector: Any = None, vector_model: str | None = None) -> SearchResults:
+        """The ``k`` best chunks for ``query``; ``filters`` narrow by source, type, tags, date.
+
+        ``vector`` searches by a query vector you already have instead of embedding ``query``
+        (``mode`` then defaults to ``"dense"``; hybrid also needs the text for BM25). Name the
+        model that made it in ``vector_model`` to have the collection check it.
+        """
+        query, mode, flt = _check_search(query, k, mode, filters, vector)
+        return await self._on_runner(self._search(query, k, mode, collection, flt,
+                                                  vector, vector_model))
 
     async def aremove(self, source: str | Path, collection: str = "default") -> int:
         """Remove one document (by path) from the collection; returns chunks removed."""
@@ -225,14 +232,20 @@ class Knowledge(Lifecycle):
 
     # -- search ----------------------------------------------------------------------------
     async def _search(self, query: str, k: int, mode: Mode, collection: str,
-                      flt: Filters | None) -> SearchResults:
+                      flt: Filters | None, vector: Any = None,
+                      vector_model: str | None = None) -> SearchResults:
         cid = await self._collection_id(collection, create=False)
         depth = k if mode != "hybrid" else max(4 * k, 50)
         dense_mode = mode in ("dense", "hybrid")
+        given = None
+        if vector is not None:  # checked before anything runs, so no half-started gather
+            async with self._lock(collection):
+                dense = await self._dense_index(collection)
+            given = _query_vector(vector, vector_model, dense)
 
         async def dense_ranking() -> list[tuple[int, float]]:
             allowed = await filtered_ids(self.db, cid, flt) if flt else None
-            qvec = (await self.embedder.aembed([query]))[0]
+            qvec = given if given is not None else (await self.embedder.aembed([query]))[0]
             async with self._lock(collection):
                 dense = await self._dense_index(collection)
                 return await dense.asearch(qvec, depth, allowed)
@@ -324,15 +337,38 @@ class Knowledge(Lifecycle):
         return await self.runner.arun(coro)
 
 
-def _check_search(query: str, k: int, mode: str,
-                  filters: Filters | dict[str, Any] | None) -> tuple[str, Filters | None]:
+def _check_search(query: str | None, k: int, mode: str | None,
+                  filters: Filters | dict[str, Any] | None,
+                  vector: Any) -> tuple[str, Mode, Filters | None]:
+    mode = mode or ("dense" if vector is not None and query is None else "hybrid")
     if mode not in ("dense", "sparse", "hybrid"):
         raise RagError(f"mode={mode!r} is unknown; use 'dense', 'sparse' or 'hybrid'.")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise RagError(f"k={k!r} is out of range; use an integer from 1 to {MAX_K}.")
-    if not isinstance(query, str) or not query.strip():
+    needs_text = vector is None or mode != "dense"
+    if query is None and vector is not None and needs_text:
+        raise RagError(f"mode={mode!r} needs the query text for its BM25 half; pass query= "
+                       "too, or search the vector alone with mode='dense'.")
+    if needs_text and (not isinstance(query, str) or not query.strip()):
         raise RagError(f"query={query!r} is empty; pass the text to search for.")
-    return query.strip(), Filters.parse(filters)
+    return (query or "").strip(), mode, Filters.parse(filters)  # type: ignore[return-value]
+
+
+def _query_vector(vector: Any, vector_model: str | None, dense: DenseIndex) -> np.ndarray:
+    """A given query vector as a unit float32 row, refused if it is of another vector space."""
+    if vector_model is not None and vector_model != dense.model_id:
+        raise RagError(f"vector_model={vector_model!r}, but collection={dense.name!r} was "
+                       f"built with {dense.model_id}; embed the query with {dense.model_id} "
+                       "or search a collection built with your model.")
+    try:
+        arr = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError):
+        arr = np.zeros(0, np.float32)
+    if arr.shape != (dense.dim,) or not np.isfinite(arr).all() or not arr.any():
+        raise RagError(f"vector has shape {arr.shape}; collection={dense.name!r} holds "
+                       f"{dense.dim}-d vectors of {dense.model_id}: pass one finite, non-zero "
+                       "vector of that model.")
+    return normalise(arr, dense.dim)[0]
 
 
 def _groups(items: list[tuple[Document, list[Any]]],

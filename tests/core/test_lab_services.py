@@ -34,6 +34,8 @@ def test_lab_ingest_and_search_use_the_lab_db(lab_home: Path, tmp_path: Path) ->
         hits = lab.search("E4012", k=1)
         assert isinstance(hits, al.SearchResults) and hits[0].source.endswith("errors.md")
         assert lab.search("young felines napping", k=1, mode="dense")[0].source.endswith("cats.md")
+        vector = lab.embed(["young felines napping"])[0]  # a vector the user already has
+        assert lab.search(vector=vector, k=1)[0].source.endswith("cats.md")
         assert lab.knowledge.db.path == lab.settings.db_path
 
 

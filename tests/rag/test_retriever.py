@@ -405,6 +405,47 @@ def test_a_collection_refuses_a_different_embedding_model(tmp_path: Path,
     other.close()
 
 
+
+# -- search by a vector you already have ----------------------------------------------------
+ANIMALS = {"cats.md": "cats sleep in the sun all day", "dogs.md": "dogs fetch sticks in the park",
+           "owls.md": "owls hunt mice at night", "bees.md": "bees make honey in the hive"}
+
+
+@pytest.mark.parametrize("exact_threshold", [20_000, 0], ids=["exact", "usearch"])
+def test_search_by_vector_equals_search_by_the_text_that_produced_it(
+        tmp_path: Path, module_runner: LoopRunner, exact_threshold: int) -> None:
+    folder = _write(tmp_path / "docs", ANIMALS)
+    kb = _small(tmp_path, module_runner, exact_threshold=exact_threshold)
+    kb.ingest(folder)
+    assert kb.collections()[0].ann is (exact_threshold == 0)
+    for text in ("owls at night", "honey bees", "a dog in the park"):
+        vector = module_runner.run(kb.embedder.aembed([text]))[0]
+        by_text = kb.search(text, k=4, mode="dense")
+        by_vector = kb.search(vector=vector.tolist(), k=4)  # mode defaults to dense
+        assert [(h.chunk_id, h.score) for h in by_vector] == \
+            [(h.chunk_id, h.score) for h in by_text]
+        assert by_text.sources[0] == by_vector.sources[0]
+        hybrid = kb.search(text, k=4, mode="hybrid", vector=vector)
+        assert [h.chunk_id for h in hybrid] == [h.chunk_id for h in kb.search(text, k=4)]
+    kb.close()
+
+
+def test_a_vector_from_another_model_or_of_another_size_is_refused(
+        tmp_path: Path, module_runner: LoopRunner) -> None:
+    kb = _small(tmp_path, module_runner)
+    kb.ingest(_write(tmp_path / "docs", ANIMALS))
+    vector = module_runner.run(kb.embedder.aembed(["owls"]))[0]
+    with pytest.raises(RagError, match="built with hashing-32; embed the query with hashing-32"):
+        kb.search(vector=vector, vector_model="openai:text-embedding-3-small")
+    assert kb.search(vector=vector, vector_model="hashing-32", k=1).sources
+    with pytest.raises(RagError, match=r"shape \(48,\).*32-d vectors of hashing-32"):
+        kb.search(vector=[0.1] * 48)
+    with pytest.raises(RagError, match="finite, non-zero"):
+        kb.search(vector=[0.0] * 32)
+    with pytest.raises(RagError, match="needs the query text.*mode='dense'"):
+        kb.search(vector=vector, mode="hybrid")
+    kb.close()
+
 def test_async_api_works_from_another_event_loop(tmp_path: Path, module_runner: LoopRunner) -> None:
     folder = _write(tmp_path / "docs", {"a.md": "async kettles"})
     kb = _small(tmp_path, module_runner)
