@@ -218,3 +218,10 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *__all__])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext aillm_lab``: the ``%%llm``, ``%%agent``, ``%%sql`` and ``%lab`` magics."""
+    from aillm_lab.ui.magics import load
+
+    load(ipython)
