@@ -148,13 +148,16 @@ class _Writer:
         self.scores: list[dict[str, Any]] = []
         self.last = time.monotonic()
         self.lock = asyncio.Lock()
+        self.journal = store.Journal(folder)
 
     async def add(self, row: dict[str, Any], scorers: list[Scorer],
                   item: dict[str, Any]) -> None:
         row["run_id"] = self.run_id
+        scores = score_rows(self.run_id, row, item, scorers) if row.get("error") is None else []
+        self.journal.append("cells", [row])  # on disk before the next cell is taken
+        self.journal.append("scores", scores)
         self.cells.append(row)
-        if row.get("error") is None:
-            self.scores += score_rows(self.run_id, row, item, scorers)
+        self.scores += scores
         if (len(self.cells) >= FLUSH_ROWS
                 or time.monotonic() - self.last >= FLUSH_SECONDS):
             await self.flush()
@@ -177,6 +180,7 @@ class _Writer:
         async with self.lock:
             cells, self.cells = self.cells, []
             scores, self.scores = self.scores, []
+            journal = self.journal.rotate()  # holds exactly the rows swapped out above
             self.last = time.monotonic()
             if cells:
                 await asyncio.to_thread(store.write_part, self.folder / "cells", cells,
@@ -184,6 +188,8 @@ class _Writer:
             if scores:
                 await asyncio.to_thread(store.write_part, self.folder / "scores", scores,
                                         store.SCORE_COLUMNS)
+            if journal is not None:
+                journal.unlink(missing_ok=True)
 
 
 def score_rows(run_id: str, row: dict[str, Any], item: dict[str, Any],

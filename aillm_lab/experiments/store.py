@@ -3,9 +3,12 @@
 ``manifest.json`` holds the spec, the package versions, the git SHA (if the working folder
 is a checkout), the price-table version, the seed and the last run's outcome.
 ``cells/part-*.parquet`` hold one row per finished cell attempt, ``scores/part-*.parquet``
-one row per (cell, scorer); both carry ``run_id``, so they join the call log. Every file is
-written to a hidden temp file and renamed, so a reader (or a resume after SIGKILL) sees whole
-parts only. A cell attempted twice (an error, then a retry) has two rows: the newest wins.
+one row per (cell, scorer); both carry ``run_id``, so they join the call log. Every part is
+written to a hidden temp file and renamed, so readers see whole parts only. Between parts,
+each finished row is appended at once to ``journal/*.jsonl`` (one write per cell), so a
+SIGKILL loses no cell that had finished; readers fold the journals in, and a torn last line
+is skipped. A row in both a part and a journal (a kill between the two) is the same row;
+a cell attempted twice (an error, then a retry) has two rows: the newest wins.
 """
 
 from __future__ import annotations
@@ -82,16 +85,72 @@ def read_parts(folder: Path, columns: dict[str, str]) -> pd.DataFrame:
     return frame.astype({n: t for n, t in columns.items() if n in frame.columns})
 
 
+class Journal:
+    """This process's append-only JSONL of rows not yet in a part; ``rotate`` starts anew."""
+
+    def __init__(self, folder: Path) -> None:
+        self.dir = folder / "journal"
+        self.fd: int | None = None
+        self.path: Path | None = None
+
+    def append(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        if self.fd is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.path = self.dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        data = "".join(json.dumps({"kind": kind, **row}, default=str) + "\n" for row in rows)
+        os.write(self.fd, data.encode())
+
+    def rotate(self) -> Path | None:
+        """Close the current file and return it (delete it once its rows are in a part)."""
+        path, fd = self.path, self.fd
+        self.path = self.fd = None
+        if fd is not None:
+            os.close(fd)
+        return path
+
+
+def read_journal(folder: Path, kind: str, columns: dict[str, str]) -> pd.DataFrame:
+    """The ``kind`` rows of every journal under ``folder``; torn lines are skipped."""
+    import pandas as pd
+
+    rows = []
+    for path in sorted((folder / "journal").glob("*.jsonl")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:  # folded into a part meanwhile; the part has its rows
+            continue
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("kind") == kind:
+                rows.append(row)
+    return pd.DataFrame({n: pd.Series([r.get(n) for r in rows], dtype=t)
+                         for n, t in columns.items()})
+
+
+def _read_all(folder: Path, kind: str, columns: dict[str, str]) -> pd.DataFrame:
+    import pandas as pd
+
+    journal = read_journal(folder, kind, columns)  # first: a part written meanwhile has them
+    parts = read_parts(folder / kind, columns)
+    if journal.empty:
+        return parts
+    return pd.concat([parts, journal], ignore_index=True) if not parts.empty else journal
+
+
 def latest_cells(folder: Path) -> pd.DataFrame:
     """One row per cell: its newest attempt."""
-    cells = read_parts(folder / "cells", CELL_COLUMNS)
+    cells = _read_all(folder, "cells", CELL_COLUMNS)
     cells = cells.sort_values("finished_at", kind="stable")
     return cells.drop_duplicates("cell_id", keep="last").reset_index(drop=True)
 
 
 def latest_scores(folder: Path) -> pd.DataFrame:
     """One row per (cell, scorer): its newest score."""
-    scores = read_parts(folder / "scores", SCORE_COLUMNS)
+    scores = _read_all(folder, "scores", SCORE_COLUMNS)
     scores = scores.sort_values("scored_at", kind="stable")
     return scores.drop_duplicates(["cell_id", "scorer"], keep="last").reset_index(drop=True)
 
