@@ -122,3 +122,26 @@ class ExperimentRun:
         wide = scores.pivot(index="cell_id", columns="scorer", values="value")
         named = [s for s in self.manifest["spec"].get("scorers", []) if s in wide.columns]
         return wide[named + [c for c in wide.columns if c not in named]]
+
+
+def list_runs(home: str | Path) -> pd.DataFrame:
+    """Every experiment run under ``home``, newest first: one row per run with its id, name,
+    status, cells, models, when it was last run and its folder (for ``lab.experiments()``)."""
+    import pandas as pd
+
+    rows = []
+    for manifest_path in store.experiments_dir(Path(home)).glob("*/manifest.json"):
+        try:
+            manifest = store.read_manifest(manifest_path.parent)
+        except (LookupError, ValueError):  # half-written by a crash: skipped, not fatal
+            continue
+        spec = manifest.get("spec", {})
+        rows.append({"run_id": manifest["run_id"], "name": manifest.get("name"),
+                     "status": manifest.get("status"), "cells": manifest.get("n_cells"),
+                     "models": spec.get("models"), "prompts": len(spec.get("prompts", [])),
+                     "items": spec.get("n_items"), "updated_at": manifest.get("updated_at"),
+                     "path": str(manifest_path.parent)})
+    columns = ["run_id", "name", "status", "cells", "models", "prompts", "items",
+               "updated_at", "path"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.sort_values("updated_at", ascending=False, kind="stable").reset_index(drop=True)

@@ -212,3 +212,47 @@ def test_arun_works_under_asyncio_run_and_the_sync_door_inside_a_loop(make_lab):
 
     awaited, inside = asyncio.run(main())
     assert awaited.n_done == inside.n_done == 10 and inside.sent == 0
+
+
+def test_list_runs_shows_every_run_under_the_home_newest_first(make_lab):
+    from aillm_lab.experiments.results import list_runs
+
+    lab = make_lab()
+    assert list_runs(lab.settings.home).empty
+    first = _grid(lab, [ScriptedModel(knows, name="good")]).run(progress=False)
+    second = _grid(lab, [ScriptedModel(knows, name="good")], name="other",
+                   prompts=PROMPTS[:1]).run(progress=False)
+    runs = list_runs(lab.settings.home)
+    assert runs["run_id"].tolist() == [second.run_id, first.run_id]
+    assert runs["cells"].tolist() == [5, 10] and (runs["status"] == "completed").all()
+    assert runs["models"].iloc[0] == ["scripted:good"]
+
+
+def test_a_cancelled_run_keeps_what_finished_and_a_rerun_sends_only_the_rest(make_lab):
+    answered = []
+    four = asyncio.Event()  # set on the runner loop, where the test's main runs too
+
+    async def slow(messages, request):
+        await asyncio.sleep(0.05)
+        answered.append(messages[-1].text)
+        if len(answered) >= 4:
+            four.set()
+        return knows(messages, request)
+
+    lab = make_lab()
+    exp = _grid(lab, [ScriptedModel(slow, name="slow")], concurrency=2)
+
+    async def main():
+        task = asyncio.ensure_future(exp.arun(progress=False))
+        await four.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    lab.runner.run(main())  # on the runner loop, so the cancel unwinds before it returns
+    kept = al.ExperimentRun.load(lab.settings.home / "experiments" / exp.run_id(exp.cells()))
+    assert kept.status == "cancelled" and 4 <= kept.n_done < 10
+    done_before = len(answered)
+    rerun = exp.run(progress=False)
+    assert rerun.status == "completed" and rerun.n_done == 10
+    assert rerun.sent == 10 - kept.n_done and len(answered) == done_before + rerun.sent
