@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from aillm_lab.display import Displayable
 from aillm_lab.llm.types import Completion, Message, ToolCall, Usage
 from aillm_lab.runtime import sync_twin
 from aillm_lab.tools.base import ToolResult
@@ -64,7 +65,7 @@ class AgentStep(BaseModel):
         return [*self.messages, *answer, *self.observations]
 
 
-class AgentRun(BaseModel):
+class AgentRun(BaseModel, Displayable):
     """What an agent run did and how it ended; returned by ``agent.run`` / ``arun``.
 
     ``status`` is ``completed`` or the limit that stopped it (``max_steps``, ``budget``,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from aillm_lab.config import LabSettings
 from aillm_lab.core.services import LabServices
+from aillm_lab.display import Displayable, fields_table
 from aillm_lab.errors import ConfigError, ModelNotAvailable
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.calllog import CallLog
@@ -52,7 +53,7 @@ Tools = Sequence[Any] | None  # @al.tool tools, ToolSpecs or plain typed functio
 OutputT = TypeVar("OutputT", bound=BaseModel)
 
 
-class Lab(LabServices, Lifecycle):
+class Lab(LabServices, Lifecycle, Displayable):
     """Settings, models and the runner in one object; use it as a (async) context manager."""
 
     def __init__(self, settings: LabSettings | None = None, *, model: ModelArg = None,
@@ -71,6 +72,16 @@ class Lab(LabServices, Lifecycle):
 
     def __repr__(self) -> str:
         return f"<Lab home={str(self.settings.home)!r} model={self.default_model_id!r}>"
+
+    def _repr_html_(self) -> str:
+        """Home, default model and why, the response store, and this process's spend (no
+        I/O: a repr must not wait on the call log)."""
+        model, why = (self.default_model_id, "given to the Lab") if self._default else \
+            self.default_model_reason()
+        return fields_table("Lab", [
+            ("home", self.settings.home), ("default model", f"{model} ({why})"),
+            ("responses", self.settings.cache_mode),
+            ("spent in this process", f"${self.gateway.budget.spent_usd:.4f}")])
 
     # -- models ----------------------------------------------------------------------------
     @property

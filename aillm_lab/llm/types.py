@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import mimetypes
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aillm_lab.display import Displayable, fields_table, pre
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -129,7 +132,7 @@ class Usage(BaseModel):
 FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
 
 
-class Completion(BaseModel):
+class Completion(BaseModel, Displayable):
     """One model answer; ``str()`` is the reply text so it prints naturally in a cell."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -154,6 +157,16 @@ class Completion(BaseModel):
         calls = "".join(f"\n- tool call `{c.name}({json.dumps(c.arguments)})`"
                         for c in self.tool_calls)
         return f"{self.text}{calls}\n\n<sub>{self.model} · {stats}</sub>"
+
+    def _repr_html_(self) -> str:
+        calls = "".join(f"<li><code>{html.escape(c.name)}("
+                        f"{html.escape(json.dumps(c.arguments, default=str))})</code></li>"
+                        for c in self.tool_calls)
+        return fields_table("Completion", [
+            ("model", self.model), ("finish", self.finish_reason),
+            ("tokens", f"{self.usage.input_tokens} in, {self.usage.output_tokens} out"),
+            ("latency", None if self.latency_s is None else f"{self.latency_s:.2f} s")],
+            pre(self.text) + (f"<ul>{calls}</ul>" if calls else ""))
 
     def to_message(self) -> Message:
         return Message.assistant(self.text, self.tool_calls)

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aillm_lab.display import Displayable
 from aillm_lab.errors import AillmError
 
 SCHEMA = """
@@ -120,7 +121,7 @@ class ScoringWeights(BaseModel):
                             description="candidates per source (vectors, FTS) before ranking")
 
 
-class Memory(BaseModel):
+class Memory(BaseModel, Displayable):
     """One version of a memory. ``live`` ones are searchable; the rest are history."""
 
     model_config = ConfigDict(frozen=True)
@@ -150,7 +151,7 @@ class Memory(BaseModel):
         return Memories([self])._repr_html_()
 
 
-class MemoryHit(BaseModel):
+class MemoryHit(BaseModel, Displayable):
     """A search result with every factor of its score, so a ranking can be explained."""
 
     model_config = ConfigDict(frozen=True)
@@ -175,7 +176,7 @@ class ImportReport(BaseModel):
     links: int = 0
 
 
-class Memories(list[Memory]):
+class Memories(list[Memory], Displayable):
     """A list of memories that shows as a table in Jupyter and converts to a DataFrame."""
 
     def to_pandas(self) -> Any:
@@ -190,7 +191,7 @@ class Memories(list[Memory]):
         return _table(("id", "namespace", "text", "importance", "strength", "state"), rows)
 
 
-class Hits(list[MemoryHit]):
+class Hits(list[MemoryHit], Displayable):
     """Search results, best first; a table in Jupyter, a DataFrame on request."""
 
     def to_pandas(self) -> Any:

@@ -25,6 +25,7 @@ from typing import Any, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from aillm_lab.display import Displayable, fields_table, pre
 from aillm_lab.errors import ConfigError, RegistryError, ToolError
 from aillm_lab.llm.types import ToolSpec
 
@@ -40,7 +41,7 @@ class RiskLevel(StrEnum):
     NETWORK = "network"
 
 
-class ToolResult(BaseModel):
+class ToolResult(BaseModel, Displayable):
     """What the model reads back: text ``content``, plus flags the guard set on the way."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -58,6 +59,12 @@ class ToolResult(BaseModel):
 
     def __str__(self) -> str:
         return self.content
+
+    def _repr_html_(self) -> str:
+        state = "ok" if self.ok else f"refused ({self.rule})" if self.rule else "error"
+        return fields_table(f"{self.name}: {state}", [
+            ("call", self.call_id), ("truncated", "yes" if self.truncated else None),
+            ("injection markers", ", ".join(self.injection) or None)], pre(self.content))
 
 
 class Tool:
