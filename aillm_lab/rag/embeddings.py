@@ -244,13 +244,15 @@ class HashingEmbedder(Embedder):
 
 
 # -- cache --------------------------------------------------------------------------------
+# A rowid table: a vector (1.5 kB at 384-d) overflows a WITHOUT ROWID row onto its own page,
+# which tripled the table's size on disk (bench_rag_vs_chroma.py). Older files keep theirs.
 CACHE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS rag_embedding_cache (
     model_id TEXT NOT NULL,
     text_hash TEXT NOT NULL,
     vector BLOB NOT NULL,
     PRIMARY KEY (model_id, text_hash)
-) WITHOUT ROWID;
+);
 """
 
 

@@ -388,48 +388,70 @@ async def replace_documents(db: LabDB, collection_id: int, group: list[tuple[Any
 
     A chunk whose text and section are unchanged keeps its rowid (and vector); every other
     old chunk dies and each new one gets a fresh rowid, so no usearch key is ever reused.
+    Statements are batched per group, not per document: each one is a hop to the SQLite
+    thread, and per-document hops were a third of ingest time.
     """
-    added: list[tuple[int, np.ndarray]] = []
-    dead: list[int] = []
-    row_of = 0
     now = time.time()
+    tag_text = json.dumps(sorted(set(tags)))
     async with db.write() as conn:
+        await conn.executemany(
+            "INSERT INTO rag_documents (collection_id, source, type, content_hash, metadata,"
+            " tags, mtime, ingested) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (collection_id, source) DO UPDATE SET type = excluded.type, "
+            "content_hash = excluded.content_hash, metadata = excluded.metadata, "
+            "tags = CASE WHEN excluded.tags = '[]' THEN tags ELSE excluded.tags END, "
+            "mtime = excluded.mtime, ingested = excluded.ingested",
+            [(collection_id, doc.source, doc.type, doc.content_hash,
+              json.dumps(doc.metadata, default=str), tag_text, doc.mtime, now)
+             for doc, _ in group])
+        doc_ids = dict(await _select_in(
+            conn, "SELECT source, id FROM rag_documents WHERE collection_id = ? AND source IN",
+            [doc.source for doc, _ in group], [collection_id]))
+        old: dict[tuple[int, str, str], list[int]] = {}
+        for r in sorted(await _select_in(
+                conn, "SELECT id, doc_id, text_hash, section FROM rag_chunks WHERE alive = 1 "
+                "AND doc_id IN", list(doc_ids.values())), key=lambda r: r[0]):
+            old.setdefault((int(r[1]), r[2], r[3]), []).append(int(r[0]))
+        keep: list[tuple[int, int]] = []
+        fresh: list[tuple[Any, ...]] = []
+        fresh_vectors: list[np.ndarray] = []
+        row_of = 0
         for doc, chunks in group:
-            cur = await conn.execute(
-                "INSERT INTO rag_documents (collection_id, source, type, content_hash, metadata,"
-                " tags, mtime, ingested) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (collection_id, source) DO UPDATE SET type = excluded.type, "
-                "content_hash = excluded.content_hash, metadata = excluded.metadata, "
-                "tags = CASE WHEN excluded.tags = '[]' THEN tags ELSE excluded.tags END, "
-                "mtime = excluded.mtime, ingested = excluded.ingested RETURNING id",
-                (collection_id, doc.source, doc.type, doc.content_hash,
-                 json.dumps(doc.metadata, default=str), json.dumps(sorted(set(tags))),
-                 doc.mtime, now))
-            doc_id = int((await cur.fetchone())[0])
-            old: dict[tuple[str, str], list[int]] = {}
-            for r in await conn.execute_fetchall(
-                    "SELECT id, text_hash, section FROM rag_chunks WHERE doc_id = ? AND alive = 1 "
-                    "ORDER BY id", (doc_id,)):
-                old.setdefault((r[1], r[2]), []).append(int(r[0]))
+            doc_id = int(doc_ids[doc.source])
             for chunk in chunks:
                 vector = vectors[row_of]
                 row_of += 1
-                key = (text_hash(chunk.text), chunk.section)
+                key = (doc_id, text_hash(chunk.text), chunk.section)
                 if old.get(key):
-                    await conn.execute("UPDATE rag_chunks SET ordinal = ? WHERE id = ?",
-                                       (chunk.ordinal, old[key].pop(0)))
+                    keep.append((chunk.ordinal, old[key].pop(0)))
                     continue
-                cur = await conn.execute(
-                    "INSERT INTO rag_chunks (collection_id, doc_id, ordinal, text, text_hash, "
-                    "token_count, section, metadata, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (collection_id, doc_id, chunk.ordinal, chunk.text, key[0],
-                     chunk.token_count, chunk.section,
-                     json.dumps({"start": chunk.start, **chunk.metadata}), vector.tobytes()))
-                added.append((int(cur.lastrowid or 0), vector))
-            stale = [i for ids in old.values() for i in ids]
-            await _kill(conn, stale)
-            dead += stale
+                fresh.append((collection_id, doc_id, chunk.ordinal, chunk.text, key[1],
+                              chunk.token_count, chunk.section,
+                              json.dumps({"start": chunk.start, **chunk.metadata}),
+                              vector.tobytes()))
+                fresh_vectors.append(vector)
+        await conn.executemany("UPDATE rag_chunks SET ordinal = ? WHERE id = ?", keep)
+        before = (await (await conn.execute("SELECT max(id) FROM rag_chunks")).fetchone())[0]
+        await conn.executemany(
+            "INSERT INTO rag_chunks (collection_id, doc_id, ordinal, text, text_hash, "
+            "token_count, section, metadata, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+        rows = await conn.execute_fetchall(  # AUTOINCREMENT: ids rise in insertion order
+            "SELECT id FROM rag_chunks WHERE id > ? ORDER BY id", (before or 0,))
+        added = [(int(r[0]), v) for r, v in zip(rows, fresh_vectors, strict=True)]
+        dead = sorted(i for ids in old.values() for i in ids)
+        await _kill(conn, dead)
     return added, dead
+
+
+async def _select_in(conn: Any, sql: str, values: list[Any],
+                     params: list[Any] | None = None) -> list[Any]:
+    """``sql + " (?, ?, ...)"`` over ``values`` in slices that fit SQLite's parameter limit."""
+    rows: list[Any] = []
+    for i in range(0, len(values), 500):
+        part = values[i:i + 500]
+        rows += await conn.execute_fetchall(f"{sql} ({','.join('?' * len(part))})",
+                                            [*(params or []), *part])
+    return rows
 
 
 async def remove_documents(db: LabDB, collection_id: int, sources: list[str]) -> list[int]:
