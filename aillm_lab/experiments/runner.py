@@ -12,6 +12,7 @@ last second's cells (and with record/replay on, not even those).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 from collections.abc import Iterator
@@ -120,6 +121,8 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
     }
     try:
         with lab.gateway.sample(cell.epoch * exp.samples + cell.sample):
+            if exp.task is not None:
+                return await _run_task(exp, lab, cell, row, started)
             completion = await lab.acomplete(cell.text, model, system=exp.system,
                                              **cell.params.model_dump())
     except BudgetExceeded:
@@ -137,6 +140,34 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
                           else time.monotonic() - started),
                finish_reason=completion.finish_reason, finished_at=time.time())
     return row
+
+
+async def _run_task(exp: Experiment, lab: Lab, cell: Cell, row: dict[str, Any],
+                    started: float) -> dict[str, Any]:
+    """A task cell: the user's function does its own calls through ``lab``, inside the
+    run's scope, so they are tagged with the run id and count against its budget. Cells
+    run concurrently, so the spend is not split per cell: ``cost_usd`` stays empty, and the
+    call log has each call (``lab.calls()`` filtered by the run id)."""
+    output = exp.task(cell.item, exp.models[cell.model_index], lab)
+    if inspect.isawaitable(output):
+        output = await output
+    row.update(output=_as_text(output), finished_at=time.time(),
+               latency_s=time.monotonic() - started)
+    return row
+
+
+def _as_text(output: Any) -> str:
+    if isinstance(output, str):
+        return output
+    text = getattr(output, "text", None)  # a Completion
+    if isinstance(text, str):
+        return text
+    if hasattr(output, "model_dump_json"):
+        return str(output.model_dump_json())
+    try:
+        return json.dumps(output, ensure_ascii=False)
+    except TypeError:
+        return str(output)
 
 
 class _Writer:

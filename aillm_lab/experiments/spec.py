@@ -49,18 +49,22 @@ class Experiment(BaseModel):
 
     ``dataset``: a list of dicts, a pandas DataFrame, or a ``.jsonl`` / ``.csv`` path.
     ``prompts``: templates over the dataset's columns (``"Q: {question}"``; write ``{{``
-    for a literal brace). ``models``: model strings or ``Model`` objects (None: the Lab's
-    default). ``samples`` answers per item and prompt, repeated ``epochs`` times; sample
-    ``k`` of epoch ``e`` is sent with ``seed + e * samples + k`` unless ``params`` sets a
-    seed. ``budget_usd`` caps the run's spend across resumes; ``concurrency`` bounds the
-    cells in flight. ``lab``: whose gateway, call log and home to use (``al.default_lab()``).
+    for a literal brace), or instead ``task``: a function ``(item, model, lab)`` (async or
+    not) that does its own calls through ``lab`` and returns the output (text, a
+    ``Completion`` or any value, kept as text or JSON). ``models``: model strings or
+    ``Model`` objects (None: the Lab's default). ``samples`` answers per item and
+    prompt, repeated ``epochs`` times; sample ``k`` of epoch ``e`` is sent with
+    ``seed + e * samples + k`` unless ``params`` sets a seed. ``budget_usd`` caps the
+    run's spend across resumes; ``concurrency`` bounds the cells in flight. ``lab``: whose
+    gateway, call log and home to use (``al.default_lab()``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     name: str = Field(min_length=1, max_length=80)
     dataset: list[dict[str, Any]]
-    prompts: list[str] = Field(min_length=1)
+    prompts: list[str] = Field(default_factory=list)
+    task: Any = None
     models: list[Any] = Field(default_factory=lambda: [None], min_length=1)
     scorers: list[Any] = Field(default_factory=list)
     system: str | None = None
@@ -121,6 +125,13 @@ class Experiment(BaseModel):
 
     @model_validator(mode="after")
     def _check_columns(self) -> Experiment:
+        if (self.task is None) == (not self.prompts):
+            raise ConfigError("prompts/task: give prompt templates (prompts=['Q: {question}']) "
+                              "or a task function (task=solve), exactly one of them",
+                              fields=("prompts", "task"))
+        if self.task is not None and not callable(self.task):
+            raise ConfigError(f"task: {self.task!r} is not a function; give a function "
+                              "(item, model, lab) -> output", fields=("task",))
         columns = sorted({key for row in self.dataset for key in row})
         for index, template in enumerate(self.prompts):
             for needed in template_fields(template, f"prompts[{index}]"):
@@ -169,7 +180,7 @@ class Experiment(BaseModel):
         found = []
         for model_index, model in enumerate(self.models):
             model_id = _model_id(model, lab)
-            for prompt_index, template in enumerate(self.prompts):
+            for prompt_index, template in enumerate(self.prompts or [task_name(self.task)]):
                 for epoch in range(self.epochs):
                     for sample in range(self.samples):
                         params = self._params(epoch, sample)
@@ -182,7 +193,8 @@ class Experiment(BaseModel):
                                 cell_id=cell_id, item_id=item_id, item_index=index, item=item,
                                 prompt_index=prompt_index, prompt=template,
                                 model_index=model_index, model=model_id, epoch=epoch,
-                                sample=sample, text=template.format_map(item), params=params))
+                                sample=sample, params=params,
+                                text=template.format_map(item) if self.prompts else ""))
         return found
 
     def run_id(self, cells: list[Cell]) -> str:
@@ -195,6 +207,7 @@ class Experiment(BaseModel):
         return {
             "name": self.name, "n_items": len(self.dataset),
             "dataset_sha256": digest(self.dataset), "prompts": self.prompts,
+            "task": task_name(self.task) if self.task is not None else None,
             "models": [_model_id(m, lab) for m in self.models],
             "scorers": [s.name for s in self.scorers], "system": self.system,
             "params": self.params.model_dump(mode="json"), "samples": self.samples,
@@ -280,6 +293,13 @@ def item_ids(rows: list[dict[str, Any]]) -> list[str]:
         ids.append(base if seen[base] == 0 else f"{base}.{seen[base]}")
         seen[base] += 1
     return ids
+
+
+def task_name(task: Any) -> str:
+    """``task:<module>.<qualname>``: how a task function is named in ids and results."""
+    module = getattr(task, "__module__", None) or ""
+    name = getattr(task, "__qualname__", None) or type(task).__qualname__
+    return f"task:{module}.{name}" if module else f"task:{name}"
 
 
 def digest(value: Any) -> str:

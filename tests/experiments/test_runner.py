@@ -256,3 +256,39 @@ def test_a_cancelled_run_keeps_what_finished_and_a_rerun_sends_only_the_rest(mak
     rerun = exp.run(progress=False)
     assert rerun.status == "completed" and rerun.n_done == 10
     assert rerun.sent == 10 - kept.n_done and len(answered) == done_before + rerun.sent
+
+
+def test_a_task_function_runs_per_cell_with_its_calls_tagged_and_resumed(make_lab):
+    model = ScriptedModel(knows, name="good")
+
+    async def two_steps(item, model, lab):
+        if item["country"] == "Peru":
+            raise ValueError("no Peru today")
+        first = await lab.acomplete(f"Capital of {item['country']}?", model)
+        second = await lab.acomplete(f"Repeat: {first.text} of {item['country']}", model)
+        return {"capital": second.text}
+
+    lab = make_lab()
+    exp = al.Experiment(name="chain", dataset=ROWS, task=two_steps, models=[model],
+                        scorers=[al.scorers.json_valid(), al.scorers.contains("answer")],
+                        lab=lab)
+    run = exp.run(progress=False)
+    results = run.results().set_index("country")
+    assert results.loc["France", "output"] == '{"capital": "Paris"}'
+    assert results.loc["France", "prompt"].endswith("two_steps")
+    assert results.loc["France", "contains"] == 1.0 and results.loc["France", "json_valid"] == 1
+    assert "no Peru today" in results.loc["Peru", "error"] and run.n_done == 4
+    assert len(_mine(lab, run)) == 8 and len(model.requests) == 8
+    again = exp.run(progress=False)
+    assert again.sent == 1 and len(model.requests) == 8  # only Peru again, failing first
+
+
+def test_prompts_and_task_are_one_or_the_other():
+    with pytest.raises(al.ConfigError, match="exactly one") as info:
+        al.Experiment(name="x", dataset=ROWS, models=["scripted:a"])
+    assert info.value.fields[0] == "prompts"
+    with pytest.raises(al.ConfigError, match="exactly one"):
+        al.Experiment(name="x", dataset=ROWS, prompts=PROMPTS, task=lambda i, m, lab: "",
+                      models=["scripted:a"])
+    with pytest.raises(al.ConfigError, match="not a function"):
+        al.Experiment(name="x", dataset=ROWS, task="solve", models=["scripted:a"])
