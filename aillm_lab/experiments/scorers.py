@@ -7,7 +7,8 @@ higher value is better, which ``compare`` needs to count wins. The built-ins::
 
     al.scorers.exact("answer"), al.scorers.contains("answer"), al.scorers.regex(r"\\d+"),
     al.scorers.json_valid(schema), al.scorers.numeric("answer", abs_tol=0.01),
-    al.scorers.latency(), al.scorers.cost()
+    al.scorers.latency(), al.scorers.cost(),
+    al.scorers.recall_at_k("relevant", k=5), al.scorers.mrr(), al.scorers.ndcg_at_k(k=10)
 """
 
 from __future__ import annotations
@@ -184,6 +185,49 @@ def cost(*, name: str = "cost") -> Scorer:
     return Scorer(name, score, higher_is_better=False, uses_cell=True)
 
 
+# -- retrieval: the output is a ranked list of ids, the item's column the relevant ones --------
+def recall_at_k(column: str = "relevant", k: int = 10, *, name: str | None = None) -> Scorer:
+    """The share of ``item[column]``'s relevant ids among the output's first ``k``."""
+    _check_k(k)
+
+    def score(output: str | None, item: Mapping[str, Any]) -> float | None:
+        relevant = _relevance(item.get(column))
+        if not relevant:
+            return None
+        top = _ranked(output)[:k]
+        return sum(1 for doc in relevant if doc in top) / len(relevant)
+
+    return Scorer(name or f"recall@{k}", score, (column,))
+
+
+def mrr(column: str = "relevant", *, name: str = "mrr") -> Scorer:
+    """1 / the rank of the first relevant id in the output (0 when none is there)."""
+    def score(output: str | None, item: Mapping[str, Any]) -> float | None:
+        relevant = _relevance(item.get(column))
+        if not relevant:
+            return None
+        return next((1.0 / rank for rank, doc in enumerate(_ranked(output), 1)
+                     if doc in relevant), 0.0)
+
+    return Scorer(name, score, (column,))
+
+
+def ndcg_at_k(column: str = "relevant", k: int = 10, *, name: str | None = None) -> Scorer:
+    """nDCG of the output's first ``k`` ids; ``item[column]`` is a list (relevance 1) or a
+    dict of id to graded relevance."""
+    _check_k(k)
+
+    def score(output: str | None, item: Mapping[str, Any]) -> float | None:
+        relevant = _relevance(item.get(column))
+        if not relevant or not any(relevant.values()):
+            return None
+        gains = [relevant.get(doc, 0.0) for doc in _ranked(output)[:k]]
+        ideal = sorted(relevant.values(), reverse=True)[:k]
+        return _dcg(gains) / _dcg(ideal)
+
+    return Scorer(name or f"ndcg@{k}", score, (column,))
+
+
 # -- helpers ------------------------------------------------------------------------------------
 def _expected(item: Mapping[str, Any], column: str) -> Any:
     """``item[column]``; a missing or null value scores None (the item has no reference)."""
@@ -202,6 +246,47 @@ def _norm(text: str | None, ignore_case: bool, strip: bool) -> str:
 def _unfence(text: str) -> str:
     match = re.fullmatch(r"\s*```(?:json)?\s*\n?(.*?)\n?```\s*", text, re.DOTALL)
     return match.group(1) if match else text
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ConfigError(f"k={k}: give a cut-off of 1 or more", fields=("k",))
+
+
+def _ids(value: Any) -> list[str]:
+    """Ids from a list, a JSON list (in a fence or not) or comma/line separated text."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = json.loads(_unfence(value))
+        except ValueError:
+            return [p.strip() for p in re.split(r"[,\n]", value) if p.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _ranked(output: str | None) -> list[str]:
+    seen: dict[str, None] = {}  # a repeated id counts at its first rank only
+    for doc in _ids(output):
+        seen.setdefault(doc, None)
+    return list(seen)
+
+
+def _relevance(value: Any) -> dict[str, float]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            pass
+    if isinstance(value, Mapping):
+        return {str(k): float(v) for k, v in value.items()}
+    return {doc: 1.0 for doc in _ids(value)}
+
+
+def _dcg(gains: list[float]) -> float:
+    return sum((2 ** g - 1) / math.log2(rank + 1) for rank, g in enumerate(gains, 1))
 
 
 def _number(value: Any) -> float | None:

@@ -118,3 +118,42 @@ def test_a_plain_function_is_a_scorer_named_after_itself():
         as_scorer(lambda output, item: "yes")("x", {})
     with pytest.raises(al.ConfigError, match="not a function"):
         as_scorer("exact")
+
+
+RELEVANT = {"relevant": ["d1", "d4"]}
+
+
+def test_recall_at_k_counts_the_relevant_ids_in_the_first_k():
+    scorer = al.scorers.recall_at_k("relevant", k=3)
+    assert scorer.name == "recall@3"
+    assert scorer('["d1", "d2", "d3", "d4"]', RELEVANT) == 0.5
+    assert scorer('["d4", "d1"]', RELEVANT) == 1.0
+    assert scorer("d2, d4", RELEVANT) == 0.5               # comma separated text
+    assert scorer("```json\n[\"d1\"]\n```", RELEVANT) == 0.5
+    assert scorer("", RELEVANT) == 0.0 and scorer(None, RELEVANT) == 0.0
+    assert scorer('["d1"]', {"relevant": []}) is None         # nothing to find: no score
+    assert scorer('["d1"]', {"relevant": '["d1"]'}) == 1.0    # a CSV cell holding JSON
+    assert scorer("[1, 4]", {"relevant": [1, 4]}) == 1.0      # numeric ids
+    with pytest.raises(al.ConfigError, match="k=0"):
+        al.scorers.recall_at_k(k=0)
+
+
+def test_mrr_is_one_over_the_first_relevant_rank():
+    scorer = al.scorers.mrr("relevant")
+    assert scorer('["d1", "d2"]', RELEVANT) == 1.0
+    assert scorer('["d2", "d3", "d4"]', RELEVANT) == pytest.approx(1 / 3)
+    assert scorer('["d2", "d2", "d4"]', RELEVANT) == 0.5      # a repeat keeps its first rank
+    assert scorer('["d9"]', RELEVANT) == 0.0 and scorer("", RELEVANT) == 0.0
+
+
+def test_ndcg_is_one_for_the_ideal_order_and_uses_graded_relevance():
+    binary = al.scorers.ndcg_at_k("relevant", k=5)
+    assert binary('["d1", "d4", "d2"]', RELEVANT) == pytest.approx(1.0)
+    assert binary('["d2", "d1", "d4"]', RELEVANT) == pytest.approx(
+        (1 / 1.5849625 + 1 / 2) / (1 + 1 / 1.5849625))
+    assert binary('["d2"]', RELEVANT) == 0.0 and binary("", RELEVANT) == 0.0
+    graded = {"relevant": {"a": 3, "b": 1}}
+    assert binary('["a", "b"]', graded) == pytest.approx(1.0)
+    assert binary('["b", "a"]', graded) < 1.0
+    assert binary('["a"]', {"relevant": {"a": 0}}) is None  # no relevant document at all
+    assert al.scorers.ndcg_at_k(k=1)('["d4", "d1"]', RELEVANT) == pytest.approx(1.0)
