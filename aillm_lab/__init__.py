@@ -208,6 +208,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "ui":  # the faces' subpackage: al.ui.chat(), al.ui.trace(run), ...
+        return importlib.import_module("aillm_lab.ui")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'aillm_lab' has no attribute {name!r}")

@@ -1,0 +1,201 @@
+"""Notebook widgets (ipywidgets): ``al.ui.chat()``, ``al.ui.trace(run)`` and
+``al.ui.approvals(lab)``.
+
+Each widget starts its work on the Lab's runner loop and returns at once, so the kernel stays
+responsive while a reply streams or an agent waits for a human: widget callbacks run on the
+kernel's thread, model and tool calls on the runner's, and the two meet only through futures
+(``run_coroutine_threadsafe`` one way, ``call_soon_threadsafe`` the other).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import html
+import json
+import threading
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from aillm_lab.display import pre
+
+if TYPE_CHECKING:
+    from aillm_lab import AgentRun, ApprovalRequest, Lab
+
+
+def _lab(lab: Lab | None) -> Lab:
+    import aillm_lab
+
+    return lab if lab is not None else aillm_lab.default_lab()
+
+
+class ChatWidget(w.VBox):
+    """A prompt box, Send and Stop, a model picker, and the reply streaming into ``reply``.
+
+    ``updates`` counts the times the reply was redrawn (one per streamed piece); ``stop()``
+    cancels the call in flight on the runner loop, which ends it within a second."""
+
+    def __init__(self, lab: Lab | None = None, models: list[str] | None = None) -> None:
+        self.lab = _lab(lab)
+        # None is the Lab's own default model (it may be an object, not a name)
+        choices: list[tuple[str, str | None]] = [
+            (f"{self.lab.default_model_id} (default)", None),
+            *((m, m) for m in models or () if m != self.lab.default_model_id)]
+        self.model = w.Dropdown(options=choices, value=None, description="model")
+        self.prompt = w.Textarea(placeholder="Ask something…", layout=w.Layout(width="100%"))
+        self.send_button = w.Button(description="Send", button_style="primary")
+        self.stop_button = w.Button(description="Stop", disabled=True)
+        self.reply = w.HTML()
+        self.status = w.HTML()
+        self.updates = 0
+        self._future: concurrent.futures.Future[str] | None = None
+        self.send_button.on_click(lambda _: self.send())
+        self.stop_button.on_click(lambda _: self.stop())
+        super().__init__([self.model, self.prompt,
+                          w.HBox([self.send_button, self.stop_button]), self.reply, self.status])
+
+    def send(self, text: str | None = None) -> concurrent.futures.Future[str]:
+        """Start a streamed reply to ``text`` (default: the prompt box); returns its future."""
+        prompt = (text if text is not None else self.prompt.value).strip()
+        if not prompt:
+            self.status.value = "<i>Write a prompt first.</i>"
+            raise ValueError("the prompt is empty: write a prompt first")
+        self.stop()
+        self.reply.value, self.status.value, self.updates = "", "<i>…</i>", 0
+        self.send_button.disabled, self.stop_button.disabled = True, False
+        future = asyncio.run_coroutine_threadsafe(self._stream(prompt, self.model.value),
+                                                  self.lab.runner.loop)
+        future.add_done_callback(self._done)
+        self._future = future
+        return future
+
+    def stop(self) -> None:
+        """Cancel the reply in flight, if any (from any thread)."""
+        if self._future is not None and not self._future.done():
+            self._future.cancel()
+
+    async def _stream(self, prompt: str, model: str | None) -> str:
+        text = ""
+        async for event in self.lab.astream(prompt, model):
+            if event.type == "text" and event.text:
+                text += event.text
+                self.reply.value = pre(text)
+                self.updates += 1
+        return text
+
+    def _done(self, future: concurrent.futures.Future[str]) -> None:
+        self.send_button.disabled, self.stop_button.disabled = False, True
+        if future.cancelled():
+            self.status.value = "<i>stopped</i>"
+        elif (exc := future.exception()) is not None:
+            self.status.value = f"<b>{html.escape(type(exc).__name__)}</b>: " \
+                                f"{html.escape(str(exc))}"
+        else:
+            self.status.value = ""
+
+
+class ApprovalsWidget(w.VBox):
+    """The Safety Guard's approver as Approve/Deny buttons: each ``ask`` call shows its tool,
+    reason and arguments (a file write shows the text it would write) and waits on the
+    runner loop for a click; the kernel stays free meanwhile. Set as ``lab.tools.approver``."""
+
+    def __init__(self, lab: Lab | None = None) -> None:
+        self.lab = _lab(lab)
+        self.pending: list[tuple[ApprovalRequest, w.Button, w.Button]] = []
+        self._lock = threading.Lock()
+        self.header = w.HTML("<b>Approvals</b>: none waiting")
+        super().__init__([self.header])
+        self.lab.tools.approver = self.approve
+
+    async def approve(self, request: ApprovalRequest) -> bool:
+        """The approver the guard awaits: True only when Approve is clicked."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool] = loop.create_future()
+
+        def decide(value: bool) -> None:
+            if not answer.done():
+                answer.set_result(value)
+
+        yes = w.Button(description="Approve", button_style="success")
+        no = w.Button(description="Deny", button_style="danger")
+        yes.on_click(lambda _: loop.call_soon_threadsafe(decide, True))
+        no.on_click(lambda _: loop.call_soon_threadsafe(decide, False))
+        card = w.VBox([w.HTML(_describe(request)), w.HBox([yes, no])])
+        entry = (request, yes, no)
+        self._show(entry, card, add=True)
+        try:
+            return await answer
+        finally:
+            self._show(entry, card, add=False)
+
+    def _show(self, entry: tuple[ApprovalRequest, w.Button, w.Button], card: w.VBox, *,
+              add: bool) -> None:
+        with self._lock:
+            if add:
+                self.pending.append(entry)
+                self.children = (*self.children, card)
+            else:
+                self.pending = [e for e in self.pending if e is not entry]
+                self.children = tuple(c for c in self.children if c is not card)
+            waiting = len(self.pending)
+        self.header.value = f"<b>Approvals</b>: {waiting or 'none'} waiting"
+
+
+def _describe(request: ApprovalRequest) -> str:
+    """The request for a human: what, why, and the arguments (long text as a preview)."""
+    args = dict(request.arguments)
+    body = ""
+    for key in ("content", "text", "code", "command"):
+        if isinstance(args.get(key), str) and len(args[key]) > 60:
+            body += f"<div>{html.escape(key)}:</div>{pre(args.pop(key), 2000)}"
+    return (f"<div><b>{html.escape(request.tool)}</b> ({html.escape(request.risk)}): "
+            f"{html.escape(request.reason)}</div>"
+            f"<code>{html.escape(json.dumps(args, default=str))}</code>{body}")
+
+
+class TraceWidget(w.Accordion):
+    """An ``AgentRun`` as one collapsible section per step: the model's reply, each tool call
+    with its arguments and result, tokens, cost and latency."""
+
+    def __init__(self, run: AgentRun) -> None:
+        self.run = run
+        sections = [w.HTML(_step_html(step)) for step in run.steps]
+        super().__init__(sections)
+        for i, step in enumerate(run.steps):
+            calls = ", ".join(c.name for c in step.tool_calls) or "answer"
+            self.set_title(i, f"step {step.index}: {calls}")
+
+
+def _step_html(step: Any) -> str:
+    parts = [pre(step.text)] if step.text else []
+    for call, result in zip(step.tool_calls, step.tool_results, strict=False):
+        parts.append(f"<div><code>{html.escape(call.name)}("
+                     f"{html.escape(json.dumps(call.arguments, default=str))})</code> → "
+                     f"{'ok' if result.ok else 'refused' if result.rule else 'error'}</div>"
+                     f"{pre(result.content, 2000)}")
+    usage = step.usage
+    cost = "?" if step.cost_usd is None else f"${step.cost_usd:.4f}"
+    latency = "?" if step.latency_s is None else f"{step.latency_s:.2f} s"
+    tokens = f"{usage.input_tokens} in, {usage.output_tokens} out" if usage else "?"
+    parts.append(f"<small>{tokens} · {cost} · {latency}"
+                 + (f" · <b>{html.escape(step.error)}</b>" if step.error else "") + "</small>")
+    return "".join(parts)
+
+
+def chat(lab: Lab | None = None, models: list[str] | None = None) -> ChatWidget:
+    """A streaming chat widget on ``lab`` (default: ``al.default_lab()``)."""
+    return ChatWidget(lab, models)
+
+
+def trace(run: AgentRun) -> TraceWidget:
+    """Browse an ``AgentRun`` step by step."""
+    return TraceWidget(run)
+
+
+def approvals(lab: Lab | None = None) -> ApprovalsWidget:
+    """Answer the Safety Guard's ``ask`` decisions with buttons (sets the Lab's approver)."""
+    return ApprovalsWidget(lab)
+
+
+__all__ = ["ApprovalsWidget", "ChatWidget", "TraceWidget", "approvals", "chat", "trace"]

@@ -1,0 +1,107 @@
+"""The notebook widgets without a browser: their buttons are clicked from Python, as a front
+end would, and what they do is checked on the Lab (the reply, the files, the audit)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import aillm_lab as al
+from aillm_lab.testing import ScriptedModel
+
+pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def test_the_chat_widget_streams_a_reply_in_several_updates(make_lab):
+    lab = make_lab(ScriptedModel(["The capital of France is Paris."], name="x"))
+    chat = al.ui.chat(lab)
+    chat.prompt.value = "What is the capital of France?"
+    chat.send_button.click()
+    assert chat.send_button.disabled and not chat.stop_button.disabled
+    assert chat._future.result(timeout=10) == "The capital of France is Paris."
+    assert chat.updates >= 2  # streamed, not one final paint
+    assert "Paris." in chat.reply.value
+    wait_for(lambda: not chat.send_button.disabled)
+    assert chat.status.value == "" and len(lab.calls()) == 1
+
+
+def test_stop_cancels_the_reply_within_a_second(make_lab):
+    words = " ".join(f"w{i}" for i in range(200))
+    lab = make_lab(ScriptedModel([words], name="slow", delay=0.05))
+    chat = al.ui.chat(lab)
+    future = chat.send("go on")
+    wait_for(lambda: chat.updates >= 2)
+    started = time.monotonic()
+    chat.stop_button.click()
+    wait_for(lambda: future.done(), timeout=5)
+    assert time.monotonic() - started < 1.0 and future.cancelled()
+    wait_for(lambda: chat.status.value == "<i>stopped</i>")
+    assert chat.updates < 200  # it really stopped part way
+
+
+def test_an_empty_prompt_is_refused_without_a_call(make_lab):
+    lab = make_lab(ScriptedModel(["unused"]))
+    chat = al.ui.chat(lab)
+    with pytest.raises(ValueError, match="prompt is empty"):
+        chat.send("   ")
+    assert "Write a prompt first" in chat.status.value
+
+
+@pytest.mark.parametrize("answer", ["Deny", "Approve"])
+def test_the_approval_widget_decides_whether_the_file_is_written(make_lab, answer):
+    content = "print('hello')\n" * 10
+    model = ScriptedModel([al.ToolCall(id="c1", name="write_file",
+                                       arguments={"path": "hello.py", "content": content}),
+                           "done"])
+    lab = make_lab(model)
+    lab.settings.safety.approvals.by_tool["write_file"] = "ask"
+    panel = al.ui.approvals(lab)
+    agent = al.ReActAgent(tools=["write_file"], lab=lab)
+    runs: list[al.AgentRun] = []
+    worker = threading.Thread(target=lambda: runs.append(agent.run("write hello.py")))
+    worker.start()
+    wait_for(lambda: len(panel.pending) == 1)  # the agent waits; this thread is free
+    request, approve, deny = panel.pending[0]
+    assert request.tool == "write_file" and "1 waiting" in panel.header.value
+    card = panel.children[1]
+    assert "write_file" in card.children[0].value and "print(&#x27;hello&#x27;)" in \
+        card.children[0].value  # the text it would write, escaped
+    (approve if answer == "Approve" else deny).click()
+    worker.join(timeout=10)
+    [run] = runs
+    target = lab.settings.workspace_path / "hello.py"
+    decision = list(lab.audit(tool="write_file")["decision"])
+    if answer == "Approve":
+        assert target.read_text() == content and decision == ["allowed"]
+    else:
+        assert not target.exists() and decision == ["denied"]
+        assert run.steps[0].tool_results[0].rule == "approval.denied"
+    assert run.status == "completed" and panel.pending == []
+    assert len(panel.children) == 1 and "none waiting" in panel.header.value
+
+
+def test_the_trace_widget_has_one_section_per_step(make_lab):
+    model = ScriptedModel([al.ToolCall(id="c1", name="nope", arguments={}), "the end"])
+    run = al.ReActAgent(lab=make_lab(model)).run("try")
+    view = al.ui.trace(run)
+    assert len(view.children) == len(run.steps) == 2
+    assert view.get_title(0) == "step 0: nope" and view.get_title(1) == "step 1: answer"
+    assert "Unknown tool" in view.children[0].value and "the end" in view.children[1].value
+
+
+def test_the_model_picker_starts_on_the_labs_default_and_lists_the_others(make_lab):
+    lab = make_lab(ScriptedModel(["unused"], name="x"))
+    chat = al.ui.chat(lab, models=["scripted:x", "openai:gpt-4o-mini"])
+    assert chat.model.options == (("scripted:x (default)", None),
+                                  ("openai:gpt-4o-mini", "openai:gpt-4o-mini"))
+    assert chat.model.value is None
