@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CELL_VIEW = ["cell_id", "item_id", "item_index", "prompt_index", "prompt", "model", "epoch",
-             "sample", "input", "output", "error", "cost_usd", "latency_s", "input_tokens",
-             "output_tokens"]
+             "sample", "input", "output", "tool_calls", "error", "cost_usd", "latency_s",
+             "input_tokens", "output_tokens"]
 
 
 class ExperimentRun:

@@ -124,7 +124,7 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
             if exp.task is not None:
                 return await _run_task(exp, lab, cell, row, started)
             completion = await lab.acomplete(cell.text, model, system=exp.system,
-                                             **cell.params.model_dump())
+                                             tools=exp.tools, **cell.params.model_dump())
     except BudgetExceeded:
         raise
     except Exception as exc:  # isolated: the cell is a row with its error, the run goes on
@@ -132,7 +132,9 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
                    latency_s=time.monotonic() - started, finished_at=time.time())
         return row
     provider, _, name = completion.model.partition(":")
+    calls = [{"name": c.name, "arguments": c.arguments} for c in completion.tool_calls]
     row.update(output=completion.text, answered_by=completion.model,
+               tool_calls=json.dumps(calls, ensure_ascii=False) if calls else None,
                input_tokens=completion.usage.input_tokens,
                output_tokens=completion.usage.output_tokens,
                cost_usd=lab.gateway.pricing.price(provider, name, completion.usage),

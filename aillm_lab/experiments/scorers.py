@@ -7,7 +7,7 @@ higher value is better, which ``compare`` needs to count wins. The built-ins::
 
     al.scorers.exact("answer"), al.scorers.contains("answer"), al.scorers.regex(r"\\d+"),
     al.scorers.json_valid(schema), al.scorers.numeric("answer", abs_tol=0.01),
-    al.scorers.latency(), al.scorers.cost(),
+    al.scorers.latency(), al.scorers.cost(), al.scorers.tool_call("possible_answer"),
     al.scorers.recall_at_k("relevant", k=5), al.scorers.mrr(), al.scorers.ndcg_at_k(k=10)
 """
 
@@ -183,6 +183,14 @@ def cost(*, name: str = "cost") -> Scorer:
         return _number(cell.get("cost_usd"))
 
     return Scorer(name, score, higher_is_better=False, uses_cell=True)
+
+
+def tool_call(column: str = "possible_answer", *, name: str = "tool_call") -> Scorer:
+    """1.0 when the cell's tool calls match ``item[column]``, a BFCL possible answer:
+    ``[{"get_weather": {"city": ["Paris"], "unit": ["celsius", ""]}}]`` ("" = optional)."""
+    from aillm_lab.experiments.tool_scorer import tool_call as make
+
+    return make(column, name=name)
 
 
 # -- retrieval: the output is a ranked list of ids, the item's column the relevant ones --------

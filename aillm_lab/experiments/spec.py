@@ -52,7 +52,9 @@ class Experiment(BaseModel):
     for a literal brace), or instead ``task``: a function ``(item, model, lab)`` (async or
     not) that does its own calls through ``lab`` and returns the output (text, a
     ``Completion`` or any value, kept as text or JSON). ``models``: model strings or
-    ``Model`` objects (None: the Lab's default). ``samples`` answers per item and
+    ``Model`` objects (None: the Lab's default). ``tools``: ``@al.tool`` tools, ToolSpecs
+    or typed functions offered to the model (its calls are kept, not run: score them with
+    ``al.scorers.tool_call``). ``samples`` answers per item and
     prompt, repeated ``epochs`` times; sample ``k`` of epoch ``e`` is sent with
     ``seed + e * samples + k`` unless ``params`` sets a seed. ``budget_usd`` caps the
     run's spend across resumes; ``concurrency`` bounds the cells in flight. ``lab``: whose
@@ -68,6 +70,7 @@ class Experiment(BaseModel):
     models: list[Any] = Field(default_factory=lambda: [None], min_length=1)
     scorers: list[Any] = Field(default_factory=list)
     system: str | None = None
+    tools: list[Any] | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
     samples: int = Field(default=1, ge=1, le=10_000)
     epochs: int = Field(default=1, ge=1, le=10_000)
@@ -123,6 +126,15 @@ class Experiment(BaseModel):
                               "give the scorer another name= ", fields=("scorers",))
         return scorers
 
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _as_specs(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from aillm_lab.tools.base import tool_specs
+
+        return tool_specs(value)
+
     @model_validator(mode="after")
     def _check_columns(self) -> Experiment:
         if (self.task is None) == (not self.prompts):
@@ -177,6 +189,7 @@ class Experiment(BaseModel):
         """Every cell of the grid in a fixed order, with its deterministic id."""
         lab = lab or self.resolve_lab()
         items = item_ids(self.dataset)
+        tools = [t.model_dump(mode="json") for t in self.tools or []]
         found = []
         for model_index, model in enumerate(self.models):
             model_id = _model_id(model, lab)
@@ -186,7 +199,8 @@ class Experiment(BaseModel):
                         params = self._params(epoch, sample)
                         for index, (item, item_id) in enumerate(zip(self.dataset, items,
                                                                     strict=True)):
-                            config = {"system": self.system, "params": params.model_dump()}
+                            config = {"system": self.system, "params": params.model_dump(),
+                                      **({"tools": tools} if tools else {})}
                             cell_id = digest([item_id, template, model_id, config, sample,
                                               epoch])[:20]
                             found.append(Cell(
@@ -211,6 +225,7 @@ class Experiment(BaseModel):
             "models": [_model_id(m, lab) for m in self.models],
             "scorers": [s.name for s in self.scorers], "system": self.system,
             "params": self.params.model_dump(mode="json"), "samples": self.samples,
+            "tools": [t.name for t in self.tools or []],
             "epochs": self.epochs, "seed": self.seed, "budget_usd": self.budget_usd,
             "concurrency": self.concurrency,
         }

@@ -30,9 +30,9 @@ CELL_COLUMNS: dict[str, str] = {
     "run_id": "string", "cell_id": "string", "item_id": "string", "item_index": "int64",
     "item": "string", "prompt_index": "int64", "prompt": "string", "model_index": "int64",
     "model": "string", "epoch": "int64", "sample": "int64", "input": "string",
-    "output": "string", "error": "string", "answered_by": "string", "input_tokens": "Int64",
-    "output_tokens": "Int64", "cost_usd": "float64", "latency_s": "float64",
-    "finish_reason": "string", "finished_at": "float64",
+    "output": "string", "tool_calls": "string", "error": "string", "answered_by": "string",
+    "input_tokens": "Int64", "output_tokens": "Int64", "cost_usd": "float64",
+    "latency_s": "float64", "finish_reason": "string", "finished_at": "float64",
 }
 SCORE_COLUMNS: dict[str, str] = {
     "run_id": "string", "cell_id": "string", "scorer": "string", "value": "float64",
