@@ -78,14 +78,14 @@ class ExperimentRun:
         the item's columns, the output, the error, cost, latency and one column per scorer."""
         import pandas as pd
 
-        cells = self.cells()
+        order = ["model_index", "prompt_index", "epoch", "sample", "item_index"]
+        cells = self.cells().sort_values(order, kind="stable").reset_index(drop=True)
         wide = self._wide_scores()
         frame = cells[CELL_VIEW].merge(wide, how="left", left_on="cell_id", right_index=True)
         items = pd.DataFrame([json.loads(text) for text in cells["item"]], index=cells.index)
         items.columns = [c if c not in frame.columns else f"item_{c}" for c in items.columns]
         frame = pd.concat([frame.iloc[:, :4], items, frame.iloc[:, 4:]], axis=1)
-        order = ["model", "prompt_index", "epoch", "sample", "item_index"]
-        return frame.sort_values(order, kind="stable").reset_index(drop=True)
+        return frame
 
     def summary(self, confidence: float = 0.95) -> pd.DataFrame:
         """Per prompt × model: cells, errors, cost, mean latency, and each scorer's mean

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aillm_lab.errors import BudgetExceeded
 from aillm_lab.experiments import store
 from aillm_lab.experiments.results import ExperimentRun
+from aillm_lab.experiments.scorers import to_score
 from aillm_lab.llm.limits import UNSET
 
 if TYPE_CHECKING:
@@ -50,14 +51,14 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     if (folder / "manifest.json").is_file():
         manifest["created_at"] = store.read_manifest(folder).get("created_at",
                                                                 manifest["created_at"])
-    writer = _Writer(folder, run_id, exp.scorers)
-    await writer.rescore(ok, exp.scorers)
+    writer = _Writer(folder, run_id, lab)
     todo = [c for c in cells if c.cell_id not in done_ids]
     cap = UNSET if exp.budget_usd is None else max(exp.budget_usd - spent_before, 0.0)
     outcome = _Outcome()
     bar = _progress_bar(progress, len(cells), len(cells) - len(todo), exp.name)
     try:
         with lab.scope(run_id, budget_usd=cap):
+            await writer.rescore(ok, exp.scorers)  # a judge's calls are the run's too
             work = iter(todo)
             workers = [asyncio.ensure_future(_worker(exp, lab, work, writer, outcome, bar))
                        for _ in range(min(exp.concurrency, len(todo)))]
@@ -175,8 +176,8 @@ def _as_text(output: Any) -> str:
 class _Writer:
     """Buffers cell and score rows and writes them as Parquet parts off the loop."""
 
-    def __init__(self, folder: Path, run_id: str, scorers: list[Scorer]) -> None:
-        self.folder, self.run_id = folder, run_id
+    def __init__(self, folder: Path, run_id: str, lab: Lab) -> None:
+        self.folder, self.run_id, self.lab = folder, run_id, lab
         self.cells: list[dict[str, Any]] = []
         self.scores: list[dict[str, Any]] = []
         self.last = time.monotonic()
@@ -186,7 +187,8 @@ class _Writer:
     async def add(self, row: dict[str, Any], scorers: list[Scorer],
                   item: dict[str, Any]) -> None:
         row["run_id"] = self.run_id
-        scores = score_rows(self.run_id, row, item, scorers) if row.get("error") is None else []
+        scores = (await score_rows(self.run_id, row, item, scorers, self.lab)
+                  if row.get("error") is None else [])
         self.journal.append("cells", [row])  # on disk before the next cell is taken
         self.journal.append("scores", scores)
         self.cells.append(row)
@@ -205,8 +207,8 @@ class _Writer:
             missing = [s for s in scorers if (row["cell_id"], s.name) not in seen]
             if missing:
                 clean = {k: (None if _is_na(v) else v) for k, v in row.items()}
-                self.scores += score_rows(self.run_id, clean, json.loads(clean["item"]),
-                                          missing)
+                self.scores += await score_rows(self.run_id, clean,
+                                                json.loads(clean["item"]), missing, self.lab)
         await self.flush()
 
     async def flush(self) -> None:
@@ -225,15 +227,18 @@ class _Writer:
                 journal.unlink(missing_ok=True)
 
 
-def score_rows(run_id: str, row: dict[str, Any], item: dict[str, Any],
-               scorers: list[Scorer]) -> list[dict[str, Any]]:
+async def score_rows(run_id: str, row: dict[str, Any], item: dict[str, Any],
+                     scorers: list[Scorer], lab: Lab) -> list[dict[str, Any]]:
     """One score row per scorer; a scorer that raises gets a row with its error."""
     now = time.time()
     rows = []
     for scorer in scorers:
         value, error = None, None
         try:
-            value = scorer(row.get("output"), item, row)
+            if scorer.needs_lab:
+                value = to_score(scorer.name, await scorer.fn(row.get("output"), item, row, lab))
+            else:
+                value = scorer(row.get("output"), item, row)
         except Exception as exc:  # a scorer's bug is the scorer's row, not the run's end
             error = f"{type(exc).__name__}: {exc}"
         rows.append({"run_id": run_id, "cell_id": row["cell_id"], "scorer": scorer.name,

@@ -8,6 +8,7 @@ higher value is better, which ``compare`` needs to count wins. The built-ins::
     al.scorers.exact("answer"), al.scorers.contains("answer"), al.scorers.regex(r"\\d+"),
     al.scorers.json_valid(schema), al.scorers.numeric("answer", abs_tol=0.01),
     al.scorers.latency(), al.scorers.cost(), al.scorers.tool_call("possible_answer"),
+    al.scorers.judge("Is it correct and concise?", "openai:gpt-4o-mini", reference="answer"),
     al.scorers.recall_at_k("relevant", k=5), al.scorers.mrr(), al.scorers.ndcg_at_k(k=10)
 """
 
@@ -36,20 +37,29 @@ class Scorer:
     columns: tuple[str, ...] = ()
     higher_is_better: bool = True
     uses_cell: bool = field(default=False)
+    needs_lab: bool = field(default=False)  # an async fn(output, item, cell, lab): a judge
 
     def __call__(self, output: str | None, item: Mapping[str, Any],
                  cell: Mapping[str, Any] | None = None) -> float | None:
         """The score as a float (None: not applicable); a bad return type is a TypeError."""
+        if self.needs_lab:
+            raise TypeError(f"scorer {self.name!r} calls a model; an experiment run scores "
+                            "it through its Lab")
         value = (self.fn(output, item, cell or {}) if self.uses_cell
                  else self.fn(output, item))
-        if value is None:
-            return None
-        if isinstance(value, bool):
-            return 1.0 if value else 0.0
-        if isinstance(value, int | float):
-            return float(value)
-        raise TypeError(f"scorer {self.name!r} returned a {type(value).__name__}; return a "
-                        "number, a bool or None")
+        return to_score(self.name, value)
+
+
+def to_score(name: str, value: Any) -> float | None:
+    """A scorer's return value as a float: bools as 1.0 / 0.0, None kept."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    raise TypeError(f"scorer {name!r} returned a {type(value).__name__}; return a "
+                    "number, a bool or None")
 
 
 def as_scorer(obj: Any) -> Scorer:
@@ -191,6 +201,16 @@ def tool_call(column: str = "possible_answer", *, name: str = "tool_call") -> Sc
     from aillm_lab.experiments.tool_scorer import tool_call as make
 
     return make(column, name=name)
+
+
+def judge(rubric: str, model: Any = None, *, reference: str | None = None,
+          scale: tuple[float, float] = (0, 10), name: str = "judge") -> Scorer:
+    """LLM-as-judge: ``model`` grades each output against ``rubric`` (and ``item[reference]``
+    when given) on ``scale``; the score is rescaled to 0..1. Its calls go through the Lab's
+    gateway under the run's id and budget, recorded like any other call."""
+    from aillm_lab.experiments.judge import judge as make
+
+    return make(rubric, model, reference=reference, scale=scale, name=name)
 
 
 # -- retrieval: the output is a ranked list of ids, the item's column the relevant ones --------

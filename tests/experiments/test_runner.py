@@ -292,3 +292,13 @@ def test_prompts_and_task_are_one_or_the_other():
                       models=["scripted:a"])
     with pytest.raises(al.ConfigError, match="not a function"):
         al.Experiment(name="x", dataset=ROWS, task="solve", models=["scripted:a"])
+
+
+def test_results_follow_the_grid_order_models_first_as_given(make_lab):
+    models = [ScriptedModel(knows, name="zeta"), ScriptedModel(knows, name="alpha")]
+    run = _grid(make_lab(), models, epochs=2).run(progress=False)
+    results = run.results()
+    keys = list(zip(results["model"], results["prompt_index"], results["epoch"],
+                    results["item_index"], strict=True))
+    assert keys == [(f"scripted:{m}", p, e, i) for m in ("zeta", "alpha") for p in (0, 1)
+                    for e in (0, 1) for i in range(5)]
