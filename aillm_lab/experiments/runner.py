@@ -5,8 +5,8 @@
 all apply and every call is tagged with the run id. A failed cell becomes a row with its
 error and the run goes on; a ``BudgetExceeded`` (nothing was sent) stops the workers taking
 new cells, lets the ones in flight finish, and ends the run with status ``budget``. Rows are
-flushed as Parquet parts about every second, so a resume after a crash re-sends at most the
-last second's cells (and with record/replay on, not even those).
+appended to a journal as each cell finishes and folded into Parquet parts every few
+seconds, so a resume after a crash re-sends only the cells that were in flight.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from aillm_lab.experiments.scorers import Scorer
     from aillm_lab.experiments.spec import Cell, Experiment
 
-FLUSH_ROWS = 256
-FLUSH_SECONDS = 1.0
+FLUSH_ROWS = 2048  # the journal keeps finished cells safe; parts only keep journals short
+FLUSH_SECONDS = 2.0
 
 
 async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) -> ExperimentRun:
@@ -193,8 +193,8 @@ class _Writer:
         self.journal.append("scores", scores)
         self.cells.append(row)
         self.scores += scores
-        if (len(self.cells) >= FLUSH_ROWS
-                or time.monotonic() - self.last >= FLUSH_SECONDS):
+        due = len(self.cells) >= FLUSH_ROWS or time.monotonic() - self.last >= FLUSH_SECONDS
+        if due and not self.lock.locked():  # one worker folds; the others go on with cells
             await self.flush()
 
     async def rescore(self, done: Any, scorers: list[Scorer]) -> None:
