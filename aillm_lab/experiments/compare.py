@@ -42,6 +42,13 @@ def compare(run_a: ExperimentRun, run_b: ExperimentRun, *, metrics: list[str] | 
     return table
 
 
+def plot_comparison(table: pd.DataFrame) -> Any:
+    """A bokeh figure of a ``compare`` table: each metric's difference and interval."""
+    from aillm_lab.experiments.plots import comparison_figure
+
+    return comparison_figure(table)
+
+
 def _per_item(run: ExperimentRun) -> pd.DataFrame:
     scores = run.scores().dropna(subset=["value"])
     items = run.cells()[["cell_id", "item_id"]]

@@ -113,6 +113,16 @@ class ExperimentRun:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def plot(self, metric: str | None = None) -> Any:
+        """A bokeh figure of ``metric`` (the first scorer by default) per prompt × model,
+        with its interval; ``bokeh.io.show(fig)`` in a notebook."""
+        from aillm_lab.experiments.plots import summary_figure
+
+        metrics = list(self.metrics)
+        if metric is None and not metrics:
+            raise ValueError("this run has no scores to plot; give the experiment scorers")
+        return summary_figure(self.summary(), metric or metrics[0])
+
     def _wide_scores(self) -> pd.DataFrame:
         scores = self.scores()
         if scores.empty:
