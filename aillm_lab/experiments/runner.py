@@ -125,7 +125,8 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
             if exp.task is not None:
                 return await _run_task(exp, lab, cell, row, started)
             completion = await lab.acomplete(cell.text, model, system=exp.system,
-                                             tools=exp.tools, **cell.params.model_dump())
+                                             tools=exp.tools_for(cell.item),
+                                             **cell.params.model_dump())
     except BudgetExceeded:
         raise
     except Exception as exc:  # isolated: the cell is a row with its error, the run goes on

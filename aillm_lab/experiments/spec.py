@@ -53,8 +53,9 @@ class Experiment(BaseModel):
     not) that does its own calls through ``lab`` and returns the output (text, a
     ``Completion`` or any value, kept as text or JSON). ``models``: model strings or
     ``Model`` objects (None: the Lab's default). ``tools``: ``@al.tool`` tools, ToolSpecs
-    or typed functions offered to the model (its calls are kept, not run: score them with
-    ``al.scorers.tool_call``). ``samples`` answers per item and
+    or typed functions offered to the model, or the name of a column holding each item's
+    own function schemas (BFCL's ``function``); the calls are kept, not run: score them
+    with ``al.scorers.tool_call``. ``samples`` answers per item and
     prompt, repeated ``epochs`` times; sample ``k`` of epoch ``e`` is sent with
     ``seed + e * samples + k`` unless ``params`` sets a seed. ``budget_usd`` caps the
     run's spend across resumes; ``concurrency`` bounds the cells in flight. ``lab``: whose
@@ -70,7 +71,7 @@ class Experiment(BaseModel):
     models: list[Any] = Field(default_factory=lambda: [None], min_length=1)
     scorers: list[Any] = Field(default_factory=list)
     system: str | None = None
-    tools: list[Any] | None = None
+    tools: list[Any] | str | None = None
     params: GenerationParams = Field(default_factory=GenerationParams)
     samples: int = Field(default=1, ge=1, le=10_000)
     epochs: int = Field(default=1, ge=1, le=10_000)
@@ -129,8 +130,8 @@ class Experiment(BaseModel):
     @field_validator("tools", mode="before")
     @classmethod
     def _as_specs(cls, value: Any) -> Any:
-        if value is None:
-            return None
+        if value is None or isinstance(value, str):
+            return value  # a column: checked with the others, converted per item
         from aillm_lab.tools.base import tool_specs
 
         return tool_specs(value)
@@ -152,6 +153,9 @@ class Experiment(BaseModel):
                                       f"row has; the columns are {columns}. Rename the field, "
                                       "or write {{ }} for a literal brace.",
                                       fields=("prompts",))
+        if isinstance(self.tools, str) and self.tools not in columns:
+            raise ConfigError(f"tools={self.tools!r} names no dataset column; the columns are "
+                              f"{columns}", fields=("tools",))
         for scorer in self.scorers:
             missing = [c for c in scorer.columns if c not in columns]
             if missing:
@@ -189,7 +193,8 @@ class Experiment(BaseModel):
         """Every cell of the grid in a fixed order, with its deterministic id."""
         lab = lab or self.resolve_lab()
         items = item_ids(self.dataset)
-        tools = [t.model_dump(mode="json") for t in self.tools or []]
+        tools = ([] if isinstance(self.tools, str)  # per item: the item is in the hash
+                 else [t.model_dump(mode="json") for t in self.tools or []])
         found = []
         for model_index, model in enumerate(self.models):
             model_id = _model_id(model, lab)
@@ -225,10 +230,19 @@ class Experiment(BaseModel):
             "models": [_model_id(m, lab) for m in self.models],
             "scorers": [s.name for s in self.scorers], "system": self.system,
             "params": self.params.model_dump(mode="json"), "samples": self.samples,
-            "tools": [t.name for t in self.tools or []],
+            "tools": (self.tools if isinstance(self.tools, str)
+                      else [t.name for t in self.tools or []]),
             "epochs": self.epochs, "seed": self.seed, "budget_usd": self.budget_usd,
             "concurrency": self.concurrency,
         }
+
+    def tools_for(self, item: dict[str, Any]) -> list[Any] | None:
+        """The tools offered for ``item``: the spec's, or the item's own schemas."""
+        if not isinstance(self.tools, str):
+            return self.tools
+        from aillm_lab.experiments.tool_scorer import function_specs
+
+        return function_specs(item.get(self.tools))
 
     def _params(self, epoch: int, sample: int) -> GenerationParams:
         if self.params.seed is not None:

@@ -14,7 +14,12 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from aillm_lab.errors import ConfigError
 from aillm_lab.experiments.scorers import Scorer
+from aillm_lab.llm.types import ToolSpec
+
+# BFCL writes some JSON-schema types its own way
+_TYPES = {"dict": "object", "float": "number", "tuple": "array", "any": "string"}
 
 
 def tool_call(column: str = "possible_answer", *, name: str = "tool_call") -> Scorer:
@@ -108,3 +113,31 @@ def _calls(recorded: Any, output: str | None) -> list[dict[str, Any]]:
                 isinstance(c, Mapping) and "name" in c for c in value):
             return [dict(c) for c in value]
     return []
+
+
+def function_specs(functions: Any) -> list[ToolSpec]:
+    """BFCL function schemas (``{"name", "description", "parameters"}``, with its ``dict``,
+    ``float`` and ``tuple`` types) as the ToolSpecs models take."""
+    if isinstance(functions, str):
+        functions = json.loads(functions)
+    if isinstance(functions, Mapping):
+        functions = [functions]
+    if not isinstance(functions, list) or not functions:
+        raise ConfigError(f"tools: an item's functions must be a list of schemas, got "
+                          f"{type(functions).__name__}", fields=("tools",))
+    return [ToolSpec(name=f["name"], description=f.get("description", ""),
+                     parameters=_json_schema(f.get("parameters") or {"type": "dict"}))
+            for f in functions]
+
+
+def _json_schema(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_json_schema(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    fixed = {k: _json_schema(v) for k, v in schema.items()}
+    if isinstance(fixed.get("type"), str):
+        fixed["type"] = _TYPES.get(fixed["type"], fixed["type"])
+    if fixed.get("type") == "object":
+        fixed.setdefault("properties", {})
+    return fixed
