@@ -1,9 +1,10 @@
-"""The workbench page: a Panel chat that streams replies from the default model.
+"""The workbench: one Lab, several pages as ``pn.Tabs`` (Chat, Runs and calls, Data, Memory,
+Settings), built once per browser tab by ``create_app``.
 
 The chat callback is an async generator, as Panel recommends, and it iterates
 ``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
-loop, so a slow model never blocks other sessions. Panel is imported here, never at
-``import aillm_lab``.
+loop, so a slow model never blocks other sessions. The other pages' callbacks await the
+Lab's async doors the same way. Panel is imported here, never at ``import aillm_lab``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 from aillm_lab.core.lab import Lab
 from aillm_lab.errors import AillmError
 from aillm_lab.llm.types import Completion
+from aillm_lab.ui.dashboard.data import DataPage
+from aillm_lab.ui.dashboard.memory import MemoryPage
+from aillm_lab.ui.dashboard.runs import RunsPage
+from aillm_lab.ui.dashboard.settings import SettingsPage
 
 if TYPE_CHECKING:
     import panel as pn
@@ -24,20 +29,51 @@ HISTORY_TURNS = 6  # earlier user/assistant turns sent along with each prompt
 
 
 def create_app(lab: Lab | None = None, *, max_tokens: int = 256) -> pn.viewable.Viewable:
-    """Build one session's page; ``panel.serve`` calls this once per browser tab."""
-    import panel as pn
+    """Build one session's workbench; ``panel.serve`` calls this once per browser tab."""
+    return Workbench(lab or Lab(), max_tokens=max_tokens).view
 
-    pn.extension()
-    lab = lab or Lab()
-    model_id, reason = lab.default_model_reason()
-    chat = pn.chat.ChatInterface(
-        callback=_responder(lab, max_tokens), callback_user=model_id,
-        callback_exception="verbose", show_rerun=False, show_undo=False,
-        placeholder_text="Thinking…", sizing_mode="stretch_both", min_height=480)
-    header = pn.pane.Markdown(
-        f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
-        sizing_mode="stretch_width")
-    return pn.Column(header, chat, sizing_mode="stretch_both", name=TITLE)
+
+class Workbench:
+    """One session's pages over a shared Lab; ``view`` is what the browser shows.
+
+    Tests build it directly and await the pages' callbacks (``runs.refresh()``,
+    ``data.run_sql(...)``, ``memory.add(...)``) without a browser.
+    """
+
+    def __init__(self, lab: Lab, *, max_tokens: int = 256) -> None:
+        import panel as pn
+
+        pn.extension("tabulator", notifications=True)
+        self.lab = lab
+        model_id, reason = lab.default_model_reason()
+        self.chat = pn.chat.ChatInterface(
+            callback=_responder(lab, max_tokens), callback_user=model_id,
+            callback_exception="verbose", show_rerun=False, show_undo=False,
+            placeholder_text="Thinking…", sizing_mode="stretch_both", min_height=480)
+        self.header = pn.pane.Markdown(
+            f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
+            sizing_mode="stretch_width")
+        self.runs = RunsPage(lab)
+        self.data = DataPage(lab)
+        self.memory = MemoryPage(lab)
+        self.settings = SettingsPage(lab)
+        chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_both", name="Chat")
+        self.tabs = pn.Tabs(chat_page, self.runs.view, self.data.view, self.memory.view,
+                            self.settings.view, sizing_mode="stretch_both", name=TITLE)
+        self.tabs.param.watch(self._on_tab, "active")
+        self.view = self.tabs
+
+    async def _on_tab(self, event: Any) -> None:
+        await self.load(self.tabs[event.new].name)
+
+    async def load(self, title: str) -> None:
+        """Fill the page named ``title`` (the browser does this when the tab opens)."""
+        if title == self.runs.title:
+            await self.runs.refresh()
+        elif title == self.memory.title:
+            await self.memory.browse()
+        elif title == self.data.title:
+            self.data.refresh_tables()
 
 
 def _responder(lab: Lab, max_tokens: int) -> Any:
