@@ -43,7 +43,8 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     done = await asyncio.to_thread(store.latest_cells, folder)
     ok = done[done["error"].isna()]
     done_ids = set(ok["cell_id"])
-    spent_before = float(ok["cost_usd"].fillna(0.0).sum())
+    spent_before = max(float(ok["cost_usd"].fillna(0.0).sum()),
+                       await _logged_spend(lab, run_id))
     manifest = {"run_id": run_id, "name": exp.name, "spec": exp.manifest_spec(lab),
                 "seed": exp.seed, "prices": lab.gateway.pricing.version,
                 "n_cells": len(cells), "created_at": time.time(),
@@ -80,6 +81,14 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
         await asyncio.shield(asyncio.to_thread(store.write_manifest, folder, manifest))
     return ExperimentRun(folder, status=outcome.status, message=outcome.message,
                          sent=outcome.sent, cap_usd=exp.budget_usd)
+
+
+async def _logged_spend(lab: Lab, run_id: str) -> float:
+    """What the call log says earlier runs of this spec spent: cells, judges and task calls
+    alike (a task cell's own cost is not split out, so the log is the fuller account)."""
+    frame = await lab.acalls("select coalesce(sum(cost_usd), 0) as spent from calls "
+                             f"where run_id = '{run_id}'")  # run ids are [A-Za-z0-9_.-]
+    return float(frame["spent"].iloc[0]) if len(frame) else 0.0
 
 
 class _Outcome:

@@ -302,3 +302,22 @@ def test_results_follow_the_grid_order_models_first_as_given(make_lab):
                     results["item_index"], strict=True))
     assert keys == [(f"scripted:{m}", p, e, i) for m in ("zeta", "alpha") for p in (0, 1)
                     for e in (0, 1) for i in range(5)]
+
+
+def test_a_task_run_stops_at_its_budget_and_a_rerun_counts_the_earlier_spend(make_lab):
+    model = ScriptedModel(knows, name="priced")
+    lab = make_lab(prices={"scripted:priced": {"input": 10_000, "output": 10_000}})
+
+    async def ask(item, model, lab):
+        return (await lab.acomplete(f"Capital of {item['country']}?", model,
+                                    max_tokens=5)).text
+
+    exp = al.Experiment(name="budgeted-task", dataset=ROWS * 2, task=ask, models=[model],
+                        budget_usd=0.2, lab=lab)
+    first = exp.run(progress=False)
+    assert first.status == "budget" and 0 < first.n_done < 10
+    spent = _mine(lab, first)["cost_usd"].sum()
+    assert 0 < spent <= 0.2
+    second = exp.run(progress=False)  # the task cells carry no cost; the call log does
+    assert second.status == "budget" and second.sent == 0
+    assert _mine(lab, second)["cost_usd"].sum() <= 0.2
