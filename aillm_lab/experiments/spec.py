@@ -192,6 +192,12 @@ class Experiment(BaseModel):
     def cells(self, lab: Lab | None = None) -> list[Cell]:
         """Every cell of the grid in a fixed order, with its deterministic id."""
         lab = lab or self.resolve_lab()
+        for field, names in (("models", [_model_id(m, lab) for m in self.models]),
+                             ("prompts", self.prompts)):
+            twice = sorted(n for n, c in Counter(names).items() if c > 1)
+            if twice:  # the same cells twice: one id, two answers
+                raise ConfigError(f"{field}: {twice} appear more than once; give each once "
+                                  "(a ScriptedModel needs its own name=)", fields=(field,))
         items = item_ids(self.dataset)
         tools = ([] if isinstance(self.tools, str)  # per item: the item is in the hash
                  else [t.model_dump(mode="json") for t in self.tools or []])

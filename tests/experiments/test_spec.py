@@ -106,3 +106,13 @@ def test_identical_rows_are_separate_items():
 
     ids = item_ids(exp.dataset)
     assert len(set(ids)) == 3 and ids[1].startswith(ids[0])
+
+
+def test_a_model_or_prompt_given_twice_is_refused(make_lab):
+    lab = make_lab()
+    with pytest.raises(al.ConfigError, match="appear more than once") as info:
+        _exp(models=[ScriptedModel(name="x"), ScriptedModel(name="x")]).cells(lab)
+    assert info.value.fields == ("models",)
+    with pytest.raises(al.ConfigError, match="appear more than once") as info:
+        _exp(prompts=["{question}", "{question}"]).cells(lab)
+    assert info.value.fields == ("prompts",)
