@@ -25,13 +25,13 @@ class ExperimentRun:
     """One experiment's results under ``<home>/experiments/<run_id>/``.
 
     ``status`` is how the last ``run()`` ended: ``completed`` (every cell was tried; some
-    may have failed, see ``n_errors``), ``budget`` or ``cancelled``; ``message`` says why
+    may have failed, see ``n_errors``), ``budget``, ``cancelled`` or ``error`` (the
+    runner itself failed); ``message`` says why
     and how far it got. ``sent``: cells sent to a model by that run (0 on a full resume).
     """
 
     def __init__(self, folder: str | Path, *, status: str | None = None,
-                 message: str | None = None, sent: int = 0,
-                 cap_usd: float | None = None) -> None:
+                 message: str | None = None, sent: int = 0) -> None:
         self.folder = Path(folder)
         self.manifest = store.read_manifest(self.folder)
         self.run_id: str = self.manifest["run_id"]

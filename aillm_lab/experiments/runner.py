@@ -50,8 +50,8 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
                 "n_cells": len(cells), "created_at": time.time(),
                 **await asyncio.to_thread(store.environment)}
     if (folder / "manifest.json").is_file():
-        manifest["created_at"] = store.read_manifest(folder).get("created_at",
-                                                                manifest["created_at"])
+        earlier = await asyncio.to_thread(store.read_manifest, folder)
+        manifest["created_at"] = earlier.get("created_at", manifest["created_at"])
     writer = _Writer(folder, run_id, lab)
     todo = [c for c in cells if c.cell_id not in done_ids]
     cap = UNSET if exp.budget_usd is None else max(exp.budget_usd - spent_before, 0.0)
@@ -73,14 +73,32 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     except asyncio.CancelledError:
         outcome.status, outcome.message = "cancelled", "cancelled from outside (Ctrl-C?)"
         raise
+    except Exception as exc:  # the runner's own failure (a full disk, say): say so, keep rows
+        outcome.status, outcome.message = "error", f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         if bar is not None:
             bar.close()
-        await asyncio.shield(writer.flush())
+        unwritten = await _final_flush(writer, outcome)
         manifest.update(status=outcome.status, message=outcome.message, updated_at=time.time())
         await asyncio.shield(asyncio.to_thread(store.write_manifest, folder, manifest))
-    return ExperimentRun(folder, status=outcome.status, message=outcome.message,
-                         sent=outcome.sent, cap_usd=exp.budget_usd)
+        if unwritten is not None:
+            raise unwritten
+    return await asyncio.to_thread(ExperimentRun, folder, status=outcome.status,
+                                   message=outcome.message, sent=outcome.sent)
+
+
+async def _final_flush(writer: _Writer, outcome: _Outcome) -> Exception | None:
+    """Fold the last rows into parts; a failure leaves them in the journal and is returned,
+    so the manifest still says what happened before it is raised."""
+    try:
+        await asyncio.shield(writer.flush())
+    except Exception as exc:
+        outcome.status = "error"
+        outcome.message = (f"the results could not be written ({type(exc).__name__}: {exc}); "
+                           "the finished cells stay in the journal and count on the next run")
+        return exc
+    return None
 
 
 async def _logged_spend(lab: Lab, run_id: str) -> float:

@@ -321,3 +321,28 @@ def test_a_task_run_stops_at_its_budget_and_a_rerun_counts_the_earlier_spend(mak
     second = exp.run(progress=False)  # the task cells carry no cost; the call log does
     assert second.status == "budget" and second.sent == 0
     assert _mine(lab, second)["cost_usd"].sum() <= 0.2
+
+
+def test_a_failing_disk_ends_the_run_with_error_and_the_journal_keeps_the_cells(
+        make_lab, monkeypatch):
+    from aillm_lab.experiments import store
+
+    model = ScriptedModel(knows, name="good")
+    lab = make_lab()
+    exp = _grid(lab, [model])
+    real = store.write_part
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store, "write_part", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        exp.run(progress=False)
+    folder = lab.settings.home / "experiments" / exp.run_id(exp.cells())
+    failed = al.ExperimentRun.load(folder)
+    assert failed.status == "error" and "journal" in failed.message
+    assert failed.n_done == 10  # read back from the journal
+    monkeypatch.setattr(store, "write_part", real)
+    again = exp.run(progress=False)
+    assert again.sent == 0 and len(model.requests) == 10 and again.status == "completed"
+    assert again.results()["exact"].tolist() == [1.0] * 10
