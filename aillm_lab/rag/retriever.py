@@ -213,9 +213,11 @@ class Knowledge(Lifecycle):
                 fresh = np.asarray([i for i, _ in added], dtype=np.int64)
                 await dense.aupdate(fresh.tolist(),
                                     np.stack([v for _, v in added]) if added
-                                    else np.zeros((0, dense.dim), np.float32), dead)
+                                    else np.zeros((0, dense.dim), np.float32), dead,
+                                    save=False)
         finally:
             bar.close()
+            await dense.asave()  # once per ingest, and for the batches committed before an error
 
     async def _remove_sources(self, collection: str, sources: list[str]) -> int:
         cid = await self._collection_id(collection, create=False)

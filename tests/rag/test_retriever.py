@@ -352,6 +352,26 @@ def test_a_large_filtered_set_on_the_usearch_path_is_over_fetched(
     kb.close()
 
 
+
+def test_an_ingest_of_many_batches_writes_the_usearch_file_once(
+        tmp_path: Path, module_runner: LoopRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aillm_lab.rag import index, retriever
+
+    saves: list[int] = []
+    save = index.DenseIndex._save
+    monkeypatch.setattr(index.DenseIndex, "_save", lambda self: (saves.append(1), save(self)))
+    kb = _small(tmp_path, module_runner, exact_threshold=0)
+    kb.ingest(_write(tmp_path / "first", {"a.md": "alpha notes"}))
+    monkeypatch.setattr(retriever, "EMBED_BATCH", 1)  # one document per batch and commit
+    saves.clear()
+    report = kb.ingest(_write(tmp_path / "more", {f"d{i}.md": f"note {i}" for i in range(5)}))
+    assert report.chunks_added == 5 and len(saves) == 1
+    kb.close()
+    again = _small(tmp_path, module_runner, exact_threshold=0)
+    assert again.search("note 3", k=1, mode="dense").sources == [str(tmp_path / "more/d3.md")]
+    assert [(c.ann, c.rebuilds, c.chunks) for c in again.collections()] == [(True, 0, 6)]
+    again.close()
+
 # -- FTS escaping ---------------------------------------------------------------------------
 @pytest.mark.parametrize("query", ["foo()", "E1234:", '"unbalanced', "AND OR NOT", "*",
                                    "a-b c:d (x) NEAR/2", "col:value ^start", "!!!"])
