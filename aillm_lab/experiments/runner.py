@@ -40,6 +40,7 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     cells = exp.cells(lab)
     run_id = exp.run_id(cells)
     folder = store.experiments_dir(lab.settings.home) / run_id
+    await asyncio.to_thread(store.fold_orphans, folder)
     done = await asyncio.to_thread(store.latest_cells, folder)
     ok = done[done["error"].isna()]
     done_ids = set(ok["cell_id"])

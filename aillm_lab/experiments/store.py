@@ -7,12 +7,14 @@ one row per (cell, scorer); both carry ``run_id``, so they join the call log. Ev
 written to a hidden temp file and renamed, so readers see whole parts only. Between parts,
 each finished row is appended at once to ``journal/*.jsonl`` (one write per cell), so a
 SIGKILL loses no cell that had finished; readers fold the journals in, and a torn last line
-is skipped. A row in both a part and a journal (a kill between the two) is the same row;
+is skipped; the next run folds journals no live writer holds (each writer locks its own).
+A row in both a part and a journal (a kill between the two) is the same row;
 a cell attempted twice (an error, then a retry) has two rows: the newest wins.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -98,6 +100,7 @@ class Journal:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.path = self.dir / f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # "in use": fold_orphans leaves it alone
         data = "".join(json.dumps({"kind": kind, **row}, default=str) + "\n" for row in rows)
         os.write(self.fd, data.encode())
 
@@ -110,23 +113,54 @@ class Journal:
         return path
 
 
+def fold_orphans(folder: Path) -> int:
+    """Fold journals no live writer holds (left by a crash or a failed write) into parts,
+    then delete them; returns how many were folded."""
+    folded = 0
+    for path in sorted((folder / "journal").glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running writer's journal
+            cells, scores = _journal_rows(path, "cells"), _journal_rows(path, "scores")
+            if cells:
+                write_part(folder / "cells", cells, CELL_COLUMNS)
+            if scores:
+                write_part(folder / "scores", scores, SCORE_COLUMNS)
+            path.unlink(missing_ok=True)
+            folded += 1
+        finally:
+            os.close(fd)
+    return folded
+
+
+def _journal_rows(path: Path, kind: str) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:  # folded into a part meanwhile; the part has its rows
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line torn by a kill
+        if row.get("kind") == kind:
+            rows.append(row)
+    return rows
+
+
 def read_journal(folder: Path, kind: str, columns: dict[str, str]) -> pd.DataFrame:
     """The ``kind`` rows of every journal under ``folder``; torn lines are skipped."""
     import pandas as pd
 
-    rows = []
-    for path in sorted((folder / "journal").glob("*.jsonl")):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:  # folded into a part meanwhile; the part has its rows
-            continue
-        for line in text.splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row.get("kind") == kind:
-                rows.append(row)
+    rows = [row for path in sorted((folder / "journal").glob("*.jsonl"))
+            for row in _journal_rows(path, kind)]
     return pd.DataFrame({n: pd.Series([r.get(n) for r in rows], dtype=t)
                          for n, t in columns.items()})
 

@@ -118,3 +118,18 @@ def test_a_torn_journal_line_is_skipped_and_a_row_in_a_part_and_a_journal_counts
     assert cells["cell_id"].tolist() == ["c1", "c2"]
     path = journal.rotate()
     assert path is not None and path.exists() and journal.fd is None
+
+
+def test_only_journals_no_live_writer_holds_are_folded_into_parts(tmp_path):
+    row = {"run_id": "r", "cell_id": "c1", "item_id": "i", "item_index": 0, "item": "{}",
+           "prompt_index": 0, "prompt": "p", "model_index": 0, "model": "m", "epoch": 0,
+           "sample": 0, "input": "p", "output": "o", "finished_at": 1.0}
+    live, dead = store.Journal(tmp_path), store.Journal(tmp_path)
+    live.append("cells", [row])
+    dead.append("cells", [{**row, "cell_id": "c2"}])
+    dead_path = dead.rotate()  # closed: as if its process had died
+    assert store.fold_orphans(tmp_path) == 1
+    assert dead_path is not None and not dead_path.exists() and live.path.exists()
+    assert len(list((tmp_path / "cells").glob("part-*.parquet"))) == 1
+    assert sorted(store.latest_cells(tmp_path)["cell_id"]) == ["c1", "c2"]
+    live.rotate()

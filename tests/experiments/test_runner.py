@@ -346,3 +346,4 @@ def test_a_failing_disk_ends_the_run_with_error_and_the_journal_keeps_the_cells(
     again = exp.run(progress=False)
     assert again.sent == 0 and len(model.requests) == 10 and again.status == "completed"
     assert again.results()["exact"].tolist() == [1.0] * 10
+    assert list(folder.glob("journal/*.jsonl")) == []  # the orphan was folded into parts
