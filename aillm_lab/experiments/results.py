@@ -58,6 +58,17 @@ class ExperimentRun:
         return (f"<ExperimentRun {self.run_id} {self.status}: {self.n_done}/{self.n_cells} "
                 f"cells, {self.n_errors} errors, ${self.cost_usd:.6f}>")
 
+    def _repr_html_(self) -> str:
+        """The status line and the summary table, for a notebook cell."""
+        import html
+
+        head = (f"<b>{html.escape(self.name)}</b> <code>{html.escape(self.run_id)}</code>: "
+                f"{html.escape(self.status)}, {self.n_done}/{self.n_cells} cells, "
+                f"{self.n_errors} errors, ${self.cost_usd:.6f}")
+        note = f"<br><i>{html.escape(self.message)}</i>" if self.message else ""
+        table = self.summary().to_html(index=False, float_format=lambda x: f"{x:.3g}")
+        return f"<div>{head}{note}{table}</div>"
+
     @property
     def metrics(self) -> dict[str, bool]:
         """Each scorer's name and whether higher is better."""

@@ -347,3 +347,11 @@ def test_a_failing_disk_ends_the_run_with_error_and_the_journal_keeps_the_cells(
     assert again.sent == 0 and len(model.requests) == 10 and again.status == "completed"
     assert again.results()["exact"].tolist() == [1.0] * 10
     assert list(folder.glob("journal/*.jsonl")) == []  # the orphan was folded into parts
+
+
+def test_a_run_shows_its_status_and_summary_in_a_notebook(make_lab):
+    run = _grid(make_lab(), [ScriptedModel(knows, name="good")], name="<caps>").run(
+        progress=False)
+    shown = run._repr_html_()
+    assert "&lt;caps&gt;" in shown and "completed, 10/10 cells, 0 errors" in shown
+    assert "<table" in shown and "exact_lo" in shown and "scripted:good" in shown
