@@ -178,10 +178,16 @@ class Experiment(BaseModel):
             self.lab = aillm_lab.default_lab()
         return self.lab
 
-    async def arun(self, *, progress: bool = True) -> ExperimentRun:
+    async def arun(self, *, executor: str = "local", progress: bool = True) -> ExperimentRun:
         """Run every cell not yet done (through the Lab's gateway, under one run id), score
-        it, store it, and return the run; a budget or Ctrl-C stops it with what was done kept."""
+        it, store it, and return the run; a budget or Ctrl-C stops it with what was done kept.
+        ``executor``: ``"local"`` (asyncio on the Lab's runner loop) is the one there is."""
         from aillm_lab.experiments.runner import run_experiment
+
+        if executor != "local":
+            raise ConfigError(f"executor={executor!r}: only 'local' exists so far (the Ray "
+                              "executor is not built yet); run with executor='local'",
+                              fields=("executor",))
 
         lab = self.resolve_lab()
         return await lab.runner.arun(run_experiment(self, lab, progress=progress))
