@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models demo test lab bench lint clean
+.PHONY: install models demo test browser lab bench lint clean
 
 install: $(STAMP)
 
@@ -22,8 +22,16 @@ models: install
 demo: models
 	$(BIN)/aillm-lab serve
 
-test: models
+test: models browser
 	$(BIN)/python -m pytest
+
+# Debian's chromium for tests/ui/test_browser.py: Playwright drives it through
+# executable_path (never `playwright install`); without it those tests skip and say why.
+browser:
+	@command -v chromium >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		  apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium not installed: the browser tests will skip"
 
 lab: models
 	$(BIN)/jupyter lab notebooks/

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import html
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -225,7 +226,8 @@ def test_runs_page_lists_the_calls_made_with_cost_and_latency_plots_by_model(ben
     calls = bench.runs.calls.value
     assert len(calls) == 2 and set(calls["model"]) == {"scripted:scripted"}
     assert {"latency_s", "cost_usd", "output_tokens", "status"} <= set(calls.columns)
-    assert calls["time"].is_monotonic_decreasing  # newest first
+    assert calls["time"].is_monotonic_decreasing  # newest first, as text
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", calls["time"][0])
     assert "**2 call(s)**" in bench.runs.summary.object
     assert [p.name for p in bench.runs.plots] == ["plot-cost_usd", "plot-latency_s"]
 

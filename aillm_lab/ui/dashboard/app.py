@@ -49,7 +49,7 @@ class Workbench:
         self.chat = pn.chat.ChatInterface(
             callback=_responder(lab, max_tokens), callback_user=model_id,
             callback_exception="verbose", show_rerun=False, show_undo=False,
-            placeholder_text="Thinking…", sizing_mode="stretch_both", min_height=480)
+            placeholder_text="Thinking…", sizing_mode="stretch_width", height=640)
         self.header = pn.pane.Markdown(
             f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
             sizing_mode="stretch_width")
@@ -57,9 +57,9 @@ class Workbench:
         self.data = DataPage(lab)
         self.memory = MemoryPage(lab)
         self.settings = SettingsPage(lab)
-        chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_both", name="Chat")
+        chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_width", name="Chat")
         self.tabs = pn.Tabs(chat_page, self.runs.view, self.data.view, self.memory.view,
-                            self.settings.view, sizing_mode="stretch_both", name=TITLE)
+                            self.settings.view, sizing_mode="stretch_width", name=TITLE)
         self.tabs.param.watch(self._on_tab, "active")
         self.view = self.tabs
 

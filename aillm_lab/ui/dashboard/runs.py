@@ -52,8 +52,10 @@ class RunsPage:
             self.notice.failed(exc)
             return False
         self.notice.clear()
-        shown = calls[[c for c in CALL_COLUMNS if c in calls.columns]]
-        self.calls.value = shown.iloc[::-1].reset_index(drop=True)
+        shown = calls[[c for c in CALL_COLUMNS if c in calls.columns]].iloc[::-1]
+        if "time" in shown.columns:  # Tabulator shows a zoned datetime as epoch milliseconds
+            shown = shown.assign(time=shown["time"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+        self.calls.value = shown.reset_index(drop=True)
         self.runs.value = runs
         self.summary.object = _summary(calls, runs)
         self.plots.objects = _plots(calls)

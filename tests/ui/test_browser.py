@@ -1,0 +1,292 @@
+"""The workbench in a real browser: Debian's chromium driven by Playwright.
+
+A server (the same ``pn.serve`` call ``aillm-lab serve`` makes, over a Lab whose scripted
+model streams its reply word by word) runs on a free 127.0.0.1 port for this module, and
+each test opens a fresh browser tab. Panel renders inside shadow DOM, so every lookup is a
+Playwright locator (they pierce it). Each page's screenshot is saved under the test's
+tmp_path; with ``AILLM_SCREENSHOTS=<folder>`` it is also written there (that is how
+``docs/screenshots/`` is made).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; `make test` "
+                "installs it when the machine allows): the browser tests need it",
+                allow_module_level=True)
+pytest.importorskip("playwright", reason="Playwright is not installed: pip install -e '.[dev]'")
+pytest.importorskip("panel")
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+expect.set_options(timeout=60_000)  # waits for an element to show: a failure guard only
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+WAIT_MS = 60_000  # the longest any one element is waited for
+SERVER = textwrap.dedent('''
+    import sys
+
+    import panel as pn
+
+    from aillm_lab import Lab
+    from aillm_lab.testing import ScriptedModel
+    from aillm_lab.ui.dashboard.app import TITLE, create_app
+
+    port = int(sys.argv[1])
+
+
+    def reply(messages, request):
+        prompt = next(m.text for m in reversed(messages) if m.role == "user")
+        return f"Reply to {prompt}: " + " ".join(f"w{i}" for i in range(12))
+
+
+    lab = Lab(model=ScriptedModel(reply, name="slow", delay=0.1))
+    pn.serve({"/": lambda: create_app(lab, max_tokens=64)}, port=port, address="127.0.0.1",
+             websocket_origin=[f"127.0.0.1:{port}"], show=False, title=TITLE,
+             liveness=True)
+''')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], port: int, home: Path) -> Iterator[str]:
+    """Run a server until it answers /liveness; stop it after."""
+    env = {**os.environ, "AILLM_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"{args} exited early:\n{proc.stdout.read()}")
+            try:
+                with urllib.request.urlopen(f"{url}/liveness", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{args} did not answer /liveness within 90 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("browser-server")
+    script = root / "serve_workbench.py"
+    script.write_text(SERVER)
+    port = _free_port()
+    yield from _serve([str(script), str(port)], port, root / "home")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield browser
+        browser.close()
+
+
+def _open(browser: Browser, url: str) -> Page:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.goto(url)
+    _tab(page, "Chat").wait_for()  # the document arrives over the websocket, so it is open
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    page = _open(browser, server)
+    yield page
+    page.close()
+
+
+def _tab(page: Page, title: str):
+    return page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$"))
+
+
+def _visible(locator):
+    return locator.filter(visible=True)
+
+
+def _said(page: Page, text: str | re.Pattern[str]):
+    """A page's inline message (a notification toast may repeat it)."""
+    return _visible(page.get_by_role("paragraph").filter(has_text=text))
+
+
+def _shot(page: Page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+    if folder := os.environ.get("AILLM_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / path.name)
+    return path
+
+
+def _send(page: Page, text: str) -> None:
+    box = _visible(page.get_by_placeholder("Send a message"))
+    box.fill(text)
+    box.press("Enter")
+
+
+def _final(prompt: str) -> str:
+    return f"Reply to {prompt}: " + " ".join(f"w{i}" for i in range(12))
+
+
+def _watch_reply(page: Page, prompt: str) -> list[str]:
+    """Every distinct text the reply to ``prompt`` showed, until it is complete."""
+    reply = page.get_by_text(f"Reply to {prompt}:")
+    seen: list[str] = []
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while not seen or seen[-1] != _final(prompt):
+        assert time.monotonic() < deadline, f"the reply stopped at {seen[-1:]}"
+        texts = reply.all_text_contents()
+        if texts and (not seen or texts[0] != seen[-1]):
+            seen.append(texts[0].strip())
+        page.wait_for_timeout(20)
+    return seen
+
+
+# -- Chat -----------------------------------------------------------------------------------
+def test_chat_message_gets_a_reply_streamed_in_at_least_two_partial_updates(page, tmp_path):
+    _send(page, "stream please")
+    seen = _watch_reply(page, "stream please")
+    partial = seen[:-1]
+    assert len(partial) >= 2, seen
+    assert all(_final("stream please").startswith(text) for text in partial)
+    assert len(set(partial)) == len(partial)
+    expect(_visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
+    _shot(page, tmp_path, "chat")
+
+
+def test_two_tabs_chat_at_once_and_each_gets_its_own_reply(browser, server):
+    first, second = _open(browser, server), _open(browser, server)
+    try:
+        _send(first, "from tab one")
+        _send(second, "from tab two")
+        _watch_reply(second, "from tab two")
+        _watch_reply(first, "from tab one")
+        assert first.get_by_text("from tab two").count() == 0
+        assert second.get_by_text("from tab one").count() == 0
+    finally:
+        first.close()
+        second.close()
+
+
+# -- Runs and calls ---------------------------------------------------------------------------
+def _calls_shown(page: Page) -> int:
+    summary = _visible(page.get_by_text(re.compile(r"call\(s\)|No model calls yet")))
+    expect(summary).to_be_visible()
+    match = re.search(r"(\d+) call\(s\)", summary.text_content())
+    return int(match.group(1)) if match else 0
+
+
+def test_runs_page_lists_the_calls_just_made(page, tmp_path):
+    _tab(page, "Runs and calls").click()
+    before = _calls_shown(page)
+    _tab(page, "Chat").click()
+    _send(page, "count me")
+    _watch_reply(page, "count me")
+    _tab(page, "Runs and calls").click()
+    _visible(page.get_by_role("button", name="Refresh")).click()
+    expect(_visible(page.get_by_text(f"{before + 1} call(s)"))).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell", has_text="scripted:slow")).first
+           ).to_be_visible()
+    expect(_visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar charts
+    _shot(page, tmp_path, "runs")
+
+
+# -- Data -------------------------------------------------------------------------------------
+CITIES = "name,country,population\nParis,FR,2100000\nBerlin,DE,3600000\nNantes,FR,320000\n"
+
+
+def _upload_cities(page: Page, tmp_path: Path) -> None:
+    csv = tmp_path / "cities.csv"
+    csv.write_text(CITIES)
+    _tab(page, "Data").click()
+    page.locator("input[type=file]").set_input_files(str(csv))
+    expect(_said(page, "Table cities: 3 rows")).to_be_visible()
+
+
+def _run_sql(page: Page, sql: str) -> None:
+    _visible(page.get_by_placeholder("SELECT * FROM my_table LIMIT 20")).fill(sql)
+    _visible(page.get_by_role("button", name="Run SQL")).click()
+
+
+def test_data_page_runs_a_select_on_an_uploaded_csv_and_shows_the_rows(page, tmp_path):
+    _upload_cities(page, tmp_path)
+    _run_sql(page, "SELECT name, population FROM cities WHERE population > 1000000 "
+                   "ORDER BY name")
+    expect(_said(page, "2 row(s)")).to_be_visible()
+    cells = _visible(page.locator(".tabulator-cell"))
+    expect(cells.filter(has_text="Berlin")).to_be_visible()
+    expect(cells.filter(has_text="Paris")).to_be_visible()
+    assert cells.filter(has_text="Nantes").count() == 0
+    _shot(page, tmp_path, "data")
+
+
+def test_data_page_refuses_a_drop_with_a_readable_message(page, tmp_path):
+    _upload_cities(page, tmp_path)
+    _run_sql(page, "DROP TABLE cities")
+    refused = "SafetyViolation: sql.not_read_only: DROP statements are refused"
+    expect(_said(page, refused)).to_be_visible()
+    expect(_visible(page.locator(".notyf__message", has_text="DROP statements are refused"))
+           ).to_be_visible()
+    assert page.get_by_text("Traceback").count() == 0
+    _run_sql(page, "SELECT count(*) AS n FROM cities")  # the table is still there
+    expect(_said(page, "1 row(s)")).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell[tabulator-field=n]"))).to_have_text("3")
+
+
+# -- Memory and Settings ------------------------------------------------------------------------
+def test_memory_page_adds_a_memory_and_finds_it(page, tmp_path):
+    _tab(page, "Memory").click()
+    _visible(page.get_by_placeholder("I prefer tea")).fill("I drink green tea at nine")
+    _visible(page.get_by_role("button", name="Add")).click()
+    expect(_said(page, "Remembered")).to_be_visible()
+    _visible(page.get_by_placeholder("drinks")).fill("tea")
+    _visible(page.get_by_role("button", name="Search")).click()
+    expect(_said(page, "match 'tea'")).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell", has_text="I drink green tea at nine"))
+           ).to_be_visible()
+    _shot(page, tmp_path, "memory")
+
+
+def test_settings_page_shows_the_default_model_and_key_presence(page, tmp_path):
+    _tab(page, "Settings").click()
+    expect(_visible(page.get_by_text("given to Lab(model=...)")).first).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell", has_text="openai_api_key"))).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell", has_text="request_timeout_s"))
+           ).to_be_visible()
+    _shot(page, tmp_path, "settings")
