@@ -146,9 +146,9 @@ def test_concurrency_bounds_the_cells_in_flight(make_lab):
         live["now"] -= 1
         return "x"
 
-    lab = make_lab(limits={"default": {"concurrency": 50}})
-    run = _grid(lab, [ScriptedModel(slow, name="slow")], concurrency=3).run(progress=False)
-    assert run.n_done == 10 and live["max"] == 3
+    lab = make_lab(limits={"scripted:slow": {"concurrency": 50}})  # the gateway's is 4
+    run = _grid(lab, [ScriptedModel(slow, name="slow")], concurrency=6).run(progress=False)
+    assert run.n_done == 10 and live["max"] == 6
 
 
 def test_epochs_and_samples_are_separate_cells_with_their_own_seed(make_lab):
