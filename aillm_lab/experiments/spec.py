@@ -58,8 +58,10 @@ class Experiment(BaseModel):
     with ``al.scorers.tool_call``. ``samples`` answers per item and
     prompt, repeated ``epochs`` times; sample ``k`` of epoch ``e`` is sent with
     ``seed + e * samples + k`` unless ``params`` sets a seed. ``budget_usd`` caps the
-    run's spend across resumes; ``concurrency`` bounds the cells in flight. ``lab``: whose
-    gateway, call log and home to use (``al.default_lab()``).
+    run's spend across resumes; ``concurrency`` bounds the cells in flight (each model's
+    calls also keep the gateway's own limit, 4 at once by default: raise it with
+    ``Lab(limits={"provider:model": {"concurrency": 64}})``). ``lab``: whose gateway,
+    call log and home to use (``al.default_lab()``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
