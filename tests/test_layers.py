@@ -25,6 +25,7 @@ ALLOWED = {
     ("db", "runtime"): "LabDB's connection lives on the runner loop",
     ("memory", "rag"): "memory's default embedder is RAG's (rag/embeddings.py)",
     ("core", "agents"): "the Lab lists and reloads the agent runs saved under its home",
+    ("core", "experiments"): "the Lab lists the experiment runs saved under its home",
 }
 
 

@@ -264,6 +264,15 @@ class Lab(LabServices, Lifecycle, Displayable):
     runs = sync_twin(aruns)
     load_run = sync_twin(aload_run)
 
+    async def aexperiments(self) -> pd.DataFrame:
+        """The experiment runs saved under this home (``<home>/experiments``), newest first:
+        one row per run with its id, name, status, cells and models."""
+        from aillm_lab.experiments.results import list_runs
+
+        return await asyncio.to_thread(list_runs, self.settings.home)
+
+    experiments = sync_twin(aexperiments)
+
     # -- backup ----------------------------------------------------------------------------
     async def abackup(self, path: str | Path) -> Path:
         """A consistent copy of ``lab.db`` at ``path`` (SQLite's online backup, on its own
