@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "Experiment": "aillm_lab.experiments",
     "ExperimentRun": "aillm_lab.experiments",
     "compare": "aillm_lab.experiments",
+    "plot_comparison": "aillm_lab.experiments",
     "scorers": "aillm_lab.experiments",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
@@ -169,7 +170,13 @@ if TYPE_CHECKING:
         ToolError,
         UnsupportedInput,
     )
-    from aillm_lab.experiments import Experiment, ExperimentRun, compare, scorers
+    from aillm_lab.experiments import (
+        Experiment,
+        ExperimentRun,
+        compare,
+        plot_comparison,
+        scorers,
+    )
     from aillm_lab.llm.base import Model
     from aillm_lab.llm.registry import registry, resolve
     from aillm_lab.llm.types import (

@@ -99,6 +99,7 @@ EXPECTED = [
     "default_lab",
     "embed",
     "get_runner",
+    "plot_comparison",
     "registry",
     "resolve",
     "run_sync",
