@@ -191,17 +191,27 @@ def test_chat_message_gets_a_reply_streamed_in_at_least_two_partial_updates(page
 
 
 def test_two_tabs_chat_at_once_and_each_gets_its_own_reply(browser, server):
-    first, second = _open(browser, server), _open(browser, server)
+    pages = {"from tab one": _open(browser, server), "from tab two": _open(browser, server)}
     try:
-        _send(first, "from tab one")
-        _send(second, "from tab two")
-        _watch_reply(second, "from tab two")
-        _watch_reply(first, "from tab one")
-        assert first.get_by_text("from tab two").count() == 0
-        assert second.get_by_text("from tab one").count() == 0
+        for prompt, page in pages.items():
+            _send(page, prompt)
+        both_streaming = False  # seen at one moment: each tab's reply begun, neither done
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while True:
+            shown = {prompt: page.get_by_text(f"Reply to {prompt}:").all_text_contents()
+                     for prompt, page in pages.items()}
+            done = {p: bool(t) and t[0].strip() == _final(p) for p, t in shown.items()}
+            both_streaming |= all(shown.values()) and not any(done.values())
+            if all(done.values()):
+                break
+            assert time.monotonic() < deadline, f"the replies stopped at {shown}"
+            pages["from tab one"].wait_for_timeout(20)
+        assert both_streaming, "the second tab's reply waited for the first one's"
+        assert pages["from tab one"].get_by_text("from tab two").count() == 0
+        assert pages["from tab two"].get_by_text("from tab one").count() == 0
     finally:
-        first.close()
-        second.close()
+        for page in pages.values():
+            page.close()
 
 
 # -- Runs and calls ---------------------------------------------------------------------------
@@ -290,3 +300,45 @@ def test_settings_page_shows_the_default_model_and_key_presence(page, tmp_path):
     expect(_visible(page.locator(".tabulator-cell", has_text="request_timeout_s"))
            ).to_be_visible()
     _shot(page, tmp_path, "settings")
+
+
+# -- `aillm-lab serve` with the local model -----------------------------------------------------
+def _smollm2() -> Path | None:
+    from aillm_lab.config import LabSettings
+    from aillm_lab.llm.local_files import KNOWN_MODELS
+
+    path = LabSettings.load().model_path / KNOWN_MODELS["smollm2"].filename
+    return path if path.is_file() else None
+
+
+def _markdown_text(message) -> str:
+    """The rendered text of one chat message (its Markdown lives in the element's shadow root)."""
+    return message.evaluate(
+        "e => Array.from(e.shadowRoot?.children ?? []).filter(c => c.tagName === 'DIV')"
+        ".map(c => c.innerText).join('\\n').trim()")
+
+
+def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
+    if _smollm2() is None:
+        pytest.skip("local:smollm2 is not downloaded: aillm-lab models pull smollm2")
+    port = _free_port()
+    args = ["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--model", "local:smollm2", "--max-tokens", "32"]
+    for url in _serve(args, port, tmp_path / "home"):
+        page = _open(browser, url)
+        _send(page, "Count from one to twenty.")
+        stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
+        reply = page.locator(".message").nth(1)  # the user's message, then the model's
+        seen: list[str] = []
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while stats.count() == 0:
+            assert time.monotonic() < deadline, f"the reply stopped at {seen[-1:]}"
+            text = _markdown_text(reply) if page.locator(".message").count() > 1 else ""
+            if text and (not seen or text != seen[-1]):
+                seen.append(text)
+            page.wait_for_timeout(20)
+        final = _markdown_text(reply)
+        partial = [text for text in seen if text != final]
+        assert final and len(partial) >= 2, seen
+        expect(_visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
+        page.close()
