@@ -261,9 +261,14 @@ CSV = b"region,amount\nnorth,10\nsouth,20\neast,5\n"
 
 
 def test_data_page_registers_an_uploaded_csv_and_runs_a_select_on_it(bench):
-    assert _await(bench.data.upload_csv("Sales 2024.csv", CSV))
+    assert _await(bench.data.upload("Sales 2024.csv", CSV))
     assert bench.lab.tools.database.tables() == ["sales_2024"]
     assert "`sales_2024`" in bench.data.tables.object
+    schema = bench.data.schema.value
+    assert bench.data.schema.visible
+    assert list(zip(schema["column_name"], schema["column_type"], strict=True)) == [
+        ("region", "VARCHAR"), ("amount", "BIGINT")]
+    assert len(bench.data.result.value) == 3  # the preview
     assert bench.data.sql.value == "SELECT * FROM sales_2024 LIMIT 20"
     assert _await(bench.data.run_sql(
         "SELECT region, amount FROM sales_2024 WHERE amount > 6 ORDER BY amount"))
@@ -275,7 +280,7 @@ def test_data_page_registers_an_uploaded_csv_and_runs_a_select_on_it(bench):
 @pytest.mark.parametrize("sql", ["DROP TABLE sales", "INSERT INTO sales VALUES ('w', 1)",
                                  "COPY sales TO 'out.csv'"])
 def test_data_page_refuses_sql_that_writes_with_a_readable_notice(bench, sql):
-    _await(bench.data.upload_csv("sales.csv", CSV))
+    _await(bench.data.upload("sales.csv", CSV))
     _await(bench.data.run_sql("SELECT * FROM sales"))
     assert not _await(bench.data.run_sql(sql))
     notice = bench.data.notice
@@ -292,14 +297,27 @@ def test_data_page_asks_for_a_select_when_the_query_is_empty(bench, sql):
 
 
 def test_data_page_names_the_tables_when_one_is_unknown(bench):
-    _await(bench.data.upload_csv("sales.csv", CSV))
+    _await(bench.data.upload("sales.csv", CSV))
     assert not _await(bench.data.run_sql("SELECT * FROM nope"))
     assert "DatabaseError" in bench.data.notice.text and "sales" in bench.data.notice.text
 
 
+def test_data_page_takes_a_json_file_under_the_name_given(bench):
+    bench.data.table_name.value = "people"
+    assert _await(bench.data.upload("x.json", b'[{"name": "Ada", "age": 36}]'))
+    assert _await(bench.data.run_sql("SELECT name FROM people WHERE age > 30"))
+    assert list(bench.data.result.value["name"]) == ["Ada"]
+
+
+def test_data_page_refuses_a_file_kind_it_cannot_read(bench):
+    assert not _await(bench.data.upload("notes.txt", b"hello"))
+    assert bench.data.notice.text == "notes.txt: upload a .csv or .json file."
+    assert bench.lab.tools.database.tables() == []
+
+
 @pytest.mark.parametrize("data", [b"", b"a,b\n1,2\n3,4,5,6\n"])
 def test_data_page_reports_a_csv_it_cannot_read(bench, data):
-    assert not _await(bench.data.upload_csv("x.csv", data))
+    assert not _await(bench.data.upload("x.csv", data))
     assert bench.data.notice.kind == "danger" and "Error: " in bench.data.notice.text
     assert bench.lab.tools.database.tables() == []
 

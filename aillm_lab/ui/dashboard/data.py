@@ -1,4 +1,5 @@
-"""The Data page: read-only SQL over the Database tool, and CSV uploads as its tables."""
+"""The Data page: read-only SQL over the Database tool, and CSV or JSON uploads as its
+tables, each shown with its schema and first rows."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from aillm_lab.core.lab import Lab
 from aillm_lab.ui.dashboard.notices import Notice
 
 EXAMPLE = "SELECT * FROM my_table LIMIT 20"
+READERS = {".csv": "read_csv", ".json": "read_json"}  # pandas readers; Parquet needs pyarrow
+PREVIEW_ROWS = 20
 
 
 class DataPage:
-    """Type SQL (one SELECT; writes are refused by the Database tool's guard) or upload a CSV."""
+    """Type SQL (one SELECT; writes are refused by the Database tool's guard) or upload a
+    CSV or JSON file."""
 
     title = "Data"
 
@@ -29,19 +33,22 @@ class DataPage:
                                             height=110, sizing_mode="stretch_width")
         self.run_button = pn.widgets.Button(label="Run SQL", color="primary")
         self.run_button.on_click(self._on_run)
-        self.upload = pn.widgets.FileInput(accept=".csv")
-        self.upload.param.watch(self._on_upload, "value")
+        self.file_input = pn.widgets.FileInput(accept=",".join(READERS))
+        self.file_input.param.watch(self._on_upload, "value")
         self.table_name = pn.widgets.TextInput(label="Table name (default: the file's name)",
                                                placeholder="sales")
         self.tables = pn.pane.Markdown("No tables yet: upload a CSV.", name="data-tables")
+        self.schema = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
+                                           visible=False)
         self.result = pn.widgets.Tabulator(pd.DataFrame(), disabled=True, show_index=False,
                                            pagination="local", page_size=20,
                                            sizing_mode="stretch_width")
         self.view = pn.Column(
-            pn.pane.Markdown("### Data\nUpload a CSV as a table, then query it with SQL. "
-                             "Queries are read-only: a statement that writes is refused."),
-            pn.Row(self.upload, self.table_name),
-            self.tables, self.sql, self.run_button, self.notice.alert, self.result,
+            pn.pane.Markdown("### Data\nUpload a CSV or JSON file as a table, then query it "
+                             "with SQL. Queries are read-only: a statement that writes is "
+                             "refused."),
+            pn.Row(self.file_input, self.table_name),
+            self.tables, self.schema, self.sql, self.run_button, self.notice.alert, self.result,
             name=self.title, sizing_mode="stretch_width")
 
     async def run_sql(self, sql: str | None = None) -> bool:
@@ -60,19 +67,28 @@ class DataPage:
         self.notice.ok(f"{len(frame)} row(s). {note}".strip())
         return True
 
-    async def upload_csv(self, filename: str, data: bytes, name: str | None = None) -> bool:
-        """Read a CSV (in a worker thread) and register it as a table of the Database tool."""
+    async def upload(self, filename: str, data: bytes, name: str | None = None) -> bool:
+        """Read a CSV or JSON file (in a worker thread), register it as a table of the
+        Database tool, and show its schema and first rows."""
         import pandas as pd
 
+        reader = READERS.get(PurePath(filename).suffix.lower())
+        if reader is None:
+            self.notice.error(f"{filename}: upload a {' or '.join(READERS)} file.")
+            return False
         table = (name or self.table_name.value or "").strip() or _table_name(filename)
+        database = self.lab.tools.database
         try:
-            frame = await asyncio.to_thread(pd.read_csv, io.BytesIO(data))
-            self.lab.tools.database.register(table, frame)
+            frame = await asyncio.to_thread(getattr(pd, reader), io.BytesIO(data))
+            database.register(table, frame)
+            schema = await database.adescribe(table)
         except Exception as exc:
             self.notice.failed(exc)
             return False
         self.refresh_tables()
-        self.sql.value = f"SELECT * FROM {table} LIMIT 20"
+        self.schema.param.update(value=schema, visible=True)
+        self.result.value = frame.head(PREVIEW_ROWS)
+        self.sql.value = f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}"
         self.notice.ok(f"Table {table}: {len(frame)} rows, columns {', '.join(frame.columns)}.")
         return True
 
@@ -86,7 +102,7 @@ class DataPage:
 
     async def _on_upload(self, event: Any) -> None:
         if event.new:
-            await self.upload_csv(self.upload.filename or "upload.csv", event.new)
+            await self.upload(self.file_input.filename or "upload.csv", event.new)
 
 
 def _table_name(filename: str) -> str:
