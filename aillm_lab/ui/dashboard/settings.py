@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+import aillm_lab
 from aillm_lab.core.lab import Lab
-from aillm_lab.llm.registry import registry
 
 KEYS = {"openai_api_key": "OpenAI", "anthropic_api_key": "Anthropic"}
 SHOWN_APART = {"safety", *KEYS}  # the policy has its own pane; keys show as set / not set
@@ -27,7 +27,7 @@ class SettingsPage:
         model_id, reason = lab.default_model_reason()
         self.model_info = pn.pane.Markdown(
             f"**Default model:** `{model_id}` — {reason}\n\n**Providers here:** "
-            + ", ".join(f"`{p}`" for p in registry.providers()), name="settings-model")
+            + ", ".join(f"`{p}`" for p in aillm_lab.registry.providers()), name="settings-model")
         self.keys = pn.widgets.Tabulator(key_presence(lab), disabled=True, show_index=False)
         self.budgets = pn.pane.Markdown(self.budget_text(), name="settings-budgets")
         self.table = pn.widgets.Tabulator(settings_frame(lab), disabled=True, show_index=False,
