@@ -229,7 +229,8 @@ def test_runs_page_lists_the_calls_made_with_cost_and_latency_plots_by_model(ben
     assert calls["time"].is_monotonic_decreasing  # newest first, as text
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", calls["time"][0])
     assert "**2 call(s)**" in bench.runs.summary.object
-    assert [p.name for p in bench.runs.plots] == ["plot-cost_usd", "plot-latency_s"]
+    assert [p.name for p in bench.runs.plots] == ["plot-cost_usd", "plot-latency_s", "plot-tokens",
+                                                  "plot-errors", "plot-latency-over-time"]
 
 
 def test_runs_page_without_calls_says_so_and_draws_no_plot(bench):
@@ -374,3 +375,17 @@ def test_settings_page_shows_key_presence_never_the_key(tmp_path):
     settings = dict(zip(page.table.value["setting"], page.table.value["value"], strict=True))
     assert settings["home"] == str(tmp_path / "home") and "safety" not in settings
     assert "sql" in page.safety.object
+
+
+def test_runs_page_counts_a_failed_call_as_an_error_of_its_model(tmp_path):
+    model = ScriptedModel([RuntimeError("the provider broke"), "fine"], name="flaky")
+    with Lab(home=tmp_path / "home", model=model) as lab:
+        page = Workbench(lab).runs
+        with pytest.raises(Exception, match="the provider broke"):
+            lab.chat("first")
+        lab.chat("second")
+        assert _await(page.refresh())
+    assert "2 call(s)" in page.summary.object and "1 error(s)" in page.summary.object
+    bars = {p.name: p.object.renderers[0].data_source.data["top"] for p in page.plots[:4]}
+    assert list(bars["plot-errors"]) == [1]
+    assert list(page.calls.value["status"]) == ["ok", "error"]  # newest first

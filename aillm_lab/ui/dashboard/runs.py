@@ -34,7 +34,7 @@ class RunsPage:
                                          pagination="local", page_size=10,
                                          selectable=1, sizing_mode="stretch_width")
         self.runs.param.watch(self._on_select_run, "selection")
-        self.plots = pn.Row(name="runs-plots", sizing_mode="stretch_width")
+        self.plots = pn.FlexBox(name="runs-plots", sizing_mode="stretch_width")
         self.trace = pn.Column(name="run-trace", sizing_mode="stretch_width")
         self.view = pn.Column(
             pn.pane.Markdown("### Runs and calls\nEvery model call of this home (newest "
@@ -92,20 +92,35 @@ def _summary(calls: Any, runs: Any) -> str:
 
 
 def _plots(calls: Any) -> list[Any]:
-    """Cost and mean latency per model as two bar charts (bokeh), none without calls."""
+    """Bokeh charts: cost, mean latency, tokens and errors per model, and each call's latency
+    over time; none without calls."""
     if calls.empty:
         return []
     import panel as pn
+    from bokeh.palettes import Category10_10
     from bokeh.plotting import figure
 
+    calls = calls.assign(tokens=calls["input_tokens"] + calls["output_tokens"],
+                         errors=(calls["status"] != "ok").astype(int))
     by_model = calls.groupby("model").agg(cost_usd=("cost_usd", "sum"),
-                                          latency_s=("latency_s", "mean")).reset_index()
+                                          latency_s=("latency_s", "mean"),
+                                          tokens=("tokens", "sum"),
+                                          errors=("errors", "sum")).reset_index()
     models = list(by_model["model"])
     charts = []
     for column, label in (("cost_usd", "cost (USD) by model"),
-                          ("latency_s", "mean latency (s) by model")):
-        fig = figure(x_range=models, height=220, width=380, title=label, toolbar_location=None)
+                          ("latency_s", "mean latency (s) by model"),
+                          ("tokens", "tokens by model"), ("errors", "errors by model")):
+        fig = figure(x_range=models, height=200, width=260, title=label, toolbar_location=None)
         fig.vbar(x=models, top=list(by_model[column]), width=0.7)
         fig.y_range.start = 0
         charts.append(pn.pane.Bokeh(fig, name=f"plot-{column}"))
+    timeline = figure(x_axis_type="datetime", height=200, width=520,
+                      title="latency (s) of each call over time", toolbar_location=None)
+    for model, color in zip(models, Category10_10 * (len(models) // 10 + 1), strict=False):
+        rows = calls[calls["model"] == model]
+        timeline.scatter(list(rows["time"].dt.tz_convert(None)), list(rows["latency_s"]),
+                         color=color, legend_label=model, size=6)
+    timeline.legend.location = "top_left"
+    charts.append(pn.pane.Bokeh(timeline, name="plot-latency-over-time"))
     return charts
