@@ -68,9 +68,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(args: list[str], port: int, home: Path) -> Iterator[str]:
+def _serve(args: list[str], port: int, home: Path, **env: str) -> Iterator[str]:
     """Run a server until it answers /liveness; stop it after."""
-    env = {**os.environ, "AILLM_HOME": str(home)}
+    env = {**os.environ, "AILLM_HOME": str(home), **env}
     proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -341,4 +341,22 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
         partial = [text for text in seen if text != final]
         assert final and len(partial) >= 2, seen
         expect(_visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
+        page.close()
+
+
+def test_panel_serve_with_two_threads_chats_and_refuses_a_write(browser, tmp_path):
+    from aillm_lab.ui.dashboard import app
+
+    port = _free_port()
+    args = ["-m", "panel", "serve", app.__file__, "--port", str(port), "--address",
+            "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness",
+            "--num-threads", "2"]
+    for url in _serve(args, port, tmp_path / "home", AILLM_MODEL="scripted:echo"):
+        page = _open(browser, f"{url}/app")
+        _send(page, "echo this back")
+        expect(_visible(page.get_by_text("scripted:echo ·"))).to_be_visible()
+        expect(_visible(page.get_by_text("echo this back"))).to_have_count(2)
+        _upload_cities(page, tmp_path)
+        _run_sql(page, "DELETE FROM cities")
+        expect(_said(page, "DELETE statements are refused")).to_be_visible()
         page.close()
