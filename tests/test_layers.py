@@ -79,3 +79,18 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path,
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
     assert crossings() == ["llm/bad.py:2 imports aillm_lab.core.lab",
                            "rag/side.py:1 imports aillm_lab.tools.base"]
+
+
+def test_test_file_names_are_unique() -> None:
+    """pytest imports test modules by their base name (rootdir mode, no __init__.py): two
+    tests/**/test_x.py stop the whole run at collection, which a run of one folder misses."""
+    tests = Path(__file__).parent
+    seen: dict[str, Path] = {}
+    clashes = []
+    for path in sorted(tests.rglob("test_*.py")):
+        if path.name in seen:
+            clashes.append(f"{seen[path.name].relative_to(tests)} and {path.relative_to(tests)}")
+        seen.setdefault(path.name, path)
+    conftests = sorted(p.relative_to(tests.parent) for p in tests.rglob("conftest.py"))
+    assert clashes == [], "rename one of each pair"
+    assert len(conftests) <= 1, conftests  # tests/conftest.py: a second shadows its imports
