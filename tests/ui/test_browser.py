@@ -100,12 +100,16 @@ def _serve(args: list[str], port: int, home: Path, **env: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("browser-server")
-    script = root / "serve_workbench.py"
+def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("browser-server") / "home"
+
+
+@pytest.fixture(scope="module")
+def server(server_home: Path) -> Iterator[str]:
+    script = server_home.parent / "serve_workbench.py"
     script.write_text(SERVER)
     port = _free_port()
-    yield from _serve([str(script), str(port)], port, root / "home")
+    yield from _serve([str(script), str(port)], port, server_home)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +226,7 @@ def _calls_shown(page: Page) -> int:
     return int(match.group(1)) if match else 0
 
 
-def test_runs_page_lists_the_calls_just_made(page, tmp_path):
+def test_runs_page_lists_the_calls_just_made(page):
     _tab(page, "Runs and calls").click()
     before = _calls_shown(page)
     _tab(page, "Chat").click()
@@ -234,6 +238,19 @@ def test_runs_page_lists_the_calls_just_made(page, tmp_path):
     expect(_visible(page.locator(".tabulator-cell", has_text="scripted:slow")).first
            ).to_be_visible()
     expect(_visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar charts
+
+
+def test_runs_page_opens_a_saved_agent_run_and_shows_its_trace(page, server_home, tmp_path):
+    import aillm_lab as al
+    from aillm_lab.testing import ScriptedModel
+
+    with al.Lab(home=server_home, model=ScriptedModel("The answer is forty-two.")) as lab:
+        run = al.ReActAgent(lab=lab).run("what is six times seven?")
+    _tab(page, "Runs and calls").click()
+    _visible(page.get_by_role("button", name="Refresh")).click()
+    row = _visible(page.locator(".tabulator-cell[tabulator-field=id]", has_text=run.id))
+    row.click()
+    expect(_visible(page.get_by_text("The answer is forty-two.")).first).to_be_visible()
     _shot(page, tmp_path, "runs")
 
 
