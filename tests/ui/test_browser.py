@@ -39,6 +39,7 @@ expect.set_options(timeout=60_000)  # waits for an element to show: a failure gu
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 WAIT_MS = 60_000  # the longest any one element is waited for
 SERVER = textwrap.dedent('''
+    import re
     import sys
 
     import panel as pn
@@ -51,6 +52,10 @@ SERVER = textwrap.dedent('''
 
 
     def reply(messages, request):
+        text = "\\n".join(m.text for m in messages)
+        cited = re.search(r"^\\[(\\d+)\\] \\([^)]*e4012", text, re.M)
+        if cited:  # the Research agent's sources are in the prompt
+            return f"E4012 means the bucket is over its storage quota [{cited.group(1)}]."
         prompt = next(m.text for m in reversed(messages) if m.role == "user")
         return f"Reply to {prompt}: " + " ".join(f"w{i}" for i in range(12))
 
@@ -294,6 +299,31 @@ def test_data_page_refuses_a_drop_with_a_readable_message(page, tmp_path):
     _run_sql(page, "SELECT count(*) AS n FROM cities")  # the table is still there
     expect(_said(page, "1 row(s)")).to_be_visible()
     expect(_visible(page.locator(".tabulator-cell[tabulator-field=n]"))).to_have_text("3")
+
+
+# -- Documents --------------------------------------------------------------------------------
+def test_documents_page_ingests_a_folder_searches_it_and_gets_a_cited_answer(page, server_home,
+                                                                             tmp_path):
+    notes = server_home / "workspace" / "notes"
+    notes.mkdir(parents=True, exist_ok=True)
+    (notes / "e4012.md").write_text("# Errors\n\nE4012 means the bucket is over its storage "
+                                    "quota.\n")
+    (notes / "cats.md").write_text("# Cats\n\nKittens sleep about sixteen hours a day.\n")
+    _tab(page, "Documents").click()
+    _visible(page.get_by_placeholder("notes/")).fill("notes")
+    _visible(page.get_by_role("button", name="Ingest")).click()
+    expect(_said(page, "2 added")).to_be_visible()
+    _visible(page.get_by_placeholder("storage quota")).fill("storage quota")
+    _visible(page.get_by_role("button", name="Search", exact=True)).click()
+    expect(_said(page, "passage(s) for 'storage quota'")).to_be_visible()
+    expect(_visible(page.locator(".tabulator-cell[tabulator-field=source]",
+                                 has_text="e4012.md")).first).to_be_visible()
+    _visible(page.get_by_placeholder("What does error E4012 mean?")).fill("What is E4012?")
+    _visible(page.get_by_role("button", name="Ask")).click()
+    expect(_visible(page.get_by_text(re.compile(r"over its storage quota \[\d\]")))
+           ).to_be_visible()
+    expect(_visible(page.get_by_role("listitem").filter(has_text="e4012.md"))).to_be_visible()
+    _shot(page, tmp_path, "documents")
 
 
 # -- Memory and Settings ------------------------------------------------------------------------

@@ -211,12 +211,12 @@ def bench(tmp_path) -> Iterator[Workbench]:
         yield Workbench(lab, max_tokens=32)
 
 
-def test_create_app_is_tabs_with_the_five_pages_in_order(tmp_path):
+def test_create_app_is_tabs_with_the_six_pages_in_order(tmp_path):
     with Lab(home=tmp_path / "home", model="scripted:echo") as lab:
         app = create_app(lab)
     assert isinstance(app, pn.Tabs)
-    assert [page.name for page in app] == ["Chat", "Runs and calls", "Data", "Memory",
-                                          "Settings"]
+    assert [page.name for page in app] == ["Chat", "Documents", "Data", "Runs and calls",
+                                          "Memory", "Settings"]
 
 
 def test_runs_page_lists_the_calls_made_with_cost_and_latency_plots_by_model(bench):
@@ -389,3 +389,59 @@ def test_runs_page_counts_a_failed_call_as_an_error_of_its_model(tmp_path):
     bars = {p.name: p.object.renderers[0].data_source.data["top"] for p in page.plots[:4]}
     assert list(bars["plot-errors"]) == [1]
     assert list(page.calls.value["status"]) == ["ok", "error"]  # newest first
+
+
+
+DOCS = {"e4012.md": "# Errors\n\nE4012 means the bucket is over its storage quota.\n",
+        "cats.md": "# Cats\n\nKittens sleep about sixteen hours a day.\n"}
+
+
+def test_documents_page_ingests_a_workspace_folder_and_searches_it(bench):
+    folder = bench.lab.settings.workspace_path / "notes"
+    folder.mkdir(parents=True)
+    for name, text in DOCS.items():
+        (folder / name).write_text(text)
+    assert _await(bench.documents.ingest("notes"))
+    assert "2 added" in bench.documents.notice.text
+    assert not bench.documents.progress.visible
+    bench.documents.mode.value = "sparse"
+    assert _await(bench.documents.search("storage quota"))
+    results = bench.documents.results.value
+    assert results.iloc[0]["source"].endswith("e4012.md")
+    assert "over its storage quota" in results.iloc[0]["text"]
+    assert _await(bench.documents.ingest("notes"))  # unchanged files cost nothing
+    assert "0 added, 0 updated, 2 unchanged" in bench.documents.notice.text
+
+
+def test_documents_page_saves_uploads_in_the_workspace_and_ingests_them(bench):
+    files = {name: text.encode() for name, text in DOCS.items()}
+    files["../escape.md"] = b"# Out\n\nnot outside\n"
+    assert _await(bench.documents.upload(files))
+    uploads = bench.lab.settings.workspace_path / "uploads"
+    assert sorted(p.name for p in uploads.iterdir()) == ["cats.md", "e4012.md", "escape.md"]
+    assert "3 added" in bench.documents.notice.text
+
+
+def test_documents_page_asks_the_research_agent_and_lists_the_cited_source(tmp_path):
+    def reply(messages, request):
+        text = "\n".join(m.text for m in messages)
+        label = next(n for n, part in re.findall(r"\[(\d+)\] \(([^)]*)", text)
+                     if "e4012" in part)
+        return f"E4012 means the bucket is over its storage quota [{label}]."
+
+    with Lab(home=tmp_path / "home", model=ScriptedModel(reply)) as lab:
+        page = Workbench(lab).documents
+        assert _await(page.upload({n: t.encode() for n, t in DOCS.items()}))
+        assert _await(page.ask("What does E4012 mean?"))
+    answer = page.answer.object
+    assert answer.startswith("**Answer:** E4012 means the bucket is over its storage quota [")
+    assert "`e4012.md`" in answer and "cats.md" not in answer
+
+
+def test_documents_page_refuses_empty_input_and_reports_a_missing_folder(bench):
+    assert not _await(bench.documents.ingest(""))
+    assert "Name a folder" in bench.documents.notice.text
+    assert not _await(bench.documents.search(" "))
+    assert not _await(bench.documents.ask(""))
+    assert not _await(bench.documents.ingest("no/such/folder"))
+    assert bench.documents.notice.kind == "danger"

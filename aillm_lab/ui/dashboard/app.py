@@ -1,5 +1,5 @@
-"""The workbench: one Lab, several pages as ``pn.Tabs`` (Chat, Runs and calls, Data, Memory,
-Settings), built once per browser tab by ``create_app``.
+"""The workbench: one Lab, several pages as ``pn.Tabs`` (Chat, Documents, Data, Runs and
+calls, Memory, Settings), built once per browser tab by ``create_app``.
 
 The chat callback is an async generator, as Panel recommends, and it iterates
 ``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
@@ -17,6 +17,7 @@ from aillm_lab.core.lab import Lab
 from aillm_lab.errors import AillmError
 from aillm_lab.llm.types import Completion
 from aillm_lab.ui.dashboard.data import DataPage
+from aillm_lab.ui.dashboard.documents import DocumentsPage
 from aillm_lab.ui.dashboard.memory import MemoryPage
 from aillm_lab.ui.dashboard.runs import RunsPage
 from aillm_lab.ui.dashboard.settings import SettingsPage
@@ -53,13 +54,15 @@ class Workbench:
         self.header = pn.pane.Markdown(
             f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
             sizing_mode="stretch_width")
+        self.documents = DocumentsPage(lab)
         self.runs = RunsPage(lab)
         self.data = DataPage(lab)
         self.memory = MemoryPage(lab)
         self.settings = SettingsPage(lab)
         chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_width", name="Chat")
-        self.tabs = pn.Tabs(chat_page, self.runs.view, self.data.view, self.memory.view,
-                            self.settings.view, sizing_mode="stretch_width", name=TITLE)
+        self.tabs = pn.Tabs(chat_page, self.documents.view, self.data.view, self.runs.view,
+                            self.memory.view, self.settings.view, sizing_mode="stretch_width",
+                            name=TITLE)
         self.tabs.param.watch(self._on_tab, "active")
         self.view = self.tabs
 
