@@ -445,3 +445,11 @@ def test_documents_page_refuses_empty_input_and_reports_a_missing_folder(bench):
     assert not _await(bench.documents.ask(""))
     assert not _await(bench.documents.ingest("no/such/folder"))
     assert bench.documents.notice.kind == "danger"
+
+
+@pytest.mark.parametrize("path", ["/etc", "../..", "notes/../../outside"])
+def test_documents_page_refuses_a_path_outside_the_workspace(bench, path):
+    assert not _await(bench.documents.ingest(path))
+    assert bench.documents.notice.text.startswith("PermissionError: ")
+    assert "outside the workspace" in bench.documents.notice.text
+    assert not bench.documents.progress.visible

@@ -28,7 +28,7 @@ class DocumentsPage:
         self.lab = lab
         self.notice = Notice("documents-notice")
         self.collection = pn.widgets.TextInput(label="Collection", value="default", width=160)
-        self.path = pn.widgets.TextInput(label="Folder or file (in the workspace, or absolute)",
+        self.path = pn.widgets.TextInput(label="Folder or file in the workspace",
                                          placeholder="notes/", sizing_mode="stretch_width")
         self.ingest_button = pn.widgets.Button(label="Ingest", color="primary")
         self.file_input = pn.widgets.FileInput(multiple=True, accept=".md,.txt,.pdf,.html")
@@ -65,9 +65,9 @@ class DocumentsPage:
         if not target:
             self.notice.error("Name a folder or file to ingest first.")
             return False
-        paths = target if isinstance(target, list) else [self._resolve(target)]
         self.progress.param.update(active=True, visible=True)
         try:
+            paths = target if isinstance(target, list) else [self._resolve(target)]
             report = await self.lab.aingest(paths, self.collection.value, progress=False)
         except Exception as exc:
             self.notice.failed(exc)
@@ -126,9 +126,13 @@ class DocumentsPage:
         return True
 
     def _resolve(self, path: str | Path) -> Path:
-        candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else \
-            Path(self.lab.settings.workspace_path) / candidate
+        """A path in the workspace: a browser may not ingest (and so read) other files."""
+        root = Path(self.lab.settings.workspace_path).resolve()
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise PermissionError(f"{str(path)!r} is outside the workspace {root}; name a "
+                                  "folder or file inside it, or upload the files")
+        return resolved
 
     async def _on_ingest(self, event: Any = None) -> None:
         await self.ingest()
