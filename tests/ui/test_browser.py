@@ -267,7 +267,7 @@ def _upload_cities(page: Page, tmp_path: Path) -> None:
     csv = tmp_path / "cities.csv"
     csv.write_text(CITIES)
     _tab(page, "Data").click()
-    page.locator("input[type=file]").set_input_files(str(csv))
+    page.locator("input[type=file][accept='.csv,.json']").set_input_files(str(csv))
     expect(_said(page, "Table cities: 3 rows")).to_be_visible()
 
 
