@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models demo test browser lab bench lint clean
+.PHONY: install models demo test browser lab bench bench-peers lint clean
 
 install: $(STAMP)
 

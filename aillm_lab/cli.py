@@ -197,7 +197,8 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--force", action="store_true", help="download again even if present")
     _command(sub, "list", models_list, "show known and downloaded local models")
     serve_cmd = _command(commands, "serve", serve, "serve the Panel workbench")
-    serve_cmd.add_argument("--host", default=None, help="default: settings.dashboard_host")
+    serve_cmd.add_argument("--host", "--address", dest="host", default=None,
+                           help="the address to listen on; default: settings.dashboard_host")
     serve_cmd.add_argument("--port", type=int, default=None,
                            help="default: settings.dashboard_port (5006)")
     serve_cmd.add_argument("--model", default=None, help="e.g. local:smollm2 or scripted:echo")

@@ -96,7 +96,7 @@ def _document_texts(url: str) -> tuple[set[str], str]:
 def served(lab_home) -> Iterator[str]:
     """`aillm-lab serve` on a free port."""
     port = _free_port()
-    with _serving(["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    with _serving(["-m", "aillm_lab.cli", "serve", "--address", "127.0.0.1", "--port", str(port),
                    "--model", "scripted:echo"], port, lab_home) as url:
         yield url
 
