@@ -7,7 +7,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_WIDGETS = ("chat", "trace", "approvals", "ChatWidget", "TraceWidget", "ApprovalsWidget")
+_WIDGETS = ("chat", "trace", "approvals", "dashboard", "ChatWidget", "TraceWidget",
+            "ApprovalsWidget")
 
 
 def __getattr__(name: str) -> Any:

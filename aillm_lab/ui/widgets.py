@@ -193,9 +193,21 @@ def trace(run: AgentRun) -> TraceWidget:
     return TraceWidget(run)
 
 
+def dashboard(lab: Lab | None = None, *, max_tokens: int = 256) -> Any:
+    """The workbench's tabs (Chat, Documents, Data, Runs and calls, Memory, Settings) inline
+    in the notebook, over ``lab`` (default: ``al.default_lab()``); Panel renders in Jupyter."""
+    import panel as pn
+
+    from aillm_lab.ui.dashboard.app import create_app
+
+    pn.extension()
+    return create_app(_lab(lab), max_tokens=max_tokens)
+
+
 def approvals(lab: Lab | None = None) -> ApprovalsWidget:
     """Answer the Safety Guard's ``ask`` decisions with buttons (sets the Lab's approver)."""
     return ApprovalsWidget(lab)
 
 
-__all__ = ["ApprovalsWidget", "ChatWidget", "TraceWidget", "approvals", "chat", "trace"]
+__all__ = ["ApprovalsWidget", "ChatWidget", "TraceWidget", "approvals", "chat", "dashboard",
+           "trace"]
