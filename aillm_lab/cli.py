@@ -161,7 +161,7 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
     except ImportError:
         raise AillmError('the dashboard needs Panel: pip install "aillm-lab[dashboard]"') from None
     from aillm_lab.core.lab import Lab
-    from aillm_lab.ui.dashboard.app import TITLE, create_app
+    from aillm_lab.ui.workbench.app import TITLE, create_app
 
     host = args.host or settings.dashboard_host
     port = settings.dashboard_port if args.port is None else args.port

@@ -198,7 +198,7 @@ def dashboard(lab: Lab | None = None, *, max_tokens: int = 256) -> Any:
     in the notebook, over ``lab`` (default: ``al.default_lab()``); Panel renders in Jupyter."""
     import panel as pn
 
-    from aillm_lab.ui.dashboard.app import create_app
+    from aillm_lab.ui.workbench.app import create_app
 
     pn.extension()
     return create_app(_lab(lab), max_tokens=max_tokens)

@@ -46,7 +46,7 @@ SERVER = textwrap.dedent('''
 
     from aillm_lab import Lab
     from aillm_lab.testing import ScriptedModel
-    from aillm_lab.ui.dashboard.app import TITLE, create_app
+    from aillm_lab.ui.workbench.app import TITLE, create_app
 
     port = int(sys.argv[1])
 
@@ -392,7 +392,7 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
 
 
 def test_panel_serve_with_two_threads_chats_and_refuses_a_write(browser, tmp_path):
-    from aillm_lab.ui.dashboard import app
+    from aillm_lab.ui.workbench import app
 
     port = _free_port()
     args = ["-m", "panel", "serve", app.__file__, "--port", str(port), "--address",

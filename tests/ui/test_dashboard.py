@@ -25,7 +25,7 @@ from aillm_lab import Lab  # noqa: E402
 from aillm_lab.errors import ModelNotAvailable  # noqa: E402
 from aillm_lab.llm.types import Completion, Usage  # noqa: E402
 from aillm_lab.testing import ScriptedModel  # noqa: E402
-from aillm_lab.ui.dashboard.app import Workbench, _responder, create_app, reply_stats  # noqa: E402
+from aillm_lab.ui.workbench.app import Workbench, _responder, create_app, reply_stats  # noqa: E402
 
 # bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), which pandas 3.1
 # deprecates; every Tabulator goes through it. Not ours to fix.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aillm_lab.core.lab import Lab
-from aillm_lab.ui.dashboard.notices import Notice
+from aillm_lab.ui.workbench.notices import Notice
 
 CALL_COLUMNS = ["time", "model", "status", "cache_hit", "stream", "latency_s", "ttft_s",
                 "input_tokens", "output_tokens", "cost_usd", "run_id", "error_type"]

@@ -8,7 +8,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from aillm_lab.core.lab import Lab
-from aillm_lab.ui.dashboard.notices import Notice
+from aillm_lab.ui.workbench.notices import Notice
 
 MODES = ["hybrid", "dense", "sparse"]
 RESULT_COLUMNS = ["rank", "score", "source", "section", "text"]

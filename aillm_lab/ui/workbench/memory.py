@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aillm_lab.core.lab import Lab
-from aillm_lab.ui.dashboard.notices import Notice
+from aillm_lab.ui.workbench.notices import Notice
 
 COLUMNS = ["id", "namespace", "text", "importance", "strength", "state"]
 

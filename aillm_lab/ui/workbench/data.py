@@ -10,7 +10,7 @@ from pathlib import PurePath
 from typing import Any
 
 from aillm_lab.core.lab import Lab
-from aillm_lab.ui.dashboard.notices import Notice
+from aillm_lab.ui.workbench.notices import Notice
 
 EXAMPLE = "SELECT * FROM my_table LIMIT 20"
 READERS = {".csv": "read_csv", ".json": "read_json"}  # pandas readers; Parquet needs pyarrow

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 from aillm_lab.core.lab import Lab
 from aillm_lab.errors import AillmError
 from aillm_lab.llm.types import Completion
-from aillm_lab.ui.dashboard.data import DataPage
-from aillm_lab.ui.dashboard.documents import DocumentsPage
-from aillm_lab.ui.dashboard.memory import MemoryPage
-from aillm_lab.ui.dashboard.runs import RunsPage
-from aillm_lab.ui.dashboard.settings import SettingsPage
+from aillm_lab.ui.workbench.data import DataPage
+from aillm_lab.ui.workbench.documents import DocumentsPage
+from aillm_lab.ui.workbench.memory import MemoryPage
+from aillm_lab.ui.workbench.runs import RunsPage
+from aillm_lab.ui.workbench.settings import SettingsPage
 
 if TYPE_CHECKING:
     import panel as pn
@@ -132,5 +132,5 @@ def reply_stats(completion: Completion | None, latency_s: float,
     return " · ".join(parts)
 
 
-if __name__.startswith("bokeh"):  # `panel serve aillm_lab/ui/dashboard/app.py`
+if __name__.startswith("bokeh"):  # `panel serve aillm_lab/ui/workbench/app.py`
     create_app().servable(title=TITLE)
