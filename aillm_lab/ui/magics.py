@@ -29,8 +29,9 @@ T = TypeVar("T")
 # %%agent KIND -> the agent class's name in aillm_lab (loaded on use, like every export)
 AGENTS = {"react": "ReActAgent", "code": "CodeWriterAgent", "research": "ResearchAgent",
           "data": "DataAnalysisAgent"}
-# our own errors, and the ones bad user input raises (a bad SQL, an unknown column)
-_USER_ERRORS = (AillmError, ValueError, LookupError, TypeError)
+# our own errors, and the ones bad user input raises (a bad SQL, an unknown column); a
+# TypeError is a bug, so it keeps its traceback
+_USER_ERRORS = (AillmError, ValueError, LookupError)
 
 
 @magics_class

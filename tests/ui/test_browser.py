@@ -13,16 +13,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import textwrap
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _ui_servers import free_port, serving
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.access(CHROMIUM, os.X_OK):
@@ -67,43 +64,6 @@ SERVER = textwrap.dedent('''
 ''')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(args: list[str], port: int, home: Path, **env: str) -> Iterator[str]:
-    """Run a server until it answers /liveness; stop it after."""
-    env = {**os.environ, "AILLM_HOME": str(home), **env}
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{args} exited early:\n{proc.stdout.read()}")
-            try:
-                with urllib.request.urlopen(f"{url}/liveness", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{args} did not answer /liveness within 90 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("browser-server") / "home"
@@ -113,8 +73,9 @@ def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(server_home: Path) -> Iterator[str]:
     script = server_home.parent / "serve_workbench.py"
     script.write_text(SERVER)
-    port = _free_port()
-    yield from _serve([str(script), str(port)], port, server_home)
+    port = free_port()
+    with serving([str(script), str(port)], port, server_home) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -368,10 +329,10 @@ def _markdown_text(message) -> str:
 def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
     if _smollm2() is None:
         pytest.skip("local:smollm2 is not downloaded: aillm-lab models pull smollm2")
-    port = _free_port()
+    port = free_port()
     args = ["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--model", "local:smollm2", "--max-tokens", "32"]
-    for url in _serve(args, port, tmp_path / "home"):
+    with serving(args, port, tmp_path / "home") as url:
         page = _open(browser, url)
         _send(page, "Count from one to twenty.")
         stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
@@ -394,11 +355,11 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
 def test_panel_serve_with_two_threads_chats_and_refuses_a_write(browser, tmp_path):
     from aillm_lab.ui.workbench import app
 
-    port = _free_port()
+    port = free_port()
     args = ["-m", "panel", "serve", app.__file__, "--port", str(port), "--address",
             "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness",
             "--num-threads", "2"]
-    for url in _serve(args, port, tmp_path / "home", AILLM_MODEL="scripted:echo"):
+    with serving(args, port, tmp_path / "home", AILLM_MODEL="scripted:echo") as url:
         page = _open(browser, f"{url}/app")
         _send(page, "echo this back")
         expect(_visible(page.get_by_text("scripted:echo ·"))).to_be_visible()

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _ui_servers import free_port, serving
 
 pn = pytest.importorskip("panel")
 
@@ -33,46 +28,9 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:The inplace keyword in DataFrame.reset_index:pandas.errors.Pandas4Warning")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 5) -> tuple[int, str]:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read().decode()
-
-
-@contextlib.contextmanager
-def _serving(args: list[str], port: int, home: Path) -> Iterator[str]:
-    """Run a server command in a subprocess until it answers /liveness; stop it after."""
-    env = {**os.environ, "AILLM_HOME": str(home)}
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"{args} exited early:\n{proc.stdout.read()}")
-            try:
-                if _get(f"{url}/liveness", 2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{args} did not answer /liveness within 90 s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        proc.stdout.close()
 
 
 def _document_texts(url: str) -> tuple[set[str], str]:
@@ -95,8 +53,8 @@ def _document_texts(url: str) -> tuple[set[str], str]:
 @pytest.fixture
 def served(lab_home) -> Iterator[str]:
     """`aillm-lab serve` on a free port."""
-    port = _free_port()
-    with _serving(["-m", "aillm_lab.cli", "serve", "--address", "127.0.0.1", "--port", str(port),
+    port = free_port()
+    with serving(["-m", "aillm_lab.cli", "serve", "--address", "127.0.0.1", "--port", str(port),
                    "--model", "scripted:echo"], port, lab_home) as url:
         yield url
 
@@ -115,9 +73,9 @@ def test_served_session_holds_a_chat_and_names_the_model_in_use(served):
 
 
 def test_the_app_file_runs_under_panel_serve_too(lab_home):
-    port = _free_port()
+    port = free_port()
     app = Path(create_app.__code__.co_filename)
-    with _serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
+    with serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
                    "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
                    "--liveness"], port, lab_home) as url:
         kinds, texts = _document_texts(f"{url}/app")
@@ -125,14 +83,14 @@ def test_the_app_file_runs_under_panel_serve_too(lab_home):
 
 
 def test_sync_chat_works_inside_a_panel_serve_session(lab_home, tmp_path):
-    port = _free_port()
+    port = free_port()
     app = tmp_path / "sync_app.py"
     app.write_text(
         "import asyncio\nimport panel as pn\nimport aillm_lab as al\n"
         "asyncio.get_running_loop()  # Bokeh builds sessions on its running loop\n"
         "reply = al.chat('hello from panel serve', model='scripted:echo')\n"
         "pn.pane.Markdown('REPLY: ' + reply.text).servable()\n")
-    with _serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
+    with serving(["-m", "panel", "serve", str(app), "--port", str(port), "--address",
                    "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}",
                    "--liveness"], port, lab_home) as url:
         _, texts = _document_texts(f"{url}/sync_app")
