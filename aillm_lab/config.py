@@ -136,6 +136,10 @@ class LabSettings(BaseSettings):
     model: str | None = Field(default=None, pattern=MODEL_SPEC,
                               description="default model, e.g. 'local:smollm2'")
     fallbacks: list[str] = Field(default_factory=list)
+    embedding_model: str | None = Field(
+        default=None, pattern=MODEL_SPEC, description="the model lab.ingest and lab.search "
+        "embed with, e.g. 'openai:text-embedding-3-small' (through the gateway); None is the "
+        "local all-MiniLM-L6-v2 (offline, free)")
     limits: dict[str, ModelLimits] = Field(default_factory=dict)
     budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
     run_budget_usd: float | None = Field(default=None, ge=0, le=1_000_000)
@@ -455,7 +459,7 @@ def _allowed(model: type[BaseModel], loc: list[str], err: Any) -> str:
         parts.append(f"{'<=' if isinstance(high, at.Le) else '<'} {_bound(high)}")
     if parts:
         return " and ".join(parts)
-    if loc and loc[0] in ("model", "fallbacks"):
+    if loc and loc[0] in ("model", "fallbacks", "embedding_model"):
         return "'provider:model', e.g. 'local:smollm2' or 'openai:gpt-4o-mini'"
     return str(field.annotation).replace("typing.", "")
 

@@ -97,32 +97,51 @@ class LabServices:
     # -- RAG --------------------------------------------------------------------------------
     @property
     def knowledge(self) -> Knowledge:
-        """Document collections in ``lab.db`` with usearch and BM25 indexes under ``home``."""
+        """Document collections in ``lab.db`` with usearch and BM25 indexes under ``home``,
+        embedded with ``settings.embedding_model`` (the local MiniLM when unset)."""
+        return self.knowledge_for(self.settings.embedding_model)
+
+    def knowledge_for(self, embedding_model: str | None) -> Knowledge:
+        """The collections embedded with ``embedding_model`` (a ``provider:model`` that
+        embeds, called through this Lab's gateway so its cost is in the call log; ``None``
+        is the local MiniLM). A collection keeps the model it was built with and refuses
+        another's vectors, so each model gets its own ``Knowledge`` over the same files."""
         def make() -> Knowledge:
-            from aillm_lab.rag.embeddings import default_embedder
+            from aillm_lab.rag.embeddings import ModelEmbedder, default_embedder
             from aillm_lab.rag.retriever import Knowledge
 
-            return Knowledge(self.settings, runner=self.runner, embedder=default_embedder())
+            embedder = (default_embedder() if embedding_model is None
+                        else ModelEmbedder(self.model(embedding_model)))
+            return Knowledge(self.settings, runner=self.runner, embedder=embedder)
 
-        return self._service("knowledge", make)
+        if embedding_model is not None and not isinstance(embedding_model, str):
+            raise TypeError(f"embedding_model: give a 'provider:model' string, got "
+                            f"{type(embedding_model).__name__}")
+        same = embedding_model == self.settings.embedding_model
+        return self._service("knowledge" if same else f"knowledge:{embedding_model}", make)
 
     async def aingest(self, paths: str | Path | Iterable[str | Path],
                       collection: str = "default", sync: bool = False, *,
-                      tags: Iterable[str] = (), progress: bool | None = None) -> IngestReport:
-        """Load, chunk, embed and index files (unchanged ones cost nothing)."""
-        return await self.knowledge.aingest(paths, collection, sync, tags=tags,
-                                            progress=progress)
+                      tags: Iterable[str] = (), progress: bool | None = None,
+                      embedding_model: str | None = None) -> IngestReport:
+        """Load, chunk, embed and index files (unchanged ones cost nothing);
+        ``embedding_model`` overrides ``settings.embedding_model`` for this collection."""
+        kb = self.knowledge_for(embedding_model or self.settings.embedding_model)
+        return await kb.aingest(paths, collection, sync, tags=tags, progress=progress)
 
     ingest = sync_twin(aingest)
 
     async def asearch(self, query: str | None = None, k: int = 10, mode: Mode | None = None,
                       collection: str = "default",
                       filters: Filters | dict[str, Any] | None = None, *,
-                      vector: Any = None, vector_model: str | None = None) -> SearchResults:
+                      vector: Any = None, vector_model: str | None = None,
+                      embedding_model: str | None = None) -> SearchResults:
         """Hybrid (dense + BM25, fused by RRF), ``dense`` or ``sparse`` search; ``vector``
-        searches by a query vector you already have (see ``Knowledge.asearch``)."""
-        return await self.knowledge.asearch(query, k, mode, collection, filters,
-                                            vector=vector, vector_model=vector_model)
+        searches by a query vector you already have (see ``Knowledge.asearch``);
+        ``embedding_model`` must be the one the collection was built with."""
+        kb = self.knowledge_for(embedding_model or self.settings.embedding_model)
+        return await kb.asearch(query, k, mode, collection, filters,
+                                vector=vector, vector_model=vector_model)
 
     search = sync_twin(asearch)
 

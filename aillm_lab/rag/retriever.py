@@ -274,8 +274,9 @@ class Knowledge(Lifecycle):
         if row is not None:
             if row[1] != self.embedder.model_id:
                 raise RagError(f"collection={name!r} was built with {row[1]}, not "
-                               f"{self.embedder.model_id}; search it with that embedder or "
-                               "ingest into another collection.")
+                               f"{self.embedder.model_id}; search and ingest it with that "
+                               "model (lab.search/lab.ingest embedding_model=..., or "
+                               "Knowledge(embedder=...)), or use another collection.")
             self._cids[name] = int(row[0])
             return self._cids[name]
         if not create:
