@@ -53,6 +53,7 @@ import rag_corpus
 from _common import environment, save  # benchmarks/ is sys.path[0] when run as a script
 
 from aillm_lab.rag import index as rag_index
+from aillm_lab.rag import store as rag_store
 from aillm_lab.rag.chunking import Chunk, Chunker
 from aillm_lab.rag.embeddings import Embedder, LocalEmbedder, default_embedder
 from aillm_lab.rag.loaders import Document, load
@@ -217,7 +218,7 @@ def build_collection(work: Path, emb: Embedder, name: str, texts: list[str],
                            text="\n".join(part), type="markdown")
             group.append((doc, [Chunk(text=t, ordinal=o, token_count=0)
                                 for o, t in enumerate(part)]))
-        kb.runner.run(rag_index.replace_documents(
+        kb.runner.run(rag_store.replace_documents(
             kb.db, cid, group, vecs[start:start + 5000], []))
     return kb
 

@@ -264,11 +264,17 @@ def text_hash(text: str) -> str:
 class EmbeddingCache:
     """Vectors in ``lab.db`` by (model id, text hash): re-embedding identical text is free.
 
-    The ``LabDB`` must have been opened with ``CACHE_SCHEMA`` in its schema.
+    The ``LabDB`` must have been opened with ``CACHE_SCHEMA`` in its schema. ``stored`` is
+    a query that finds vectors its owner already keeps elsewhere (``{marks}`` stands for the
+    hashes' placeholders, after the model id): Knowledge passes its chunk table's, and
+    ``write=False``, so a chunk's vector is on disk once, not twice (issue 17: the copy in
+    this table was a third of ``lab.db``).
     """
 
-    def __init__(self, db: LabDB) -> None:
+    def __init__(self, db: LabDB, *, stored: str | None = None, write: bool = True) -> None:
         self.db = db
+        self.stored = stored
+        self.write = write
         self.hits = 0
         self.misses = 0
 
@@ -295,10 +301,11 @@ class EmbeddingCache:
                 found.update(zip(part, vectors, strict=True))
                 if progress is not None:
                     progress(sum(uses[h] for h in part))
-            async with self.db.write() as conn:
-                await conn.executemany(
-                    "INSERT OR REPLACE INTO rag_embedding_cache VALUES (?, ?, ?)",
-                    [(embedder.model_id, h, found[h].tobytes()) for h in missing])
+            if self.write:
+                async with self.db.write() as conn:
+                    await conn.executemany(
+                        "INSERT OR REPLACE INTO rag_embedding_cache VALUES (?, ?, ?)",
+                        [(embedder.model_id, h, found[h].tobytes()) for h in missing])
         self.hits += len(hashes) - len(missing)
         self.misses += len(missing)
         if not hashes:
@@ -307,14 +314,18 @@ class EmbeddingCache:
 
     async def _lookup(self, model_id: str, hashes: list[str]) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        for i in range(0, len(hashes), 500):
-            part = hashes[i:i + 500]
-            marks = ",".join("?" * len(part))
-            rows = await self.db.fetchall(
-                f"SELECT text_hash, vector FROM rag_embedding_cache WHERE model_id = ? "
-                f"AND text_hash IN ({marks})", [model_id, *part])
-            for row in rows:
-                out[row[0]] = np.frombuffer(row[1], dtype=np.float32)
+        queries = ["SELECT text_hash, vector FROM rag_embedding_cache WHERE model_id = ? "
+                   "AND text_hash IN ({marks})"]
+        if self.stored is not None:
+            queries.insert(0, self.stored)
+        for query in queries:
+            todo = [h for h in hashes if h not in out]
+            for i in range(0, len(todo), 500):
+                part = todo[i:i + 500]
+                rows = await self.db.fetchall(query.format(marks=",".join("?" * len(part))),
+                                              [model_id, *part])
+                for row in rows:
+                    out[row[0]] = np.frombuffer(row[1], dtype=np.float32)
         return out
 
     async def aclear(self, model_id: str | None = None) -> None:

@@ -21,10 +21,10 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from aillm_lab.db import LabDB
-from aillm_lab.rag import index as rag_index
+from aillm_lab.rag import store as rag_store
 from aillm_lab.rag.chunking import DEFAULT_OVERLAP_TOKENS, Chunker
 from aillm_lab.rag.embeddings import Embedder, EmbeddingCache, default_embedder, normalise
-from aillm_lab.rag.index import EXACT_THRESHOLD, SCHEMA, DenseIndex
+from aillm_lab.rag.index import EXACT_THRESHOLD, DenseIndex
 from aillm_lab.rag.loaders import Document, LoadWarning, Skipped, load
 from aillm_lab.rag.results import SearchHit, SearchResults
 from aillm_lab.rag.sparse import (
@@ -37,6 +37,7 @@ from aillm_lab.rag.sparse import (
     source_key,
     sparse_search,
 )
+from aillm_lab.rag.store import SCHEMA
 from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ class Knowledge(Lifecycle):
         self.chunk_tokens, self.overlap_tokens = chunk_tokens, overlap_tokens
         self.exact_threshold = exact_threshold
         self.progress = progress
-        self.cache = EmbeddingCache(self.db)
+        self.cache = EmbeddingCache(self.db, stored=rag_store.STORED_VECTORS, write=False)
         self._dense: dict[str, DenseIndex] = {}
         self._cids: dict[str, int] = {}  # name -> id, checked against the embedder once
         self._locks: dict[str, asyncio.Lock] = {}
@@ -170,7 +171,7 @@ class Knowledge(Lifecycle):
         loaded = await asyncio.to_thread(load, paths)
         report.skipped, report.warnings = loaded.skipped, loaded.warnings
         cid = await self._collection_id(collection, create=True)
-        known = await rag_index.doc_hashes(self.db, cid)
+        known = await rag_store.doc_hashes(self.db, cid)
         changed: list[Document] = []
         for doc in loaded.documents:
             old = known.get(doc.source)
@@ -187,7 +188,7 @@ class Knowledge(Lifecycle):
             await self._write_changed(cid, changed, tags, dense, report, progress)
             if sync:
                 seen = {d.source for d in loaded.documents}
-                gone = [s for s in known if s not in seen and rag_index.under(s, paths)]
+                gone = [s for s in known if s not in seen and rag_store.under(s, paths)]
                 report.docs_removed = len(gone)
                 report.chunks_removed += await self._remove_locked(cid, dense, gone)
         report.seconds = round(time.perf_counter() - started, 4)
@@ -207,7 +208,7 @@ class Knowledge(Lifecycle):
                 vectors, computed = await self.cache.aembed(self.embedder, texts,
                                                             progress=bar.update)
                 report.embeddings_computed += computed
-                added, dead = await rag_index.replace_documents(self.db, cid, group, vectors, tags)
+                added, dead = await rag_store.replace_documents(self.db, cid, group, vectors, tags)
                 report.chunks_added += len(added)
                 report.chunks_removed += len(dead)
                 fresh = np.asarray([i for i, _ in added], dtype=np.int64)
@@ -228,7 +229,7 @@ class Knowledge(Lifecycle):
     async def _remove_locked(self, cid: int, dense: DenseIndex, sources: list[str]) -> int:
         if not sources:
             return 0
-        dead = await rag_index.remove_documents(self.db, cid, sources)
+        dead = await rag_store.remove_documents(self.db, cid, sources)
         await dense.aupdate([], np.zeros((0, dense.dim), np.float32), dead)
         return len(dead)
 
@@ -319,7 +320,7 @@ class Knowledge(Lifecycle):
     async def _drop(self, collection: str) -> None:
         cid = await self._collection_id(collection, create=False)
         async with self._lock(collection):
-            await rag_index.drop_collection(self.db, cid)
+            await rag_store.drop_collection(self.db, cid)
             self._cids.pop(collection, None)
             dense = self._dense.pop(collection, None)
             if dense is not None:

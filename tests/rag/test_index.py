@@ -17,11 +17,10 @@ from aillm_lab.rag.index import (
     EXPANSION_SEARCH,
     LEGACY_GRAPH,
     _exact,
-    replace_documents,
-    under,
 )
 from aillm_lab.rag.loaders import Document
 from aillm_lab.rag.retriever import Knowledge
+from aillm_lab.rag.store import replace_documents, under
 from aillm_lab.runtime import LoopRunner
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
