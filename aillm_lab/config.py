@@ -125,6 +125,42 @@ class ModelLimits(BaseModel):
                                      description="successes per +1 concurrency when adaptive")
 
 
+class MonitoringThresholds(BaseModel):
+    """When the MonitoringAgent raises an alert; ``None`` turns a rule off.
+
+    Rates over the window need ``min_calls`` calls first, so one failure in two calls is
+    not an "error burst". Sizes are MB (10**6 bytes).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_s: float = Field(default=300.0, gt=0, le=604_800,
+                            description="the period each check looks back over")
+    min_calls: int = Field(default=5, ge=1, le=1_000_000,
+                           description="calls in the window before rate rules apply")
+    max_error_rate: float | None = Field(default=0.2, ge=0, le=1,
+                                         description="failed model calls / calls")
+    max_p95_latency_s: float | None = Field(default=30.0, gt=0, le=86_400,
+                                            description="p95 latency of answered calls")
+    max_usd_per_hour: float | None = Field(default=None, ge=0, le=1_000_000,
+                                           description="cost burn rate over the window")
+    min_budget_hours_left: float | None = Field(
+        default=1.0, ge=0, le=8760, description="at the window's burn rate, hours until "
+        "budget_usd is spent (only with a budget)")
+    max_budget_used: float | None = Field(default=0.8, ge=0, le=1,
+                                          description="share of budget_usd spent")
+    min_cache_hit_rate: float | None = Field(default=None, ge=0, le=1,
+                                             description="cache and replay hits / calls")
+    max_tool_failure_rate: float | None = Field(
+        default=0.5, ge=0, le=1, description="refused, denied or failed tool calls / calls")
+    max_rss_mb: float | None = Field(default=8192.0, gt=0, le=10_000_000)
+    max_open_connections: int | None = Field(default=256, ge=1, le=1_000_000)
+    max_cache_mb: float | None = Field(default=2048.0, gt=0, le=10_000_000,
+                                       description="cache.db on disk")
+    max_lab_db_mb: float | None = Field(default=8192.0, gt=0, le=10_000_000,
+                                        description="lab.db (memory, documents, audit)")
+
+
 class LabSettings(BaseSettings):
     """Workspace, default model, limits, budgets, logging and dashboard settings."""
 
@@ -157,6 +193,9 @@ class LabSettings(BaseSettings):
                                    "defaults to <home>/workspace")
     safety: SafetyPolicy = Field(default_factory=SafetyPolicy,
                                  description="the Safety Guard's rules for every tool call")
+    monitoring: MonitoringThresholds = Field(
+        default_factory=MonitoringThresholds,
+        description="the MonitoringAgent's alert rules (al.MonitoringAgent)")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     dashboard_host: str = Field(default="localhost", min_length=1)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)

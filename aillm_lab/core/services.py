@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from aillm_lab.runtime import sync_twin
 
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aillm_lab.config import LabSettings
+    from aillm_lab.core.selector import Selection
     from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
     from aillm_lab.rag.results import SearchResults
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from aillm_lab.tools.toolbox import Toolbox
 
 S = TypeVar("S")
+C = TypeVar("C")
+_CLOSE_WITH = "close_with:"
 
 
 class LabServices:
@@ -53,11 +56,44 @@ class LabServices:
 
     async def _close_services(self) -> None:
         services: dict[str, Any] = self.__dict__.get("_services", {})
-        for name in list(services):
+        # what was handed to close_with goes first: a monitor still running reads the
+        # audit and the call log, so it must stop before they close
+        for name in sorted(services, key=lambda n: not n.startswith(_CLOSE_WITH)):
             service = services.pop(name)
             closer = getattr(service, "aclose", None)
             if closer is not None:
                 await closer()
+
+    def close_with(self, resource: C) -> C:
+        """Have this Lab close ``resource`` (anything with ``async def aclose``) when it
+        closes, before its own services: a ``MonitoringAgent`` started on this Lab stops
+        with it. Idempotent per object; returns ``resource``."""
+        if not callable(getattr(resource, "aclose", None)):
+            raise TypeError(f"close_with: {type(resource).__name__} has no aclose(); pass an "
+                            "object with `async def aclose(self)`")
+        return self._service(f"{_CLOSE_WITH}{id(resource)}", lambda: resource)
+
+    # -- model selection --------------------------------------------------------------------
+    async def aselect_model(self, needs: Iterable[str] = (), *,
+                            max_usd_per_call: float | None = None,
+                            min_context: int | None = None,
+                            max_latency_s: float | None = None,
+                            prefer: Literal["latency", "cost"] = "latency",
+                            candidates: Iterable[str | Model] | None = None,
+                            input_tokens: int = 1000, output_tokens: int = 500) -> Selection:
+        """The model that has ``needs`` (``tools``, ``json``, ``vision``), costs at most
+        ``max_usd_per_call`` for a call of ``input_tokens`` in and ``output_tokens`` out,
+        and answered fastest here; with fallbacks and why (``ModelSelector.aselect``).
+        Raises ``ModelNotAvailable`` naming what each candidate lacks when none fits."""
+        from aillm_lab.core.selector import ModelSelector
+
+        selector = ModelSelector(self, input_tokens=input_tokens,  # type: ignore[arg-type]
+                                 output_tokens=output_tokens)
+        return await selector.aselect(needs, max_usd_per_call=max_usd_per_call,
+                                      min_context=min_context, max_latency_s=max_latency_s,
+                                      prefer=prefer, candidates=candidates)
+
+    select_model = sync_twin(aselect_model)
 
     # -- embeddings -------------------------------------------------------------------------
     async def aembed(self, texts: str | Sequence[str], model: str | Model | None = None,
