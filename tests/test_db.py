@@ -203,6 +203,33 @@ def test_a_missing_table_is_a_typed_operational_error_naming_the_file(tmp_path: 
     asyncio.run(main())
 
 
+def test_read_small_runs_on_the_loop_sees_committed_writes_and_names_the_file(
+        tmp_path: Path) -> None:
+    path = tmp_path / "lab.db"
+
+    async def main() -> None:
+        db = LabDB(path, schema="CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT);")
+        try:
+            await db.executemany("INSERT INTO t VALUES (?, ?)", [(1, "a"), (2, "b")])
+            rows = await db.read_small("SELECT id, v FROM t WHERE id IN (?, ?)", (1, 2))
+            assert [(r["id"], r["v"]) for r in rows] == [(1, "a"), (2, "b")]
+            async with db.write() as conn:  # a later commit is seen by the next read
+                await conn.execute("UPDATE t SET v = 'z' WHERE id = 1")
+            assert (await db.read_small("SELECT v FROM t WHERE id = 1"))[0][0] == "z"
+            with pytest.raises(LabDBOperationalError, match="no such table: nope") as info:
+                await db.read_small("SELECT * FROM nope")
+            assert str(path) in str(info.value)
+            with pytest.raises(LabDBError, match="readonly"):  # the reader cannot write
+                await db.read_small("DELETE FROM t")
+        finally:
+            await db.aclose()
+        assert db._reader is None  # closed with the database
+        assert (await db.read_small("SELECT count(*) FROM t"))[0][0] == 2  # reopens
+        await db.aclose()
+
+    asyncio.run(main())
+
+
 # -- backup -----------------------------------------------------------------------------------
 def test_a_backup_opens_as_a_lab_with_the_same_memories_and_restores_a_lost_home(
         lab_home: Path, tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ class CollectionInfo(BaseModel):
     chunks: int
     ann: bool = False  # searched through the usearch file (else exact numpy)
     rebuilds: int = 0  # usearch rebuilds from SQLite since this Knowledge opened it
+    disk_bytes: int = 0  # about: its rows in lab.db (text, vectors, metadata) + index files
 
 
 class Knowledge(Lifecycle):
@@ -307,14 +308,21 @@ class Knowledge(Lifecycle):
         rows = await self.db.fetchall(
             "SELECT c.name, c.model_id, c.dim, "
             "(SELECT count(*) FROM rag_documents d WHERE d.collection_id = c.id), "
-            "(SELECT count(*) FROM rag_chunks k WHERE k.collection_id = c.id AND k.alive = 1) "
+            "(SELECT count(*) FROM rag_chunks k WHERE k.collection_id = c.id AND k.alive = 1), "
+            "(SELECT coalesce(sum(length(k.text) + coalesce(length(k.vector), 0) + "
+            " length(k.metadata) + length(k.text_hash) + length(k.section)), 0) "
+            " FROM rag_chunks k WHERE k.collection_id = c.id), "
+            "(SELECT coalesce(sum(length(d.source) + length(d.metadata) + length(d.tags) + "
+            " length(d.content_hash)), 0) FROM rag_documents d WHERE d.collection_id = c.id) "
             "FROM rag_collections c ORDER BY c.name")
         out = []
         for r in rows:
             dense = self._dense.get(r[0])
+            files = [self.index_dir / f"{r[0]}.usearch", self.index_dir / f"{r[0]}.manifest.json"]
+            disk = r[5] + r[6] + sum(f.stat().st_size for f in files if f.is_file())
             out.append(CollectionInfo(name=r[0], model_id=r[1], dim=r[2], documents=r[3],
                                       chunks=r[4], ann=bool(dense and dense.uses_ann),
-                                      rebuilds=dense.rebuilds if dense else 0))
+                                      rebuilds=dense.rebuilds if dense else 0, disk_bytes=disk))
         return out
 
     async def _drop(self, collection: str) -> None:

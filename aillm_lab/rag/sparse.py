@@ -147,7 +147,7 @@ async def chunk_rows(db: LabDB, ids: list[int]) -> dict[int, dict[str, Any]]:
     """What a SearchHit shows, per chunk id."""
     if not ids:
         return {}
-    rows = await db.fetchall(
+    rows = await db.read_small(
         "SELECT c.id, c.text, c.section, c.ordinal, c.token_count, c.metadata, d.source, "
         "d.type, d.metadata, d.tags, d.mtime, d.id FROM rag_chunks c "
         f"JOIN rag_documents d ON d.id = c.doc_id WHERE c.id IN ({','.join('?' * len(ids))})",

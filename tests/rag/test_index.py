@@ -16,6 +16,7 @@ from aillm_lab.rag.index import (
     CONNECTIVITY,
     EXPANSION_SEARCH,
     LEGACY_GRAPH,
+    QUANTIZATION,
     _exact,
 )
 from aillm_lab.rag.loaders import Document
@@ -271,7 +272,7 @@ def test_a_reopened_file_keeps_the_configured_search_settings(tmp_path: Path, fo
     reopened.close()
 
 
-def test_a_manifest_from_before_graph_settings_were_recorded_is_still_reused(
+def test_a_file_from_before_quantisation_is_rebuilt_and_results_match(
         tmp_path: Path, folder: Path, runner: LoopRunner) -> None:
     kb = _kb(tmp_path, runner)
     kb.ingest(folder)
@@ -279,8 +280,27 @@ def test_a_manifest_from_before_graph_settings_were_recorded_is_still_reused(
     kb.close()
     manifest_path = tmp_path / "index" / "default.manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest.pop("graph") == LEGACY_GRAPH  # files were built with these settings
-    manifest_path.write_text(json.dumps(manifest))
-    reopened = _kb(tmp_path, runner)
-    assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 0
-    reopened.close()
+    assert manifest["graph"] == {**LEGACY_GRAPH, "dtype": QUANTIZATION}
+    for older in ({**manifest, "graph": LEGACY_GRAPH},  # written before "dtype": f32 vectors
+                  {k: v for k, v in manifest.items() if k != "graph"}):  # before "graph"
+        manifest_path.write_text(json.dumps(older))
+        reopened = _kb(tmp_path, runner)
+        assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 1
+        reopened.close()
+
+
+def test_ann_scores_are_exact_cosines_and_its_top_k_is_the_exact_top_k(
+        tmp_path: Path, folder: Path, runner: LoopRunner) -> None:
+    """The usearch file holds 8-bit vectors; the candidates are re-scored from lab.db's f32."""
+    ann, exact = _kb(tmp_path / "ann", runner, threshold=0), _kb(tmp_path / "ex", runner, 10**6)
+    for kb in (ann, exact):
+        kb.ingest(folder)
+    assert ann.collections()[0].ann and not exact.collections()[0].ann
+    for query in TOPICS:
+        got = [(h.chunk_id, h.score) for h in ann.search(query, k=3, mode="dense")]
+        every = {h.chunk_id: h.score for h in exact.search(query, k=50, mode="dense")}
+        best = sorted(every.values(), reverse=True)[:3]
+        assert all(abs(score - every[i]) < 1e-6 for i, score in got)  # exact cosines
+        assert all(abs(a - b) < 1e-6 for (_, a), b in zip(got, best, strict=True))  # the top 3
+    ann.close()
+    exact.close()

@@ -63,3 +63,27 @@ def test_each_vector_is_stored_once_and_found_again_without_embedding(
         assert hits[0].source.endswith("d0.md")
     finally:
         kb.close()
+
+
+def test_each_collection_says_about_how_much_disk_it_uses(
+        tmp_path: Path, module_runner: LoopRunner) -> None:
+    small, big = tmp_path / "small", tmp_path / "big"
+    for folder, n in ((small, 2), (big, 40)):
+        folder.mkdir()
+        for i in range(n):
+            (folder / f"d{i}.md").write_text(f"Note {i}: " + "words about things " * 20 + "\n")
+    kb = Knowledge(db_path=tmp_path / "lab.db", index_dir=tmp_path / "index",
+                   embedder=HashingEmbedder(dim=32), runner=module_runner, progress=False,
+                   exact_threshold=10)
+    try:
+        kb.ingest(small, "small")
+        kb.ingest(big, "big")
+        kb.search("words", collection="big", mode="dense")  # opens (and writes) its index
+        info = {c.name: c for c in kb.collections()}
+        assert info["big"].ann and not info["small"].ann
+        index_file = (tmp_path / "index" / "big.usearch").stat().st_size
+        text = sum(len(p.read_text()) for p in big.iterdir())
+        assert info["big"].disk_bytes >= index_file + 40 * 32 * 4 + text
+        assert 2 * 32 * 4 < info["small"].disk_bytes < info["big"].disk_bytes
+    finally:
+        kb.close()
