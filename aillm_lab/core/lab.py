@@ -12,7 +12,7 @@ import logging
 import threading
 import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
 
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aillm_lab.agents.run import AgentRun
+    from aillm_lab.core.router import LlmMode, Route, TaskRouter
 
 log = logging.getLogger(__name__)
 Prompt = str | Message | list[Message] | list[dict[str, Any]]
@@ -272,6 +273,32 @@ class Lab(LabServices, Lifecycle, Displayable):
         return await asyncio.to_thread(list_runs, self.settings.home)
 
     experiments = sync_twin(aexperiments)
+
+    # -- routing and orchestration ------------------------------------------------------------
+    @property
+    def router(self) -> TaskRouter:
+        """The Lab's ``TaskRouter`` (keywords and embeddings; its descriptions embedded once)."""
+        from aillm_lab.core.router import TaskRouter
+
+        return self._service("router", lambda: TaskRouter(self))
+
+    async def aroute(self, task: str, *, llm: LlmMode | None = None) -> Route:
+        """Which agent should take ``task``: ``Route(agent, confidence, why)``; ``llm=
+        "fallback"`` or ``"always"`` also asks the default model (``TaskRouter``)."""
+        return await self.router.aroute(task, llm=llm)
+
+    async def asolve(self, task: str, plan: Literal["single", "llm"] = "single",
+                     **config: Any) -> AgentRun:
+        """Solve ``task`` with the agents: ``single`` routes it whole to one agent, ``llm``
+        has the model plan subtasks, runs each on its agent (independent ones at once) and
+        joins the answers. ``config``: ``OrchestratorConfig`` fields. The run's steps hold
+        the sub-runs (``Orchestrator``)."""
+        from aillm_lab.core.orchestrator import Orchestrator
+
+        return await Orchestrator(self, plan=plan, **config).asolve(task)
+
+    route = sync_twin(aroute)
+    solve = sync_twin(asolve)
 
     # -- backup ----------------------------------------------------------------------------
     async def abackup(self, path: str | Path) -> Path:
