@@ -235,7 +235,7 @@ def _needs(needs: Iterable[str]) -> list[str]:
                               "min_context=.", fields=("needs",))
         if key not in out:
             out.append(key)
-    return out
+    return sorted(out, key=list(CAPABILITIES).index)  # a set's order must not show
 
 
 def _check_limits(max_usd: float | None, min_context: int | None, max_latency_s: float | None,
@@ -287,15 +287,16 @@ def _why(best: Candidate, fitting: list[Candidate], weighed: list[Candidate], pr
     if best.usd_per_call is None:
         cost = "price unknown"
     elif best.usd_per_call == 0:
-        cost = f"free ({best.price_source})"
+        cost = "free" if best.price_source == "free" else f"free ({best.price_source})"
     else:
         cost = (f"~${best.usd_per_call:.6f} per call ({input_tokens} tokens in, "
                 f"{output_tokens} out; {best.price_source})")
     seen = ("never observed here" if best.p50_latency_s is None else
             f"median latency {best.p50_latency_s:.3g} s over {best.observed_calls} calls here")
     ranked = "fastest observed" if prefer == "latency" else "cheapest"
-    text = (f"{best.model}: has {has}; {cost}; {seen}. Ranked {ranked} of {len(fitting)} "
-            f"that fit.")
+    rank = (f"The only one of {len(weighed)} that fits." if len(fitting) == 1 else
+            f"Ranked {ranked} of {len(fitting)} that fit.")
+    text = f"{best.model}: has {has}; {cost}; {seen}. {rank}"
     rejected = [f"{c.model} ({'; '.join(c.missing)})" for c in weighed if not c.fits]
     if rejected:
         text += " Left out: " + ", ".join(rejected) + "."
