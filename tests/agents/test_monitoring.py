@@ -262,3 +262,14 @@ def test_acheck_works_from_another_event_loop(make_lab):
         return await monitor.acheck()
 
     assert [a.metric for a in asyncio.run(main())] == ["error_rate"]
+
+
+def test_close_with_takes_only_closable_things_once(make_lab, runner):
+    lab = make_lab()
+    with pytest.raises(TypeError, match="has no aclose"):
+        lab.close_with(object())
+    monitor = al.MonitoringAgent(lab=lab)
+    assert lab.close_with(monitor) is monitor and lab.close_with(monitor) is monitor
+    monitor.start(every_s=0.05)  # registers itself again: still one entry, closed once
+    lab.close()
+    assert not monitor.running and _monitor_tasks(runner) == []
