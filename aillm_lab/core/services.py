@@ -67,7 +67,7 @@ class LabServices:
     def close_with(self, resource: C) -> C:
         """Have this Lab close ``resource`` (anything with ``async def aclose``) when it
         closes, before its own services: a ``MonitoringAgent`` started on this Lab stops
-        with it. Idempotent per object; returns ``resource``."""
+        with it. Idempotent per object; the Lab holds it until then. Returns ``resource``."""
         if not callable(getattr(resource, "aclose", None)):
             raise TypeError(f"close_with: {type(resource).__name__} has no aclose(); pass an "
                             "object with `async def aclose(self)`")
