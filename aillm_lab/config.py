@@ -52,7 +52,7 @@ from aillm_lab.errors import ConfigError
 from aillm_lab.tools.policy import SafetyPolicy
 
 MODEL_SPEC = r"^[a-z][a-z0-9_.-]*:.+$"
-_SECRET_FIELDS = {"openai_api_key", "anthropic_api_key"}
+_SECRET_FIELDS = {"openai_api_key", "anthropic_api_key", "openapi_auth"}
 _BOOL_WORDS = {"true": True, "false": False}
 
 
@@ -206,6 +206,10 @@ class LabSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("anthropic_api_key",
                                                     "AILLM_ANTHROPIC_API_KEY",
                                                     "ANTHROPIC_API_KEY"))
+    openapi_auth: dict[str, SecretStr] = Field(
+        default_factory=dict, description="secrets for al.openapi_tools by name (or by the "
+        "API's host): sent as the document's security scheme says (bearer, API key header "
+        "or query), never logged")
     ollama_host: str = Field(
         default="http://localhost:11434",
         validation_alias=AliasChoices("ollama_host", "AILLM_OLLAMA_HOST", "OLLAMA_HOST"))
