@@ -56,7 +56,15 @@ class RegistryError(AillmError, KeyError):
 
 
 class ModelNotAvailable(AillmError, RuntimeError):
-    """The model cannot be used here; the message gives the command that fixes it."""
+    """The model cannot be used here; the message gives the command that fixes it.
+
+    ``missing`` maps each model considered to what it lacked (``lab.select_model``), so a
+    caller can read the reasons without parsing the message.
+    """
+
+    def __init__(self, message: str, *, missing: dict[str, list[str]] | None = None) -> None:
+        super().__init__(message)
+        self.missing = dict(missing or {})
 
 
 class RunnerError(AillmError, RuntimeError):

@@ -134,7 +134,8 @@ class ModelSelector:
         fitting = [c for c in weighed if c.fits]
         if not fitting:
             raise ModelNotAvailable(_nothing_fits(weighed, wanted, max_usd_per_call,
-                                                  min_context, max_latency_s))
+                                                  min_context, max_latency_s),
+                                    missing={c.model: list(c.missing) for c in weighed})
         order = {c.model: i for i, c in enumerate(weighed)}
         fitting.sort(key=lambda c: _rank(c, prefer, order[c.model]))
         best = fitting[0]

@@ -182,6 +182,8 @@ def test_nothing_fits_raises_model_not_available_listing_each_candidates_lacks(m
     assert "no candidate fits (needs={tools}, max_usd_per_call=0.01)" in text
     assert "scripted:plain: no tools" in text
     assert "scripted:pricey: over budget" in text
+    assert none.value.missing["scripted:plain"] == ["no tools"]  # the reasons, as data
+    assert none.value.missing["scripted:pricey"][0].startswith("over budget")
     with pytest.raises(ModelNotAvailable, match="no candidate models"):
         lab.select_model(candidates=[])
 
