@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from aillm_lab.agents import prompts
 from aillm_lab.agents.monitor_rules import MONITOR_RUN_PREFIX, Alert, Metrics, collect, evaluate
 from aillm_lab.config import MonitoringThresholds
 from aillm_lab.db import LabDB
@@ -38,9 +39,6 @@ if TYPE_CHECKING:
     from aillm_lab import Lab
 
 log = logging.getLogger(__name__)
-SUMMARY_SYSTEM = ("You watch an LLM lab's health metrics. In at most three short sentences, "
-                  "say what changed between the two readings and what most likely explains "
-                  "the alerts. Plain text, no lists.")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS monitor_alerts (
     id        INTEGER PRIMARY KEY,
@@ -179,8 +177,8 @@ class MonitoringAgent(Lifecycle):
                   + "\n".join(f"- {a.message}" for a in alerts))
         try:
             with self.lab.scope(self.id):
-                completion = await self.lab.acomplete(prompt, self.model,
-                                                      system=SUMMARY_SYSTEM, max_tokens=200)
+                completion = await self.lab.acomplete(
+                    prompt, self.model, system=prompts.MONITOR_SUMMARY_SYSTEM, max_tokens=200)
         except Exception as exc:  # the alerts matter more than their summary
             log.warning("monitor %s: the summary call failed: %r", self.id, exc)
             return None

@@ -37,3 +37,8 @@ TIMEOUT = "stopped after {seconds} s (max_seconds)"
 BUDGET = "stopped by the budget (max_cost_usd={cap}): {error}"
 
 CANCELLED = "cancelled ({how})"
+
+MONITOR_SUMMARY_SYSTEM = (
+    "You watch an LLM lab's health metrics. In at most three short sentences, say what "
+    "changed between the two readings and what most likely explains the alerts. Plain text, "
+    "no lists.")
