@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -31,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from aillm_lab.agents.run import AgentRun, AgentStep
+from aillm_lab.agents.run import AgentRun, AgentStep, RunStatus
 from aillm_lab.core.router import AGENTS, LlmMode, Route
 from aillm_lab.errors import BudgetExceeded, ConfigError, StructuredOutputError
 from aillm_lab.llm.limits import UNSET
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from aillm_lab.core.router import TaskRouter
 
 log = logging.getLogger(__name__)
+RUN_STATUSES = set(get_args(RunStatus))
 RUN_AGENT = "run_agent"  # the tool call a wave step shows for each subtask it ran
 AgentFactory = Callable[["Lab"], Any]
 
@@ -303,25 +305,33 @@ class Orchestrator:
         step.latency_s = time.monotonic() - clock
 
     async def _run_agent(self, name: str, task: str) -> AgentRun:
-        """One subtask on its agent; an agent that cannot be made or fails outright gives
-        an ``error`` run that says why, so its siblings still finish."""
+        """One subtask on its agent. An agent that cannot be made or fails outright gives an
+        ``error`` run that says why, so its siblings still finish; what is not an
+        ``AgentRun`` (a ``WorkflowRun``, a monitor's alerts) is recorded as one and saved."""
+        agent, owned = None, name not in self._given or not _is_agent(self._given[name])
         try:
             agent = self._agent(name)
-            sub = await agent.arun(task)
+            result: Any = await _invoke(agent, task)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            sub = AgentRun(agent=AGENTS[name].cls.rpartition(":")[2], task=task,
-                           status="error", error=f"{type(exc).__name__}: {exc}")
-        if not isinstance(sub, AgentRun):
-            raise TypeError(f"the {name} agent returned {type(sub).__name__}, not an AgentRun")
+            result = exc
+        finally:
+            if owned and agent is not None and hasattr(agent, "aclose"):
+                await agent.aclose()  # what the orchestrator made, it closes
+        if isinstance(result, AgentRun):
+            return result
+        label = type(agent).__name__ if agent is not None else AGENTS[name].cls.split(":")[1]
+        sub = _as_run(label, task, result)
+        await self._save(sub)
         return sub
 
     def _agent(self, name: str) -> Any:
-        """The agent for ``name``: the one given, else made from the router's table."""
+        """The agent for ``name``: the one given (or made by the function given), else one
+        made from the router's table with the config's limits its class accepts."""
         given = self._given.get(name)
         if given is not None:
-            return given if hasattr(given, "arun") else given(self.lab)
+            return given if _is_agent(given) else given(self.lab)
         module, _, cls_name = AGENTS[name].cls.partition(":")
         try:
             cls = getattr(importlib.import_module(module), cls_name)
@@ -330,12 +340,11 @@ class Orchestrator:
                               f"here ({exc}); pass agents={{{name!r}: ...}}",
                               fields=("agents",)) from exc
         cfg = self.config
-        kwargs: dict[str, Any] = {"lab": self.lab}
-        for key, value in (("max_steps", cfg.agent_max_steps),
-                           ("max_seconds", cfg.agent_max_seconds),
-                           ("max_cost_usd", cfg.max_cost_usd)):
-            if value is not None:
-                kwargs[key] = value
+        accepted = inspect.signature(cls).parameters
+        kwargs = {key: value for key, value in (
+            ("lab", self.lab), ("max_steps", cfg.agent_max_steps),
+            ("max_seconds", cfg.agent_max_seconds), ("max_cost_usd", cfg.max_cost_usd))
+            if value is not None and key in accepted}
         try:
             return cls(**{**kwargs, **cfg.agents.get(name, {})})
         except TypeError as exc:
@@ -377,6 +386,44 @@ class Orchestrator:
         with contextlib.suppress(OSError):  # a full disk must not lose the run returned
             await asyncio.shield(asyncio.to_thread(store.save_run, self.lab.settings.home,
                                                    run))
+
+
+def _is_agent(obj: Any) -> bool:
+    """An agent (it runs or checks), as opposed to a function that makes one."""
+    return hasattr(obj, "arun") or hasattr(obj, "acheck")
+
+
+async def _invoke(agent: Any, task: str) -> Any:
+    """Run ``task`` on ``agent`` through the door it has: a ``WorkflowAgent`` gets the task
+    as its input ``task`` when its workflow declares one (or declares none), else runs on
+    its defaults; a ``MonitoringAgent`` checks now; every other agent runs the task."""
+    workflow = getattr(agent, "workflow", None)
+    if workflow is not None and hasattr(workflow, "declared_inputs"):
+        declared = workflow.declared_inputs()
+        return await agent.arun({"task": task} if declared is None or "task" in declared
+                                else None)
+    if not hasattr(agent, "arun"):
+        return await agent.acheck()
+    return await agent.arun(task)
+
+
+def _as_run(agent: str, task: str, result: Any) -> AgentRun:
+    """What an agent gave that is not an ``AgentRun``, recorded as one."""
+    if isinstance(result, BaseException):
+        return AgentRun(agent=agent, task=task, status="error",
+                        error=f"{type(result).__name__}: {result}")
+    if isinstance(result, list):  # a monitor's alerts
+        text = "\n".join(map(str, result)) or "no alerts: every metric is within its threshold"
+        return AgentRun(agent=agent, task=task, status="completed", output=text)
+    status = getattr(result, "status", "completed")
+    fields: dict[str, Any] = {"status": status if status in RUN_STATUSES else "error",
+                              "output": getattr(result, "outputs", result),
+                              "error": getattr(result, "error", None),
+                              "latency_s": getattr(result, "latency_s", 0.0)}
+    for key in ("id", "started_at"):
+        if getattr(result, key, None) is not None:
+            fields[key] = getattr(result, key)
+    return AgentRun(agent=agent, task=task, **fields)
 
 
 def output_text(run: AgentRun) -> str:

@@ -209,3 +209,44 @@ def test_config_is_a_model_and_keywords_override_it(make_lab):
         al.Orchestrator(make_lab(ScriptedModel()), agents={"poet": object()})
     with pytest.raises(al.ConfigError, match="task="):
         orch.solve("  ")
+
+
+def test_a_workflow_agent_given_runs_with_the_task_as_its_input(make_lab):
+    lab = make_lab(ScriptedModel(reply(TWO)))
+    wf = al.Workflow(name="digest", inputs=["task"],
+                     steps=[{"id": "sum", "llm": "Summarise: {{ inputs.task }}"}])
+    with al.WorkflowAgent(wf, lab=lab) as agent:
+        run = lab.solve("Run the nightly pipeline: fetch, embed and rebuild, with checkpoints",
+                        agents={"workflow": agent})
+    assert run.status == "completed", run.error
+    assert run.steps[0].tool_calls[0].arguments["agent"] == "workflow"
+    [sub] = al.Orchestrator.sub_runs(run)
+    assert sub.agent == "WorkflowAgent" and sub.id.startswith("wf-")
+    assert "done: Summarise: Run the nightly pipeline" in json.dumps(sub.output)
+    assert al.Orchestrator.sub_runs(lab.load_run(run.id), lab) == [sub]
+
+
+def test_a_workflow_task_without_a_workflow_says_how_to_give_one(make_lab):
+    lab = make_lab(ScriptedModel(reply(TWO)))
+    run = lab.solve("Run the nightly pipeline: fetch, embed and rebuild, with checkpoints")
+    [sub] = al.Orchestrator.sub_runs(run)
+    assert sub.status == "error" and "pass agents={'workflow'" in sub.error
+    assert run.status == "error" and sub.agent == "WorkflowAgent"
+
+
+def test_a_monitoring_task_is_a_check_by_a_monitor_the_orchestrator_makes_and_closes(
+        make_lab, monkeypatch):
+    closed = []
+    real = al.MonitoringAgent.aclose
+
+    async def aclose(self):
+        closed.append(self.id)
+        await real(self)
+
+    monkeypatch.setattr(al.MonitoringAgent, "aclose", aclose)
+    lab = make_lab(ScriptedModel(reply(TWO)))
+    run = lab.solve("Alert me when the error rate goes over 2%")
+    assert len(closed) == 1
+    assert run.status == "completed", run.error
+    [sub] = al.Orchestrator.sub_runs(run)
+    assert sub.agent == "MonitoringAgent" and sub.output.startswith("no alerts")
