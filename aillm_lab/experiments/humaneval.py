@@ -107,7 +107,7 @@ def passes(timeout_s: float = 10.0, *, workers: int | None = None,
     if not 0 < timeout_s < float("inf"):
         raise ConfigError(f"timeout_s={timeout_s}: give a positive number of seconds",
                           fields=("timeout_s",))
-    size = workers or min(4, os.cpu_count() or 1)
+    size = min(4, os.cpu_count() or 1) if workers is None else workers
     if size < 1:
         raise ConfigError(f"workers={workers}: give 1 or more", fields=("workers",))
     pools: dict[Any, _Pool] = {}  # per Lab: its runner, code policy and guard
@@ -121,7 +121,7 @@ def passes(timeout_s: float = 10.0, *, workers: int | None = None,
         if pool is None:
             pool = pools[lab] = _Pool(lab, size)
         code = f"{RUNNER}\n_aillm_humaneval({program(item, output)!r}, {marker!r})\n"
-        call_id = f"{cell.get('run_id', 'humaneval')}:{cell.get('cell_id', item['task_id'])}"
+        call_id = f"{cell.get('run_id', 'humaneval')}:{cell.get('cell_id', item.get('task_id'))}"
         result = await pool.run(code, timeout_s, call_id)
         if not result.ok and (result.rule or "").startswith("approval."):
             # the policy kept the tests from running: no verdict on the answer, so an error
