@@ -24,8 +24,10 @@ from aillm_lab.ui.workbench.app import Workbench, _responder, create_app, reply_
 
 # bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), which pandas 3.1
 # deprecates; every Tabulator goes through it. Not ours to fix.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The inplace keyword in DataFrame.reset_index:pandas.errors.Pandas4Warning")
+pytestmark = [
+    pytest.mark.filterwarnings(
+        "ignore:The inplace keyword in DataFrame.reset_index:pandas.errors.Pandas4Warning"),
+    pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")]
 
 
 def _get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -169,12 +171,12 @@ def bench(tmp_path) -> Iterator[Workbench]:
         yield Workbench(lab, max_tokens=32)
 
 
-def test_create_app_is_tabs_with_the_six_pages_in_order(tmp_path):
+def test_create_app_is_tabs_with_the_seven_pages_in_order(tmp_path):
     with Lab(home=tmp_path / "home", model="scripted:echo") as lab:
         app = create_app(lab)
     assert isinstance(app, pn.Tabs)
     assert [page.name for page in app] == ["Chat", "Documents", "Data", "Runs and calls",
-                                          "Memory", "Settings"]
+                                          "Memory", "Monitor", "Settings"]
 
 
 def test_runs_page_lists_the_calls_made_with_cost_and_latency_plots_by_model(bench):
@@ -411,3 +413,267 @@ def test_documents_page_refuses_a_path_outside_the_workspace(bench, path):
     assert bench.documents.notice.text.startswith("PermissionError: ")
     assert "outside the workspace" in bench.documents.notice.text
     assert not bench.documents.progress.visible
+
+
+# -- Data: a question for the DataAnalysis agent, Parquet, the text sent with the click --------
+from aillm_lab.ui.workbench import data as data_page  # noqa: E402
+from aillm_lab.ui.workbench import monitor as monitor_page  # noqa: E402
+from aillm_lab.ui.workbench.submit import read, send  # noqa: E402
+
+PER_REGION = "SELECT region, SUM(amount) AS total FROM sales GROUP BY region ORDER BY region"
+NARRATIVE = "South leads with 20, then north with 10 and east with 5."
+
+
+def analyst(messages, request) -> str:
+    """A scripted analyst: the SQL as a fenced block for the question, then the narrative."""
+    last = messages[-1].text
+    if "Result of your SQL query" in last:
+        return NARRATIVE
+    if "Tables you can query" in last:
+        return f"Here is the query:\n```sql\n{PER_REGION}\n```"
+    return "I only answer questions about tables."
+
+
+def _in_loop(act) -> None:
+    """Do ``act()`` (a click's effect) inside a running loop, as a served session does, and
+    wait for the callbacks it scheduled (Panel runs async watchers as tasks there)."""
+    async def go() -> None:
+        act()
+        current = asyncio.current_task()
+        while pending := [t for t in asyncio.all_tasks() if t is not current]:
+            await asyncio.gather(*pending)
+
+    asyncio.run(go())
+
+
+def _click(carrier, text: str) -> None:
+    _in_loop(lambda: send(carrier, text))
+
+
+@pytest.fixture
+def analyst_bench(tmp_path) -> Iterator[Workbench]:
+    with Lab(home=tmp_path / "home", model=ScriptedModel(analyst, name="analyst")) as lab:
+        yield Workbench(lab, max_tokens=32)
+
+
+def test_data_page_asks_the_data_analysis_agent_and_shows_narrative_sql_table_and_chart(
+        analyst_bench):
+    data = analyst_bench.data
+    assert _await(data.upload("sales.csv", CSV))
+    assert _await(data.ask("Total amount per region?"))
+    assert data.result.value.to_dict("records") == [
+        {"region": "east", "total": 5}, {"region": "north", "total": 10},
+        {"region": "south", "total": 20}]
+    assert data.narrative.object.startswith(f"**Answer:** {NARRATIVE}")
+    assert PER_REGION in data.narrative.object
+    [chart] = data.chart.objects
+    assert isinstance(chart, pn.pane.Bokeh)
+    assert list(chart.object.renderers[0].data_source.data["x"]) == ["east", "north", "south"]
+    assert data.notice.kind == "success" and "3 row(s)" in data.notice.text
+    run_id = re.search(r"run (\S+)\)", data.notice.text).group(1)
+    assert analyst_bench.lab.load_run(run_id).task == "Total amount per region?"
+    assert _await(data.run_sql("SELECT 1 AS n"))  # typed SQL shows no stale answer or chart
+    assert data.chart.objects == [] and data.narrative.object == ""
+
+
+def test_data_page_question_needs_a_table_and_a_question(analyst_bench):
+    data = analyst_bench.data
+    assert not _await(data.ask("Total amount per region?"))
+    assert data.notice.kind == "danger" and "Upload a table first" in data.notice.text
+    _await(data.upload("sales.csv", CSV))
+    for empty in ("", "  \n "):
+        assert not _await(data.ask(empty))
+        assert "Type a question first" in data.notice.text
+    assert analyst_bench.lab.calls().empty  # nothing reached the model
+
+
+def test_data_page_shows_an_agent_that_never_queries_as_a_notice(tmp_path):
+    model = ScriptedModel(lambda messages, request: "No idea.", name="lost")
+    with Lab(home=tmp_path / "home", model=model) as lab:
+        data = Workbench(lab).data
+        _await(data.upload("sales.csv", CSV))
+        assert not _await(data.ask("Total amount per region?"))
+    assert data.notice.kind == "danger" and data.notice.text.startswith("The agent stopped (")
+    assert data.chart.objects == [] and data.narrative.object == ""
+
+
+def test_data_page_sql_button_runs_the_text_sent_with_the_click_not_the_box(bench):
+    data = bench.data
+    _await(data.upload("sales.csv", CSV))
+    data.sql.value = "SELECT 'stale' AS s"  # what the server last heard from the box
+    _click(data.sql_request, "SELECT region FROM sales WHERE amount > 15")
+    assert list(data.result.value["region"]) == ["south"]
+    _click(data.sql_request, "SELECT region FROM sales WHERE amount > 15")  # same text again
+    assert data.notice.text == "1 row(s)."
+    _click(data.sql_request, "DELETE FROM sales")
+    assert data.notice.text.startswith("SafetyViolation: ") and "DELETE" in data.notice.text
+
+
+def test_data_page_ask_button_and_enter_send_the_question(analyst_bench):
+    data = analyst_bench.data
+    _await(data.upload("sales.csv", CSV))
+    _click(data.ask_request, "Total amount per region?")
+    assert NARRATIVE in data.narrative.object
+    data.narrative.object = ""
+    data.question.value = "Total amount per region, again?"
+    _in_loop(lambda: data.question.param.trigger("enter_pressed"))
+    assert NARRATIVE in data.narrative.object
+
+
+@pytest.mark.parametrize("payload", ["", "not json", "[1, 2]", '{"nonce": 3}', '{"text": 5}'])
+def test_a_malformed_click_payload_runs_nothing(bench, payload):
+    assert read(payload) is None
+    _in_loop(lambda: setattr(bench.data.sql_request, "value", payload))
+    assert not bench.data.notice.text
+
+
+def test_data_page_without_a_parquet_engine_says_how_to_get_one(bench, monkeypatch):
+    monkeypatch.setattr(data_page, "parquet_readable", lambda: False)
+    assert not _await(bench.data.upload("sales.parquet", b"PAR1"))
+    assert bench.data.notice.text == ("sales.parquet: reading Parquet needs pyarrow (pip "
+                                      "install pyarrow); upload a .csv or .json file meanwhile.")
+    assert bench.lab.tools.database.tables() == []
+    assert data_page.accepted() == [".csv", ".json"]
+
+
+def test_data_page_reads_parquet_when_pyarrow_is_installed(bench, tmp_path):
+    pytest.importorskip("pyarrow")
+    import pandas as pd
+
+    path = tmp_path / "sales.parquet"
+    pd.DataFrame({"region": ["north"], "amount": [10]}).to_parquet(path)
+    assert ".parquet" in data_page.accepted()
+    assert _await(bench.data.upload("sales.parquet", path.read_bytes()))
+    assert bench.data.frames["sales"].to_dict("records") == [{"region": "north", "amount": 10}]
+
+
+def test_data_page_reports_a_parquet_file_it_cannot_read(bench, monkeypatch):
+    monkeypatch.setattr(data_page, "parquet_readable", lambda: True)
+    assert not _await(bench.data.upload("sales.parquet", b"not parquet at all"))
+    assert bench.data.notice.kind == "danger" and bench.data.frames == {}
+
+
+# -- Runs: experiments listed, two compared -----------------------------------------------------
+ROWS = [{"question": f"what is {i} + {i}?", "answer": str(2 * i)} for i in range(8)]
+
+
+def _experiment(lab: Lab, name: str, right: set[int]) -> al.ExperimentRun:
+    def reply(messages, request):
+        i = int(messages[-1].text.split()[2])
+        return str(2 * i) if i in right else "no idea"
+
+    return al.Experiment(name=name, dataset=ROWS, prompts=["{question}"],
+                         models=[ScriptedModel(reply, name=name)],
+                         scorers=[al.scorers.exact("answer")], lab=lab).run(progress=False)
+
+
+def test_runs_page_lists_experiments_and_compares_the_two_selected(bench):
+    weak = _experiment(bench.lab, "weak", {0, 1})
+    strong = _experiment(bench.lab, "strong", set(range(8)))
+    assert _await(bench.runs.refresh())
+    section = bench.runs.experiments
+    listed = section.table.value
+    assert list(listed["run_id"]) == [strong.run_id, weak.run_id]  # newest first
+    assert list(listed["models"]) == ["scripted:strong", "scripted:weak"]
+    _in_loop(lambda: setattr(section.table, "selection", [0, 1]))  # a click on each row
+    table = section.comparison.value.set_index("metric")
+    assert section.comparison.visible
+    assert table.loc["exact", "mean_a"] == pytest.approx(0.25)  # a: the older run
+    assert table.loc["exact", "diff"] == pytest.approx(0.75)
+    assert table.loc["exact", "wins"] == 6
+    assert section.heading.object.startswith(f"**strong** `{strong.run_id}` minus **weak**")
+    [plot] = section.plot.objects
+    assert list(plot.object.renderers[0].data_source.data["label"]) == ["exact"]
+    assert bench.runs.notice.kind == "success"
+
+
+def test_runs_page_compare_refuses_one_run_twice_and_an_unknown_run(bench):
+    run = _experiment(bench.lab, "only", {0})
+    section = bench.runs.experiments
+    assert not _await(section.compare(run.run_id, run.run_id))
+    assert "two different" in bench.runs.notice.text
+    assert not _await(section.compare(run.run_id, "no-such-run"))
+    assert bench.runs.notice.text.startswith("LookupError: ")
+    assert "no-such-run" in bench.runs.notice.text and run.run_id in bench.runs.notice.text
+    assert not section.comparison.visible and section.plot.objects == []
+
+
+def test_runs_page_says_when_two_experiments_share_no_metric(bench):
+    a = _experiment(bench.lab, "a", {0})
+    b = al.Experiment(name="b", dataset=ROWS, prompts=["{question}"], models=["scripted:echo"],
+                      scorers=[al.scorers.contains("answer")], lab=bench.lab).run(progress=False)
+    assert not _await(bench.runs.experiments.compare(a.run_id, b.run_id))
+    assert "share no scored metric" in bench.runs.notice.text
+
+
+# -- Monitor -------------------------------------------------------------------------------------
+def test_monitor_page_charts_the_call_log_per_minute_and_shows_the_agents_metrics(tmp_path):
+    failures = [RuntimeError("the provider broke")] * 3
+    model = ScriptedModel([*failures, "fine", "fine"], name="flaky")
+    with Lab(home=tmp_path / "home", model=model) as lab:
+        page = Workbench(lab).monitor
+        for prompt in ("a", "b", "c", "d", "e"):
+            try:
+                lab.chat(prompt)
+            except Exception:
+                pass
+        assert _await(page.refresh())
+        calls = page.sources["calls"].data
+        assert sum(calls["y"]) == 5 and len(calls["x"]) == len(page.sources["error_rate"].data["y"])
+        rates = page.sources["error_rate"].data["y"]
+        assert sum(r * n for r, n in zip(rates, calls["y"], strict=True)) == pytest.approx(3)
+        assert len(page.charts) == 4
+        shown = dict(zip(page.metrics.value["metric"], page.metrics.value["value"], strict=True))
+        assert shown["calls"] == "5" and shown["errors"] == "3" and shown["error_rate"] == "0.6"
+        assert "**5 call(s)**" in page.summary.object
+        assert page.alerts.value.empty
+        assert _await(page.check())
+        assert page.notice.kind == "danger" and "error_rate = 0.6 > 0.2" in page.notice.text
+        assert list(page.alerts.value["metric"]) == ["error_rate"]
+        assert "MonitoringAgent `aillm-monitor-" in page.agent_status.object
+        assert Workbench(lab).monitor.monitor is page.monitor  # one agent per Lab
+
+
+def test_monitor_page_without_calls_draws_empty_charts_and_raises_no_alert(bench):
+    _await(bench.load("Monitor"))
+    assert bench.monitor.summary.object == "No model calls yet."
+    assert all(source.data["y"] == [] for source in bench.monitor.sources.values())
+    assert _await(bench.monitor.check())
+    assert bench.monitor.notice.text == "No alert: every metric is within its threshold."
+
+
+def test_monitor_page_says_in_one_line_when_the_agent_is_missing(bench, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "aillm_lab.agents.monitoring", None)
+    monkeypatch.setattr(monitor_page, "_MONITORS", monitor_page.weakref.WeakKeyDictionary())
+    bench.lab.chat("hello")
+    assert _await(bench.monitor.refresh())
+    assert bench.monitor.sources["calls"].data["y"] == [1.0]  # the call log's own figures
+    status = bench.monitor.agent_status.object
+    assert status.startswith("The MonitoringAgent is not available here (ModuleNotFoundError")
+    assert "\n" not in status and bench.monitor.check_button.disabled
+    assert not _await(bench.monitor.check())
+    assert bench.monitor.notice.text == status
+
+
+def test_monitor_page_refreshes_periodically_only_while_its_tab_is_open(bench):
+    from bokeh.document import Document
+    from panel.io.state import set_curdoc
+
+    page = bench.monitor
+    page.watch(True)  # no session (a notebook, a test): nothing to schedule
+    assert page.periodic is None
+    with set_curdoc(Document()):
+        _await(bench.load("Monitor"))
+        periodic = page.periodic
+        assert periodic is not None and periodic.running
+        assert periodic.period == monitor_page.REFRESH_MS
+        page.watch(True)
+        assert page.periodic is periodic  # one callback, however often the tab opens
+        _await(bench.load("Settings"))
+        assert page.periodic is None and not periodic.running
+        _await(bench.load("Monitor"))
+        again = page.periodic
+        page._on_session_destroyed(None)
+        assert page.periodic is None and not again.running

@@ -19,6 +19,7 @@ from aillm_lab.llm.types import Completion
 from aillm_lab.ui.workbench.data import DataPage
 from aillm_lab.ui.workbench.documents import DocumentsPage
 from aillm_lab.ui.workbench.memory import MemoryPage
+from aillm_lab.ui.workbench.monitor import MonitorPage
 from aillm_lab.ui.workbench.runs import RunsPage
 from aillm_lab.ui.workbench.settings import SettingsPage
 
@@ -58,10 +59,12 @@ class Workbench:
         self.runs = RunsPage(lab)
         self.data = DataPage(lab)
         self.memory = MemoryPage(lab)
+        self.monitor = MonitorPage(lab)
         self.settings = SettingsPage(lab)
         chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_width", name="Chat")
         self.tabs = pn.Tabs(chat_page, self.documents.view, self.data.view, self.runs.view,
-                            self.memory.view, self.settings.view, sizing_mode="stretch_width",
+                            self.memory.view, self.monitor.view, self.settings.view,
+                            sizing_mode="stretch_width",
                             name=TITLE)
         self.tabs.param.watch(self._on_tab, "active")
         self.view = self.tabs
@@ -70,13 +73,17 @@ class Workbench:
         await self.load(self.tabs[event.new].name)
 
     async def load(self, title: str) -> None:
-        """Fill the page named ``title`` (the browser does this when the tab opens)."""
+        """Fill the page named ``title`` (the browser does this when the tab opens); the
+        Monitor page refreshes itself only while it is the open one."""
+        self.monitor.watch(title == self.monitor.title)
         if title == self.runs.title:
             await self.runs.refresh()
         elif title == self.memory.title:
             await self.memory.browse()
         elif title == self.data.title:
             self.data.refresh_tables()
+        elif title == self.monitor.title:
+            await self.monitor.refresh()
 
 
 def _responder(lab: Lab, max_tokens: int) -> Any:

@@ -1,11 +1,13 @@
 """The Runs and calls page: the call log and saved agent runs as tables, cost and latency by
-model as bar charts, and one agent run's trace on request."""
+model as bar charts, one agent run's trace on request, and the experiment runs (two of them
+compared: ``experiments.ExperimentsSection``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aillm_lab.core.lab import Lab
+from aillm_lab.ui.workbench.experiments import ExperimentsSection
 from aillm_lab.ui.workbench.notices import Notice
 
 CALL_COLUMNS = ["time", "model", "status", "cache_hit", "stream", "latency_s", "ttft_s",
@@ -13,8 +15,9 @@ CALL_COLUMNS = ["time", "model", "status", "cache_hit", "stream", "latency_s", "
 
 
 class RunsPage:
-    """``await refresh()`` reads ``lab.acalls()`` and ``lab.aruns()`` (never on the server
-    loop's thread); ``await open_run(id)`` shows one run's steps."""
+    """``await refresh()`` reads ``lab.acalls()``, ``lab.aruns()`` and
+    ``lab.aexperiments()`` (never on the server loop's thread); ``await open_run(id)`` shows
+    one run's steps, ``await experiments.compare(a, b)`` two experiment runs side by side."""
 
     title = "Runs and calls"
 
@@ -36,13 +39,14 @@ class RunsPage:
         self.runs.param.watch(self._on_select_run, "selection")
         self.plots = pn.FlexBox(name="runs-plots", sizing_mode="stretch_width")
         self.trace = pn.Column(name="run-trace", sizing_mode="stretch_width")
+        self.experiments = ExperimentsSection(lab, self.notice)
         self.view = pn.Column(
             pn.pane.Markdown("### Runs and calls\nEvery model call of this home (newest "
-                             "first) and the agent runs saved under it."),
+                             "first), and the agent runs and experiments saved under it."),
             self.refresh_button, self.notice.alert, self.summary, self.plots,
             pn.pane.Markdown("#### Model calls"), self.calls,
             pn.pane.Markdown("#### Agent runs (select one to see its trace)"), self.runs,
-            self.trace, name=self.title, sizing_mode="stretch_width")
+            self.trace, self.experiments.view, name=self.title, sizing_mode="stretch_width")
 
     async def refresh(self) -> bool:
         try:
@@ -52,6 +56,8 @@ class RunsPage:
             self.notice.failed(exc)
             return False
         self.notice.clear()
+        if not await self.experiments.refresh():
+            return False
         shown = calls[[c for c in CALL_COLUMNS if c in calls.columns]].iloc[::-1]
         if "time" in shown.columns:  # Tabulator shows a zoned datetime as epoch milliseconds
             shown = shown.assign(time=shown["time"].dt.strftime("%Y-%m-%d %H:%M:%S"))
