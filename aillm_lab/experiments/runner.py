@@ -16,6 +16,8 @@ import inspect
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aillm_lab.errors import BudgetExceeded
@@ -25,7 +27,7 @@ from aillm_lab.experiments.scorers import to_score
 from aillm_lab.llm.limits import UNSET
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import pandas as pd
 
     from aillm_lab import Lab
     from aillm_lab.experiments.scorers import Scorer
@@ -37,6 +39,40 @@ FLUSH_SECONDS = 2.0
 
 async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) -> ExperimentRun:
     """Run the cells of ``exp`` not done yet under ``lab``; return the run (see module doc)."""
+    plan = await plan_run(exp, lab)
+    outcome = Outcome()
+    bar = progress_bar(progress, len(plan.cells), len(plan.cells) - len(plan.todo), exp.name)
+    try:
+        await run_cells(exp, lab, plan.folder, plan.run_id, plan.todo, cap=plan.cap,
+                        outcome=outcome, bar=bar, rescore=plan.done)
+    finally:
+        if bar is not None:
+            bar.close()
+        plan.manifest.update(status=outcome.status, message=outcome.message,
+                             updated_at=time.time())
+        await asyncio.shield(asyncio.to_thread(store.write_manifest, plan.folder,
+                                               plan.manifest))
+    return await asyncio.to_thread(ExperimentRun, plan.folder, status=outcome.status,
+                                   message=outcome.message, sent=outcome.sent)
+
+
+@dataclass
+class Plan:
+    """What a run of ``exp`` must do: its cells, folder, the cells left and the budget left.
+
+    The local runner and the Ray driver both start here; only where ``todo`` runs differs."""
+
+    cells: list[Cell]
+    run_id: str
+    folder: Path
+    done: pd.DataFrame  # the cells already answered (no error): skipped, maybe rescored
+    todo: list[Cell]
+    cap: Any  # what the budget leaves (UNSET: no budget)
+    manifest: dict[str, Any]
+
+
+async def plan_run(exp: Experiment, lab: Lab) -> Plan:
+    """Fold what a crash left, find the cells done and the spend so far, draft the manifest."""
     cells = exp.cells(lab)
     run_id = exp.run_id(cells)
     folder = store.experiments_dir(lab.settings.home) / run_id
@@ -45,7 +81,7 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     ok = done[done["error"].isna()]
     done_ids = set(ok["cell_id"])
     spent_before = max(float(ok["cost_usd"].fillna(0.0).sum()),
-                       await _logged_spend(lab, run_id))
+                       await logged_spend(lab, run_id))
     manifest = {"run_id": run_id, "name": exp.name, "spec": exp.manifest_spec(lab),
                 "seed": exp.seed, "prices": lab.gateway.pricing.version,
                 "n_cells": len(cells), "created_at": time.time(),
@@ -53,14 +89,22 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
     if (folder / "manifest.json").is_file():
         earlier = await asyncio.to_thread(store.read_manifest, folder)
         manifest["created_at"] = earlier.get("created_at", manifest["created_at"])
-    writer = _Writer(folder, run_id, lab)
     todo = [c for c in cells if c.cell_id not in done_ids]
     cap = UNSET if exp.budget_usd is None else max(exp.budget_usd - spent_before, 0.0)
-    outcome = _Outcome()
-    bar = _progress_bar(progress, len(cells), len(cells) - len(todo), exp.name)
+    return Plan(cells, run_id, folder, ok, todo, cap, manifest)
+
+
+async def run_cells(exp: Experiment, lab: Lab, folder: Path, run_id: str, todo: list[Cell],
+                    *, cap: Any, outcome: Outcome, bar: Any = None,
+                    rescore: pd.DataFrame | None = None) -> None:
+    """Run ``todo`` with ``exp.concurrency`` workers in ``lab.scope(run_id, budget_usd=cap)``,
+    writing rows under ``folder``; ``outcome`` says how it ended. ``rescore``: done cells
+    to score with the scorers added since. A Ray worker calls this on its shard."""
+    writer = _Writer(folder, run_id, lab)
     try:
         with lab.scope(run_id, budget_usd=cap):
-            await writer.rescore(ok, exp.scorers)  # a judge's calls are the run's too
+            if rescore is not None:
+                await writer.rescore(rescore, exp.scorers)  # a judge's calls are the run's too
             work = iter(todo)
             workers = [asyncio.ensure_future(_worker(exp, lab, work, writer, outcome, bar))
                        for _ in range(min(exp.concurrency, len(todo)))]
@@ -78,18 +122,12 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
         outcome.status, outcome.message = "error", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        if bar is not None:
-            bar.close()
         unwritten = await _final_flush(writer, outcome)
-        manifest.update(status=outcome.status, message=outcome.message, updated_at=time.time())
-        await asyncio.shield(asyncio.to_thread(store.write_manifest, folder, manifest))
         if unwritten is not None:
             raise unwritten
-    return await asyncio.to_thread(ExperimentRun, folder, status=outcome.status,
-                                   message=outcome.message, sent=outcome.sent)
 
 
-async def _final_flush(writer: _Writer, outcome: _Outcome) -> Exception | None:
+async def _final_flush(writer: _Writer, outcome: Outcome) -> Exception | None:
     """Fold the last rows into parts; a failure leaves them in the journal and is returned,
     so the manifest still says what happened before it is raised."""
     try:
@@ -102,7 +140,7 @@ async def _final_flush(writer: _Writer, outcome: _Outcome) -> Exception | None:
     return None
 
 
-async def _logged_spend(lab: Lab, run_id: str) -> float:
+async def logged_spend(lab: Lab, run_id: str) -> float:
     """What the call log says earlier runs of this spec spent: cells, judges and task calls
     alike (a task cell's own cost is not split out, so the log is the fuller account)."""
     frame = await lab.acalls("select coalesce(sum(cost_usd), 0) as spent from calls "
@@ -110,7 +148,7 @@ async def _logged_spend(lab: Lab, run_id: str) -> float:
     return float(frame["spent"].iloc[0]) if len(frame) else 0.0
 
 
-class _Outcome:
+class Outcome:
     """How the run ended and what it sent; the workers share one."""
 
     def __init__(self) -> None:
@@ -119,7 +157,7 @@ class _Outcome:
 
 
 async def _worker(exp: Experiment, lab: Lab, work: Iterator[Cell], writer: _Writer,
-                  outcome: _Outcome, bar: Any) -> None:
+                  outcome: Outcome, bar: Any) -> None:
     for cell in work:
         if outcome.stop:
             return
@@ -142,12 +180,7 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
     """One cell as a row: the answer, or the error that stopped it (not a budget refusal)."""
     model = exp.models[cell.model_index]
     started = time.monotonic()
-    row: dict[str, Any] = {
-        "cell_id": cell.cell_id, "item_id": cell.item_id, "item_index": cell.item_index,
-        "item": json.dumps(cell.item, ensure_ascii=False), "prompt_index": cell.prompt_index,
-        "prompt": cell.prompt, "model_index": cell.model_index, "model": cell.model,
-        "epoch": cell.epoch, "sample": cell.sample, "input": cell.text,
-    }
+    row = cell_row(cell)
     try:
         with lab.gateway.sample(cell.epoch * exp.samples + cell.sample):
             if exp.task is not None:
@@ -172,6 +205,16 @@ async def _run_cell(exp: Experiment, lab: Lab, cell: Cell) -> dict[str, Any]:
                           else time.monotonic() - started),
                finish_reason=completion.finish_reason, finished_at=time.time())
     return row
+
+
+def cell_row(cell: Cell) -> dict[str, Any]:
+    """The columns of a cell's row that say which cell it is (the answer comes after)."""
+    return {
+        "cell_id": cell.cell_id, "item_id": cell.item_id, "item_index": cell.item_index,
+        "item": json.dumps(cell.item, ensure_ascii=False), "prompt_index": cell.prompt_index,
+        "prompt": cell.prompt, "model_index": cell.model_index, "model": cell.model,
+        "epoch": cell.epoch, "sample": cell.sample, "input": cell.text,
+    }
 
 
 async def _run_task(exp: Experiment, lab: Lab, cell: Cell, row: dict[str, Any],
@@ -276,7 +319,7 @@ async def score_rows(run_id: str, row: dict[str, Any], item: dict[str, Any],
     return rows
 
 
-def _progress_bar(enabled: bool, total: int, initial: int, name: str) -> Any:
+def progress_bar(enabled: bool, total: int, initial: int, name: str) -> Any:
     if not enabled:
         return None
     try:

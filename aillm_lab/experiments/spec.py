@@ -37,6 +37,7 @@ from aillm_lab.runtime import LoopRunner, sync_twin
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
+    from aillm_lab.experiments.ray_executor import RayExecutor
     from aillm_lab.experiments.results import ExperimentRun
 
 RESERVED = frozenset(CELL_VIEW)  # a scorer may not shadow a results column
@@ -180,18 +181,25 @@ class Experiment(BaseModel):
             self.lab = aillm_lab.default_lab()
         return self.lab
 
-    async def arun(self, *, executor: str = "local", progress: bool = True) -> ExperimentRun:
+    async def arun(self, *, executor: str | RayExecutor = "local",
+                   progress: bool = True) -> ExperimentRun:
         """Run every cell not yet done (through the Lab's gateway, under one run id), score
         it, store it, and return the run; a budget or Ctrl-C stops it with what was done kept.
-        ``executor``: ``"local"`` (asyncio on the Lab's runner loop) is the one there is."""
+        ``executor``: ``"local"`` (asyncio on the Lab's runner loop) or ``"ray"`` (the cells
+        sharded over Ray workers, each with its own gateway on the same home; pass a
+        ``RayExecutor(workers=...)`` to choose how many). Both give the same results."""
+        from aillm_lab.experiments.ray_executor import RayExecutor
         from aillm_lab.experiments.runner import run_experiment
 
-        if executor != "local":
-            raise ConfigError(f"executor={executor!r}: only 'local' exists so far (the Ray "
-                              "executor is not built yet); run with executor='local'",
-                              fields=("executor",))
-
+        if isinstance(executor, str) and executor == "ray":
+            executor = RayExecutor()
+        if not isinstance(executor, RayExecutor) and executor != "local":
+            raise ConfigError(f"executor={executor!r}: give 'local' (asyncio on the Lab's "
+                              "loop), 'ray' (Ray workers; pip install 'aillm-lab[ray]') or a "
+                              "RayExecutor(workers=...)", fields=("executor",))
         lab = self.resolve_lab()
+        if isinstance(executor, RayExecutor):
+            return await lab.runner.arun(executor.arun(self, lab, progress=progress))
         return await lab.runner.arun(run_experiment(self, lab, progress=progress))
 
     run = sync_twin(arun)

@@ -9,7 +9,9 @@ each finished row is appended at once to ``journal/*.jsonl`` (one write per cell
 SIGKILL loses no cell that had finished; readers fold the journals in, and a torn last line
 is skipped; the next run folds journals no live writer holds (each writer locks its own).
 A row in both a part and a journal (a kill between the two) is the same row;
-a cell attempted twice (an error, then a retry) has two rows: the newest wins.
+a cell attempted twice (an error, then a retry) has two rows: the newest wins. Under the Ray
+executor every worker is one more writer of parts and journals in the same folder, and
+writes its own ``workers/<n>.json``, which the driver merges into ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -189,11 +191,35 @@ def latest_scores(folder: Path) -> pd.DataFrame:
     return scores.drop_duplicates(["cell_id", "scorer"], keep="last").reset_index(drop=True)
 
 
-def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(folder: Path, manifest: dict[str, Any], name: str = "manifest.json"
+                   ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    temp = folder / f".manifest.{uuid.uuid4().hex[:8]}.tmp"
+    temp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
     temp.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    os.replace(temp, folder / "manifest.json")
+    os.replace(temp, folder / name)
+
+
+def write_worker_manifest(folder: Path, worker: int, manifest: dict[str, Any]) -> None:
+    """A Ray worker's own account of its shard, ``workers/<n>.json``; the driver merges
+    them into ``manifest.json`` (``read_worker_manifests``)."""
+    write_manifest(folder / "workers", manifest, f"{worker}.json")
+
+
+def read_worker_manifests(folder: Path) -> dict[int, dict[str, Any]]:
+    """The worker manifests of the last Ray run, by worker number (a torn one is skipped)."""
+    found = {}
+    for path in (folder / "workers").glob("*.json"):
+        try:
+            found[int(path.stem)] = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError):
+            continue
+    return dict(sorted(found.items()))
+
+
+def clear_worker_manifests(folder: Path) -> None:
+    """Forget an earlier Ray run's worker manifests before a new one starts."""
+    for path in (folder / "workers").glob("*.json"):
+        path.unlink(missing_ok=True)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
