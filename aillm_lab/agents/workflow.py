@@ -289,7 +289,10 @@ class WorkflowAgent(Lifecycle):
         except TemplateError as exc:
             return await self._failed(live, rec, ConfigError(
                 f"step {sid!r}: {exc}", fields=(f"steps.{sid}",)))
-        rec.input_hash = self._hash(step, inputs)
+        try:
+            rec.input_hash = self._hash(step, inputs)
+        except Exception as exc:  # the step's model cannot be resolved here, say
+            return await self._failed(live, rec, exc)
         prior = live.prior.get(sid)
         if prior is not None and prior.status == "completed" \
                 and prior.input_hash == rec.input_hash:

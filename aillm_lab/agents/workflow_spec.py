@@ -137,7 +137,8 @@ class AgentRunStep(StepBase):
 class CallStep(StepBase):
     """``call:`` a function ("module:function" or, in Python, the function itself) called
     with ``args``; it returns JSON data. A sync function runs in a worker thread unless
-    ``inline: true`` (for quick ones: it then runs on the loop)."""
+    ``inline: true`` (for quick ones: it then runs on the loop); a timeout stops waiting for
+    it, but its thread runs on to the end (Python cannot stop a thread)."""
 
     kind: ClassVar[str] = "call"
     templated: ClassVar[tuple[str, ...]] = ("args",)

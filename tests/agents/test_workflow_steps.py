@@ -289,3 +289,10 @@ def test_bad_agent_options_and_inputs_are_config_errors(make_lab):
     with pytest.raises(al.ConfigError, match="JSON data") as info:
         agent.run({"x": object()})
     assert info.value.fields == ("inputs",)
+
+
+def test_a_model_that_cannot_be_resolved_fails_its_step_not_the_run(make_lab):
+    run = _run(make_lab(), [{"id": "ask", "llm": "hi", "model": "nosuchprovider:x"},
+                            {"id": "other", "call": lambda: "fine"}])
+    assert run.step("ask").status == "failed" and "nosuchprovider" in run.step("ask").error
+    assert run.step("other").status == "completed" and run.status == "error"
