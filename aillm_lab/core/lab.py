@@ -291,8 +291,8 @@ class Lab(LabServices, Lifecycle, Displayable):
                      **config: Any) -> AgentRun:
         """Solve ``task`` with the agents: ``single`` routes it whole to one agent, ``llm``
         has the model plan subtasks, runs each on its agent (independent ones at once) and
-        joins the answers. ``config``: ``OrchestratorConfig`` fields. The run's steps hold
-        the sub-runs (``Orchestrator``)."""
+        joins the answers. ``config``: ``OrchestratorConfig`` fields, and ``agents=`` (ready
+        agents by router name). The run's steps hold the sub-runs (``Orchestrator``)."""
         from aillm_lab.core.orchestrator import Orchestrator
 
         return await Orchestrator(self, plan=plan, **config).asolve(task)

@@ -83,11 +83,12 @@ class OrchestratorConfig(BaseModel):
     agent_max_seconds: float | None = Field(None, gt=0)
     max_cost_usd: float | None = Field(None, ge=0, description="cap for the planner and "
                                        "aggregator calls, and for each sub-run")
-    agents: dict[str, dict[str, Any]] = Field(default_factory=dict, description="keyword "
-                                              "arguments for each agent's class, by name")
+    agent_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="keyword arguments for each agent's class, by "
+        "router name: {'react': {'tools': ['read_file']}}")
     save: bool = True
 
-    @field_validator("agents")
+    @field_validator("agent_options")
     @classmethod
     def _known_agents(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         unknown = sorted(set(value) - set(AGENTS))
@@ -346,7 +347,7 @@ class Orchestrator:
             ("max_seconds", cfg.agent_max_seconds), ("max_cost_usd", cfg.max_cost_usd))
             if value is not None and key in accepted}
         try:
-            return cls(**{**kwargs, **cfg.agents.get(name, {})})
+            return cls(**{**kwargs, **cfg.agent_options.get(name, {})})
         except TypeError as exc:
             raise ConfigError(f"could not make {cls_name} from the orchestrator's settings "
                               f"({exc}); pass agents={{{name!r}: <a ready agent>}}",
@@ -461,8 +462,8 @@ def _config(config: OrchestratorConfig | None, options: dict[str, Any]) -> Orche
         return OrchestratorConfig(**{**config.model_dump(), **options})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        fields = tuple(str(e["loc"][0]) if e["loc"] else "agents" for e in errors)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'agents'}="
+        fields = tuple(str(e["loc"][0]) if e["loc"] else "config" for e in errors)
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}="
                              f"{e.get('input')!r}: {e['msg']}" for e in errors)
         raise ConfigError(f"bad Orchestrator config ({problems}); fields: "
                           f"{', '.join(OrchestratorConfig.model_fields)}",

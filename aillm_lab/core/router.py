@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from aillm_lab.core.lab import Lab
+    from aillm_lab.llm.base import Model
 
 LlmMode = Literal["off", "fallback", "always"]
 
@@ -186,7 +187,7 @@ class TaskRouter:
     """
 
     def __init__(self, lab: Lab, *, agents: Mapping[str, AgentCard] | None = None,
-                 llm: LlmMode = "off", llm_below: float = 0.5, model: str | None = None,
+                 llm: LlmMode = "off", llm_below: float = 0.5, model: str | Model | None = None,
                  embedding_model: str | None = None, keyword_weight: float = 0.1,
                  temperature: float = 0.05) -> None:
         if llm not in ("off", "fallback", "always"):

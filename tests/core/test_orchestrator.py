@@ -189,7 +189,7 @@ def test_aggregate_llm_asks_the_model_to_merge_the_answers(make_lab):
 @pytest.mark.parametrize(("options", "field"), [
     ({"max_concurrency": 0}, "max_concurrency"), ({"plan": "parallel"}, "plan"),
     ({"max_subtasks": 100}, "max_subtasks"), ({"aggregate": "vote"}, "aggregate"),
-    ({"agents": {"poet": {}}}, "agents"), ({"temperature": 1}, "temperature"),
+    ({"agent_options": {"poet": {}}}, "agent_options"), ({"temperature": 1}, "temperature"),
     ({"agent_max_seconds": -1}, "agent_max_seconds")])
 def test_a_bad_config_is_rejected_naming_the_field(make_lab, options, field):
     lab = make_lab(ScriptedModel())
