@@ -4,7 +4,8 @@
 Lab's loop), ``store.py`` (the run's folder: manifest and Parquet parts), ``results.py``
 (``ExperimentRun``: results, summary), ``scorers.py`` (the built-in scorers), ``stats.py``
 (bootstrap intervals), ``compare.py`` (``compare``), ``plots.py`` (bokeh figures),
-``judge.py`` (LLM-as-judge) and ``tool_scorer.py`` (the BFCL-style tool-call match).
+``judge.py`` (LLM-as-judge), ``tool_scorer.py`` (the BFCL-style tool-call match), and the
+built-in suites ``bfcl.py`` (tool-calling conformance) and ``humaneval.py`` (sandboxed pass@1).
 """
 
 from aillm_lab.experiments import scorers
