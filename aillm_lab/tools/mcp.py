@@ -1,7 +1,13 @@
 """``mcp_tools``: the tools (and resources) of an MCP server over stdio, as ``Tool``s.
 
+    with al.mcp_tools(["python", "server.py"]) as tools: ...
     async with al.mcp_tools(["python", "server.py"]) as tools: ...
-    with al.mcp_tools("python server.py") as tools: ...         # the same, from sync code
+    async with await al.amcp_tools(["python", "server.py"]) as tools: ...  # on the runner loop
+
+``mcp_tools`` starts the server and returns its tools, ready to call; the block (or
+``tools.close()``) stops it. The start is a sync call, so in async code it holds the
+calling loop for the seconds a server takes to start; ``amcp_tools`` awaits it instead
+(and is the only form that works on the runner loop itself).
 
 Why one owner task: the official ``mcp`` SDK keeps its connection in anyio task groups and
 cancel scopes, which must be entered and left by the same task. A ``with`` block in a cell
@@ -48,11 +54,12 @@ _GROUP_GRACE_S = 2.0
 _CLAIMED: set[int] = set()  # server pids an MCPServer owns (two may start at once)
 
 
-class MCPTools(list[Tool]):
-    """The server's tools (a plain list of ``Tool``), plus its resources.
+class MCPTools(list[Tool], Lifecycle):
+    """The server's tools (a plain list of ``Tool``), plus its resources; closing it (or
+    leaving its ``with`` block) stops the server.
 
     ``resources`` lists what the server offers (uri, name, description, mime type);
-    ``read_resource(uri)`` returns its text. Valid while the ``with`` block is open.
+    ``read_resource(uri)`` returns its text. Valid until closed.
     """
 
     def __init__(self, tools: list[Tool], server: MCPServer) -> None:
@@ -71,24 +78,39 @@ class MCPTools(list[Tool]):
         """The text of the resource at ``uri``."""
         return await self.server.aread_resource(uri)
 
+    async def aclose(self) -> None:
+        """Stop the server (and what it started); idempotent."""
+        await self.server.aclose()
+
     read_resource = sync_twin(aread_resource)
 
 
 def mcp_tools(command: Sequence[str] | str, *, env: dict[str, str] | None = None,
               cwd: str | None = None, prefix: str = "", risk: RiskLevel | str = "execute",
-              timeout_s: float = 60.0, runner: LoopRunner | None = None) -> MCPServer:
-    """An MCP server started from ``command`` (a list, or a string split like a shell);
-    use it as ``with``/``async with``, which yields the ``MCPTools`` and stops the server.
+              timeout_s: float = 60.0, runner: LoopRunner | None = None) -> MCPTools:
+    """Start the MCP server ``command`` (a list, or a string split like a shell) and return
+    its tools; use them in ``with``/``async with``, which stops the server at the end.
 
     ``prefix`` goes before every tool name (two servers may both have ``search``);
-    ``timeout_s`` bounds the start and each request.
+    ``timeout_s`` bounds the start and each request. A failed start raises ``ToolError``
+    with the end of the server's stderr.
     """
     return MCPServer(command, env=env, cwd=cwd, prefix=prefix, risk=risk, timeout_s=timeout_s,
-                     runner=runner)
+                     runner=runner).open()
+
+
+async def amcp_tools(command: Sequence[str] | str, *, env: dict[str, str] | None = None,
+                     cwd: str | None = None, prefix: str = "",
+                     risk: RiskLevel | str = "execute", timeout_s: float = 60.0,
+                     runner: LoopRunner | None = None) -> MCPTools:
+    """``mcp_tools`` for async code: the start is awaited, not waited for."""
+    return await MCPServer(command, env=env, cwd=cwd, prefix=prefix, risk=risk,
+                           timeout_s=timeout_s, runner=runner).aopen()
 
 
 class MCPServer(Lifecycle):
-    """One stdio MCP server process and its session; ``aopen``/``aclose`` or ``with``."""
+    """One stdio MCP server process and its session: ``aopen`` starts it and returns its
+    ``MCPTools``, ``aclose`` (or closing the tools) stops it."""
 
     def __init__(self, command: Sequence[str] | str, *, env: dict[str, str] | None = None,
                  cwd: str | None = None, prefix: str = "", risk: RiskLevel | str = "execute",
@@ -131,12 +153,6 @@ class MCPServer(Lifecycle):
         await self.runner.arun(self._close())
 
     open = sync_twin(aopen)
-
-    async def __aenter__(self) -> MCPTools:  # type: ignore[override]
-        return await self.aopen()
-
-    def __enter__(self) -> MCPTools:  # type: ignore[override]
-        return self.open()
 
     async def _open(self) -> MCPTools:
         if self.tools is not None:
@@ -294,8 +310,8 @@ class MCPServer(Lifecycle):
 
     def _session(self) -> Any:
         if self._client is None:
-            raise ToolError(f"MCP server {self.name!r} is not running: use its tools inside "
-                            f"`with al.mcp_tools(...) as tools:`")
+            raise ToolError(f"MCP server {self.name!r} is not running (its tools were "
+                            f"closed): use them inside `with al.mcp_tools(...) as tools:`")
         return self._client
 
 
@@ -402,4 +418,4 @@ async def _settled(task: asyncio.Task[None]) -> None:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
 
-__all__ = ["MCPServer", "MCPTools", "mcp_tools"]
+__all__ = ["MCPServer", "MCPTools", "amcp_tools", "mcp_tools"]

@@ -14,9 +14,9 @@ import pytest
 
 import aillm_lab as al
 from aillm_lab.errors import ToolError
-from aillm_lab.runtime import LoopRunner
+from aillm_lab.runtime import LoopRunner, get_runner
 from aillm_lab.tools.base import ValidationError
-from aillm_lab.tools.mcp import MCPServer
+from aillm_lab.tools.mcp import MCPServer, amcp_tools
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
 
@@ -124,7 +124,7 @@ def test_a_cancelled_block_leaves_no_process_behind():
 
 def test_the_runner_closing_stops_an_open_server_like_a_kernel_shutdown():
     runner = LoopRunner(name="mcp-test-runner")
-    server = al.mcp_tools(SPAWNING, runner=runner)
+    server = MCPServer(SPAWNING, runner=runner)
     try:
         tools = server.open()
         started = _servers()
@@ -146,8 +146,13 @@ def test_a_command_that_is_not_an_mcp_server_fails_with_its_stderr():
 
 
 def test_tools_called_after_the_block_say_the_server_is_not_running():
-    with al.mcp_tools(SERVER) as tools:
-        add = tools[0]
+    async def on_the_runner_loop() -> al.Tool:  # where only the awaited start works
+        async with await amcp_tools(SERVER) as tools:
+            assert await tools[0].acall({"a": 1, "b": 1}) == "2"
+            return tools[0]
+
+    add = get_runner().run(on_the_runner_loop())
+    assert _servers() == []
     with pytest.raises(ToolError, match="not running"):
         asyncio.run(add.acall({"a": 1, "b": 2}))
     with pytest.raises(ValidationError, match="b"):
@@ -159,5 +164,6 @@ def test_bad_options_are_refused_before_anything_starts():
         MCPServer([])
     with pytest.raises(ValueError, match="timeout_s"):
         al.mcp_tools(SERVER, timeout_s=0)
+    assert _servers() == []
     assert MCPServer("python  server.py --x 'a b'").command == ["python", "server.py", "--x",
                                                                "a b"]
