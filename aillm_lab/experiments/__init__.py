@@ -8,9 +8,9 @@ Lab's loop), ``store.py`` (the run's folder: manifest and Parquet parts), ``resu
 built-in suites ``bfcl.py`` (tool-calling conformance) and ``humaneval.py`` (sandboxed pass@1).
 """
 
-from aillm_lab.experiments import scorers
+from aillm_lab.experiments import scorers, suites
 from aillm_lab.experiments.compare import compare, plot_comparison
 from aillm_lab.experiments.results import ExperimentRun
 from aillm_lab.experiments.spec import Experiment
 
-__all__ = ["Experiment", "ExperimentRun", "compare", "plot_comparison", "scorers"]
+__all__ = ["Experiment", "ExperimentRun", "compare", "plot_comparison", "scorers", "suites"]
