@@ -35,6 +35,7 @@ from pydantic import (
 from aillm_lab.agents.run import AgentRun, AgentStep, RunStatus
 from aillm_lab.core.router import AGENTS, LlmMode, Route
 from aillm_lab.errors import BudgetExceeded, ConfigError, StructuredOutputError
+from aillm_lab.llm.base import Model
 from aillm_lab.llm.limits import UNSET
 from aillm_lab.llm.types import Completion, Message, ToolCall, Usage
 from aillm_lab.runtime import sync_twin
@@ -66,12 +67,12 @@ Task: {task}
 class OrchestratorConfig(BaseModel):
     """How ``lab.solve`` plans and runs; every field is checked when it is made."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
     plan: Literal["single", "llm"] = Field("single", description="route the task whole, "
                                            "or have the model split it into subtasks")
-    model: str | None = Field(None, description="the planner's and aggregator's model "
-                              "(default: the Lab's)")
+    model: str | Model | None = Field(None, description="the planner's, the aggregator's "
+                                      "and the made agents' model (default: the Lab's)")
     max_subtasks: int = Field(4, ge=1, le=12)
     max_concurrency: int = Field(4, ge=1, le=32, description="subtasks running at once")
     plan_repairs: int = Field(1, ge=0, le=3, description="tries to fix an invalid plan "
@@ -221,7 +222,7 @@ class Orchestrator:
     # -- on the runner loop ----------------------------------------------------------------
     async def _solve(self, task: str) -> AgentRun:
         cfg = self.config
-        planner = self.lab.model(cfg.model).id if cfg.plan == "llm" else cfg.model or ""
+        planner = self.lab.model(cfg.model).id if cfg.plan == "llm" else _model_id(cfg.model)
         run = AgentRun(agent="Orchestrator", task=task, model=planner,
                        inputs={"plan": cfg.plan})
         started = time.monotonic()
@@ -343,7 +344,7 @@ class Orchestrator:
         cfg = self.config
         accepted = inspect.signature(cls).parameters
         kwargs = {key: value for key, value in (
-            ("lab", self.lab), ("max_steps", cfg.agent_max_steps),
+            ("lab", self.lab), ("model", cfg.model), ("max_steps", cfg.agent_max_steps),
             ("max_seconds", cfg.agent_max_seconds), ("max_cost_usd", cfg.max_cost_usd))
             if value is not None and key in accepted}
         try:
@@ -451,6 +452,10 @@ def _with_context(subtask: Subtask, outputs: Mapping[str, AgentRun]) -> str:
     return f"{subtask.task}\n\nResults of the subtasks this one builds on:\n{context}"
 
 
+def _model_id(model: str | Model | None) -> str:
+    return model.id if isinstance(model, Model) else model or ""
+
+
 def _config(config: OrchestratorConfig | None, options: dict[str, Any]) -> OrchestratorConfig:
     """The config, with ``options`` over it; a bad field is a ``ConfigError`` naming it."""
     try:
@@ -459,7 +464,7 @@ def _config(config: OrchestratorConfig | None, options: dict[str, Any]) -> Orche
         if not isinstance(config, OrchestratorConfig):
             raise ConfigError(f"config={type(config).__name__}: give an OrchestratorConfig "
                               f"or its fields as keywords", fields=("config",))
-        return OrchestratorConfig(**{**config.model_dump(), **options})
+        return OrchestratorConfig(**{**dict(config), **options})
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         fields = tuple(str(e["loc"][0]) if e["loc"] else "config" for e in errors)
