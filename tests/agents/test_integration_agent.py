@@ -188,3 +188,18 @@ def test_bad_openapi_or_mcp_values_are_config_errors_naming_the_field(make_lab, 
     with pytest.raises(ConfigError) as info:
         al.IntegrationAgent(lab=lab, **arguments)
     assert info.value.fields == (field,)
+
+
+def test_a_streamed_run_has_the_servers_while_it_streams_and_none_after(make_lab):
+    lab = make_lab(ScriptedModel([call("shout", text="hey"), "HEY"]))
+    events = list(al.IntegrationAgent(mcp=[MCP_SERVER], lab=lab).stream("shout hey"))
+    results = [e.tool_result.content for e in events if e.type == "tool_result"]
+    assert results == ["HEY"] and events[-1].type == "final"
+    assert events[-1].run.status == "completed" and _descendants() == []
+
+
+def test_a_run_that_times_out_still_stops_its_servers(make_lab):
+    lab = make_lab(ScriptedModel(["never seen"], delay=600))
+    run = al.IntegrationAgent(mcp=[MCP_SERVER], lab=lab, max_seconds=1).run("wait")
+    assert run.status == "timeout"
+    assert _descendants() == []
