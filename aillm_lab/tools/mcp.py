@@ -358,6 +358,8 @@ def _server_pid(before: set[int], command: list[str]) -> int | None:
     (the SDK starts it with ``start_new_session``), preferring one running ``command``."""
     import psutil
 
+    if not hasattr(os, "getsid"):  # Windows: the SDK's job object ends the tree there
+        return None
     found: list[tuple[bool, int]] = []
     for child in psutil.Process().children():
         if child.pid in before or child.pid in _CLAIMED:

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urljoin
 
 from pydantic import SecretStr, ValidationError
 
-from aillm_lab.errors import ConfigError
+from aillm_lab.errors import ConfigError, SafetyViolation
 from aillm_lab.tools.base import RiskLevel, Tool
 from aillm_lab.tools.netguard import (
     Resolver,
@@ -174,12 +174,19 @@ def check_base_url(url: str, policy: NetworkPolicy) -> None:
     parsed = parse_url(url)
     host = (parsed.raw_host or "").lower()
     ip = parse_host(host)
-    if ip is not None:
-        check_address(ip, policy, host=host)
-        check_host_lists(str(ip), policy)
-    else:
-        check_hostname(host, policy)
-        check_host_lists(host, policy)
+    try:
+        if ip is not None:
+            check_address(ip, policy, host=host)
+            check_host_lists(str(ip), policy)
+        else:
+            check_hostname(host, policy)
+            check_host_lists(host, policy)
+    except SafetyViolation as exc:
+        if (ip is not None and ip.is_loopback) or host == "localhost":
+            raise SafetyViolation(exc.rule, f"{exc.detail}; for an API on this machine set "
+                                  "safety.network.allow_loopback = true (and allow_hosts to "
+                                  "it)") from None
+        raise
 
 
 # -- loading -----------------------------------------------------------------------------

@@ -156,6 +156,7 @@ def test_the_default_policy_refuses_a_loopback_api(make_lab, server):
     with pytest.raises(SafetyViolation) as info:
         al.openapi_tools(SPEC, base_url=server.url, lab=lab)
     assert info.value.rule == "network.private_address"
+    assert "allow_loopback = true" in info.value.detail
     assert server.requests == []
 
 
