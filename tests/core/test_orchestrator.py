@@ -250,3 +250,30 @@ def test_a_monitoring_task_is_a_check_by_a_monitor_the_orchestrator_makes_and_cl
     assert run.status == "completed", run.error
     [sub] = al.Orchestrator.sub_runs(run)
     assert sub.agent == "MonitoringAgent" and sub.output.startswith("no alerts")
+
+
+def test_the_config_model_plans_and_runs_the_agents_the_orchestrator_makes(make_lab):
+    default, chosen = ScriptedModel(name="default"), ScriptedModel(reply(TWO), name="chosen")
+    lab = make_lab(default)
+    run = lab.solve("List the files in my workspace", plan="llm", model=chosen)
+    assert run.status == "completed", run.error
+    assert run.model == "scripted:chosen" and default.requests == []
+    assert {s.model for s in al.Orchestrator.sub_runs(run)} == {"scripted:chosen"}
+
+
+def test_agent_options_reach_the_agent_class_and_a_bad_one_is_an_error_run(make_lab):
+    lab = make_lab(ScriptedModel(reply(TWO)))
+    run = lab.solve("List the files in my workspace",
+                    agent_options={"react": {"max_steps": 1, "bogus": True}})
+    [sub] = al.Orchestrator.sub_runs(run)
+    assert sub.status == "error" and "bogus" in sub.error and "agents=" in sub.error
+    run = lab.solve("List the files in my workspace", agent_options={"react": {"max_steps": 1}})
+    assert run.status == "completed"
+
+
+def test_a_budget_of_zero_stops_the_planner_before_its_call(make_lab):
+    model = ScriptedModel(reply(TWO))
+    lab = make_lab(model, prices={"scripted:scripted": {"input": 1, "output": 1}})
+    run = lab.solve("two things", plan="llm", max_cost_usd=0.0)
+    assert run.status == "budget" and "BudgetExceeded" in run.error
+    assert model.requests == []
