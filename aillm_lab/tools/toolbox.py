@@ -177,8 +177,10 @@ class Toolbox(Lifecycle):
 
 
 def lab_secrets(settings: LabSettings) -> list[str]:
-    """The values the guard hides: the Lab's API keys and secret-looking env vars."""
-    keys = [settings.openai_api_key, settings.anthropic_api_key]
+    """The values the guard hides: the Lab's API keys, its OpenAPI secrets and
+    secret-looking env vars."""
+    keys = [settings.openai_api_key, settings.anthropic_api_key,
+            *settings.openapi_auth.values()]
     return [k.get_secret_value() for k in keys if k is not None] + env_secrets()
 
 

@@ -183,6 +183,8 @@ def test_lab_secrets_include_api_keys_and_secret_env_vars(
     monkeypatch.setenv("SOME_SERVICE_TOKEN", "tok-value-456789")
     found = lab_secrets(LabSettings.load(home=tmp_path))
     assert "sk-ant-test-value-123" in found and "tok-value-456789" in found
+    with_api = LabSettings.load(home=tmp_path, openapi_auth={"crm": "crm-secret-0123456789"})
+    assert "crm-secret-0123456789" in lab_secrets(with_api)  # every Lab hides OpenAPI auth
 
 
 def test_repr_shows_tools_and_workspace(settings: LabSettings, runner: LoopRunner) -> None:
