@@ -72,6 +72,9 @@ def test_an_llm_plan_with_two_independent_subtasks_runs_them_concurrently(make_l
     assert wave.usage.total_tokens == sum(s.usage.total_tokens for s in subs) > 0
     assert run.usage.total_tokens >= wave.usage.total_tokens
     assert "## s1: Count the lines of the README\ndone: Count" in run.output
+    shown = str(run)  # the trace view shows each sub-run as a call and its answer
+    assert 'run_agent({"subtask": "s2", "agent": ' in shown
+    assert "-> ok: 'done: Show the current git branch'" in shown
 
 
 def test_one_subtask_at_a_time_when_max_concurrency_is_one(make_lab):
