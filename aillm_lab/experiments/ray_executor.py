@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -190,8 +191,48 @@ class RayExecutor:
                 path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH"))
                                        if p)
                 env = {"env_vars": {"PYTHONPATH": path}}
-            ray.init(address=self.address, runtime_env=env)
+            start_ray(address=self.address, runtime_env=env)
         return ray
+
+
+def start_ray(attempts: int = 2, **init: Any) -> Any:
+    """``ray.init(**init)``, tried ``attempts`` times. On a loaded machine Ray's start-up can
+    miss its own fixed deadlines (the raylet gives its dashboard agent 15 s,
+    ray-project/ray#65983) and ``ray.init`` raises with the processes it started still
+    running and no handle to stop them: those, and only those, are stopped before the next
+    try (a Ray this process started earlier is left alone)."""
+    import ray
+
+    ray_dir = str(Path(ray.__file__).parent)
+    for attempt in range(1, attempts + 1):
+        before = {id(p) for p in _ray_programs(ray_dir)}
+        try:
+            return ray.init(**init)
+        except Exception:
+            _stop([p for p in _ray_programs(ray_dir) if id(p) not in before])
+            if attempt == attempts:
+                raise
+    return None
+
+
+def _ray_programs(ray_dir: str) -> list[subprocess.Popen[Any]]:
+    """The running programs of Ray's own folder this process started, as their ``Popen``s
+    (all that is left of a failed ``ray.init``)."""
+    import gc
+
+    return [o for o in gc.get_objects() if isinstance(o, subprocess.Popen)
+            and o.returncode is None and ray_dir in str(o.args)]
+
+
+def _stop(processes: list[subprocess.Popen[Any]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def run_shard(payload: dict[str, Any], index: int, cell_ids: list[str]) -> dict[str, Any]:
