@@ -167,12 +167,13 @@ class Orchestrator:
             lab = aillm_lab.default_lab()
         self.lab = lab
         self.config = _config(config, options)
-        unknown = sorted(set(agents or {}) - set(AGENTS))
+        self.router = router if router is not None else lab.router
+        known = set(AGENTS) | set(self.router.agents)
+        unknown = sorted(set(agents or {}) - known)
         if unknown:
             raise ConfigError(f"agents=: unknown agent names {unknown}; known: "
-                              f"{sorted(AGENTS)}", fields=("agents",))
+                              f"{sorted(known)}", fields=("agents",))
         self._given = dict(agents or {})
-        self.router = router if router is not None else lab.router
 
     def __repr__(self) -> str:
         return f"<Orchestrator plan={self.config.plan!r} model={self.config.model!r}>"
@@ -323,7 +324,9 @@ class Orchestrator:
                 await agent.aclose()  # what the orchestrator made, it closes
         if isinstance(result, AgentRun):
             return result
-        label = type(agent).__name__ if agent is not None else AGENTS[name].cls.split(":")[1]
+        card = AGENTS.get(name)
+        label = (type(agent).__name__ if agent is not None
+                 else card.cls.split(":")[1] if card is not None else name)
         sub = _as_run(label, task, result)
         await self._save(sub)
         return sub
@@ -334,6 +337,9 @@ class Orchestrator:
         given = self._given.get(name)
         if given is not None:
             return given if _is_agent(given) else given(self.lab)
+        if name not in AGENTS:
+            raise ConfigError(f"the router picked {name!r}, which has no agent here; pass "
+                              f"agents={{{name!r}: ...}}", fields=("agents",))
         module, _, cls_name = AGENTS[name].cls.partition(":")
         try:
             cls = getattr(importlib.import_module(module), cls_name)

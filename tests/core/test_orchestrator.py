@@ -10,7 +10,7 @@ import pytest
 
 import aillm_lab as al
 from aillm_lab.core.orchestrator import RUN_AGENT, OrchestratorConfig
-from aillm_lab.core.router import AGENTS
+from aillm_lab.core.router import AGENTS, AgentCard
 from aillm_lab.testing import ScriptedModel
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
@@ -280,3 +280,19 @@ def test_a_budget_of_zero_stops_the_planner_before_its_call(make_lab):
     run = lab.solve("two things", plan="llm", max_cost_usd=0.0)
     assert run.status == "budget" and "BudgetExceeded" in run.error
     assert model.requests == []
+
+
+def test_a_router_of_your_own_routes_to_agents_you_give_and_names_the_missing_ones(make_lab):
+    lab = make_lab(ScriptedModel(reply(TWO)))
+    cards = {"poet": AgentCard("poet", "nowhere:Poet", "Writes poems and verse.",
+                               keywords=(r"\bpoem\b",)),
+             "critic": AgentCard("critic", "nowhere:Critic", "Reviews and criticises poems.",
+                                 keywords=(r"\breview\b",))}
+    router = al.TaskRouter(lab, agents=cards)
+    poet = al.ReActAgent(lab=lab)
+    run = al.Orchestrator(lab, router=router, agents={"poet": poet}).solve("a poem on owls")
+    assert run.status == "completed" and run.steps[0].tool_calls[0].arguments["agent"] == "poet"
+    run = al.Orchestrator(lab, router=router, agents={"poet": poet}).solve("review my poem")
+    [sub] = al.Orchestrator.sub_runs(run)
+    assert sub.status == "error" and "pass agents={'critic'" in sub.error
+    assert sub.agent == "critic"
