@@ -6,6 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install models demo test browser lab bench bench-peers lint clean
 
+# llama-cpp-python compiles llama.cpp (about 15 min on 2 cores, once: pip caches the wheel).
+# CPU only, without the examples, tools, server, tests and multimodal (mtmd) library.
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF
+
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -14,6 +19,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
 	$(BIN)/python -m pip show torch | grep '^Version: 2.13.0+cpu' >/dev/null || \
 		(echo "torch is not the pinned 2.13.0 build" && exit 1)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/python -m pip install --quiet -e ".[llama]" || \
+		echo "WARNING: llama-cpp-python did not build (see above): local: models run on" \
+		     "transformers, about 4x slower; aillm-lab doctor says which engine runs."
 	touch $(STAMP)
 
 models: install

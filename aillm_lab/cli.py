@@ -17,8 +17,9 @@ from typing import Any
 from aillm_lab.config import LabSettings
 from aillm_lab.errors import AillmError, ConfigError
 
-PACKAGES = ("aillm-lab", "pydantic", "pydantic-settings", "torch", "transformers", "xgrammar",
-            "sentence-transformers", "panel", "openai", "anthropic", "ollama")
+PACKAGES = ("aillm-lab", "pydantic", "pydantic-settings", "llama-cpp-python", "torch",
+            "transformers", "xgrammar", "sentence-transformers", "panel", "openai", "anthropic",
+            "ollama")
 EXIT_CONFIG, EXIT_FAILED = 2, 1
 
 
@@ -66,6 +67,8 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
         if row["status"] == "missing":
             name = row["model"].removeprefix("local:")
             say(f"  {'':<22} fetch it with: {pull_command(name, settings.model_path)}")
+    engine, why = _local_engine(settings)
+    say(f"  {'engine':<22} {engine}: {why}")
     say("provider keys")
     for label, key in (("OPENAI_API_KEY", settings.openai_api_key),
                        ("ANTHROPIC_API_KEY", settings.anthropic_api_key)):
@@ -75,6 +78,23 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     spec, reason = default_model(settings)
     say(f"default model  {spec}\n  why: {reason}")
     return 0 if healthy else EXIT_FAILED
+
+
+def _local_engine(settings: LabSettings) -> tuple[str, str]:
+    """Which engine runs a ``local:`` GGUF here, and why (llama.cpp, or the fallback)."""
+    from aillm_lab.llm.llamacpp import default_threads
+    from aillm_lab.llm.local import choose_backend
+    from aillm_lab.llm.local_files import KNOWN_MODELS
+
+    try:
+        engine, why = choose_backend(settings.model_path / KNOWN_MODELS["smollm2"].filename,
+                                     settings)
+    except AillmError as exc:
+        return "none", str(exc)
+    if engine == "llama.cpp":
+        threads = settings.local.n_threads or default_threads()
+        why += f"; {threads} threads (local.n_threads)"
+    return engine, why
 
 
 def _data_paths(settings: LabSettings) -> list[tuple[str, Path]]:
@@ -162,6 +182,7 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
         raise AillmError('the dashboard needs Panel: pip install "aillm-lab[dashboard]"') from None
     from aillm_lab.core.lab import Lab
     from aillm_lab.ui.workbench.app import TITLE, create_app
+    from aillm_lab.ui.workbench.preload import Preload
 
     host = args.host or settings.dashboard_host
     port = settings.dashboard_port if args.port is None else args.port
@@ -171,8 +192,10 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
     model_id, reason = lab.default_model_reason()
     print(f"AILLM Lab workbench on http://{host}:{port} — model {model_id} ({reason})",
           flush=True)
+    preload = Preload(lab)  # pages show a loading state until the model is in memory
     origins = [f"{h}:{port}" for h in {host, "localhost", "127.0.0.1"}]
-    pn.serve({"/": lambda: create_app(lab, max_tokens=args.max_tokens)}, port=port,
+    pn.serve({"/": lambda: create_app(lab, max_tokens=args.max_tokens, preload=preload)},
+             port=port,
              address=host, websocket_origin=origins, show=args.show, title=TITLE,
              liveness=True, verbose=False)
     return 0

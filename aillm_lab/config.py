@@ -125,6 +125,19 @@ class ModelLimits(BaseModel):
                                      description="successes per +1 concurrency when adaptive")
 
 
+class LocalModelSettings(BaseModel):
+    """How ``local:`` models run: which engine, and how many CPU threads llama.cpp uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "llama.cpp", "transformers"] = Field(
+        default="auto", description="'auto' is llama.cpp when llama-cpp-python imports, else "
+        "transformers; a Hugging Face folder always runs on transformers")
+    n_threads: int | None = Field(
+        default=None, ge=1, le=1024, description="llama.cpp threads; None is half the cores "
+        "this process may use, 1 to 4 (more spin against each other on a busy machine)")
+
+
 class MonitoringThresholds(BaseModel):
     """When the MonitoringAgent raises an alert; ``None`` turns a rule off.
 
@@ -196,6 +209,9 @@ class LabSettings(BaseSettings):
     monitoring: MonitoringThresholds = Field(
         default_factory=MonitoringThresholds,
         description="the MonitoringAgent's alert rules (al.MonitoringAgent)")
+    local: LocalModelSettings = Field(
+        default_factory=LocalModelSettings,
+        description="the embedded local: model's engine and threads")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "WARNING"
     dashboard_host: str = Field(default="localhost", min_length=1)
     dashboard_port: int = Field(default=5006, ge=1, le=65535)

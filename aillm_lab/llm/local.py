@@ -1,13 +1,18 @@
-"""``local:`` models: SmolLM2 (or any GGUF / HF folder) on CPU through transformers.
+"""``local:`` models: SmolLM2 (or any GGUF / HF folder) on this machine's CPU.
+
+Two engines run them: llama.cpp (``llamacpp.py``), the default when ``llama-cpp-python`` is
+installed, and transformers (``local_weights.py``), the fallback and the engine for Hugging
+Face folders. Both take the same chat, schema and stop event, so everything below is shared.
 
 Generation runs in a worker thread that feeds an asyncio queue, so the loop never blocks and
 tokens stream as they are made; cancelling the awaiting task stops generation at the next
 token.
 
-Structured and tool-call output use grammar-constrained decoding with xgrammar rather than
-parse-and-retry: a 135M model slips on JSON syntax often, and masking the logits makes every
-token legal by construction. The reply is still validated with pydantic afterwards, because a
-reply cut off at ``max_tokens`` can be valid JSON only by accident.
+Structured and tool-call output use grammar-constrained decoding (llama.cpp's grammar
+sampler, or xgrammar on transformers) rather than parse-and-retry: a 135M model slips on
+JSON syntax often, and masking the logits makes every token legal by construction. The
+reply is still validated with pydantic afterwards, because a reply cut off at
+``max_tokens`` can be valid JSON only by accident.
 """
 
 from __future__ import annotations
@@ -20,12 +25,12 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from aillm_lab.errors import UnsupportedInput
+from aillm_lab.errors import ModelNotAvailable, UnsupportedInput
 from aillm_lab.llm.base import Model, OutputSpec, completion_events
 from aillm_lab.llm.local_files import find_model
-from aillm_lab.llm.local_weights import Loaded, load_weights
+from aillm_lab.llm.local_weights import load_weights
 from aillm_lab.llm.structured import json_schema
 from aillm_lab.llm.types import (
     Completion,
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
     from aillm_lab.config import LabSettings
 
 _END = object()
+Backend = Literal["llama.cpp", "transformers"]
 
 
 class LocalModel(Model):
@@ -49,14 +55,30 @@ class LocalModel(Model):
     provider = "local"
     native_structured = True
 
-    def __init__(self, name: str, path: Path) -> None:
+    def __init__(self, name: str, path: Path, *, backend: Backend = "transformers",
+                 n_threads: int | None = None, why: str = "") -> None:
         super().__init__(name)
         self.path = path
+        self.backend: Backend = backend
+        self.n_threads = n_threads
+        self.why = why or f"{backend} was asked for"
         self._live: set[tuple[threading.Thread, threading.Event]] = set()
 
-    async def load(self) -> Loaded:
-        """Load (or reuse) the weights in a worker thread."""
-        return await asyncio.to_thread(load_weights, self.path)
+    def __repr__(self) -> str:
+        return f"<LocalModel {self.id} on {self.backend}>"
+
+    async def load(self) -> Any:
+        """Load (or reuse) the weights in a worker thread; ``aillm-lab serve`` calls this at
+        start so the first reply does not wait for it."""
+        return await asyncio.to_thread(self.load_sync)
+
+    def load_sync(self) -> Any:
+        """The loaded engine (``LlamaLoaded`` or ``Loaded``); blocking."""
+        if self.backend == "llama.cpp":
+            from aillm_lab.llm.llamacpp import load_gguf
+
+            return load_gguf(self.path, self.n_threads)
+        return load_weights(self.path)
 
     async def complete(self, messages: Sequence[Message], *,
                        tools: Sequence[ToolSpec] | None = None, output: OutputSpec = None,
@@ -110,7 +132,7 @@ class LocalModel(Model):
             await asyncio.to_thread(thread.join, 30)
         self._live.clear()
 
-    async def _generate(self, loaded: Loaded, chat: list[dict[str, str]],
+    async def _generate(self, loaded: Any, chat: list[dict[str, str]],
                         schema: dict[str, Any] | None, params: GenerationParams,
                         result: dict[str, Any], stop: threading.Event) -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
@@ -158,7 +180,31 @@ class LocalModel(Model):
 
 def create(name: str, settings: LabSettings) -> Model:
     """Factory for ``local:NAME`` (a known model) or ``local:/path/to/model.gguf``."""
-    return LocalModel(name, find_model(name, settings.model_path))
+    path = find_model(name, settings.model_path)
+    backend, why = choose_backend(path, settings)
+    return LocalModel(name, path, backend=backend, n_threads=settings.local.n_threads, why=why)
+
+
+def choose_backend(path: Path, settings: LabSettings) -> tuple[Backend, str]:
+    """The engine for ``path`` and why: what ``aillm-lab doctor`` prints."""
+    from aillm_lab.llm.llamacpp import available
+
+    asked = settings.local.backend
+    if path.is_dir():
+        return "transformers", "a Hugging Face folder runs on transformers"
+    if asked == "transformers":
+        return "transformers", "local.backend = 'transformers' in the settings"
+    ok, detail = available()
+    if asked == "llama.cpp":
+        if not ok:
+            raise ModelNotAvailable(f"local.backend = 'llama.cpp', but {detail}. Run `make "
+                                    "install` (it builds llama-cpp-python), or set "
+                                    "local.backend = 'auto' to fall back to transformers.")
+        return "llama.cpp", f"local.backend = 'llama.cpp' in the settings ({detail})"
+    if ok:
+        return "llama.cpp", f"{detail} is installed (local.backend = 'auto')"
+    return "transformers", (f"{detail}, so transformers runs it (slower; `make install` "
+                            "builds llama-cpp-python)")
 
 
 class _StopFilter:
