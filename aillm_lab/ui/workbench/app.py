@@ -5,6 +5,9 @@ The chat callback is an async generator, as Panel recommends, and it iterates
 ``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
 loop, so a slow model never blocks other sessions. The other pages' callbacks await the
 Lab's async doors the same way. Panel is imported here, never at ``import aillm_lab``.
+
+``aillm-lab serve`` loads the default model in the background at start (``Preload``); until
+it is ready the chat page says so and its input is disabled.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from aillm_lab.llm.types import Completion
 from aillm_lab.ui.workbench.data import DataPage
 from aillm_lab.ui.workbench.documents import DocumentsPage
 from aillm_lab.ui.workbench.memory import MemoryPage
+from aillm_lab.ui.workbench.preload import Preload
 from aillm_lab.ui.workbench.monitor import MonitorPage
 from aillm_lab.ui.workbench.runs import RunsPage
 from aillm_lab.ui.workbench.settings import SettingsPage
@@ -30,9 +34,10 @@ TITLE = "AILLM Lab"
 HISTORY_TURNS = 6  # earlier user/assistant turns sent along with each prompt
 
 
-def create_app(lab: Lab | None = None, *, max_tokens: int = 256) -> pn.viewable.Viewable:
+def create_app(lab: Lab | None = None, *, max_tokens: int = 256,
+               preload: Preload | None = None) -> pn.viewable.Viewable:
     """Build one session's workbench; ``panel.serve`` calls this once per browser tab."""
-    return Workbench(lab or Lab(), max_tokens=max_tokens).view
+    return Workbench(lab or Lab(), max_tokens=max_tokens, preload=preload).view
 
 
 class Workbench:
@@ -42,7 +47,8 @@ class Workbench:
     ``data.run_sql(...)``, ``memory.add(...)``) without a browser.
     """
 
-    def __init__(self, lab: Lab, *, max_tokens: int = 256) -> None:
+    def __init__(self, lab: Lab, *, max_tokens: int = 256,
+                 preload: Preload | None = None) -> None:
         import panel as pn
 
         pn.extension("tabulator", notifications=True)
@@ -55,19 +61,36 @@ class Workbench:
         self.header = pn.pane.Markdown(
             f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
             sizing_mode="stretch_width")
+        self.preload = preload
+        self.model_status = pn.pane.Markdown(
+            preload.status() if preload else "", name="model-status",
+            visible=preload is not None, sizing_mode="stretch_width")
+        if preload is not None and not preload.ready.is_set():
+            self.chat.disabled = True
+            pn.state.onload(self.when_ready)
         self.documents = DocumentsPage(lab)
         self.runs = RunsPage(lab)
         self.data = DataPage(lab)
         self.memory = MemoryPage(lab)
         self.monitor = MonitorPage(lab)
         self.settings = SettingsPage(lab)
-        chat_page = pn.Column(self.header, self.chat, sizing_mode="stretch_width", name="Chat")
+        chat_page = pn.Column(self.header, self.model_status, self.chat,
+                              sizing_mode="stretch_width", name="Chat")
         self.tabs = pn.Tabs(chat_page, self.documents.view, self.data.view, self.runs.view,
                             self.memory.view, self.monitor.view, self.settings.view,
                             sizing_mode="stretch_width",
                             name=TITLE)
         self.tabs.param.watch(self._on_tab, "active")
         self.view = self.tabs
+
+    async def when_ready(self) -> None:
+        """Wait (off the server loop) for the preload, then open the chat."""
+        import asyncio
+
+        if self.preload is not None:
+            await asyncio.to_thread(self.preload.wait)
+            self.model_status.object = self.preload.status()
+        self.chat.disabled = False
 
     async def _on_tab(self, event: Any) -> None:
         await self.load(self.tabs[event.new].name)
