@@ -44,12 +44,27 @@ _EXPORTS: dict[str, str] = {
     "ResearchAgent": "aillm_lab.agents.research",
     "ResearchAnswer": "aillm_lab.agents.research",
     "ResearchSource": "aillm_lab.agents.research",
+    "Workflow": "aillm_lab.agents.workflow",
+    "WorkflowAgent": "aillm_lab.agents.workflow",
+    "WorkflowRun": "aillm_lab.agents.workflow",
+    "IntegrationAgent": "aillm_lab.agents.integration",
+    "MonitoringAgent": "aillm_lab.agents.monitoring",
+    "Alert": "aillm_lab.agents.monitoring",
+    "openapi_tools": "aillm_lab.tools.openapi",
+    "mcp_tools": "aillm_lab.tools.mcp",
+    # the core: routing, model selection, orchestration
+    "TaskRouter": "aillm_lab.core.router",
+    "Route": "aillm_lab.core.router",
+    "ModelSelector": "aillm_lab.core.selector",
+    "Selection": "aillm_lab.core.selector",
+    "Orchestrator": "aillm_lab.core.orchestrator",
     # experiments and evals
     "Experiment": "aillm_lab.experiments",
     "ExperimentRun": "aillm_lab.experiments",
     "compare": "aillm_lab.experiments",
     "plot_comparison": "aillm_lab.experiments",
     "scorers": "aillm_lab.experiments",
+    "suites": "aillm_lab.experiments",
     # settings and runtime
     "LabSettings": "aillm_lab.config",
     "ModelLimits": "aillm_lab.config",
@@ -129,9 +144,12 @@ if TYPE_CHECKING:
     from aillm_lab.agents.base import Agent
     from aillm_lab.agents.code_writer import CodeIteration, CodeResult, CodeWriterAgent
     from aillm_lab.agents.data_analysis import AnalysisResult, DataAnalysisAgent
+    from aillm_lab.agents.integration import IntegrationAgent
+    from aillm_lab.agents.monitoring import Alert, MonitoringAgent
     from aillm_lab.agents.react import ReActAgent
     from aillm_lab.agents.research import ResearchAgent, ResearchAnswer, ResearchSource
     from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
+    from aillm_lab.agents.workflow import Workflow, WorkflowAgent, WorkflowRun
     from aillm_lab.config import LabSettings, ModelLimits
     from aillm_lab.core.lab import (
         Lab,
@@ -145,6 +163,9 @@ if TYPE_CHECKING:
         embed,
         stream,
     )
+    from aillm_lab.core.orchestrator import Orchestrator
+    from aillm_lab.core.router import Route, TaskRouter
+    from aillm_lab.core.selector import ModelSelector, Selection
     from aillm_lab.db import SqliteVersionWarning
     from aillm_lab.errors import (
         AillmError,
@@ -176,6 +197,7 @@ if TYPE_CHECKING:
         compare,
         plot_comparison,
         scorers,
+        suites,
     )
     from aillm_lab.llm.base import Model
     from aillm_lab.llm.registry import registry, resolve
@@ -206,7 +228,9 @@ if TYPE_CHECKING:
     from aillm_lab.runtime import LoopRunner, get_runner, run_sync
     from aillm_lab.tools.base import RiskLevel, Tool, ToolResult, tool, tool_specs
     from aillm_lab.tools.files import FileToolError
+    from aillm_lab.tools.mcp import mcp_tools
     from aillm_lab.tools.netguard import FetchError
+    from aillm_lab.tools.openapi import openapi_tools
     from aillm_lab.tools.policy import SafetyPolicy
     from aillm_lab.tools.process import CommandError
     from aillm_lab.tools.python import SandboxUnavailable
