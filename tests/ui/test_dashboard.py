@@ -575,6 +575,7 @@ def test_runs_page_lists_experiments_and_compares_the_two_selected(bench):
     listed = section.table.value
     assert list(listed["run_id"]) == [strong.run_id, weak.run_id]  # newest first
     assert list(listed["models"]) == ["scripted:strong", "scripted:weak"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", listed["updated_at"][0])
     _in_loop(lambda: setattr(section.table, "selection", [0, 1]))  # a click on each row
     table = section.comparison.value.set_index("metric")
     assert section.comparison.visible
@@ -585,6 +586,19 @@ def test_runs_page_lists_experiments_and_compares_the_two_selected(bench):
     [plot] = section.plot.objects
     assert list(plot.object.renderers[0].data_source.data["label"]) == ["exact"]
     assert bench.runs.notice.kind == "success"
+
+
+def test_runs_page_asks_for_exactly_two_when_three_experiments_are_selected(bench):
+    for name in ("a", "b", "c"):
+        _experiment(bench.lab, name, {0})
+    assert _await(bench.runs.refresh())
+    section = bench.runs.experiments
+    _in_loop(lambda: setattr(section.table, "selection", [0]))  # one: nothing to compare yet
+    assert not bench.runs.notice.text and not section.comparison.visible
+    _in_loop(lambda: setattr(section.table, "selection", [0, 1, 2]))
+    assert bench.runs.notice.text == ("3 runs selected: select exactly two to compare (a click "
+                                      "toggles a row).")
+    assert not section.comparison.visible
 
 
 def test_runs_page_compare_refuses_one_run_twice_and_an_unknown_run(bench):

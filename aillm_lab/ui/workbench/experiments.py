@@ -14,6 +14,8 @@ from aillm_lab.core.lab import Lab
 from aillm_lab.ui.workbench.notices import Notice
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from aillm_lab.experiments.results import ExperimentRun
 
 EXPERIMENT_COLUMNS = ["run_id", "name", "status", "cells", "models", "prompts", "items",
@@ -32,7 +34,8 @@ class ExperimentsSection:
         self.notice = notice
         self.listed = pd.DataFrame(columns=[*EXPERIMENT_COLUMNS, "path"])
         self.table = pn.widgets.Tabulator(pd.DataFrame(columns=EXPERIMENT_COLUMNS),
-                                          disabled=True, show_index=False, selectable=2,
+                                          disabled=True, show_index=False,
+                                          selectable="toggle",
                                           pagination="local", page_size=10,
                                           sizing_mode="stretch_width")
         self.table.param.watch(self._on_select, "selection")
@@ -53,7 +56,8 @@ class ExperimentsSection:
             return False
         self.listed = listed.reset_index(drop=True)
         shown = self.listed[[c for c in EXPERIMENT_COLUMNS if c in self.listed.columns]]
-        self.table.value = shown.assign(models=shown["models"].map(_names))
+        self.table.value = shown.assign(models=shown["models"].map(_names),
+                                        updated_at=_when(shown["updated_at"]))
         return True
 
     async def compare(self, run_a: str, run_b: str) -> bool:
@@ -97,11 +101,25 @@ class ExperimentsSection:
         return await asyncio.to_thread(ExperimentRun.load, rows.iloc[0]["path"])
 
     async def _on_select(self, event: Any) -> None:
+        """A click toggles a row; two selected rows are compared (the newer minus the older)."""
         picked = sorted(event.new or [])
+        if len(picked) > 2:
+            self.notice.error(f"{len(picked)} runs selected: select exactly two to compare "
+                              "(a click toggles a row).")
+            return
         if len(picked) != 2 or len(self.listed) <= max(picked):
             return
         rows = self.listed.iloc[picked].sort_values("updated_at", kind="stable")
         await self.compare(str(rows.iloc[0]["run_id"]), str(rows.iloc[1]["run_id"]))
+
+
+def _when(column: pd.Series) -> pd.Series:
+    """Times as text (Tabulator would show epoch numbers): the manifest's epoch seconds."""
+    import pandas as pd
+
+    numeric = pd.api.types.is_numeric_dtype(column)
+    when = pd.to_datetime(column, unit="s" if numeric else None, utc=True, errors="coerce")
+    return when.dt.strftime("%Y-%m-%d %H:%M:%S").fillna("")
 
 
 def _names(models: Any) -> str:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 REFRESH_MS = 10_000
 MINUTES_SHOWN = 120  # the most recent one-minute buckets drawn
+SPAN_MS = 10 * 60_000  # the time axis around a single minute's point
 PER_MINUTE_SQL = f"""
 SELECT * FROM (
     SELECT time_bucket(INTERVAL '1 minute', time) AS minute, count(*) AS calls,
@@ -219,8 +220,10 @@ def _charts() -> tuple[dict[str, Any], list[Any]]:
     sources, panes = {}, []
     for name, title in CHARTS:
         source = ColumnDataSource({"x": [], "y": []})
-        fig = figure(x_axis_type="datetime", height=220, width=380, title=title,
+        fig = figure(x_axis_type="datetime", height=220, width=300, title=title,
                      toolbar_location=None, tooltips=[("", "@y{0.[0000]}")])
+        fig.x_range.default_span = SPAN_MS  # one minute's point sits in a readable span
+        fig.x_range.range_padding, fig.x_range.range_padding_units = 60_000, "absolute"
         fig.line("x", "y", source=source, line_width=2)
         fig.scatter("x", "y", source=source, size=6)
         fig.y_range.start = 0
