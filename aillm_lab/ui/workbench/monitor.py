@@ -62,6 +62,7 @@ class MonitorPage:
         self.lab = lab
         self.refresh_ms = refresh_ms
         self.periodic: Any = None  # the running PeriodicCallback, while the tab is open
+        self._hooked = False  # the session's end stops it (on_session_destroyed)
         self.notice = Notice("monitor-notice")
         self.summary = pn.pane.Markdown("No model calls yet.", name="monitor-summary")
         self.sources, charts = _charts()
@@ -145,7 +146,9 @@ class MonitorPage:
         elif self.periodic is None and pn.state.curdoc is not None:
             self.periodic = pn.state.add_periodic_callback(self.refresh,
                                                            period=self.refresh_ms)
-            pn.state.on_session_destroyed(self._on_session_destroyed)
+            if not self._hooked:  # once per session, however often the tab opens
+                pn.state.on_session_destroyed(self._on_session_destroyed)
+                self._hooked = True
 
     def stop(self) -> None:
         periodic, self.periodic = self.periodic, None
