@@ -691,3 +691,19 @@ def test_monitor_page_refreshes_periodically_only_while_its_tab_is_open(bench):
         again = page.periodic
         page._on_session_destroyed(None)
         assert page.periodic is None and not again.running
+
+
+def test_runs_page_refresh_resends_the_experiments_only_when_they_changed(bench):
+    """A new value re-renders the browser's table and drops its selection, so a refresh that
+    lands between the user's two clicks (the tab's own and the Refresh button's) must not."""
+    first = _experiment(bench.lab, "first", {0})
+    _experiment(bench.lab, "second", {1})
+    assert _await(bench.runs.refresh())
+    section = bench.runs.experiments
+    sent: list[object] = []
+    section.table.param.watch(sent.append, "value")
+    assert _await(bench.runs.refresh())
+    assert sent == []
+    _experiment(bench.lab, "third", {2})
+    assert _await(bench.runs.refresh())
+    assert len(sent) == 1 and list(section.table.value["run_id"])[2] == first.run_id

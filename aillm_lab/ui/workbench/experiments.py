@@ -56,8 +56,10 @@ class ExperimentsSection:
             return False
         self.listed = listed.reset_index(drop=True)
         shown = self.listed[[c for c in EXPERIMENT_COLUMNS if c in self.listed.columns]]
-        self.table.value = shown.assign(models=shown["models"].map(_names),
-                                        updated_at=_when(shown["updated_at"]))
+        shown = shown.assign(models=shown["models"].map(_names),
+                             updated_at=_when(shown["updated_at"]))
+        if not shown.equals(self.table.value):  # an unchanged list keeps the user's selection
+            self.table.value = shown
         return True
 
     async def compare(self, run_a: str, run_b: str) -> bool:
