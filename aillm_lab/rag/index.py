@@ -42,6 +42,8 @@ EXPANSION_SEARCH = 128
 # in lab.db, so scores are exact cosines and recall@10 matched f32 HNSW (bench_rag_vs_chroma).
 QUANTIZATION = "i8"
 RERANK = 3
+ORPHAN_DISTANCE = 1e-3  # an 8-bit twin of the vector itself is closer than this
+ORPHAN_FIRST_EF = 16  # the look-up pass over every new vector; its misses are checked again
 MANIFEST_VERSION = 1
 LEGACY_GRAPH = {"connectivity": 16, "expansion_add": 128}  # manifests written before "graph"
 # (and before "dtype": such files were f32, and are rebuilt as QUANTIZATION on open)
@@ -69,6 +71,7 @@ class DenseIndex:
         self._ann: Any = None
         self._max_rowid = 0
         self._dead: set[int] = set()
+        self._orphans: set[int] = set()  # vectors the graph cannot reach: searched exactly
         self._ids = np.zeros(0, dtype=np.int64)
         self._mat = np.zeros((0, dim), dtype=np.float32)
 
@@ -109,7 +112,7 @@ class DenseIndex:
         self._dead.update(dead_ids)
         if added_ids:
             keys = np.asarray(added_ids, dtype=np.uint64)
-            await asyncio.to_thread(self._ann.add, keys, added)
+            await asyncio.to_thread(self._add, keys, added)
             self._max_rowid = max(self._max_rowid, max(added_ids))
         if len(self._dead) > COMPACT_RATIO * max(len(self._ann), 1):
             await self.arebuild(reason="compaction")
@@ -150,6 +153,8 @@ class DenseIndex:
                 break
             fetch *= 4
         keys = candidates[:wanted]
+        keys += [i for i in self._orphans - set(keys)
+                 if i not in self._dead and (keep is None or i in keep)]
         rows = await self.db.read_small(
             f"SELECT id, vector FROM rag_chunks WHERE id IN ({','.join('?' * len(keys))})",
             keys) if keys else []
@@ -164,7 +169,7 @@ class DenseIndex:
             await conn.execute("DELETE FROM rag_chunks WHERE collection_id = ? AND alive = 0",
                                (self.collection_id,))
         ids, mat = await self._live_vectors()
-        self._ann = await asyncio.to_thread(self._build, ids, mat)
+        self._ann, self._orphans = await asyncio.to_thread(self._build, ids, mat)
         self._dead = set()
         self._max_rowid = int(ids.max()) if len(ids) else await self._max_id()
         self.rebuilds += not quiet
@@ -193,6 +198,7 @@ class DenseIndex:
                 problem = f"the file holds {len(ann)} vectors, not {manifest['count']}"
             else:
                 self._ann, self._max_rowid = ann, int(manifest["max_rowid"])
+                self._orphans = {int(i) for i in manifest.get("orphans", [])}
         if problem is not None:
             fresh = not self.path.exists() and not self.manifest_path.exists()
             await self.arebuild(reason="new collection" if fresh else problem, quiet=fresh)
@@ -206,7 +212,7 @@ class DenseIndex:
             (self.collection_id, self._max_rowid))
         if rows:
             ids, mat = _unpack(rows, self.dim)
-            await asyncio.to_thread(self._ann.add, ids.astype(np.uint64), mat)
+            await asyncio.to_thread(self._add, ids.astype(np.uint64), mat)
             self._max_rowid = int(ids.max())
             await asyncio.to_thread(self._save)
 
@@ -236,11 +242,13 @@ class DenseIndex:
 
         return Index(ndim=self.dim, metric="cos", dtype=QUANTIZATION, **self.hnsw)
 
-    def _build(self, ids: np.ndarray, mat: np.ndarray) -> Any:
+    def _build(self, ids: np.ndarray, mat: np.ndarray) -> tuple[Any, set[int]]:
         ann = self._new_index()
-        if len(ids):
-            ann.add(ids.astype(np.uint64), mat)
-        return ann
+        return ann, (_add(ann, ids.astype(np.uint64), mat) if len(ids) else set())
+
+    def _add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        self._orphans |= _add(self._ann, keys, vectors)
+
 
     def _load(self) -> Any:
         ann = self._new_index()
@@ -263,7 +271,8 @@ class DenseIndex:
             raise
         manifest = {"version": MANIFEST_VERSION, "count": len(self._ann),
                     "max_rowid": self._max_rowid, "model_id": self.model_id, "dim": self.dim,
-                    "graph": self._graph_settings(), "sha256": digest}
+                    "graph": self._graph_settings(), "sha256": digest,
+                    "orphans": sorted(self._orphans)}
         _atomic_write(self.manifest_path, json.dumps(manifest, indent=1))
         self._unsaved = False
 
@@ -291,6 +300,28 @@ class DenseIndex:
         row = await self.db.fetchone("SELECT max(id) FROM rag_chunks WHERE collection_id = ?",
                                      (self.collection_id,))
         return int(row[0]) if row and row[0] is not None else 0
+
+
+def _add(ann: Any, keys: np.ndarray, vectors: np.ndarray) -> set[int]:
+    """Add to the graph, then look each new vector up: one the search cannot find is
+    an orphan (HNSW pruning can leave a node with no way in; at 20k vectors one build in
+    two had one, a document no dense query could return), searched exactly instead. A
+    cheap pass (ef 16) finds most; only its misses are looked up again at the search's ef."""
+    ann.add(keys, vectors)
+    suspects = np.arange(len(keys))
+    for ef in (min(ORPHAN_FIRST_EF, ann.expansion_search), ann.expansion_search):
+        saved, ann.expansion_search = ann.expansion_search, ef
+        try:
+            found = ann.search(vectors[suspects], 1)
+        finally:
+            ann.expansion_search = saved
+        got = np.asarray(found.keys).reshape(-1)
+        dist = np.asarray(found.distances).reshape(-1)
+        lost = (got != keys[suspects]) & (dist > ORPHAN_DISTANCE)  # a twin found is fine
+        suspects = suspects[lost]
+        if not len(suspects):
+            break
+    return {int(k) for k in keys[suspects]}
 
 
 def _exact(query: np.ndarray, ids: np.ndarray, mat: np.ndarray,

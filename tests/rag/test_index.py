@@ -304,3 +304,40 @@ def test_ann_scores_are_exact_cosines_and_its_top_k_is_the_exact_top_k(
         assert all(abs(a - b) < 1e-6 for (_, a), b in zip(got, best, strict=True))  # the top 3
     ann.close()
     exact.close()
+
+
+def test_a_vector_the_graph_cannot_reach_is_still_found(tmp_path: Path,
+                                                       runner: LoopRunner) -> None:
+    """HNSW pruning can leave a node with no way in; a sparse graph (connectivity 2) makes
+    many. Each is found by its own vector anyway, and stays known after a reopen."""
+    from aillm_lab.db import LabDB
+    from aillm_lab.rag.index import DenseIndex
+    from aillm_lab.rag.store import SCHEMA
+
+    rng = np.random.default_rng(3)
+    mat = rng.normal(size=(400, 16)).astype(np.float32)
+    mat /= np.linalg.norm(mat, axis=1, keepdims=True)
+
+    async def main() -> tuple[int, list[int], int]:
+        db = LabDB(tmp_path / "lab.db", schema=SCHEMA, runner=runner)
+        async with db.write() as conn:
+            await conn.execute("INSERT INTO rag_collections VALUES (1, 'c', 'm', 16, 0)")
+            await conn.executemany(
+                "INSERT INTO rag_chunks (id, collection_id, ordinal, text, text_hash, "
+                "token_count, vector) VALUES (?, 1, 0, '', '', 1, ?)",
+                [(i + 1, mat[i].tobytes()) for i in range(len(mat))])
+        opened = []
+        for _ in range(2):  # built, then reopened from its file and manifest
+            dense = DenseIndex(db, 1, "c", model_id="m", dim=16, index_dir=tmp_path / "index",
+                               exact_threshold=0, connectivity=2, expansion_add=2,
+                               expansion_search=2)
+            await dense.aopen()
+            missed = [i + 1 for i in range(len(mat))
+                      if (await dense.asearch(mat[i], 1))[0][0] != i + 1]
+            opened.append((len(dense._orphans), missed))
+        await db.aclose()
+        return opened[0][0], opened[0][1] + opened[1][1], opened[1][0]
+
+    orphans, missed, reopened = runner.run(main())
+    assert orphans > 0 and reopened == orphans  # the sparse graph did strand some
+    assert missed == []
