@@ -59,6 +59,10 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
         say(f"  {label:<22} {path} ({_size(path)})")
     healthy, detail = check(settings.db_path)
     say(f"  {'lab.db check':<22} {'ok' if healthy else 'PROBLEM'}: {detail}")
+    if healthy and settings.db_path.exists():
+        for info in _collections(settings):
+            say(f"  {'collection ' + info.name:<22} {info.documents} docs, {info.chunks} "
+                f"chunks, {info.model_id}, about {info.disk_bytes / 1e6:.1f} MB")
     _, confinement = confinement_status(settings.workspace_path)
     say(f"tools\n  {'shell and git':<22} {confinement}")
     say("local models")
@@ -78,6 +82,14 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     spec, reason = default_model(settings)
     say(f"default model  {spec}\n  why: {reason}")
     return 0 if healthy else EXIT_FAILED
+
+
+def _collections(settings: LabSettings) -> list[Any]:
+    """The RAG collections in ``lab.db`` with what each holds and about how much disk."""
+    from aillm_lab.rag.retriever import Knowledge
+
+    with Knowledge(settings, progress=False) as kb:
+        return kb.collections()
 
 
 def _local_engine(settings: LabSettings) -> tuple[str, str]:

@@ -245,3 +245,20 @@ def test_doctor_says_why_the_jail_is_unavailable_and_what_follows(capsys, monkey
     assert code == 0
     assert "unavailable (unshare(user namespaces) failed: Operation not permitted)" in out
     assert "run_shell asks for approval on every call" in out
+
+
+def test_doctor_says_how_much_disk_each_collection_uses(capsys, tmp_path):
+    from aillm_lab.config import LabSettings
+    from aillm_lab.rag.embeddings import HashingEmbedder
+    from aillm_lab.rag.retriever import Knowledge
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Alpha notes about kettles.\n")
+    (docs / "b.md").write_text("Beta notes about teapots.\n")
+    with Knowledge(LabSettings.load(), embedder=HashingEmbedder(dim=16), progress=False) as kb:
+        kb.ingest(docs, "notes")
+    code, out, _ = _run(capsys, "doctor")
+    assert code == 0
+    line = next(x for x in out.splitlines() if "collection notes" in x)
+    assert "2 docs, 2 chunks, hashing-16, about" in line and line.endswith(" MB")
