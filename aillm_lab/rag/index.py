@@ -46,7 +46,7 @@ ORPHAN_DISTANCE = 1e-3  # an 8-bit twin of the vector itself is closer than this
 ORPHAN_FIRST_EF = 16  # the look-up pass over every new vector; its misses are checked again
 MANIFEST_VERSION = 1
 LEGACY_GRAPH = {"connectivity": 16, "expansion_add": 128}  # manifests written before "graph"
-# (and before "dtype": such files were f32, and are rebuilt as QUANTIZATION on open)
+LEGACY_DTYPE = "f32"  # manifests written before "dtype": such files are used as they are
 
 class DenseIndex:
     """Dense search over one collection's live vectors: exact numpy, or a usearch file.
@@ -72,6 +72,7 @@ class DenseIndex:
         self._max_rowid = 0
         self._dead: set[int] = set()
         self._orphans: set[int] = set()  # vectors the graph cannot reach: searched exactly
+        self.dtype = QUANTIZATION  # of the usearch file in use (an older one may be f32)
         self._ids = np.zeros(0, dtype=np.int64)
         self._mat = np.zeros((0, dim), dtype=np.float32)
 
@@ -169,6 +170,7 @@ class DenseIndex:
             await conn.execute("DELETE FROM rag_chunks WHERE collection_id = ? AND alive = 0",
                                (self.collection_id,))
         ids, mat = await self._live_vectors()
+        self.dtype = QUANTIZATION
         self._ann, self._orphans = await asyncio.to_thread(self._build, ids, mat)
         self._dead = set()
         self._max_rowid = int(ids.max()) if len(ids) else await self._max_id()
@@ -228,19 +230,23 @@ class DenseIndex:
             return "manifest is for another model or version", manifest
         if manifest.get("graph", LEGACY_GRAPH) != self._graph_settings():
             return "built with other HNSW settings (a rebuild applies the current ones)", manifest
+        dtype = manifest.get("dtype", LEGACY_DTYPE)
+        if dtype not in ("f32", "f16", "i8"):
+            return f"unknown vector type {dtype!r}", manifest
         if _sha256(self.path) != manifest.get("sha256"):
             return "checksum mismatch (truncated or corrupt file)", manifest
+        self.dtype = dtype
         return None, manifest
 
     def _graph_settings(self) -> dict[str, int]:
         """The build-time settings baked into the file (expansion_search is set at load)."""
         return {"connectivity": self.hnsw["connectivity"],
-                "expansion_add": self.hnsw["expansion_add"], "dtype": QUANTIZATION}
+                "expansion_add": self.hnsw["expansion_add"]}
 
     def _new_index(self) -> Any:
         from usearch.index import Index
 
-        return Index(ndim=self.dim, metric="cos", dtype=QUANTIZATION, **self.hnsw)
+        return Index(ndim=self.dim, metric="cos", dtype=self.dtype, **self.hnsw)
 
     def _build(self, ids: np.ndarray, mat: np.ndarray) -> tuple[Any, set[int]]:
         ann = self._new_index()
@@ -271,7 +277,7 @@ class DenseIndex:
             raise
         manifest = {"version": MANIFEST_VERSION, "count": len(self._ann),
                     "max_rowid": self._max_rowid, "model_id": self.model_id, "dim": self.dim,
-                    "graph": self._graph_settings(), "sha256": digest,
+                    "graph": self._graph_settings(), "dtype": self.dtype, "sha256": digest,
                     "orphans": sorted(self._orphans)}
         _atomic_write(self.manifest_path, json.dumps(manifest, indent=1))
         self._unsaved = False

@@ -272,7 +272,7 @@ def test_a_reopened_file_keeps_the_configured_search_settings(tmp_path: Path, fo
     reopened.close()
 
 
-def test_a_file_from_before_quantisation_is_rebuilt_and_results_match(
+def test_a_manifest_from_before_graph_settings_were_recorded_is_still_reused(
         tmp_path: Path, folder: Path, runner: LoopRunner) -> None:
     kb = _kb(tmp_path, runner)
     kb.ingest(folder)
@@ -280,13 +280,33 @@ def test_a_file_from_before_quantisation_is_rebuilt_and_results_match(
     kb.close()
     manifest_path = tmp_path / "index" / "default.manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    assert manifest["graph"] == {**LEGACY_GRAPH, "dtype": QUANTIZATION}
-    for older in ({**manifest, "graph": LEGACY_GRAPH},  # written before "dtype": f32 vectors
-                  {k: v for k, v in manifest.items() if k != "graph"}):  # before "graph"
-        manifest_path.write_text(json.dumps(older))
-        reopened = _kb(tmp_path, runner)
-        assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 1
-        reopened.close()
+    assert manifest.pop("graph") == LEGACY_GRAPH  # files were built with these settings
+    manifest_path.write_text(json.dumps(manifest))
+    reopened = _kb(tmp_path, runner)
+    assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 0
+    reopened.close()
+
+
+def test_an_f32_file_from_before_quantisation_is_used_as_it_is(
+        tmp_path: Path, folder: Path, runner: LoopRunner,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aillm_lab.rag import index
+
+    monkeypatch.setattr(index, "QUANTIZATION", "f32")  # what files were before "dtype"
+    kb = _kb(tmp_path, runner)
+    kb.ingest(folder)
+    before = _dense(kb)
+    kb.close()
+    monkeypatch.undo()
+    assert QUANTIZATION == "i8"
+    manifest_path = tmp_path / "index" / "default.manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest.pop("dtype") == "f32"
+    manifest.pop("orphans")
+    manifest_path.write_text(json.dumps(manifest))  # exactly as those files were written
+    reopened = _kb(tmp_path, runner)
+    assert _dense(reopened) == before and reopened.collections()[0].rebuilds == 0
+    reopened.close()
 
 
 def test_ann_scores_are_exact_cosines_and_its_top_k_is_the_exact_top_k(
