@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install models demo test browser lab bench bench-peers lint clean
+.PHONY: install models demo test browser lab bench bench-peers bfcl-data lint clean
 
 # llama-cpp-python compiles llama.cpp (about 15 min on 2 cores, once: pip caches the wheel).
 # CPU only, without the examples, tools, server, tests and multimodal (mtmd) library.
@@ -31,8 +31,18 @@ models: install
 demo: models
 	$(BIN)/aillm-lab serve
 
-test: models browser
+test: models browser bfcl-data
 	$(BIN)/python -m pytest
+
+# BFCL's data files for tests/experiments/test_bfcl.py, in their own folder: bfcl-eval pins
+# numpy==1.26.4 and dozens of SDKs, so it never goes into the venv (its files are read, not
+# imported); without them the real-BFCL tests skip and say why.
+bfcl-data: .bfcl-data/.installed
+
+.bfcl-data/.installed: | install
+	rm -rf .bfcl-data
+	$(BIN)/python -m pip install --quiet --no-deps --target .bfcl-data "bfcl-eval==2026.3.23" \
+		&& touch $@ || echo "bfcl-eval not fetched: the real-BFCL tests will skip"
 
 # Debian's chromium for tests/ui/test_browser.py: Playwright drives it through
 # executable_path (never `playwright install`); without it those tests skip and say why.
