@@ -67,7 +67,8 @@ class Workbench:
             visible=preload is not None, sizing_mode="stretch_width")
         if preload is not None and not preload.ready.is_set():
             self.chat.disabled = True
-            pn.state.onload(self.when_ready)
+            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+                pn.state.onload(self.when_ready)  # served; otherwise await when_ready()
         self.documents = DocumentsPage(lab)
         self.runs = RunsPage(lab)
         self.data = DataPage(lab)
