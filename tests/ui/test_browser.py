@@ -352,6 +352,30 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
         page.close()
 
 
+def test_first_reply_after_serve_starts_is_under_two_seconds_once_the_page_says_ready(
+        browser, tmp_path):
+    """``aillm-lab serve`` loads the model while the server starts; the page shows a loading
+    state until then, and the first reply after "ready" does not pay for the load."""
+    if _smollm2() is None:
+        pytest.skip("local:smollm2 is not downloaded: aillm-lab models pull smollm2")
+    port = free_port()
+    args = ["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--model", "local:smollm2", "--max-tokens", "24"]
+    with serving(args, port, tmp_path / "home") as url:
+        page = _open(browser, url)
+        expect(_visible(page.get_by_text("Model ready"))).to_be_visible()
+        box = _visible(page.get_by_placeholder("Send a message"))
+        expect(box).to_be_enabled()
+        stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
+        sent = time.monotonic()
+        _send(page, "What is the capital of France?")
+        stats.wait_for()
+        took = time.monotonic() - sent
+        assert took < 2.0, f"the first reply took {took:.2f} s after the page said ready"
+        expect(_visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
+        page.close()
+
+
 def test_panel_serve_with_two_threads_chats_and_refuses_a_write(browser, tmp_path):
     from aillm_lab.ui.workbench import app
 
