@@ -1,5 +1,5 @@
 """The workbench: one Lab, several pages as ``pn.Tabs`` (Chat, Documents, Data, Runs and
-calls, Memory, Settings), built once per browser tab by ``create_app``.
+calls, Memory, Monitor, Settings), built once per browser tab by ``create_app``.
 
 The chat callback is an async generator, as Panel recommends, and it iterates
 ``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
@@ -22,8 +22,8 @@ from aillm_lab.llm.types import Completion
 from aillm_lab.ui.workbench.data import DataPage
 from aillm_lab.ui.workbench.documents import DocumentsPage
 from aillm_lab.ui.workbench.memory import MemoryPage
-from aillm_lab.ui.workbench.preload import Preload
 from aillm_lab.ui.workbench.monitor import MonitorPage
+from aillm_lab.ui.workbench.preload import Preload
 from aillm_lab.ui.workbench.runs import RunsPage
 from aillm_lab.ui.workbench.settings import SettingsPage
 
