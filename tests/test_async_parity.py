@@ -23,6 +23,8 @@ PACKAGE = Path(aillm_lab.__file__).parent
 
 # Classes whose public async methods have no sync twin on purpose, and why.
 ASYNC_ONLY = {
+    "aillm_lab.experiments.ray_executor.RayExecutor": "an executor Experiment.arun/run awaits; "
+                                                     "users call the experiment's doors",
     "aillm_lab.llm.base.Model": "the provider contract: users call models through Lab's doors",
     "aillm_lab.llm.gateway.Gateway": "behind Lab.achat/chat; runs on the runner loop",
     "aillm_lab.llm.gateway.StoreHook": "a protocol the gateway awaits",

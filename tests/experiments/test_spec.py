@@ -116,10 +116,3 @@ def test_a_model_or_prompt_given_twice_is_refused(make_lab):
     with pytest.raises(al.ConfigError, match="appear more than once") as info:
         _exp(prompts=["{question}", "{question}"]).cells(lab)
     assert info.value.fields == ("prompts",)
-
-
-def test_only_the_local_executor_exists_and_another_is_refused_before_any_call(make_lab):
-    model = ScriptedModel(name="b")
-    with pytest.raises(al.ConfigError, match="only 'local'") as info:
-        _exp(models=[model], lab=make_lab()).run(executor="ray")
-    assert info.value.fields == ("executor",) and model.requests == []
