@@ -29,6 +29,8 @@ from typing import Any
 from aillm_lab.errors import ModelNotAvailable, UnsupportedInput
 from aillm_lab.llm.types import GenerationParams
 
+GRAMMAR_MAX_ITEMS = 8  # the most items the grammar lets an unbounded array have
+GRAMMAR_MAX_LENGTH = 200  # the most characters in a free string of the grammar
 N_CTX = 8192  # SmolLM2's training context; the KV cache for it is about 190 MB at f16
 _GRAMMARS_MAX = 32
 _CACHE: dict[tuple[str, int], LlamaLoaded] = {}
@@ -176,7 +178,9 @@ def strict(schema: Any) -> Any:
 
     The grammar is what the model may write, not what the validator accepts: an open object
     lets a 135M model invent keys until ``max_tokens`` runs out. xgrammar's strict mode,
-    which the transformers backend uses, makes the same choice.
+    which the transformers backend uses, makes the same choice. For the same reason arrays
+    and free strings get a length bound here (greedy decoding wrote ``"Liam", "Liam", ...``
+    until the JSON was cut off): the bounds shape the grammar only, never the validation.
     """
     if not isinstance(schema, dict):
         return schema
@@ -192,6 +196,12 @@ def strict(schema: Any) -> Any:
             out[key] = strict(out[key])
     if "properties" in out and out.get("type", "object") == "object":
         out.setdefault("additionalProperties", False)
+    kind = out.get("type")
+    if kind == "array" and "maxItems" not in out:  # greedy decoding repeats items forever
+        out["maxItems"] = max(GRAMMAR_MAX_ITEMS, int(out.get("minItems", 0)))
+    if (kind == "string" and "maxLength" not in out
+            and not {"enum", "const", "pattern", "format"} & set(out)):
+        out["maxLength"] = max(GRAMMAR_MAX_LENGTH, int(out.get("minLength", 0)))
     return out
 
 

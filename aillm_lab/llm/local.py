@@ -297,13 +297,46 @@ def _tool_schema(tools: list[ToolSpec], choice: str) -> dict[str, Any]:
     ``"none"`` leaves only the answer, in the same JSON shape the history shows."""
     chosen = [] if choice == "none" else [
         t for t in tools if choice in ("auto", "required") or t.name == choice]
+    defs: dict[str, Any] = {}
     options: list[dict[str, Any]] = [
-        {"type": "object", "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
-         "required": ["tool", "arguments"], "additionalProperties": False} for t in chosen]
+        {"type": "object",
+         "properties": {"tool": {"const": t.name},
+                        "arguments": _hoist(t.parameters, f"t{i}_", defs)},
+         "required": ["tool", "arguments"], "additionalProperties": False}
+        for i, t in enumerate(chosen)]
     if choice in ("auto", "none"):
         options.append({"type": "object", "properties": {"answer": {"type": "string"}},
                         "required": ["answer"], "additionalProperties": False})
-    return options[0] if len(options) == 1 else {"anyOf": options}
+    schema = options[0] if len(options) == 1 else {"anyOf": options}
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def _hoist(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """A tool's parameters with their ``$defs`` moved into ``defs`` under ``prefix``, refs
+    rewritten: nested under ``arguments``, ``#/$defs/Address`` would point at the root of
+    the union, where the grammar compilers (and JSON Schema) resolve it, and two tools may
+    both name a definition ``Address``."""
+    local = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, value in node.items():
+            if key in ("$defs", "definitions"):
+                continue
+            if key == "$ref" and isinstance(value, str):
+                for base in ("#/$defs/", "#/definitions/"):
+                    if value.startswith(base):
+                        value = f"#/$defs/{prefix}{value[len(base):]}"
+            out[key] = walk(value)
+        return out
+
+    for name, sub in local.items():
+        defs[prefix + name] = walk(sub)
+    return walk(schema)
 
 
 def _parse_tool_reply(text: str) -> tuple[str, list[ToolCall]]:

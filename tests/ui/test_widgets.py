@@ -118,5 +118,5 @@ def test_the_inline_dashboard_is_the_workbench_over_the_given_lab(make_lab):
     view = al.ui.dashboard(lab)
     assert isinstance(view, pn.Tabs)
     assert [page.name for page in view] == ["Chat", "Documents", "Data", "Runs and calls",
-                                           "Memory", "Settings"]
+                                           "Memory", "Monitor", "Settings"]
     assert "scripted:x" in view[0].objects[0].object  # the Chat header names the Lab's model
