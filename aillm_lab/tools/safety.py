@@ -13,10 +13,12 @@ within 0.1 s (``AuditLog``), so a cheap read does not pay for a commit of its ow
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
@@ -51,6 +53,21 @@ class ApprovalRequest(BaseModel):
 
 
 Approver = Callable[[ApprovalRequest], bool | Awaitable[bool]]
+# The approver of the task at hand (one chat session's agent run); it wins over the guard's
+# own, so two sessions sharing one Lab each answer only their own agents' requests.
+_task_approver: contextvars.ContextVar[Approver | None] = contextvars.ContextVar(
+    "aillm_task_approver", default=None)
+
+
+@contextlib.contextmanager
+def approver_for_task(approver: Approver) -> Iterator[None]:
+    """Answer the ``ask`` decisions of the tool calls started inside this block (and the
+    tasks it starts, which copy the context) with ``approver`` instead of the guard's."""
+    token = _task_approver.set(approver)
+    try:
+        yield
+    finally:
+        _task_approver.reset(token)
 
 
 class SafetyGuard:
@@ -151,23 +168,22 @@ class SafetyGuard:
                                   f"{tool.name!r} never runs; use another tool or ask the user "
                                   f"to change the policy.")
         reason = forced or f"{source} is 'ask' for this {tool.risk.value} tool"
-        if self.approver is None:
+        approver = _task_approver.get() or self.approver
+        if approver is None:
             raise SafetyViolation("approval.no_approver", f"{reason}, but no approver is set; "
                                   f"set toolbox.approver (a function taking an "
                                   f"ApprovalRequest and returning True/False).")
         request = ApprovalRequest(tool=tool.name, arguments=shown_args, risk=tool.risk.value,
                                   reason=reason, call_id=call_id)
-        approved = await self._ask(request)
+        approved = await self._ask(request, approver)
         if not approved:
             raise SafetyViolation("approval.denied", f"the user did not approve this call to "
                                   f"{tool.name!r}; do not retry it unchanged, ask the user "
                                   f"what they want instead.")
 
-    async def _ask(self, request: ApprovalRequest) -> bool:
+    async def _ask(self, request: ApprovalRequest, approver: Approver) -> bool:
         """The approver's answer (only ``True`` approves); timeouts and errors deny."""
         timeout = self.policy.approvals.timeout_s
-        approver = self.approver
-        assert approver is not None
         try:
             async with asyncio.timeout(timeout):
                 if _is_async(approver):
@@ -355,5 +371,5 @@ def _is_async(fn: Callable[..., Any]) -> bool:
         getattr(fn, "__call__", None))  # noqa: B004 - an async callable object
 
 
-__all__ = ["ApprovalRequest", "Approver", "SafetyGuard", "check_text", "render",
-           "validation_message"]
+__all__ = ["ApprovalRequest", "Approver", "SafetyGuard", "approver_for_task", "check_text",
+           "render", "validation_message"]

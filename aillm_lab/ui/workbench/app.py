@@ -1,10 +1,13 @@
 """The workbench: one Lab, several pages as ``pn.Tabs`` (Chat, Documents, Data, Runs and
 calls, Memory, Monitor, Settings), built once per browser tab by ``create_app``.
 
-The chat callback is an async generator, as Panel recommends, and it iterates
-``Lab.astream``: tokens are produced on the runner loop and handed to the Bokeh server's
-loop, so a slow model never blocks other sessions. The other pages' callbacks await the
-Lab's async doors the same way. Panel is imported here, never at ``import aillm_lab``.
+The Chat page (``chat.ChatPage``) has a model picker, an agent picker and an image
+attachment; its callback is an async generator, as Panel recommends, iterating
+``Lab.astream`` or the agent's ``astream``: tokens are produced on the runner loop and handed
+to the Bokeh server's loop, so a slow model never blocks other sessions. Agent answers carry
+their trace, and tool calls that need approval ask inline in the tab whose agent asked. The
+other pages' callbacks await the Lab's async doors the same way. Panel is imported here,
+never at ``import aillm_lab``.
 
 ``aillm-lab serve`` loads the default model in the background at start (``Preload``); until
 it is ready the chat page says so and its input is disabled.
@@ -12,13 +15,11 @@ it is ready the chat page says so and its input is disabled.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from aillm_lab.core.lab import Lab
-from aillm_lab.errors import AillmError
-from aillm_lab.llm.types import Completion
+from aillm_lab.ui.workbench.chat import ChatPage, history, plain_reply, reply_stats
 from aillm_lab.ui.workbench.data import DataPage
 from aillm_lab.ui.workbench.documents import DocumentsPage
 from aillm_lab.ui.workbench.memory import MemoryPage
@@ -31,36 +32,31 @@ if TYPE_CHECKING:
     import panel as pn
 
 TITLE = "AILLM Lab"
-HISTORY_TURNS = 6  # earlier user/assistant turns sent along with each prompt
 
 
 def create_app(lab: Lab | None = None, *, max_tokens: int = 256,
-               preload: Preload | None = None) -> pn.viewable.Viewable:
-    """Build one session's workbench; ``panel.serve`` calls this once per browser tab."""
-    return Workbench(lab or Lab(), max_tokens=max_tokens, preload=preload).view
+               preload: Preload | None = None,
+               models: list[str] | None = None) -> pn.viewable.Viewable:
+    """Build one session's workbench; ``panel.serve`` calls this once per browser tab.
+    ``models``: more model specs for the chat's picker (beside those found here)."""
+    return Workbench(lab or Lab(), max_tokens=max_tokens, preload=preload, models=models).view
 
 
 class Workbench:
     """One session's pages over a shared Lab; ``view`` is what the browser shows.
 
-    Tests build it directly and await the pages' callbacks (``runs.refresh()``,
-    ``data.run_sql(...)``, ``memory.add(...)``) without a browser.
+    Tests build it directly and await the pages' callbacks (``chat_page.respond(...)``,
+    ``runs.refresh()``, ``data.run_sql(...)``, ``memory.add(...)``) without a browser.
     """
 
     def __init__(self, lab: Lab, *, max_tokens: int = 256,
-                 preload: Preload | None = None) -> None:
+                 preload: Preload | None = None, models: list[str] | None = None) -> None:
         import panel as pn
 
         pn.extension("tabulator", notifications=True)
         self.lab = lab
-        model_id, reason = lab.default_model_reason()
-        self.chat = pn.chat.ChatInterface(
-            callback=_responder(lab, max_tokens), callback_user=model_id,
-            callback_exception="verbose", show_rerun=False, show_undo=False,
-            placeholder_text="Thinking…", sizing_mode="stretch_width", height=640)
-        self.header = pn.pane.Markdown(
-            f"### {TITLE}\n**Model:** `{model_id}` — {reason}", name="model-info",
-            sizing_mode="stretch_width")
+        self.chat_page = ChatPage(lab, max_tokens=max_tokens, models=models)
+        self.chat, self.header = self.chat_page.chat, self.chat_page.header
         self.preload = preload
         self.model_status = pn.pane.Markdown(
             preload.status() if preload else "", name="model-status",
@@ -75,7 +71,8 @@ class Workbench:
         self.memory = MemoryPage(lab)
         self.monitor = MonitorPage(lab)
         self.settings = SettingsPage(lab)
-        chat_page = pn.Column(self.header, self.model_status, self.chat,
+        chat_page = pn.Column(self.header, self.model_status, self.chat_page.controls,
+                              self.chat_page.notice.alert, self.chat,
                               sizing_mode="stretch_width", name="Chat")
         self.tabs = pn.Tabs(chat_page, self.documents.view, self.data.view, self.runs.view,
                             self.memory.view, self.monitor.view, self.settings.view,
@@ -111,56 +108,16 @@ class Workbench:
 
 
 def _responder(lab: Lab, max_tokens: int) -> Any:
+    """A plain-chat callback on the Lab's default model (the Chat page's, without pickers)."""
     async def respond(contents: Any, user: str, instance: Any) -> AsyncIterator[Any]:
-        """Stream the reply; finish with a footer of token and latency figures."""
-        import panel as pn
-
-        messages = _history(instance, str(contents))
-        text, completion, start, first = "", None, time.perf_counter(), None
-        try:
-            async for event in lab.astream(messages, max_tokens=max_tokens):
-                if event.text:
-                    first = first or time.perf_counter()
-                    text += event.text
-                    yield text
-                if event.completion is not None:
-                    completion = event.completion
-        except AillmError as exc:
-            yield {"object": f"⚠️ {type(exc).__name__}: {exc}", "user": "error"}
-            return
-        stats = reply_stats(completion, time.perf_counter() - start,
-                            None if first is None else first - start)
-        yield {"object": text or "(empty reply)",
-               "footer_objects": [pn.pane.Str(stats, name="reply-stats")]}
+        async for item in plain_reply(lab, history(instance, str(contents)), None,
+                                      max_tokens):
+            yield item
 
     return respond
 
 
-def _history(instance: Any, prompt: str) -> list[dict[str, str]]:
-    """The last few turns as messages, so the model sees the conversation."""
-    turns = []
-    for message in instance.objects[:-1][-2 * HISTORY_TURNS:]:
-        if message.user == "error" or not isinstance(message.object, str):
-            continue
-        role = "user" if message.user == "User" else "assistant"
-        turns.append({"role": role, "content": message.object})
-    return [*turns, {"role": "user", "content": prompt}]
-
-
-def reply_stats(completion: Completion | None, latency_s: float,
-                ttft_s: float | None) -> str:
-    """One line of figures for a reply: tokens in/out, latency, first token and speed."""
-    if completion is None:
-        return f"latency {latency_s:.2f} s"
-    usage = completion.usage
-    parts = [completion.model, f"{usage.input_tokens} in / {usage.output_tokens} out tokens",
-             f"latency {latency_s:.2f} s"]
-    if ttft_s is not None:
-        parts.append(f"first token {ttft_s:.2f} s")
-        decode = latency_s - ttft_s
-        if usage.output_tokens > 1 and decode > 0:
-            parts.append(f"{(usage.output_tokens - 1) / decode:.1f} tok/s")
-    return " · ".join(parts)
+__all__ = ["TITLE", "Workbench", "create_app", "reply_stats"]
 
 
 if __name__.startswith("bokeh"):  # `panel serve aillm_lab/ui/workbench/app.py`
