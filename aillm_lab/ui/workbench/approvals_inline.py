@@ -26,13 +26,15 @@ APPROVAL_USER = "Approval"
 class InlineApprovals:
     """One chat's approver: ``pending`` lists the requests waiting for a click."""
 
-    def __init__(self, chat: Any, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, chat: Any) -> None:
         self.chat = chat
-        self.loop = loop  # the server loop the chat's callbacks run on
+        self.loop: asyncio.AbstractEventLoop | None = None  # where the chat's callback runs
         self.pending: list[ApprovalCard] = []
 
     async def approve(self, request: ApprovalRequest) -> bool:
         """The approver the guard awaits (on the runner loop): True only on Approve."""
+        if self.loop is None:
+            raise RuntimeError("the chat has not started a reply, so nobody can answer")
         future = asyncio.run_coroutine_threadsafe(self._ask(request), self.loop)
         try:
             return await asyncio.wrap_future(future)

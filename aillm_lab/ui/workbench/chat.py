@@ -139,7 +139,7 @@ class ChatPage:
             sizing_mode="stretch_width", height=640)
         self.header = pn.pane.Markdown(name="model-info", sizing_mode="stretch_width")
         self.notice = Notice("chat-notice")
-        self.approvals: InlineApprovals | None = None
+        self.approvals = InlineApprovals(self.chat)
         self.model_picker.param.watch(lambda _: self._describe(), "value")
         self._describe()
         self.controls = pn.Row(self.model_picker, self.agent_picker, self.image,
@@ -149,7 +149,7 @@ class ChatPage:
         from aillm_lab.ui.workbench.app import TITLE
 
         spec = self.model_picker.value or self.models[0][0]
-        why = dict(self.models)[spec]
+        why = dict(self.models).get(spec, "picked")
         self.header.object = f"### {TITLE}\n**Model:** `{spec}` — {why}"
         self.chat.callback_user = spec
 
@@ -165,8 +165,7 @@ class ChatPage:
     async def respond(self, contents: Any, user: str, instance: Any) -> AsyncIterator[Any]:
         """Answer the message just sent with the picked model and agent."""
         self.notice.clear()
-        if self.approvals is None:
-            self.approvals = InlineApprovals(instance, asyncio.get_running_loop())
+        self.approvals.loop = asyncio.get_running_loop()
         image = self._take_image()
         choice = AGENT_CHOICES[self.agent_picker.value]
         prompt = str(contents)
@@ -214,7 +213,7 @@ class ChatPage:
         """Stream an agent's answer (tokens, then a line per tool call), then its trace."""
         import panel as pn
 
-        assert choice.make is not None and self.approvals is not None
+        assert choice.make is not None
         try:
             agent = choice.make(self.lab, self.model)
         except AillmError as exc:
