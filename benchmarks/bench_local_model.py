@@ -25,7 +25,7 @@ Targets: ours on llama.cpp >= 0.9x raw decode, cold load < 1 s. Printed, not ass
 wheel build time (``--build-wheel`` measures it: about 15 min on 2 cores) is read from
 ``results/llama_cpp_wheel_build.json`` and shown with the figures.
 
-    .venv/bin/python benchmarks/bench_local_model.py [--reps 3] [--max-tokens 64]
+    .venv/bin/python benchmarks/bench_local_model.py [--reps 5] [--max-tokens 64]
     .venv/bin/python benchmarks/bench_local_model.py --build-wheel
 """
 
@@ -197,7 +197,7 @@ def build_wheel() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions of each measurement")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--build-wheel", action="store_true",
                         help="time a fresh llama-cpp-python wheel build and record it")
@@ -219,36 +219,40 @@ def main() -> None:
     path = models["llama.cpp"].inner.path
     threads = default_threads()
 
+    import llama_cpp
+
     rows: dict[str, dict[str, Any]] = {}
     for engine in ENGINES:
         cold = (COLD, engine, MODEL, PROMPTS[0])
         child(*cold)  # untimed: page cache, .pyc files, the safetensors copy
-        colds = [child(*cold) for _ in range(args.reps)]
-        lab = labs[engine]
-        lab.runner.run(models[engine].load())
-        ours_reply(lab, PROMPTS[-1], args.max_tokens)  # untimed warm-up
-        replies = [ours_reply(lab, PROMPTS[i % len(PROMPTS)], args.max_tokens)
-                   for i in range(args.reps)]
-        structured = [ours_structured(lab) for _ in range(args.reps)]
-        rows[f"ours, {engine}"] = {"cold": colds, "replies": replies, "structured": structured}
-
-    import llama_cpp
+        rows[f"ours, {engine}"] = {"cold": [child(*cold) for _ in range(args.reps)],
+                                   "replies": [], "structured": []}
+        labs[engine].runner.run(models[engine].load())
+        ours_reply(labs[engine], PROMPTS[-1], args.max_tokens)  # untimed warm-up
 
     loaded = models["llama.cpp"].inner.load_sync()
     prompts = [loaded.template(messages=[{"role": "user", "content": p}]).prompt
                for p in PROMPTS]
     city = loaded.template(messages=[{"role": "user", "content": STRUCTURED}]).prompt
     child(COLD_RAW, str(path), str(threads), prompts[0])
-    colds = [child(COLD_RAW, str(path), str(threads), prompts[0]) for _ in range(args.reps)]
+    raw_row = rows["raw llama-cpp-python"] = {
+        "cold": [child(COLD_RAW, str(path), str(threads), prompts[0])
+                 for _ in range(args.reps)], "replies": [], "structured": []}
     llm = llama_cpp.Llama(model_path=str(path), n_ctx=8192, n_threads=threads,
                           n_threads_batch=threads, verbose=False)
     grammar = llama_cpp.LlamaGrammar.from_json_schema(
         json.dumps(strict(City.model_json_schema())), verbose=False)
     raw_reply(llm, prompts[-1], args.max_tokens)
-    replies = [raw_reply(llm, prompts[i % len(PROMPTS)], args.max_tokens)
-               for i in range(args.reps)]
-    structured = [raw_structured(llm, city, grammar) for _ in range(args.reps)]
-    rows["raw llama-cpp-python"] = {"cold": colds, "replies": replies, "structured": structured}
+    # Warm figures interleave the three columns rep by rep, so a change in the machine's load
+    # during the run falls on all of them alike (measured one after the other, the same code
+    # read 0.87x of raw decode under a load that came and went; interleaved, 0.97x).
+    for i in range(args.reps):
+        for engine in ENGINES:
+            rows[f"ours, {engine}"]["replies"].append(
+                ours_reply(labs[engine], PROMPTS[i % len(PROMPTS)], args.max_tokens))
+            rows[f"ours, {engine}"]["structured"].append(ours_structured(labs[engine]))
+        raw_row["replies"].append(raw_reply(llm, prompts[i % len(PROMPTS)], args.max_tokens))
+        raw_row["structured"].append(raw_structured(llm, city, grammar))
     for lab in labs.values():
         lab.close()
     report(rows, args, load_at_start, threads)
