@@ -63,3 +63,21 @@ def make_lab(tmp_path: Path) -> Iterator[Callable[..., Any]]:
     yield make
     for lab in labs:
         lab.close()
+
+
+@pytest.fixture
+def settings_lab(lab_home: Path, runner: LoopRunner) -> Iterator[Callable[..., Any]]:
+    """``settings_lab(**settings)``: a Lab on ``lab_home`` built from ``LabSettings`` and run
+    on the test's own loop runner, closed after the test."""
+    import aillm_lab as al
+
+    labs: list[al.Lab] = []
+
+    def make(**settings: Any) -> al.Lab:
+        lab = al.Lab(al.LabSettings(home=lab_home, **settings), runner=runner)
+        labs.append(lab)
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.close()

@@ -17,20 +17,6 @@ from aillm_lab.llm.calllog import CallRecord
 from aillm_lab.testing import ScriptedModel
 
 
-@pytest.fixture
-def make_lab(lab_home, runner):
-    labs: list[al.Lab] = []
-
-    def make(**settings) -> al.Lab:
-        lab = al.Lab(al.LabSettings(home=lab_home, **settings), runner=runner)
-        labs.append(lab)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.close()
-
-
 def _call(lab: al.Lab, model: ScriptedModel, times: int, **params) -> None:
     for _ in range(times):
         try:
@@ -50,8 +36,8 @@ def _monitor_tasks(runner) -> list[str]:
     return runner.run(names())
 
 
-def test_an_error_burst_raises_an_error_rate_alert_naming_value_threshold_and_window(make_lab):
-    lab = make_lab()
+def test_an_error_burst_raises_an_error_rate_alert_naming_value_threshold_and_window(settings_lab):
+    lab = settings_lab()
     _healthy(lab, 4)
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 6, name="flaky"), 6)
     monitor = al.MonitoringAgent(lab=lab)
@@ -68,8 +54,8 @@ def test_an_error_burst_raises_an_error_rate_alert_naming_value_threshold_and_wi
     assert stored["monitor"].tolist() == [monitor.id]
 
 
-def test_a_latency_spike_raises_a_p95_latency_alert(make_lab):
-    lab = make_lab(monitoring={"max_p95_latency_s": 0.1})
+def test_a_latency_spike_raises_a_p95_latency_alert(settings_lab):
+    lab = settings_lab(monitoring={"max_p95_latency_s": 0.1})
     _healthy(lab, 5)
     monitor = al.MonitoringAgent(lab=lab)
     assert monitor.check() == []
@@ -80,8 +66,8 @@ def test_a_latency_spike_raises_a_p95_latency_alert(make_lab):
     assert "over 10 answered, uncached calls" in alerts[0].message
 
 
-def test_a_cost_spike_raises_burn_rate_and_budget_alerts(make_lab):
-    lab = make_lab(prices={"scripted:pricey": {"input": 2000, "output": 2000}},
+def test_a_cost_spike_raises_burn_rate_and_budget_alerts(settings_lab):
+    lab = settings_lab(prices={"scripted:pricey": {"input": 2000, "output": 2000}},
                    budget_usd=0.32, monitoring={"max_usd_per_hour": 0.5})
     _healthy(lab, 5)
     monitor = al.MonitoringAgent(lab=lab)
@@ -98,8 +84,8 @@ def test_a_cost_spike_raises_burn_rate_and_budget_alerts(make_lab):
     assert alerts["budget_hours_left"].op == "<"
 
 
-def test_a_healthy_period_raises_no_alert_though_an_old_burst_is_in_the_log(make_lab):
-    lab = make_lab()
+def test_a_healthy_period_raises_no_alert_though_an_old_burst_is_in_the_log(settings_lab):
+    lab = settings_lab()
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     for i in range(20):  # errors and slow answers, written through the call log's own door
         failed = {"status": "error", "error_type": "BadRequest"} if i % 2 else {}
@@ -112,8 +98,8 @@ def test_a_healthy_period_raises_no_alert_though_an_old_burst_is_in_the_log(make
     assert {a.metric for a in wider.check()} == {"error_rate", "p95_latency_s"}
 
 
-def test_refused_tool_calls_raise_a_tool_failure_alert(make_lab):
-    lab = make_lab()
+def test_refused_tool_calls_raise_a_tool_failure_alert(settings_lab):
+    lab = settings_lab()
     for _ in range(5):
         with pytest.raises(al.SafetyViolation):
             lab.tools.call("read_file", path="/etc/passwd")
@@ -123,8 +109,8 @@ def test_refused_tool_calls_raise_a_tool_failure_alert(make_lab):
     assert "5 of 6 tool calls refused, denied or failed" in alerts[0].message
 
 
-def test_open_connections_and_rss_are_read_from_this_process(make_lab):
-    lab = make_lab()
+def test_open_connections_and_rss_are_read_from_this_process(settings_lab):
+    lab = settings_lab()
     server = socket.create_server(("127.0.0.1", 0))
     client = socket.create_connection(server.getsockname())
     peer, _ = server.accept()
@@ -139,8 +125,8 @@ def test_open_connections_and_rss_are_read_from_this_process(make_lab):
             s.close()
 
 
-def test_an_alert_that_stays_over_is_stored_once_and_again_when_it_returns(make_lab):
-    lab = make_lab()
+def test_an_alert_that_stays_over_is_stored_once_and_again_when_it_returns(settings_lab):
+    lab = settings_lab()
     now = [datetime.now(UTC) + timedelta(seconds=1)]
     monitor = al.MonitoringAgent(lab=lab, clock=lambda: now[0])
     flaky = ScriptedModel([BadRequest("bad", provider="scripted")] * 10, name="flaky")
@@ -157,8 +143,8 @@ def test_an_alert_that_stays_over_is_stored_once_and_again_when_it_returns(make_
     assert len(monitor.alerts()) == 2
 
 
-def test_start_checks_periodically_and_stop_leaves_no_task_behind(make_lab, runner):
-    lab = make_lab()
+def test_start_checks_periodically_and_stop_leaves_no_task_behind(settings_lab, runner):
+    lab = settings_lab()
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 5, name="flaky"), 5)
     monitor = al.MonitoringAgent(lab=lab)
     monitor.start(every_s=0.05)
@@ -174,8 +160,8 @@ def test_start_checks_periodically_and_stop_leaves_no_task_behind(make_lab, runn
     monitor.stop()  # idempotent
 
 
-def test_closing_the_lab_stops_its_started_monitor(make_lab, runner):
-    lab = make_lab()
+def test_closing_the_lab_stops_its_started_monitor(settings_lab, runner):
+    lab = settings_lab()
     monitor = al.MonitoringAgent(lab=lab)
     monitor.start(every_s=0.05)
     assert _monitor_tasks(runner) == [f"aillm-monitor:{monitor.id}"]
@@ -183,8 +169,8 @@ def test_closing_the_lab_stops_its_started_monitor(make_lab, runner):
     assert not monitor.running and _monitor_tasks(runner) == []
 
 
-def test_a_failing_check_is_kept_and_the_periodic_task_goes_on(make_lab, runner, monkeypatch):
-    lab = make_lab()
+def test_a_failing_check_is_kept_and_the_periodic_task_goes_on(settings_lab, runner, monkeypatch):
+    lab = settings_lab()
     monitor = al.MonitoringAgent(lab=lab)
     calls = []
 
@@ -202,8 +188,8 @@ def test_a_failing_check_is_kept_and_the_periodic_task_goes_on(make_lab, runner,
     monitor.stop()
 
 
-def test_the_summary_comes_from_the_model_through_the_gateway_and_is_not_counted(make_lab):
-    lab = make_lab()
+def test_the_summary_comes_from_the_model_through_the_gateway_and_is_not_counted(settings_lab):
+    lab = settings_lab()
     writer = ScriptedModel(["Errors rose from none to most calls."], name="writer")
     monitor = al.MonitoringAgent(lab=lab, summarize=True, model=writer)
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 5, name="flaky"), 5)
@@ -216,8 +202,8 @@ def test_the_summary_comes_from_the_model_through_the_gateway_and_is_not_counted
     assert monitor.metrics()["calls"] == 5  # the summary's own call is left out
 
 
-def test_a_failed_summary_still_stores_the_alert(make_lab):
-    lab = make_lab()
+def test_a_failed_summary_still_stores_the_alert(settings_lab):
+    lab = settings_lab()
     broken = ScriptedModel([BadRequest("no", provider="scripted")], name="broken")
     monitor = al.MonitoringAgent(lab=lab, summarize=True, model=broken)
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 5, name="flaky"), 5)
@@ -226,12 +212,12 @@ def test_a_failed_summary_still_stores_the_alert(make_lab):
     assert monitor.alerts()["metric"].tolist() == ["error_rate"]
 
 
-def test_bad_thresholds_are_rejected_naming_the_field(make_lab, lab_home):
+def test_bad_thresholds_are_rejected_naming_the_field(settings_lab, lab_home):
     with pytest.raises(ConfigError) as bad:
         al.LabSettings(home=lab_home, monitoring={"max_error_rate": 1.5, "window_s": 0})
     assert set(bad.value.fields) == {"monitoring.max_error_rate", "monitoring.window_s"}
     assert "<= 1" in str(bad.value)
-    lab = make_lab()
+    lab = settings_lab()
     with pytest.raises(ConfigError) as bad:
         al.MonitoringAgent(lab=lab, thresholds={"max_p95_latency_s": -1, "typo": 3})
     assert set(bad.value.fields) == {"monitoring.max_p95_latency_s", "monitoring.typo"}
@@ -243,8 +229,8 @@ def test_bad_thresholds_are_rejected_naming_the_field(make_lab, lab_home):
     assert bad.value.fields == ("limit",)
 
 
-def test_a_rule_set_to_none_is_off_and_rates_wait_for_min_calls(make_lab):
-    lab = make_lab()
+def test_a_rule_set_to_none_is_off_and_rates_wait_for_min_calls(settings_lab):
+    lab = settings_lab()
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 4, name="flaky"), 4)
     assert al.MonitoringAgent(lab=lab).check() == []  # 4 calls < min_calls = 5
     assert al.MonitoringAgent(lab=lab, thresholds={"min_calls": 4}).check()[0].metric == \
@@ -253,8 +239,8 @@ def test_a_rule_set_to_none_is_off_and_rates_wait_for_min_calls(make_lab):
                                                    "max_error_rate": None}).check() == []
 
 
-def test_acheck_works_from_another_event_loop(make_lab):
-    lab = make_lab()
+def test_acheck_works_from_another_event_loop(settings_lab):
+    lab = settings_lab()
     _call(lab, ScriptedModel([BadRequest("bad", provider="scripted")] * 5, name="flaky"), 5)
     monitor = al.MonitoringAgent(lab=lab)
 
@@ -264,8 +250,8 @@ def test_acheck_works_from_another_event_loop(make_lab):
     assert [a.metric for a in asyncio.run(main())] == ["error_rate"]
 
 
-def test_close_with_takes_only_closable_things_once(make_lab, runner):
-    lab = make_lab()
+def test_close_with_takes_only_closable_things_once(settings_lab, runner):
+    lab = settings_lab()
     with pytest.raises(TypeError, match="has no aclose"):
         lab.close_with(object())
     monitor = al.MonitoringAgent(lab=lab)

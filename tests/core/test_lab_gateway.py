@@ -18,22 +18,8 @@ from aillm_lab.testing import FakeOpenAI, Fault, ScriptedModel
 KEY = "sk-test-NEVER-STORE-0123456789abcdef"
 
 
-@pytest.fixture
-def make_lab(lab_home, runner):
-    labs: list[al.Lab] = []
-
-    def make(**settings) -> al.Lab:
-        lab = al.Lab(al.LabSettings(home=lab_home, **settings), runner=runner)
-        labs.append(lab)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.close()
-
-
-def test_every_model_a_lab_hands_out_goes_through_its_gateway(make_lab):
-    lab = make_lab()
+def test_every_model_a_lab_hands_out_goes_through_its_gateway(settings_lab):
+    lab = settings_lab()
     mine = ScriptedModel(["hi"])
     assert isinstance(lab.model("scripted:echo"), GatewayModel)
     assert isinstance(lab.model(mine), GatewayModel)
@@ -41,8 +27,8 @@ def test_every_model_a_lab_hands_out_goes_through_its_gateway(make_lab):
     assert lab.chat("x", model=mine).text == "hi" and len(mine.requests) == 1
 
 
-def test_each_call_writes_one_call_log_row_queryable_as_a_frame_and_with_sql(make_lab):
-    lab = make_lab()
+def test_each_call_writes_one_call_log_row_queryable_as_a_frame_and_with_sql(settings_lab):
+    lab = settings_lab()
     lab.chat("one two three", model="scripted:echo")
     list(lab.stream("four five", model="scripted:echo"))
     frame = lab.calls()
@@ -68,11 +54,11 @@ def test_the_call_log_survives_a_process_that_never_closes_its_lab(lab_home):
         assert len(lab.calls()) == 3
 
 
-def test_fallbacks_from_settings_answer_when_the_primary_keeps_failing(make_lab):
+def test_fallbacks_from_settings_answer_when_the_primary_keeps_failing(settings_lab):
     def broken(messages, request):
         raise ProviderUnavailable("down", status=503)
 
-    lab = make_lab(fallbacks=["scripted:echo"],
+    lab = settings_lab(fallbacks=["scripted:echo"],
                    limits={"scripted:broken": {"max_attempts": 2, "backoff_base_s": 0.001}})
     reply = lab.chat("still here", model=ScriptedModel(broken, name="broken"))
     assert reply.text == "still here"
@@ -81,9 +67,9 @@ def test_fallbacks_from_settings_answer_when_the_primary_keeps_failing(make_lab)
     assert row["attempts"] == 3
 
 
-def test_a_budget_refuses_calls_before_anything_is_sent(make_lab):
+def test_a_budget_refuses_calls_before_anything_is_sent(settings_lab):
     with FakeOpenAI() as server:
-        lab = make_lab(budget_usd=0.0001)
+        lab = settings_lab(budget_usd=0.0001)
         model = f"openai:gpt-4o-mini@{server.url}"
         with pytest.raises(BudgetExceeded):
             for _ in range(50):
@@ -119,17 +105,17 @@ def test_record_then_replay_without_the_server_gives_identical_outputs(lab_home,
         assert KEY.encode() not in path.read_bytes(), path
 
 
-def test_a_fault_is_retried_by_the_gateway_and_counted(make_lab):
+def test_a_fault_is_retried_by_the_gateway_and_counted(settings_lab):
     with FakeOpenAI(["ok"]) as server:
         server.inject(Fault.rate_limit(retry_after=0.01))
-        lab = make_lab(limits={"openai:gpt-4o-mini": {"backoff_base_s": 0.001}})
+        lab = settings_lab(limits={"openai:gpt-4o-mini": {"backoff_base_s": 0.001}})
         assert lab.chat("x", model=f"openai:gpt-4o-mini@{server.url}").text == "ok"
         assert len(server.requests) == 2
     assert lab.calls().iloc[-1]["attempts"] == 2
 
 
-def test_runs_tag_calls_and_cap_their_spend(make_lab):
-    lab = make_lab()
+def test_runs_tag_calls_and_cap_their_spend(settings_lab):
+    lab = settings_lab()
     with lab.scope("exp-1"):
         lab.chat("tagged", model="scripted:echo")
     lab.chat("untagged", model="scripted:echo")
@@ -146,23 +132,23 @@ def test_bad_cache_settings_are_config_errors_naming_the_field(lab_home):
     assert "prices.openai:x.input" in str(info.value)
 
 
-def test_a_user_price_makes_an_unknown_model_billable(make_lab):
+def test_a_user_price_makes_an_unknown_model_billable(settings_lab):
     with FakeOpenAI(["fine"]) as server:
-        lab = make_lab(prices={"openai:my-tune": {"input": 1.0, "output": 2.0}})
+        lab = settings_lab(prices={"openai:my-tune": {"input": 1.0, "output": 2.0}})
         lab.chat("x", model=f"openai:my-tune@{server.url}")
     cost = lab.calls().iloc[-1]["cost_usd"]
     assert cost is not None and cost > 0
 
 
-def test_an_unknown_price_is_recorded_as_unknown_not_zero(make_lab):
+def test_an_unknown_price_is_recorded_as_unknown_not_zero(settings_lab):
     with FakeOpenAI(["fine"]) as server:
-        lab = make_lab()
+        lab = settings_lab()
         lab.chat("x", model=f"openai:no-such-model-priced@{server.url}")
     assert lab.calls().iloc[-1][["cost_usd"]].isna().all()
 
 
-def test_home_holds_the_store_and_the_call_log(make_lab, lab_home):
-    lab = make_lab(cache_mode="record")
+def test_home_holds_the_store_and_the_call_log(settings_lab, lab_home):
+    lab = settings_lab(cache_mode="record")
     lab.chat("x", model="scripted:echo")
     lab.close()
     assert (lab_home / "cache.db").is_file()

@@ -21,27 +21,13 @@ class TextOnlyModel(ScriptedModel):
     supports_images = False
 
 
-@pytest.fixture
-def make_lab(lab_home, runner):
-    labs: list[al.Lab] = []
-
-    def make(**settings) -> al.Lab:
-        lab = al.Lab(al.LabSettings(home=lab_home, **settings), runner=runner)
-        labs.append(lab)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.close()
-
-
 def _answer(lab: al.Lab, model: ScriptedModel, times: int) -> None:
     for _ in range(times):
         lab.chat("hello", model=model)
 
 
-def test_a_model_missing_a_needed_capability_is_left_out_and_named(make_lab):
-    lab = make_lab()
+def test_a_model_missing_a_needed_capability_is_left_out_and_named(settings_lab):
+    lab = settings_lab()
     plain = ToolessModel(name="plain")
     pick = lab.select_model(needs={"tools", "json"}, candidates=[plain, "scripted:echo"])
     assert pick.model == "scripted:echo" and pick.fallbacks == []
@@ -54,8 +40,8 @@ def test_a_model_missing_a_needed_capability_is_left_out_and_named(make_lab):
     assert "scripted:text: no vision" in str(none.value)
 
 
-def test_a_model_over_the_budget_per_call_is_left_out_and_named(make_lab):
-    lab = make_lab(prices={"scripted:pricey": {"input": 10, "output": 10},
+def test_a_model_over_the_budget_per_call_is_left_out_and_named(settings_lab):
+    lab = settings_lab(prices={"scripted:pricey": {"input": 10, "output": 10},
                            "scripted:cheap": {"input": 1, "output": 1}})
     cands = ["scripted:pricey", "scripted:cheap"]
     pick = lab.select_model(max_usd_per_call=0.01, candidates=cands)
@@ -72,8 +58,8 @@ def test_a_model_over_the_budget_per_call_is_left_out_and_named(make_lab):
     assert smaller.model == "scripted:cheap"  # 200 tokens cost $0.0002
 
 
-def test_an_unknown_price_fits_only_without_a_cap(make_lab):
-    lab = make_lab()
+def test_an_unknown_price_fits_only_without_a_cap(settings_lab):
+    lab = settings_lab()
     unknown = "openai:no-such-model-xyz"
     assert lab.select_model(candidates=[unknown]).model == unknown
     with pytest.raises(ModelNotAvailable) as none:
@@ -81,15 +67,15 @@ def test_an_unknown_price_fits_only_without_a_cap(make_lab):
     assert "price unknown (set settings.prices for it)" in str(none.value)
 
 
-def test_the_labs_remaining_budget_caps_what_a_call_may_cost(make_lab):
-    lab = make_lab(budget_usd=0.001, prices={"scripted:pricey": {"input": 10, "output": 10}})
+def test_the_labs_remaining_budget_caps_what_a_call_may_cost(settings_lab):
+    lab = settings_lab(budget_usd=0.001, prices={"scripted:pricey": {"input": 10, "output": 10}})
     pick = lab.select_model(candidates=["scripted:pricey", "scripted:echo"])
     assert pick.model == "scripted:echo"
     assert "over the Lab's remaining budget" in pick.why
 
 
-def test_the_fastest_observed_model_ranks_first_and_unobserved_ones_last(make_lab):
-    lab = make_lab()
+def test_the_fastest_observed_model_ranks_first_and_unobserved_ones_last(settings_lab):
+    lab = settings_lab()
     fast = ScriptedModel(["ok"] * 3, name="fast")
     slow = ScriptedModel(["ok"] * 3, name="slow", delay=0.15)
     _answer(lab, slow, 3)
@@ -104,16 +90,16 @@ def test_the_fastest_observed_model_ranks_first_and_unobserved_ones_last(make_la
     assert seen["scripted:never"].observed_calls == 0
 
 
-def test_a_model_slower_than_max_latency_is_left_out(make_lab):
-    lab = make_lab()
+def test_a_model_slower_than_max_latency_is_left_out(settings_lab):
+    lab = settings_lab()
     _answer(lab, ScriptedModel(["ok"] * 3, name="slow", delay=0.15), 3)
     pick = lab.select_model(max_latency_s=0.1, candidates=["scripted:slow", "scripted:echo"])
     assert pick.model == "scripted:echo"
     assert "scripted:slow (too slow: p95" in pick.why
 
 
-def test_prefer_cost_ranks_the_cheapest_first_whatever_its_latency(make_lab):
-    lab = make_lab(prices={"scripted:fast": {"input": 5, "output": 5},
+def test_prefer_cost_ranks_the_cheapest_first_whatever_its_latency(settings_lab):
+    lab = settings_lab(prices={"scripted:fast": {"input": 5, "output": 5},
                            "scripted:slow": {"input": 1, "output": 1}})
     _answer(lab, ScriptedModel(["ok"] * 2, name="fast"), 2)
     _answer(lab, ScriptedModel(["ok"] * 2, name="slow", delay=0.1), 2)
@@ -124,8 +110,8 @@ def test_prefer_cost_ranks_the_cheapest_first_whatever_its_latency(make_lab):
     assert "Ranked cheapest of 2 that fit" in by_cost.why
 
 
-def test_fallbacks_are_the_other_models_that_fit_in_rank_order(make_lab):
-    lab = make_lab(prices={"scripted:b": {"input": 2, "output": 2},
+def test_fallbacks_are_the_other_models_that_fit_in_rank_order(settings_lab):
+    lab = settings_lab(prices={"scripted:b": {"input": 2, "output": 2},
                            "scripted:c": {"input": 1, "output": 1}})
     plain = ToolessModel(name="plain")
     pick = lab.select_model(needs={"tools"}, prefer="cost",
@@ -138,8 +124,8 @@ def test_fallbacks_are_the_other_models_that_fit_in_rank_order(make_lab):
     assert frame["missing"].tolist()[-1] == "no tools"
 
 
-def test_context_length_comes_from_the_model_or_genai_prices(make_lab):
-    lab = make_lab()
+def test_context_length_comes_from_the_model_or_genai_prices(settings_lab):
+    lab = settings_lab()
     long = ScriptedModel(name="long")
     long.context_window = 200_000
     hosted = "openai:gpt-4o-mini"  # genai-prices lists 128k
@@ -151,8 +137,8 @@ def test_context_length_comes_from_the_model_or_genai_prices(make_lab):
     assert set([pick.model, *pick.fallbacks]) == {hosted, "scripted:long"}
 
 
-def test_a_candidate_that_cannot_run_here_is_named_not_fatal(make_lab):
-    lab = make_lab()
+def test_a_candidate_that_cannot_run_here_is_named_not_fatal(settings_lab):
+    lab = settings_lab()
     pick = lab.select_model(candidates=["nope:model", "local:no-such-weights", "scripted:echo"])
     assert pick.model == "scripted:echo"
     missing = {c.model: c.missing for c in pick.candidates}
@@ -160,8 +146,8 @@ def test_a_candidate_that_cannot_run_here_is_named_not_fatal(make_lab):
     assert missing["local:no-such-weights"][0].startswith("not available here:")
 
 
-def test_the_default_candidates_are_the_labs_configured_and_observed_models(make_lab):
-    lab = make_lab(fallbacks=["scripted:backup"],
+def test_the_default_candidates_are_the_labs_configured_and_observed_models(settings_lab):
+    lab = settings_lab(fallbacks=["scripted:backup"],
                    prices={"scripted:priced": {"input": 1, "output": 1}})
     _answer(lab, ScriptedModel(["ok"], name="used"), 1)
     pick = lab.select_model()
@@ -173,8 +159,8 @@ def test_the_default_candidates_are_the_labs_configured_and_observed_models(make
         "scripted:echo"
 
 
-def test_nothing_fits_raises_model_not_available_listing_each_candidates_lacks(make_lab):
-    lab = make_lab(prices={"scripted:pricey": {"input": 100, "output": 100}})
+def test_nothing_fits_raises_model_not_available_listing_each_candidates_lacks(settings_lab):
+    lab = settings_lab(prices={"scripted:pricey": {"input": 100, "output": 100}})
     with pytest.raises(ModelNotAvailable) as none:
         lab.select_model(needs={"tools"}, max_usd_per_call=0.01,
                          candidates=[ToolessModel(name="plain"), "scripted:pricey"])
@@ -188,8 +174,8 @@ def test_nothing_fits_raises_model_not_available_listing_each_candidates_lacks(m
         lab.select_model(candidates=[])
 
 
-def test_the_selection_is_a_model_the_lab_can_call(make_lab):
-    lab = make_lab()
+def test_the_selection_is_a_model_the_lab_can_call(settings_lab):
+    lab = settings_lab()
     pick = lab.select_model(needs={"tools", "json"}, max_usd_per_call=0.01,
                             candidates=["scripted:echo"])
     assert lab.chat("ping", model=pick.model).text == "ping"
@@ -206,15 +192,15 @@ def test_the_selection_is_a_model_the_lab_can_call(make_lab):
     ({"prefer": "vibes"}, "prefer"),
     ({"input_tokens": -5}, "input_tokens"),
 ])
-def test_bad_criteria_are_refused_naming_the_field(make_lab, kwargs, field):
-    lab = make_lab()
+def test_bad_criteria_are_refused_naming_the_field(settings_lab, kwargs, field):
+    lab = settings_lab()
     with pytest.raises(ConfigError) as bad:
         lab.select_model(candidates=["scripted:echo"], **kwargs)
     assert bad.value.fields == (field,)
 
 
-def test_needs_accept_aliases_and_a_single_string(make_lab):
-    lab = make_lab()
+def test_needs_accept_aliases_and_a_single_string(settings_lab):
+    lab = settings_lab()
     assert lab.select_model(needs="images", candidates=["scripted:echo"]).model == \
         "scripted:echo"
     with pytest.raises(ModelNotAvailable, match="no json"):
