@@ -158,7 +158,7 @@ def test_chat_message_gets_a_reply_streamed_in_at_least_two_partial_updates(page
     assert all(_final("stream please").startswith(text) for text in partial)
     assert len(set(partial)) == len(partial)
     expect(_visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
-    _shot(page, tmp_path, "chat")
+    _shot(page, tmp_path, "chat_plain")  # docs/screenshots/chat.png: test_browser_chat.py
 
 
 def test_two_tabs_chat_at_once_and_each_gets_its_own_reply(browser, server):

@@ -48,11 +48,11 @@ class InlineApprovals:
         try:
             answer = await card.answer
         except asyncio.CancelledError:
-            card.settle("⏱️ No answer in time: denied (approvals.timeout_s).")
+            card.settle("No answer in time: denied (approvals.timeout_s).")
             raise
         finally:
             self.pending.remove(card)
-        card.settle("✅ Approved." if answer else "⛔ Denied.")
+        card.settle("**Approved.**" if answer else "**Denied.**")
         return answer
 
 
@@ -95,6 +95,6 @@ def describe(request: ApprovalRequest) -> str:
     for key in ("content", "text", "code", "command"):
         if isinstance(args.get(key), str) and len(args[key]) > 60:
             body += f"<div>{html.escape(key)}:</div>{pre(args.pop(key), 2000)}"
-    return (f"<div>🔐 <b>{html.escape(request.tool)}</b> ({html.escape(request.risk)}) wants "
-            f"to run: {html.escape(request.reason)}</div>"
+    return (f"<div>Approval needed: <b>{html.escape(request.tool)}</b> "
+            f"({html.escape(request.risk)}) wants to run: {html.escape(request.reason)}</div>"
             f"<code>{html.escape(json.dumps(args, default=str))}</code>{body}")

@@ -233,7 +233,7 @@ class ChatPage:
                 if event.type == "token":
                     text += event.text
                 elif event.type == "tool_call" and event.tool_call is not None:
-                    lines.append(f"🔧 calling `{event.tool_call.name}`…")
+                    lines.append(f"_calling `{event.tool_call.name}`…_")
                 elif event.type == "final":
                     run = event.run
                     continue
