@@ -171,7 +171,7 @@ def reset(args: argparse.Namespace, settings: LabSettings) -> int:
 def models_pull(args: argparse.Namespace, settings: LabSettings) -> int:
     from aillm_lab.llm.local_files import pull
 
-    pull(args.name, settings.model_path, force=args.force)
+    pull(args.name, settings.model_path, force=args.force, progress=not args.no_progress)
     return 0
 
 
@@ -230,6 +230,8 @@ def _parser() -> argparse.ArgumentParser:
     pull = _command(sub, "pull", models_pull, "download and verify a known local model")
     pull.add_argument("name", help="a known model, e.g. smollm2")
     pull.add_argument("--force", action="store_true", help="download again even if present")
+    pull.add_argument("--no-progress", action="store_true",
+                      help="no progress bars for the download and the extraction (logs, CI)")
     _command(sub, "list", models_list, "show known and downloaded local models")
     serve_cmd = _command(commands, "serve", serve, "serve the Panel workbench")
     serve_cmd.add_argument("--host", "--address", dest="host", default=None,

