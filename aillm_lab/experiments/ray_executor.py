@@ -32,6 +32,8 @@ import asyncio
 import os
 import platform
 import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,14 +66,16 @@ class RayExecutor:
     ``exp.run(executor=RayExecutor(workers=8))``.
 
     ``workers``: how many shards (Ray tasks), by default the cluster's CPUs. If Ray is not
-    started yet it is started here with ``ray.init(address=address, runtime_env=...)``
-    (``runtime_env`` by default puts this checkout on the workers' ``PYTHONPATH``; on a
-    cluster give one that installs ``aillm_lab``) and left running for the next run.
+    started yet it is started here with ``start_ray(address=address, runtime_env=...,
+    **init)`` (``runtime_env`` by default puts this checkout on the workers'
+    ``PYTHONPATH``; on a cluster give one that installs ``aillm_lab``; ``init``: more
+    ``ray.init`` arguments, e.g. ``{"num_cpus": 2}``) and left running for the next run.
+    Starting it after local runs in the same process is safe (see ``start_ray``).
     """
 
     def __init__(self, workers: int | None = None, *, address: str | None = None,
-                 runtime_env: dict[str, Any] | None = None, cpus_per_worker: float = 1.0
-                 ) -> None:
+                 runtime_env: dict[str, Any] | None = None, cpus_per_worker: float = 1.0,
+                 init: dict[str, Any] | None = None) -> None:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ConfigError(f"RayExecutor workers={workers!r}: give a whole number >= 1, "
@@ -82,7 +86,12 @@ class RayExecutor:
                               "number > 0 (Ray's num_cpus per task)",
                               fields=("cpus_per_worker",))
         self.workers, self.address = workers, address
+        clash = sorted({"address", "runtime_env"} & set(init or {}))
+        if clash:
+            raise ConfigError(f"RayExecutor init={init!r}: give {clash} as RayExecutor's own "
+                              "argument(s), not inside init", fields=("init",))
         self.runtime_env, self.cpus_per_worker = runtime_env, float(cpus_per_worker)
+        self.init = dict(init or {})
 
     def __repr__(self) -> str:
         return f"<RayExecutor workers={self.workers or 'one per CPU'}>"
@@ -191,28 +200,84 @@ class RayExecutor:
                 path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH"))
                                        if p)
                 env = {"env_vars": {"PYTHONPATH": path}}
-            start_ray(address=self.address, runtime_env=env)
+            start_ray(address=self.address, runtime_env=env, **self.init)
         return ray
 
 
 def start_ray(attempts: int = 2, **init: Any) -> Any:
-    """``ray.init(**init)``, tried ``attempts`` times. On a loaded machine Ray's start-up can
-    miss its own fixed deadlines (the raylet gives its dashboard agent 15 s,
-    ray-project/ray#65983) and ``ray.init`` raises with the processes it started still
-    running and no handle to stop them: those, and only those, are stopped before the next
-    try (a Ray this process started earlier is left alone)."""
+    """``ray.init(**init)``, tried ``attempts`` times, safe after a Lab has run here.
+
+    Ray starts its programs with ``subprocess.Popen(preexec_fn=...)``, and with a
+    ``preexec_fn`` CPython runs the ``os.register_at_fork`` child hooks in the forked child
+    before it execs. The call log's hook drops the child's copies of its DuckDB handles;
+    freeing the last one runs DuckDB's destructor, which joins worker threads a forked child
+    does not have (duckdb/duckdb-python#292): the child dies of SIGSEGV before it execs,
+    ``Popen`` cannot tell, and ``ray.init`` waits 30 s for a GCS server that never started
+    ("Timed out waiting for file .../gcs_server_port_..."). So while Ray starts, every fork
+    keeps the DuckDB and SQLite handles alive in the child (``_KeepHandles``): it execs at
+    once, and nothing of the parent is touched.
+
+    On a loaded machine Ray's start-up can also miss its own fixed deadlines (the raylet
+    gives its dashboard agent 15 s, ray-project/ray#65983) and ``ray.init`` raises with the
+    processes it started still running and no handle to stop them: those, and only those,
+    are stopped before the next try (a Ray this process started earlier is left alone)."""
     import ray
 
     ray_dir = str(Path(ray.__file__).parent)
     for attempt in range(1, attempts + 1):
         before = {id(p) for p in _ray_programs(ray_dir)}
         try:
-            return ray.init(**init)
+            with _KEEP_HANDLES:
+                return ray.init(**init)
         except Exception:
             _stop([p for p in _ray_programs(ray_dir) if id(p) not in before])
             if attempt == attempts:
                 raise
     return None
+
+
+class _KeepHandles:
+    """While active (``with _KEEP_HANDLES:``), each fork holds this process's DuckDB and
+    SQLite connections in a list the child inherits, so no at-fork hook in the child can
+    free them (see ``start_ray``); the parent lets go right after the fork. The hooks are
+    registered once, on first use (``os.register_at_fork`` has no way to remove them)."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.held: list[Any] = []
+        self.lock = threading.Lock()
+        self.registered = False
+
+    def __enter__(self) -> None:
+        with self.lock:
+            if not self.registered and hasattr(os, "register_at_fork"):
+                os.register_at_fork(before=self._before, after_in_parent=self._release)
+                self.registered = True
+            self.active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self.lock:
+            self.active -= 1
+
+    def _before(self) -> None:
+        if self.active:
+            self.held = _database_handles()
+
+    def _release(self) -> None:
+        self.held = []
+
+
+def _database_handles() -> list[Any]:
+    """Every DuckDB and SQLite connection object alive in this process."""
+    import gc
+
+    kinds = tuple(getattr(module, name) for module, name in
+                  ((sys.modules.get("duckdb"), "DuckDBPyConnection"),
+                   (sys.modules.get("sqlite3"), "Connection")) if module is not None)
+    return [o for o in gc.get_objects() if isinstance(o, kinds)] if kinds else []
+
+
+_KEEP_HANDLES = _KeepHandles()
 
 
 def _ray_programs(ray_dir: str) -> list[subprocess.Popen[Any]]:
