@@ -219,7 +219,8 @@ def test_a_text_only_model_refuses_an_image_with_a_readable_notice(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / KNOWN_MODELS["smollm2"].filename).write_bytes(b"GGUF")  # never loaded
-    with Lab(home=tmp_path / "home", model="scripted:echo", models_dir=models) as lab:
+    with Lab(home=tmp_path / "home", model="scripted:echo", models_dir=models,
+             local={"backend": "transformers"}) as lab:  # nothing loads llama.cpp
         page = ChatPage(lab)
         page.model_picker.value = "local:smollm2"
         _attach(page)
