@@ -34,7 +34,15 @@ from pydantic import BaseModel
 
 from aillm_lab.agents import prompts, store
 from aillm_lab.agents.modes import FINAL_TOOL, NativeTools, ToolMode, Verdict
-from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep, RunStatus, remember_agent
+from aillm_lab.agents.progress import RunBar
+from aillm_lab.agents.run import (
+    AgentEvent,
+    AgentRun,
+    AgentStep,
+    EventType,
+    RunStatus,
+    remember_agent,
+)
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import BudgetExceeded
 from aillm_lab.llm.limits import UNSET
@@ -59,6 +67,7 @@ Emit = Callable[[AgentEvent], None]
 log = logging.getLogger(__name__)
 _END = object()
 REPEAT_RULE = "agent.repeat"  # the rule a repeated call is refused under (see allow_repeats)
+PROGRESS_AFTER_S = 3.0  # a run shows a progress bar once it has lasted this long
 
 
 class Agent:
@@ -74,6 +83,9 @@ class Agent:
     same call until ``max_steps``): the repeat gets the earlier result back with a note
     instead, and counts as a failed call. Turn it on for tools whose answers change
     (a clock, a status to poll).
+    ``progress``: a tqdm bar (``tqdm.auto``: a widget in Jupyter) with the steps taken out
+    of ``max_steps``, shown only once a run has lasted ``PROGRESS_AFTER_S`` seconds (a number
+    sets another threshold; False turns it off); short runs never build one.
     """
 
     system_prompt: str = prompts.REACT_SYSTEM
@@ -84,13 +96,17 @@ class Agent:
                  memory: LongTermMemory | bool | None = None, *, system: str | None = None,
                  max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
                  tool_mode: ToolMode | None = None, save: bool = True,
-                 allow_repeats: bool = False) -> None:
+                 allow_repeats: bool = False, progress: bool | float = True) -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps={max_steps}: give at least 1")
         if max_cost_usd is not None and max_cost_usd < 0:
             raise ValueError(f"max_cost_usd={max_cost_usd}: give 0 or more USD, or None")
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds={max_seconds}: give a positive number or None")
+        if not isinstance(progress, bool) and (not isinstance(progress, int | float)
+                                               or progress < 0):
+            raise ValueError(f"progress={progress!r}: give True, False, or the seconds a run "
+                             f"lasts before its bar shows (default {PROGRESS_AFTER_S:g})")
         self._lab = lab
         self.model = model
         self.max_steps, self.max_cost_usd, self.max_seconds = max_steps, max_cost_usd, max_seconds
@@ -100,6 +116,9 @@ class Agent:
                        else GenerationParams(**{"max_tokens": 1024, **(params or {})}))
         self.tool_mode: ToolMode = tool_mode or NativeTools()
         self.save, self.allow_repeats = save, allow_repeats
+        self.progress_after_s: float | None = (
+            None if progress is False else PROGRESS_AFTER_S if progress is True
+            else float(progress))
         self.tools = AgentTools(self.lab, tools)
         if output is not None:
             self.tools.add_spec(ToolSpec(name=FINAL_TOOL, parameters=json_schema(output),
@@ -216,12 +235,13 @@ class Agent:
         remember_agent(run, self)
         self.last_run = run
         return _Live(run, resolved, self.tool_mode.for_model(resolved), history,
-                     self.runner.loop, emit)
+                     self.runner.loop, emit, self.progress_after_s)
 
     async def _supervise(self, live: _Live) -> AgentRun:
         """Run the body under the limits; always returns the run, except when cancelled
         from outside, which marks it cancelled and re-raises."""
         run, started = live.run, time.monotonic()
+        live.bar.start(started)
         with self._lock:
             self._active.add(live)
         body = asyncio.ensure_future(self._body(live))
@@ -269,12 +289,13 @@ class Agent:
         run = live.run
         run.status, run.error = status, error
         run.latency_s = time.monotonic() - started
+        live.bar.close(len(run.steps))
         if run.steps and error is not None and run.steps[-1].completion is None:
             run.steps[-1].error = error  # the step that was in flight
         if error is not None:
-            live.send(AgentEvent(type="error", step=len(run.steps), text=error))
-        live.send(AgentEvent(type="final", step=len(run.steps), run=run,
-                             text=run.output if isinstance(run.output, str) else ""))
+            live.send("error", step=len(run.steps), text=error)
+        live.send("final", step=len(run.steps), run=run,
+                  text=run.output if isinstance(run.output, str) else "")
 
     async def _events(self, live: _Live) -> AsyncIterator[AgentEvent]:
         """``astream``'s producer, on the runner loop: the run's events through a queue."""
@@ -301,6 +322,8 @@ class Agent:
             messages = live.history or self.initial_messages(run,
                                                              await self._recall(run.task))
             while True:
+                if live.bar.due():
+                    live.bar.show(len(run.steps), self.max_steps)
                 if len(run.steps) >= self.max_steps:
                     run.status, run.error = "max_steps", prompts.MAX_STEPS.format(
                         steps=len(run.steps))
@@ -308,7 +331,7 @@ class Agent:
                 step = AgentStep(index=len(run.steps), model=live.model.id,
                                  messages=list(messages))
                 run.steps.append(step)
-                live.send(AgentEvent(type="step_start", step=step.index))
+                live.send("step_start", step=step.index)
                 spent, clock = scope.spent_usd, time.monotonic()
                 try:
                     completion = await self._call_model(live, step)
@@ -334,7 +357,7 @@ class Agent:
         completion: Completion | None = None
         async for event in live.model.stream(messages, tools=tools, params=params):
             if event.type == "text" and event.text:
-                live.send(AgentEvent(type="token", step=step.index, text=event.text))
+                live.send("token", step=step.index, text=event.text)
             elif event.type == "done":
                 completion = event.completion
         if completion is None:
@@ -372,7 +395,7 @@ class Agent:
                 live.failures = 0
             return False
         for call in calls:
-            live.send(AgentEvent(type="tool_call", step=step.index, tool_call=call))
+            live.send("tool_call", step=step.index, tool_call=call)
         final: Verdict | None = None
 
         async def one(call: ToolCall) -> ToolResult:
@@ -387,11 +410,13 @@ class Agent:
             else:
                 result = await self.tools_for(live.run).ainvoke(call)
                 result = result.model_copy(update={"value": None})  # the trace is redacted
-            live.send(AgentEvent(type="tool_result", step=step.index, tool_call=call,
-                                 tool_result=result))
+            live.send("tool_result", step=step.index, tool_call=call, tool_result=result)
             return result
 
-        step.tool_results = list(await asyncio.gather(*(one(c) for c in calls)))
+        if len(calls) == 1:  # the usual turn: no task and no gather (two loop passes)
+            step.tool_results = [await one(calls[0])]
+        else:
+            step.tool_results = list(await asyncio.gather(*(one(c) for c in calls)))
         step.observations += [Message.tool(r.content, c.id, name=c.name)
                               for c, r in zip(calls, step.tool_results, strict=True)]
         if final is not None and final.repair is None:
@@ -422,17 +447,19 @@ class _Live:
 
     def __init__(self, run: AgentRun, model: Model, mode: ToolMode,
                  history: list[Message] | None, loop: asyncio.AbstractEventLoop,
-                 emit: Emit | None) -> None:
+                 emit: Emit | None, bar_after: float | None = None) -> None:
         self.run, self.model, self.mode, self.history = run, model, mode, history
         self.loop, self.emit = loop, emit
+        self.bar = RunBar(bar_after, f"{run.agent} {run.id}")
         self.task: asyncio.Future[None] | None = None
         self.cancel_requested = False
         self.failures = 0
         self.last_failure = ""
 
-    def send(self, event: AgentEvent) -> None:
+    def send(self, type: EventType, step: int, **fields: Any) -> None:
+        """Emit an event; built only when someone streams the run (most runs are not)."""
         if self.emit is not None:
-            self.emit(event)
+            self.emit(AgentEvent(type=type, step=step, **fields))
 
     def failed(self, why: str) -> None:
         self.failures += 1

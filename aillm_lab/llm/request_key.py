@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,20 +33,55 @@ def request_hash(provider: str, model: str, messages: Sequence[Message], *,
 
     ``base_url`` loses its user:password and query string, the places keys hide in URLs.
     ``sample`` tells apart repeated samples of one request (see ``Gateway.sample``).
+
+    The bytes are those of ``json.dumps(body, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False, default=str)`` for ``body = {"base_url", "messages", "model",
+    "output", "params", "provider", "sample", "tools"}`` (cassettes replay by this value,
+    so it never changes). They are joined from each part's own canonical text, in that
+    sorted key order, so a message or tool seen in an earlier call (an agent's history
+    grows by a few messages a step) is not encoded again: see ``_encoded``.
     """
     if isinstance(output, type) and issubclass(output, BaseModel):
         schema: Any = output.model_json_schema()
     else:
         schema = output
-    body = {
-        "provider": provider, "model": model, "base_url": public_url(base_url),
-        "messages": [m.model_dump(mode="json") for m in messages],
-        "tools": [_spec(t).model_dump(mode="json") for t in tools or ()],
-        "output": schema,
-        "params": (params or GenerationParams()).model_dump(mode="json"),
-        "sample": sample,
-    }
-    return hashlib.sha256(_CANONICAL.encode(body).encode()).hexdigest()
+    encode = _CANONICAL.encode
+    text = "".join((
+        '{"base_url":', encode(public_url(base_url)),
+        ',"messages":[', ",".join([_encoded(m) for m in messages]),
+        '],"model":', encode(model), ',"output":', encode(schema),
+        ',"params":', _encoded(params or _DEFAULT_PARAMS),
+        ',"provider":', encode(provider), ',"sample":', encode(sample),
+        ',"tools":[', ",".join([_encoded(_spec(t)) for t in tools or ()]), "]}"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_DEFAULT_PARAMS = GenerationParams()
+_SEEN_MAX = 1024
+_SEEN_CHARS = 16_384  # longer texts (an image, a long document) are encoded each time
+# id(obj) -> (obj, its JSON-mode dump, the dump's canonical text): the object is held, so
+# its id is not reused while the entry lives, and the dump is compared on every use, so an
+# object changed in place since (a message edited between two calls) is encoded afresh
+_seen: dict[int, tuple[BaseModel, Any, str]] = {}
+_seen_lock = threading.Lock()
+
+
+def _encoded(obj: BaseModel) -> str:
+    """The canonical JSON text of ``obj.model_dump(mode="json")``, reused while the object
+    dumps to the same data. The dump (a C call) is always made; the text (the costly
+    part, with sorted keys) is reused."""
+    dump = obj.model_dump(mode="json")
+    hit = _seen.get(id(obj))
+    if hit is not None and hit[0] is obj and hit[1] == dump:
+        return hit[2]
+    text = _CANONICAL.encode(dump)
+    if len(text) > _SEEN_CHARS:
+        return text
+    with _seen_lock:
+        if len(_seen) >= _SEEN_MAX:
+            _seen.clear()  # an agent's history is re-seen within a few calls; start over
+        _seen[id(obj)] = (obj, dump, text)
+    return text
 
 
 def _spec(item: object) -> ToolSpec:
