@@ -1,10 +1,11 @@
 """The Chat page in a real browser (Debian's chromium through Playwright): the agent picker,
 an agent's trace card, inline Approve/Deny checked on disk, and the model picker.
 
-The server is the ``pn.serve`` call ``aillm-lab serve`` makes, over a Lab whose scripted
-model writes a workspace file when asked to (a tool call the policy says to ``ask`` about)
-and otherwise answers in words. ``AILLM_SCREENSHOTS=<folder>`` keeps the screenshots
-(``docs/screenshots/chat.png`` is made that way).
+The server is the ``pn.serve`` call ``aillm-lab serve`` makes, with two worker threads (as
+``panel serve --num-threads 2``), over one Lab whose scripted model writes a workspace file
+when asked to (a tool call the policy says to ``ask`` about) and otherwise answers in words.
+``AILLM_SCREENSHOTS=<folder>`` keeps the screenshots (``docs/screenshots/chat.png`` is made
+that way).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SERVER = textwrap.dedent('''
     from aillm_lab.ui.workbench.app import TITLE, create_app
 
     port = int(sys.argv[1])
+    pn.config.nthreads = 2  # what `panel serve --num-threads 2` sets
 
 
     def reply(messages, request):
@@ -86,12 +88,17 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-@pytest.fixture
-def page(browser: Browser, server: str) -> Iterator[Page]:
+def _open(browser: Browser, url: str) -> Page:
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.set_default_timeout(60_000)
-    page.goto(server)
+    page.goto(url)
     page.locator(".bk-tab", has_text=re.compile("^Chat$")).wait_for()
+    return page
+
+
+@pytest.fixture
+def page(browser: Browser, server: str) -> Iterator[Page]:
+    page = _open(browser, server)
     yield page
     page.close()
 
@@ -176,3 +183,25 @@ def test_model_picker_lists_the_models_and_switching_it_changes_who_answers(page
     _send(page, "second question")
     expect(_visible(page.get_by_text(re.compile(r"^scripted:echo · \d+ in")))).to_have_count(1)
     expect(_visible(page.get_by_text("second question", exact=True))).to_have_count(2)
+
+
+def test_two_tabs_share_the_lab_and_an_approval_shows_only_in_the_tab_that_asked(
+        browser, server, server_home):
+    target = server_home / "workspace" / "notes" / "plan.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("old plan")
+    asking, other = _open(browser, server), _open(browser, server)
+    try:
+        _pick(asking, "Plain chat", "ReAct agent (the Lab's tools)")
+        _send(other, "just chatting")
+        _send(asking, "write the plan")
+        expect(_visible(asking.get_by_text("Waiting for your answer…"))).to_have_count(1)
+        expect(_visible(other.get_by_text("Scripted reply to just chatting"))).to_be_visible()
+        assert other.get_by_text("Approval needed").count() == 0
+        _answer(asking, "Deny")
+        expect(_visible(asking.get_by_text("Denied.", exact=True))).to_be_visible()
+        assert other.get_by_text("Approval needed").count() == 0
+        assert target.read_text() == "old plan"
+    finally:
+        asking.close()
+        other.close()
