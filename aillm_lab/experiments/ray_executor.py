@@ -358,8 +358,11 @@ def worker_settings(settings: LabSettings, exp: Experiment, workers: int, lab: L
 
 
 def _portable(exp: Experiment, lab: Lab, workers: int) -> Experiment:
-    """``exp`` without its Lab, each default model named, and its concurrency split."""
-    models = [m if m is not None else lab.default_model_id for m in exp.models]
+    """``exp`` without its Lab, each default model given (the Lab's ``Model`` object, else
+    its id: a worker would resolve a scripted or custom model's id to a fresh, empty one),
+    and its concurrency split."""
+    default = _given_default(lab) or lab.default_model_id
+    models = [m if m is not None else default for m in exp.models]
     return exp.model_copy(update={"lab": None, "models": models,
                                   "concurrency": max(exp.concurrency // workers, 1)})
 

@@ -218,3 +218,17 @@ def test_start_ray_stops_only_what_a_failed_start_left_running_and_tries_again(m
     monkeypatch.setattr(ray, "init", lambda **kw: (_ for _ in ()).throw(RuntimeError("no")))
     with pytest.raises(RuntimeError, match="no"):
         start_ray(attempts=2)
+
+
+@needs_ray
+def test_a_lab_default_model_object_reaches_the_workers(ray_cluster, tmp_path):
+    """``models=[None]`` with ``Lab(model=ScriptedModel(...))``: the workers answer with that
+    model, not a fresh ``scripted:<name>`` from the registry (which has no replies)."""
+    with al.Lab(home=tmp_path / "local", prices=PRICES,
+                model=ScriptedModel(right, name="right")) as lab:
+        expected = _same(_grid(lab, models=[None]).run(progress=False))
+    with al.Lab(home=tmp_path / "ray", prices=PRICES,
+                model=ScriptedModel(right, name="right")) as lab:
+        run = _grid(lab, models=[None]).run(executor=RayExecutor(workers=2), progress=False)
+    assert run.status == "completed" and run.n_errors == 0 and run.n_done == 40
+    assert _same(run).equals(expected)
