@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 pn = pytest.importorskip("panel")
@@ -237,3 +238,25 @@ def test_an_agent_refuses_an_attached_image_and_says_to_use_plain_chat(lab):
     _attach(page)
     items = _run(_collect(page, "look"))
     assert items[-1]["user"] == "error" and "pick Plain chat" in items[-1]["object"]
+
+
+def test_the_data_agent_queries_the_data_pages_tables_and_asks_for_one_when_there_is_none(
+        tmp_path):
+    def analyst(messages: list[Any], request: Any) -> Any:
+        if not [m for m in messages if m.role == "tool"]:
+            return ToolCall(id="q1", name="run_sql",
+                            arguments={"sql": "SELECT count(*) AS n FROM cities"})
+        return "There are 3 cities."
+
+    with Lab(home=tmp_path / "home", model=ScriptedModel(analyst, name="analyst")) as lab:
+        bench = Workbench(lab)
+        page = bench.chat_page
+        page.agent_picker.value = "data_analysis"
+        empty = _run(_collect(page, "How many cities?"))
+        assert empty[-1]["user"] == "error" and "upload a CSV" in empty[-1]["object"]
+        bench.data.frames["cities"] = pd.DataFrame({"name": ["Paris", "Berlin", "Nantes"]})
+        items = _run(_collect(page, "How many cities?"))
+    card = items[-1]["footer_objects"][1]
+    steps = "".join(p.object for p in card.objects)
+    assert "run_sql(" in steps and "SELECT count(*) AS n FROM cities" in steps
+    assert "3" in items[-1]["object"]

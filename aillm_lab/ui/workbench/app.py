@@ -55,7 +55,9 @@ class Workbench:
 
         pn.extension("tabulator", notifications=True)
         self.lab = lab
-        self.chat_page = ChatPage(lab, max_tokens=max_tokens, models=models)
+        # the data agent in the chat queries this session's Data page uploads
+        self.chat_page = ChatPage(lab, max_tokens=max_tokens, models=models,
+                                  tables=lambda: dict(self.data.frames))
         self.chat, self.header = self.chat_page.chat, self.chat_page.header
         self.preload = preload
         self.model_status = pn.pane.Markdown(

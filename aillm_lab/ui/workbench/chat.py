@@ -43,6 +43,7 @@ class AgentChoice:
     label: str
     make: Callable[[Lab, str | None], Any] | None  # None: plain chat
     streams: bool = True  # False: the agent has no ``astream(task)`` door, so it is awaited
+    tables: bool = False  # True: it queries the session's tables (``data=``, the Data page's)
 
 
 def _react(lab: Lab, model: str | None) -> Any:
@@ -74,7 +75,8 @@ AGENT_CHOICES: dict[str, AgentChoice] = {
     "react": AgentChoice("ReAct agent (the Lab's tools)", _react),
     "code_writer": AgentChoice("Code writer (sandboxed tests)", _code_writer),
     "research": AgentChoice("Research (the Lab's documents)", _research, streams=False),
-    "data_analysis": AgentChoice("Data analysis (the Lab's tables)", _data_analysis),
+    "data_analysis": AgentChoice("Data analysis (the Data page's tables)", _data_analysis,
+                                 tables=True),
 }
 
 
@@ -117,11 +119,12 @@ class ChatPage:
 
     title = "Chat"
 
-    def __init__(self, lab: Lab, *, max_tokens: int = 256,
-                 models: list[str] | None = None) -> None:
+    def __init__(self, lab: Lab, *, max_tokens: int = 256, models: list[str] | None = None,
+                 tables: Callable[[], dict[str, Any]] | None = None) -> None:
         import panel as pn
 
         self.lab, self.max_tokens = lab, max_tokens
+        self.tables = tables or dict  # the session's tables by name (the Data page's uploads)
         self.models = chat_models(lab, models)
         default_id = self.models[0][0]
         options = {f"{default_id} (default)": DEFAULT,
@@ -220,9 +223,16 @@ class ChatPage:
             self.notice.failed(exc)
             yield {"object": f"⚠️ {type(exc).__name__}: {exc}", "user": "error"}
             return
+        inputs: dict[str, Any] = {}
+        if choice.tables:
+            inputs["data"] = self.tables()
+            if not inputs["data"]:
+                yield self._error("No tables yet: upload a CSV, Parquet or JSON file on the "
+                                  "Data page, then ask here.")
+                return
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.create_task(_pump(agent, task, choice.streams, queue,
-                                         self.approvals.approve))
+                                         self.approvals.approve, inputs))
         text, lines, run = "", [], None
         try:
             while (event := await queue.get()) is not _END:
@@ -257,19 +267,19 @@ class ChatPage:
 
 
 async def _pump(agent: Any, task: str, streams: bool, queue: asyncio.Queue[Any],
-                approver: Any) -> None:
+                approver: Any, inputs: dict[str, Any]) -> None:
     """Run the agent in its own task, under this chat's approver: its events (or an error)
     go to ``queue``, then ``_END``. The approver is set in this task's context only, and
     the runner tasks the agent starts copy it."""
     try:
         with approver_for_task(approver):
             if streams:
-                async for event in agent.astream(task):
+                async for event in agent.astream(task, **inputs):
                     queue.put_nowait(event)
             else:
                 from aillm_lab.agents.run import AgentEvent
 
-                run = await agent.arun(task)
+                run = await agent.arun(task, **inputs)
                 queue.put_nowait(AgentEvent(type="final", run=run))
     except Exception as exc:  # shown as a notice, never a traceback
         queue.put_nowait(exc)
