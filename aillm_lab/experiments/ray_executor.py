@@ -110,7 +110,7 @@ class RayExecutor:
             cap = plan.cap
             if rescore and exp.budget_usd is not None:  # a judge's spend is the run's too
                 spent = max(float(plan.done["cost_usd"].fillna(0.0).sum()),
-                            await logged_spend(lab, plan.run_id))
+                            await logged_spend(lab, plan.run_id), plan.spent + outcome.spent)
                 cap = max(exp.budget_usd - spent, 0.0)
             if plan.todo:
                 plan.manifest["workers"] = await self._run_shards(
@@ -125,7 +125,8 @@ class RayExecutor:
             raise
         finally:
             plan.manifest.update(status=outcome.status, message=outcome.message,
-                                 executor="ray", updated_at=time.time())
+                                 executor="ray", spent_usd=plan.spent + outcome.spent,
+                                 updated_at=time.time())
             await asyncio.shield(asyncio.to_thread(store.write_manifest, plan.folder,
                                                    plan.manifest))
         return await asyncio.to_thread(ExperimentRun, plan.folder, status=outcome.status,
@@ -328,7 +329,7 @@ async def _run_shard(exp: Experiment, lab: Lab, run_id: str, index: int,
         await run_cells(exp, lab, folder, run_id, todo, cap=cap, outcome=outcome)
     finally:
         manifest.update(sent=outcome.sent, status=outcome.status, message=outcome.message,
-                        updated_at=time.time())
+                        spent_usd=outcome.spent, updated_at=time.time())
         await asyncio.shield(asyncio.to_thread(store.write_worker_manifest, folder, index,
                                                manifest))
     return manifest
@@ -393,6 +394,7 @@ def _fail_unfinished(folder: Path, run_id: str, shards: list[list[Cell]],
 def _merge(workers: list[dict[str, Any]], exp: Experiment, n: int, outcome: Outcome) -> None:
     """The run's outcome from its workers': the cells sent, a budget stop, the failures."""
     outcome.sent = sum(int(w.get("sent", 0)) for w in workers)
+    outcome.spent += sum(float(w.get("spent_usd") or 0.0) for w in workers)
     notes = []
     if any(w.get("status") == "budget" for w in workers):
         outcome.status = "budget"

@@ -49,7 +49,7 @@ async def run_experiment(exp: Experiment, lab: Lab, *, progress: bool = True) ->
         if bar is not None:
             bar.close()
         plan.manifest.update(status=outcome.status, message=outcome.message,
-                             updated_at=time.time())
+                             spent_usd=plan.spent + outcome.spent, updated_at=time.time())
         await asyncio.shield(asyncio.to_thread(store.write_manifest, plan.folder,
                                                plan.manifest))
     return await asyncio.to_thread(ExperimentRun, plan.folder, status=outcome.status,
@@ -69,6 +69,7 @@ class Plan:
     todo: list[Cell]
     cap: Any  # what the budget leaves (UNSET: no budget)
     manifest: dict[str, Any]
+    spent: float  # what earlier runs of this spec spent
 
 
 async def plan_run(exp: Experiment, lab: Lab) -> Plan:
@@ -80,18 +81,19 @@ async def plan_run(exp: Experiment, lab: Lab) -> Plan:
     done = await asyncio.to_thread(store.latest_cells, folder)
     ok = done[done["error"].isna()]
     done_ids = set(ok["cell_id"])
+    earlier = (await asyncio.to_thread(store.read_manifest, folder)
+               if (folder / "manifest.json").is_file() else {})
+    # the manifest's own account also has what calls under nested runs (an agent's) spent
     spent_before = max(float(ok["cost_usd"].fillna(0.0).sum()),
-                       await logged_spend(lab, run_id))
+                       await logged_spend(lab, run_id), float(earlier.get("spent_usd") or 0.0))
     manifest = {"run_id": run_id, "name": exp.name, "spec": exp.manifest_spec(lab),
                 "seed": exp.seed, "prices": lab.gateway.pricing.version,
                 "n_cells": len(cells), "created_at": time.time(),
                 **await asyncio.to_thread(store.environment)}
-    if (folder / "manifest.json").is_file():
-        earlier = await asyncio.to_thread(store.read_manifest, folder)
-        manifest["created_at"] = earlier.get("created_at", manifest["created_at"])
+    manifest["created_at"] = earlier.get("created_at", manifest["created_at"])
     todo = [c for c in cells if c.cell_id not in done_ids]
     cap = UNSET if exp.budget_usd is None else max(exp.budget_usd - spent_before, 0.0)
-    return Plan(cells, run_id, folder, ok, todo, cap, manifest)
+    return Plan(cells, run_id, folder, ok, todo, cap, manifest, spent_before)
 
 
 async def run_cells(exp: Experiment, lab: Lab, folder: Path, run_id: str, todo: list[Cell],
@@ -102,7 +104,8 @@ async def run_cells(exp: Experiment, lab: Lab, folder: Path, run_id: str, todo: 
     to score with the scorers added since. A Ray worker calls this on its shard."""
     writer = _Writer(folder, run_id, lab)
     try:
-        with lab.scope(run_id, budget_usd=cap):
+        with lab.scope(run_id, budget_usd=cap) as scope:
+            spent = scope.spent_usd
             if rescore is not None:
                 await writer.rescore(rescore, exp.scorers)  # a judge's calls are the run's too
             work = iter(todo)
@@ -115,6 +118,8 @@ async def run_cells(exp: Experiment, lab: Lab, folder: Path, run_id: str, todo: 
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
                 raise
+            finally:  # nested runs' calls too: an agent's run is opened inside this one
+                outcome.spent += scope.spent_usd - spent
     except asyncio.CancelledError:
         outcome.status, outcome.message = "cancelled", "cancelled from outside (Ctrl-C?)"
         raise
@@ -153,6 +158,7 @@ class Outcome:
 
     def __init__(self) -> None:
         self.status, self.message, self.sent = "completed", "", 0
+        self.spent = 0.0  # USD, by the run's own budget (calls in nested runs included)
         self.stop = False
 
 

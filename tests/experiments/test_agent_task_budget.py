@@ -64,3 +64,25 @@ def test_an_agent_task_stops_at_the_experiments_budget_with_nothing_over_spent(m
     again = _experiment(lab, model, budget).run(progress=False)  # counts the earlier spend
     assert again.status == "budget" and again.sent == 0
     assert lab.calls()["cost_usd"].sum() <= budget
+
+
+def test_the_manifest_keeps_the_runs_spend_across_resumes(make_lab):
+    """``spent_usd`` in the manifest is what the run's own budget saw (nested runs' calls
+    included, once the gateway charges them up the chain), added up over resumes; a rerun's
+    budget starts from it."""
+    model = ScriptedModel(knows, name="priced")
+    lab = make_lab(prices=PRICES)
+
+    def grid(budget):
+        return al.Experiment(name="spend", dataset=ROWS, prompts=["Capital of {country}?"],
+                             models=[model], params={"max_tokens": 5}, budget_usd=budget,
+                             lab=lab)
+
+    first = grid(0.2).run(progress=False)
+    assert first.status == "budget"
+    spent = lab.calls()["cost_usd"].sum()
+    assert first.manifest["spent_usd"] == pytest.approx(spent) and 0 < spent <= 0.2
+    done = grid(5.0).run(progress=False)
+    assert done.status == "completed" and done.sent == 10 - first.n_done
+    total = lab.calls()["cost_usd"].sum()
+    assert done.manifest["spent_usd"] == pytest.approx(total) and total > spent

@@ -168,6 +168,7 @@ def test_a_budget_holds_across_ray_workers(ray_cluster, tmp_path):
     assert run.status == "budget" and run.n_errors == 0 and 0 < run.n_done < 120
     assert run.cost_usd <= budget and calls["cost_usd"].sum() <= budget
     assert "split evenly over 2 Ray workers" in run.message
+    assert run.manifest["spent_usd"] == pytest.approx(calls["cost_usd"].sum())  # merged
     assert (calls["status"] == "ok").sum() == run.n_done  # a refused call is never sent
 
 
