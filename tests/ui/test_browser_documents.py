@@ -204,6 +204,13 @@ def test_documents_page_ingests_searches_and_asks_with_the_texts_typed_before_ea
     _shot(page, tmp_path, "documents")
 
 
+def _pick_type(page: Page, kind: str) -> None:
+    """Pick ``kind`` in the "Only types" picker (a choices.js list)."""
+    _visible(page.locator(".choices__input--cloned")).click()
+    _visible(page.locator(".choices__item--choice", has_text=re.compile(f"^{kind}$"))).click()
+    page.keyboard.press("Escape")
+
+
 def test_documents_page_search_uses_the_mode_and_filters_sent_with_the_click(page):
     _ingest(page, "notes", tags="handbook")  # tagged on their first ingest
     _search(page, "storage quota", source="*cats.md")
@@ -218,6 +225,16 @@ def test_documents_page_search_uses_the_mode_and_filters_sent_with_the_click(pag
     expect(_said(page, "passage(s) for 'storage quota' (hybrid, tags handbook).")
            ).to_be_visible()
     expect(_sources(page).first).to_contain_text("e4012.md")
+    _pick_type(page, "pdf")
+    _search(page, "storage quota")
+    expect(_said(page, "0 passage(s) for 'storage quota' (hybrid, type pdf).")).to_be_visible()
+    _visible(page.locator(".choices__button")).click()  # pdf is no longer picked
+    _pick_type(page, "markdown")
+    _search(page, "storage quota")
+    expect(_said(page, "passage(s) for 'storage quota' (hybrid, type markdown).")
+           ).to_be_visible()
+    expect(_sources(page).first).to_contain_text("e4012.md")
+    _visible(page.locator(".choices__button")).click()
     _visible(page.locator("select")).filter(has_text="hybrid").select_option("sparse")
     _search(page, "kittens")
     expect(_said(page, "1 passage(s) for 'kittens' (sparse).")).to_be_visible()
