@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Mode = Literal["dense", "sparse", "hybrid"]
+# ``progress=`` of an ingest: a tqdm bar (True), none (False), or ``hook(done, total)`` with the
+# chunks embedded so far (a page's own bar); a hook may be called from a worker thread
+ProgressHook = Callable[[int, int], None]
 MAX_K = 1000
 EMBED_BATCH = 4096  # chunks embedded (sorted by length) and committed together
 
@@ -123,8 +126,9 @@ class Knowledge(Lifecycle):
     # -- async API -------------------------------------------------------------------------
     async def aingest(self, paths: str | Path | Iterable[str | Path], collection: str = "default",
                       sync: bool = False, *, tags: Iterable[str] = (),
-                      progress: bool | None = None) -> IngestReport:
-        """Add new, replace changed and (with ``sync``) remove vanished files under ``paths``."""
+                      progress: bool | ProgressHook | None = None) -> IngestReport:
+        """Add new, replace changed and (with ``sync``) remove vanished files under ``paths``;
+        ``progress``: a tqdm bar of chunks embedded, or ``hook(done, total)`` instead."""
         return await self._on_runner(self._ingest(paths, collection, sync, list(tags),
                                                   self.progress if progress is None else progress))
 
@@ -166,7 +170,7 @@ class Knowledge(Lifecycle):
 
     # -- ingest ----------------------------------------------------------------------------
     async def _ingest(self, paths: Any, collection: str, sync: bool, tags: list[str],
-                      progress: bool) -> IngestReport:
+                      progress: bool | ProgressHook) -> IngestReport:
         started = time.perf_counter()
         report = IngestReport(collection=collection)
         loaded = await asyncio.to_thread(load, paths)
@@ -196,7 +200,8 @@ class Knowledge(Lifecycle):
         return report
 
     async def _write_changed(self, cid: int, docs: list[Document], tags: list[str],
-                             dense: DenseIndex, report: IngestReport, progress: bool) -> None:
+                             dense: DenseIndex, report: IngestReport,
+                             progress: bool | ProgressHook) -> None:
         if not docs:
             return
         chunker = Chunker.for_embedder(self.embedder, chunk_tokens=self.chunk_tokens,
@@ -406,9 +411,26 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, enabled: bool) -> Any:
+class _HookBar:
+    """A bar that reports to ``hook(done, total)`` (from its first call: ``(0, total)``)."""
+
+    def __init__(self, total: int, hook: ProgressHook) -> None:
+        self.total, self.done, self.hook = total, 0, hook
+        hook(0, total)
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.hook(self.done, self.total)
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, enabled: bool | ProgressHook) -> Any:
     if not enabled or total == 0:
         return _NoBar()
+    if callable(enabled):
+        return _HookBar(total, enabled)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="embedding chunks", unit="chunk")

@@ -46,6 +46,7 @@ class DocumentsPage:
         self.ingest_button = pn.widgets.Button(label="Ingest", color="primary")
         self.file_input = pn.widgets.FileInput(multiple=True, accept=".md,.txt,.pdf,.html")
         self.progress = pn.indicators.Progress(active=False, visible=False, width=200)
+        self.embedded = (0, 0)  # chunks embedded, of how many (the running or last ingest)
         self.query = pn.widgets.TextInput(label="Search", placeholder="storage quota",
                                           sizing_mode="stretch_width")
         self.mode = pn.widgets.Select(label="Mode", options=MODES, value="hybrid", width=120)
@@ -92,23 +93,30 @@ class DocumentsPage:
 
     async def ingest(self, path: str | Path | list[Path] | None = None,
                      tags: list[str] | None = None, collection: str | None = None) -> bool:
-        """Ingest a folder or file (default: the path typed), with a busy progress bar."""
+        """Ingest a folder or file (default: the path typed); the progress bar is busy while
+        files load, then shows the share of chunks embedded."""
         target = self.path.value.strip() if path is None else path
         if not target:
             self.notice.error("Name a folder or file to ingest first.")
             return False
         collection = (collection or self.collection.value).strip()
-        self.progress.param.update(active=True, visible=True)
+        self.progress.param.update(value=-1, active=True, visible=True)  # busy until embedding
+        self.embedded = (0, 0)
+        loop = asyncio.get_running_loop()
+
+        def embedded(done: int, total: int) -> None:  # called on the Lab's runner thread
+            loop.call_soon_threadsafe(self._show_progress, done, total)
+
         try:
             paths = target if isinstance(target, list) else [self._resolve(target)]
-            report = await self.lab.aingest(paths, collection, progress=False,
+            report = await self.lab.aingest(paths, collection, progress=embedded,
                                             tags=tags if tags is not None else
                                             split_tags(self.tags.value))
         except Exception as exc:
             self.notice.failed(exc)
             return False
         finally:
-            self.progress.param.update(active=False, visible=False)
+            self.progress.param.update(value=-1, active=False, visible=False)
         skipped = f" · {len(report.skipped)} skipped" if report.skipped else ""
         self.notice.ok(f"Ingested into {report.collection}: {report.docs_added} added, "
                        f"{report.docs_updated} updated, {report.docs_unchanged} unchanged, "
@@ -168,6 +176,13 @@ class DocumentsPage:
         self.notice.ok(f"Answered {question!r} in {len(run.steps)} step(s), "
                        f"${run.cost_usd:.4f}.")
         return True
+
+    def _show_progress(self, done: int, total: int) -> None:
+        """The share of chunks embedded, while the ingest runs (a late report is dropped)."""
+        if self.progress.visible:
+            self.embedded = (done, total)
+            self.progress.param.update(value=min(100, round(100 * done / max(total, 1))),
+                                       active=False)
 
     def _resolve(self, path: str | Path) -> Path:
         """A path in the workspace: a browser may not ingest (and so read) other files."""
