@@ -91,6 +91,13 @@ class Lab(LabServices, Lifecycle, Displayable):
             return self._default.id
         return self._default or self.default_model_reason()[0]
 
+    @property
+    def given_model(self) -> Model | None:
+        """The ``Model`` object given as ``Lab(model=...)``, if one was. A string default (or
+        the automatic choice) is named by ``default_model_id`` and resolves in any process;
+        an object must travel as itself (Ray's workers get it pickled)."""
+        return self._default if isinstance(self._default, Model) else None
+
     def default_model_reason(self) -> tuple[str, str]:
         """The default model and why it was chosen (cached: probing Ollama takes time)."""
         if self._default is not None:

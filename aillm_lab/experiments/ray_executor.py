@@ -143,7 +143,7 @@ class RayExecutor:
         n = len(shards)
         share = UNSET if cap is UNSET else cap / n
         payload = ray.put({"settings": worker_settings(lab.settings, exp, n, lab),
-                           "experiment": _portable(exp, lab, n), "default": _given_default(lab),
+                           "experiment": _portable(exp, lab, n), "default": lab.given_model,
                            "run_id": run_id,
                            "budget": None if share is UNSET else share})
         task = ray.remote(max_retries=0, num_cpus=self.cpus_per_worker)(run_shard)
@@ -362,16 +362,11 @@ def _portable(exp: Experiment, lab: Lab, workers: int) -> Experiment:
     """``exp`` without its Lab, each default model given (the Lab's ``Model`` object, else
     its id: a worker would resolve a scripted or custom model's id to a fresh, empty one),
     and its concurrency split."""
-    default = _given_default(lab) or lab.default_model_id
+    default = lab.given_model or lab.default_model_id
     models = [m if m is not None else default for m in exp.models]
     return exp.model_copy(update={"lab": None, "models": models,
                                   "concurrency": max(exp.concurrency // workers, 1)})
 
-
-def _given_default(lab: Lab) -> Model | None:
-    """A ``Model`` object the Lab was given as its default (a string resolves anywhere)."""
-    default = getattr(lab, "_default", None)
-    return default if isinstance(default, Model) else None
 
 
 def _fail_unfinished(folder: Path, run_id: str, shards: list[list[Cell]],

@@ -144,6 +144,15 @@ def test_lab_settings_come_from_overrides(lab_home):
         al.Lab(home=lab_home, dashboard_port=70000)
 
 
+def test_given_model_is_the_model_object_given_and_none_for_a_name(lab_home):
+    from aillm_lab.testing import ScriptedModel
+
+    model = ScriptedModel(["hi"])
+    assert al.Lab(home=lab_home, model=model).given_model is model
+    assert al.Lab(home=lab_home, model="scripted:echo").given_model is None
+    assert al.Lab(home=lab_home).given_model is None
+
+
 def test_default_model_without_keys_is_the_local_model(lab_home):
     lab = al.Lab(home=lab_home)
     spec, reason = lab.default_model_reason()
