@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
     from aillm_lab.rag.results import SearchResults
-    from aillm_lab.rag.retriever import Filters, IngestReport, Knowledge, Mode
+    from aillm_lab.rag.retriever import Filters, IngestReport, Knowledge, Mode, ProgressHook
     from aillm_lab.runtime import LoopRunner
     from aillm_lab.tools.toolbox import Toolbox
 
@@ -158,7 +158,7 @@ class LabServices:
 
     async def aingest(self, paths: str | Path | Iterable[str | Path],
                       collection: str = "default", sync: bool = False, *,
-                      tags: Iterable[str] = (), progress: bool | None = None,
+                      tags: Iterable[str] = (), progress: bool | ProgressHook | None = None,
                       embedding_model: str | None = None) -> IngestReport:
         """Load, chunk, embed and index files (unchanged ones cost nothing);
         ``embedding_model`` overrides ``settings.embedding_model`` for this collection."""

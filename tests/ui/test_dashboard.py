@@ -707,3 +707,23 @@ def test_runs_page_refresh_resends_the_experiments_only_when_they_changed(bench)
     _experiment(bench.lab, "third", {2})
     assert _await(bench.runs.refresh())
     assert len(sent) == 1 and list(section.table.value["run_id"])[2] == first.run_id
+
+
+def test_memory_page_clicks_use_the_values_sent_with_them_not_the_boxes(bench):
+    """Under two server threads the boxes may still hold the previous text when a click
+    arrives: Add, Search and Show all act on what the click carried."""
+    from aillm_lab.ui.workbench.submit import send_fields
+
+    memory = bench.memory
+    memory.namespace.value, memory.text.value, memory.query.value = "user", "stale", "stale"
+    _in_loop(lambda: send_fields(memory.add_request, namespace="work",
+                                 text="The deadline is Friday", importance="0.9"))
+    [saved] = bench.lab.memory.list("work")
+    assert (saved.text, saved.importance) == ("The deadline is Friday", 0.9)
+    assert bench.lab.memory.list("user") == []
+    _in_loop(lambda: send_fields(memory.search_request, namespace="work", query="deadline"))
+    assert list(memory.table.value["text"]) == ["The deadline is Friday"]
+    _in_loop(lambda: send_fields(memory.list_request, namespace="user"))
+    assert memory.table.value.empty
+    _in_loop(lambda: send_fields(memory.list_request, namespace="work"))
+    assert list(memory.table.value["text"]) == ["The deadline is Friday"]

@@ -13,7 +13,7 @@ pytest.importorskip("panel")
 from aillm_lab import Lab  # noqa: E402
 from aillm_lab.agents.research import ResearchAnswer, ResearchSource  # noqa: E402
 from aillm_lab.testing import ScriptedModel  # noqa: E402
-from aillm_lab.ui.workbench import documents  # noqa: E402
+from aillm_lab.ui.workbench import documents, submit  # noqa: E402
 from aillm_lab.ui.workbench.documents import DocumentsPage  # noqa: E402
 
 pytestmark = [  # bokeh's DataFrame conversion (a Tabulator) uses an inplace pandas deprecated
@@ -79,8 +79,8 @@ def test_filters_and_tags_from_the_boxes():
     assert documents.search_filters(" notes/ ", "pdf", "a, b,,") == {
         "source": "notes/", "type": ["pdf"], "tags": ["a", "b"]}
     assert documents.split_tags(None) == []
-    assert documents.read_fields("not json") is None
-    assert documents.read_fields('{"fields": {"query": "x"}, "nonce": 1}') == {"query": "x"}
+    assert submit.read_fields("not json") is None
+    assert submit.read_fields('{"fields": {"query": "x"}, "nonce": 1}') == {"query": "x"}
 
 
 def test_answer_markers_link_to_their_chunks_and_a_dangling_one_stays_text():

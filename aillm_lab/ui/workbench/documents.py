@@ -2,22 +2,20 @@
 the Research agent for an answer whose ``[n]`` markers link to the chunks they cite.
 
 Each button sends its boxes' text with the click (``submit.submit_with_text`` for Ask, and
-``submit_fields`` here for Ingest and Search, which carry several boxes), so under
+``submit.submit_fields`` for Ingest and Search, which carry several boxes), so under
 ``panel serve --num-threads 2`` a click never runs the previous query or question.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePath
 from typing import Any
 
 from aillm_lab.core.lab import Lab
 from aillm_lab.ui.workbench.notices import Notice
-from aillm_lab.ui.workbench.submit import submit_with_text
+from aillm_lab.ui.workbench.submit import submit_fields, submit_with_text
 
 MODES = ["hybrid", "dense", "sparse"]
 TYPES = ["markdown", "text", "html", "pdf", "notebook", "code"]  # rag.loaders.DocType
@@ -216,50 +214,6 @@ class DocumentsPage:
             names, values = [names], [values]
         if values:
             await self.upload(dict(zip(names, values, strict=False)))
-
-
-# the browser's side of a click: every named widget's current value, and a fresh nonce
-_SEND_FIELDS = ("const read = w => w.value_input ?? w.value ?? '';\n"
-                "carrier.value = JSON.stringify({{fields: {{{fields}}}, "
-                "nonce: Date.now() + Math.random()}})")
-
-
-def submit_fields(button: Any, fields: dict[str, Any],
-                  action: Callable[[dict[str, Any]], Awaitable[Any]], name: str) -> Any:
-    """``submit_with_text`` for several widgets: a click sends each one's value (a text box's
-    text as typed) in one message, and runs ``await action({name: value})``; returns the
-    hidden carrier widget to put in the page."""
-    import panel as pn
-
-    carrier = pn.widgets.TextInput(value="", visible=False, css_classes=[name])
-    code = _SEND_FIELDS.format(fields=", ".join(f"{key}: read(w_{key})" for key in fields))
-    button.js_on_click(args={"carrier": carrier, **{f"w_{k}": w for k, w in fields.items()}},
-                       code=code)
-
-    async def on_carrier(event: Any) -> None:
-        sent = read_fields(event.new)
-        if sent is not None:
-            await action(sent)
-
-    carrier.param.watch(on_carrier, "value")
-    return carrier
-
-
-def read_fields(payload: str) -> dict[str, Any] | None:
-    """The values a click sent, or None (an empty or malformed carrier value)."""
-    try:
-        data = json.loads(payload) if payload else None
-    except json.JSONDecodeError:
-        return None
-    fields = data.get("fields") if isinstance(data, dict) else None
-    return fields if isinstance(fields, dict) else None
-
-
-def send_fields(carrier: Any, **fields: Any) -> None:
-    """What the browser does on a click (for tests): the values and a new nonce."""
-    import time
-
-    carrier.value = json.dumps({"fields": fields, "nonce": time.monotonic_ns()})
 
 
 def split_tags(text: Any) -> list[str]:
