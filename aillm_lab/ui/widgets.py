@@ -31,29 +31,40 @@ def _lab(lab: Lab | None) -> Lab:
 
 
 class ChatWidget(w.VBox):
-    """A prompt box, Send and Stop, a model picker, and the reply streaming into ``reply``.
+    """A prompt box, Send and Stop, model and agent pickers, and the reply streaming into
+    ``reply``; an agent's answer is followed by its trace (``trace_box``, ``run``).
 
     ``updates`` counts the times the reply was redrawn (one per streamed piece); ``stop()``
-    cancels the call in flight on the runner loop, which ends it within a second."""
+    cancels the call or run in flight on the runner loop, which ends it within a second.
+    ``data`` are the tables the data analysis agent queries (name -> DataFrame or path)."""
 
-    def __init__(self, lab: Lab | None = None, models: list[str] | None = None) -> None:
+    def __init__(self, lab: Lab | None = None, models: list[str] | None = None,
+                 data: dict[str, Any] | None = None) -> None:
+        from aillm_lab.ui.agent_choices import AGENT_CHOICES
+
         self.lab = _lab(lab)
+        self.data = dict(data or {})
+        self.run: AgentRun | None = None
         # None is the Lab's own default model (it may be an object, not a name)
         choices: list[tuple[str, str | None]] = [
             (f"{self.lab.default_model_id} (default)", None),
             *((m, m) for m in models or () if m != self.lab.default_model_id)]
         self.model = w.Dropdown(options=choices, value=None, description="model")
+        self.agent = w.Dropdown(options=[(c.label, key) for key, c in AGENT_CHOICES.items()],
+                                value="chat", description="agent")
         self.prompt = w.Textarea(placeholder="Ask something…", layout=w.Layout(width="100%"))
         self.send_button = w.Button(description="Send", button_style="primary")
         self.stop_button = w.Button(description="Stop", disabled=True)
         self.reply = w.HTML()
         self.status = w.HTML()
+        self.trace_box = w.VBox()
         self.updates = 0
         self._future: concurrent.futures.Future[str] | None = None
         self.send_button.on_click(lambda _: self.send())
         self.stop_button.on_click(lambda _: self.stop())
-        super().__init__([self.model, self.prompt,
-                          w.HBox([self.send_button, self.stop_button]), self.reply, self.status])
+        super().__init__([w.HBox([self.model, self.agent]), self.prompt,
+                          w.HBox([self.send_button, self.stop_button]), self.reply, self.status,
+                          self.trace_box])
 
     def send(self, text: str | None = None) -> concurrent.futures.Future[str]:
         """Start a streamed reply to ``text`` (default: the prompt box); returns its future."""
@@ -63,9 +74,11 @@ class ChatWidget(w.VBox):
             raise ValueError("the prompt is empty: write a prompt first")
         self.stop()
         self.reply.value, self.status.value, self.updates = "", "<i>…</i>", 0
+        self.run, self.trace_box.children = None, ()
         self.send_button.disabled, self.stop_button.disabled = True, False
-        future = asyncio.run_coroutine_threadsafe(self._stream(prompt, self.model.value),
-                                                  self.lab.runner.loop)
+        work = self._stream(prompt, self.model.value) if self.agent.value == "chat" else \
+            self._agent(prompt, self.model.value, self.agent.value)
+        future = asyncio.run_coroutine_threadsafe(work, self.lab.runner.loop)
         future.add_done_callback(self._done)
         self._future = future
         return future
@@ -84,6 +97,50 @@ class ChatWidget(w.VBox):
                 self.updates += 1
         return text
 
+    async def _agent(self, prompt: str, model: str | None, key: str) -> str:
+        """Run the picked agent: its tokens and a line per tool call stream into ``reply``,
+        then its answer, and its trace below."""
+        from aillm_lab.core.orchestrator import output_text
+        from aillm_lab.errors import BadRequest
+        from aillm_lab.ui.agent_choices import AGENT_CHOICES, agent_events
+
+        choice = AGENT_CHOICES[key]
+        assert choice.make is not None
+        inputs: dict[str, Any] = {}
+        if choice.tables:
+            if not self.data:
+                raise BadRequest("the data analysis agent needs tables: pass "
+                                 "al.ui.chat(data={'name': df_or_path})")
+            inputs["data"] = self.data
+        agent = choice.make(self.lab, model)
+        text, lines = "", []
+        try:
+            async for event in agent_events(choice, agent, prompt, inputs):
+                if event.type == "token":
+                    text += event.text
+                elif event.type == "tool_call" and event.tool_call is not None:
+                    lines.append(f"calling {event.tool_call.name}…")
+                elif event.type == "final" and event.run is not None:
+                    self.run = event.run
+                    continue
+                else:
+                    continue
+                self.reply.value = pre("\n".join([*lines, text]))
+                self.updates += 1
+        finally:
+            if hasattr(agent, "aclose"):
+                await agent.aclose()
+        if self.run is None:
+            return text
+        answer = output_text(self.run)
+        self.reply.value = pre(answer)
+        self.updates += 1
+        self.trace_box.children = (TraceWidget(self.run),)
+        if self.run.status != "completed":
+            self.status.value = (f"<b>{html.escape(self.run.status)}</b>: "
+                                 f"{html.escape(self.run.error or 'no answer')}")
+        return answer
+
     def _done(self, future: concurrent.futures.Future[str]) -> None:
         self.send_button.disabled, self.stop_button.disabled = False, True
         if future.cancelled():
@@ -91,7 +148,7 @@ class ChatWidget(w.VBox):
         elif (exc := future.exception()) is not None:
             self.status.value = f"<b>{html.escape(type(exc).__name__)}</b>: " \
                                 f"{html.escape(str(exc))}"
-        else:
+        elif self.run is None or self.run.status == "completed":
             self.status.value = ""
 
 
@@ -183,9 +240,11 @@ def _step_html(step: Any) -> str:
     return "".join(parts)
 
 
-def chat(lab: Lab | None = None, models: list[str] | None = None) -> ChatWidget:
-    """A streaming chat widget on ``lab`` (default: ``al.default_lab()``)."""
-    return ChatWidget(lab, models)
+def chat(lab: Lab | None = None, models: list[str] | None = None,
+         data: dict[str, Any] | None = None) -> ChatWidget:
+    """A streaming chat widget on ``lab`` (default: ``al.default_lab()``) with model and
+    agent pickers; ``data`` are the tables its data analysis agent may query."""
+    return ChatWidget(lab, models, data)
 
 
 def trace(run: AgentRun) -> TraceWidget:

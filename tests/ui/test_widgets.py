@@ -107,6 +107,52 @@ def test_the_model_picker_starts_on_the_labs_default_and_lists_the_others(make_l
     assert chat.model.value is None
 
 
+def test_the_agent_picker_offers_plain_chat_and_the_agents_that_run_from_a_prompt(make_lab):
+    chat = al.ui.chat(make_lab(ScriptedModel(["unused"])))
+    assert [key for _, key in chat.agent.options] == ["chat", "react", "code_writer",
+                                                      "research", "data_analysis"]
+    assert chat.agent.value == "chat"
+
+
+def test_a_picked_agent_streams_its_tool_calls_then_answers_with_its_trace(make_lab):
+    model = ScriptedModel([al.ToolCall(id="c1", name="write_file",
+                                       arguments={"path": "plan.txt", "content": "the plan"}),
+                           "Wrote plan.txt."], name="writer")
+    lab = make_lab(model)
+    chat = al.ui.chat(lab)
+    chat.agent.value = "react"
+    assert chat.send("write the plan").result(timeout=20) == "Wrote plan.txt."
+    assert (lab.settings.workspace_path / "plan.txt").read_text() == "the plan"
+    assert chat.run is not None and chat.run.status == "completed"
+    assert chat.updates >= 2 and "Wrote plan.txt." in chat.reply.value
+    [trace] = chat.trace_box.children
+    assert isinstance(trace, al.ui.TraceWidget) and len(trace.children) == 2
+    assert "write_file" in trace.get_title(0) and "plan.txt" in trace.children[0].value
+    wait_for(lambda: not chat.send_button.disabled)
+    assert chat.status.value == ""
+
+
+def test_the_data_agent_without_tables_says_how_to_give_them(make_lab):
+    chat = al.ui.chat(make_lab(ScriptedModel(["unused"])))
+    chat.agent.value = "data_analysis"
+    future = chat.send("total per region?")
+    wait_for(lambda: future.done())
+    wait_for(lambda: not chat.send_button.disabled)
+    assert "al.ui.chat(data=" in chat.status.value and chat.run is None
+
+
+def test_stop_cancels_an_agent_run_within_a_second(make_lab):
+    lab = make_lab(ScriptedModel([" ".join(f"w{i}" for i in range(300))], delay=0.05))
+    chat = al.ui.chat(lab)
+    chat.agent.value = "react"
+    future = chat.send("talk")
+    wait_for(lambda: chat.updates >= 2)
+    started = time.monotonic()
+    chat.stop()
+    wait_for(lambda: future.done(), timeout=5)
+    assert time.monotonic() - started < 1.0 and future.cancelled()
+
+
 # bokeh's ColumnDataSource.from_df calls reset_index(inplace=True), which pandas 3.1
 # deprecates; every Tabulator of the dashboard goes through it. Not ours to fix.
 @pytest.mark.filterwarnings(

@@ -6,10 +6,9 @@ come, a line per tool call) and its answer carries the step trace in a collapsed
 calls that need approval ask inside this chat only (``InlineApprovals``). Everything runs on
 the Lab's runner loop and is awaited here, so the server's loop never blocks.
 
-Agents offered are those that run from one prompt. Left out: ``WorkflowAgent`` (it runs a
-workflow spec, not a prompt), ``MonitoringAgent`` (a watcher over the call log: the Monitor
-page shows it) and ``IntegrationAgent`` (its tools come from OpenAPI documents or MCP servers
-given in code; with none it has no tools).
+The agents offered, and why some are left out, are in ``aillm_lab.ui.agent_choices`` (the
+notebook's chat widget offers the same). Data analysis queries this session's Data page
+uploads.
 """
 
 from __future__ import annotations
@@ -18,12 +17,12 @@ import asyncio
 import base64
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aillm_lab.errors import AillmError, UnsupportedInput
 from aillm_lab.llm.types import Completion, ImagePart, Message
 from aillm_lab.tools.safety import approver_for_task
+from aillm_lab.ui.agent_choices import AGENT_CHOICES, AgentChoice, agent_events
 from aillm_lab.ui.workbench.approvals_inline import APPROVAL_USER, InlineApprovals
 from aillm_lab.ui.workbench.chat_trace import run_footer, trace_card
 from aillm_lab.ui.workbench.notices import Notice
@@ -34,50 +33,6 @@ if TYPE_CHECKING:
 HISTORY_TURNS = 6  # earlier user/assistant turns sent along with each prompt
 DEFAULT = ""  # the model picker's value for the Lab's own default (it may be an object)
 _END = object()
-
-
-@dataclass(frozen=True)
-class AgentChoice:
-    """One entry of the agent picker: its label and how to make it for a model."""
-
-    label: str
-    make: Callable[[Lab, str | None], Any] | None  # None: plain chat
-    streams: bool = True  # False: the agent has no ``astream(task)`` door, so it is awaited
-    tables: bool = False  # True: it queries the session's tables (``data=``, the Data page's)
-
-
-def _react(lab: Lab, model: str | None) -> Any:
-    from aillm_lab.agents.react import ReActAgent
-
-    return ReActAgent(tools=lab.tools, model=model, lab=lab, max_steps=8)
-
-
-def _code_writer(lab: Lab, model: str | None) -> Any:
-    from aillm_lab.agents.code_writer import CodeWriterAgent
-
-    return CodeWriterAgent(model=model, lab=lab)
-
-
-def _research(lab: Lab, model: str | None) -> Any:
-    from aillm_lab.agents.research import ResearchAgent
-
-    return ResearchAgent(model=model, lab=lab)
-
-
-def _data_analysis(lab: Lab, model: str | None) -> Any:
-    from aillm_lab.agents.data_analysis import DataAnalysisAgent
-
-    return DataAnalysisAgent(model=model, lab=lab)
-
-
-AGENT_CHOICES: dict[str, AgentChoice] = {
-    "chat": AgentChoice("Plain chat", None),
-    "react": AgentChoice("ReAct agent (the Lab's tools)", _react),
-    "code_writer": AgentChoice("Code writer (sandboxed tests)", _code_writer),
-    "research": AgentChoice("Research (the Lab's documents)", _research, streams=False),
-    "data_analysis": AgentChoice("Data analysis (the Data page's tables)", _data_analysis,
-                                 tables=True),
-}
 
 
 def chat_models(lab: Lab, extra: list[str] | None = None) -> list[tuple[str, str]]:
@@ -231,7 +186,7 @@ class ChatPage:
                                   "Data page, then ask here.")
                 return
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        pump = asyncio.create_task(_pump(agent, task, choice.streams, queue,
+        pump = asyncio.create_task(_pump(choice, agent, task, queue,
                                          self.approvals.approve, inputs))
         text, lines, run = "", [], None
         try:
@@ -266,21 +221,15 @@ class ChatPage:
                                   trace_card(run)]}
 
 
-async def _pump(agent: Any, task: str, streams: bool, queue: asyncio.Queue[Any],
+async def _pump(choice: AgentChoice, agent: Any, task: str, queue: asyncio.Queue[Any],
                 approver: Any, inputs: dict[str, Any]) -> None:
     """Run the agent in its own task, under this chat's approver: its events (or an error)
     go to ``queue``, then ``_END``. The approver is set in this task's context only, and
     the runner tasks the agent starts copy it."""
     try:
         with approver_for_task(approver):
-            if streams:
-                async for event in agent.astream(task, **inputs):
-                    queue.put_nowait(event)
-            else:
-                from aillm_lab.agents.run import AgentEvent
-
-                run = await agent.arun(task, **inputs)
-                queue.put_nowait(AgentEvent(type="final", run=run))
+            async for event in agent_events(choice, agent, task, inputs):
+                queue.put_nowait(event)
     except Exception as exc:  # shown as a notice, never a traceback
         queue.put_nowait(exc)
     finally:
