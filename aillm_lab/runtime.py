@@ -179,11 +179,14 @@ class LoopRunner:
         return self._across(coro, timeout)
 
     async def _across(self, coro: Coroutine[Any, Any, T], timeout: float | None) -> T:
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        caller = asyncio.get_running_loop()
+        done: asyncio.Future[T] = caller.create_future()
+        hop = _Hop(coro, self.loop, caller, done)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+            return await (done if timeout is None else asyncio.wait_for(done, timeout))
         finally:
-            fut.cancel()  # no-op when done; cancels the runner task if we were cancelled
+            if not done.done() or done.cancelled():
+                hop.cancel()  # we were cancelled or timed out: so is the runner task
 
     async def aiterate(self, make: Callable[[], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Async twin of :meth:`iterate` for callers on another loop (Jupyter, Panel)."""
@@ -375,6 +378,59 @@ class _Call:
 
     def _done(self, _: asyncio.Task[Any]) -> None:
         self.finished.release()
+
+    def _cancel_task(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+
+class _Hop:
+    """One ``arun`` from another loop: a task on the runner loop whose outcome is copied
+    into a future of the caller's loop.
+
+    Why not ``run_coroutine_threadsafe`` + ``wrap_future``: they chain three futures (a
+    concurrent one, with its lock and condition, between two asyncio ones) where one task
+    and one caller future do; an agent run from a notebook makes this hop once per run.
+    Cancelling is FIFO-safe: ``_cancel_task`` is queued on the runner loop after ``_start``.
+    """
+
+    __slots__ = ("coro", "loop", "caller", "done", "task", "cancelled")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop,
+                 caller: asyncio.AbstractEventLoop, done: asyncio.Future[Any]) -> None:
+        self.coro, self.loop, self.caller, self.done = coro, loop, caller, done
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+        loop.call_soon_threadsafe(self._start)
+
+    def _start(self) -> None:  # on the runner loop
+        if self.cancelled:
+            self.coro.close()
+            return
+        self.task = self.loop.create_task(self.coro)
+        self.task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:  # on the runner loop
+        if not task.cancelled():
+            task.exception()  # retrieved here, so a caller gone meanwhile logs no warning
+        _safe_call(self.caller, self._resolve, task)
+
+    def _resolve(self, task: asyncio.Task[Any]) -> None:  # on the caller's loop
+        done = self.done
+        if done.done():
+            return
+        if task.cancelled():
+            done.cancel()
+        elif (exc := task.exception()) is not None:
+            done.set_exception(exc)
+        else:
+            done.set_result(task.result())
+
+    def cancel(self) -> None:  # on the caller's loop
+        self.cancelled = True
+        if not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self.loop.call_soon_threadsafe(self._cancel_task)
 
     def _cancel_task(self) -> None:
         if self.task is not None:

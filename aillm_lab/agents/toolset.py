@@ -62,7 +62,8 @@ class AgentTools:
 
     async def ainvoke(self, call: ToolCall) -> ToolResult:
         """Run one call through the guard (audited); never raises but for cancellation."""
-        if set(call.arguments) == {"_raw"}:  # the provider could not parse the JSON
+        args = call.arguments
+        if len(args) == 1 and "_raw" in args:  # the provider could not parse the JSON
             return _failed(call, f"The arguments for {call.name!r} were not valid JSON: "
                                  f"{str(call.arguments['_raw'])[:200]!r}. Call the tool again "
                                  f"with a JSON object of its parameters.")

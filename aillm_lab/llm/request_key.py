@@ -47,11 +47,11 @@ def request_hash(provider: str, model: str, messages: Sequence[Message], *,
         schema = output
     encode = _CANONICAL.encode
     text = "".join((
-        '{"base_url":', encode(public_url(base_url)),
+        '{"base_url":', _scalar(public_url(base_url)),
         ',"messages":[', ",".join([_encoded(m) for m in messages]),
-        '],"model":', encode(model), ',"output":', encode(schema),
+        '],"model":', encode(model), ',"output":', _scalar(schema),
         ',"params":', _encoded(params or _DEFAULT_PARAMS),
-        ',"provider":', encode(provider), ',"sample":', encode(sample),
+        ',"provider":', encode(provider), ',"sample":', _scalar(sample),
         ',"tools":[', ",".join([_encoded(_spec(t)) for t in tools or ()]), "]}"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -64,6 +64,16 @@ _SEEN_CHARS = 16_384  # longer texts (an image, a long document) are encoded eac
 # object changed in place since (a message edited between two calls) is encoded afresh
 _seen: dict[int, tuple[BaseModel, Any, str]] = {}
 _seen_lock = threading.Lock()
+
+
+def _scalar(value: Any) -> str:
+    """``_CANONICAL.encode(value)``, without the encoder's machinery for the usual None
+    and plain int (what json writes for them: ``null`` and ``int.__repr__``)."""
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return int.__repr__(value)
+    return _CANONICAL.encode(value)
 
 
 def _encoded(obj: BaseModel) -> str:

@@ -15,13 +15,15 @@ and plain typed functions and returns the ``ToolSpec`` list that models take.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import inspect
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from enum import StrEnum
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -30,6 +32,7 @@ from aillm_lab.errors import ConfigError, RegistryError, ToolError
 from aillm_lab.llm.types import ToolSpec
 
 DEFAULT_MAX_RESULT_CHARS = 20_000
+T = TypeVar("T")
 
 
 class RiskLevel(StrEnum):
@@ -136,8 +139,7 @@ class Tool:
             return await self.fn(*args, **kwargs)
         if self.inline:
             return self.fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, functools.partial(self.fn, *args, **kwargs))
+        return await in_worker(functools.partial(self.fn, *args, **kwargs))
 
     # -- vendor formats ----------------------------------------------------------------------
     def to_openai(self) -> dict[str, Any]:
@@ -256,6 +258,52 @@ class ToolRegistry:
 
 
 # -- helpers --------------------------------------------------------------------------------
+async def in_worker(fn: Callable[[], T]) -> T:
+    """``fn()`` in the loop's default executor, as ``run_in_executor(None, fn)`` runs it.
+
+    Why not that call itself: it chains a concurrent future to an asyncio one (two futures,
+    a lock and a condition, three callbacks); here the worker hands the outcome straight
+    to one loop future. Every sync tool call of an agent pays this hop. Where the loop has
+    no default executor yet (or Python renames the attribute), the plain call makes one.
+    A cancelled caller cancels the work if it has not started, as ``run_in_executor`` does.
+    """
+    loop = asyncio.get_running_loop()
+    executor = getattr(loop, "_default_executor", None)
+    if not isinstance(executor, concurrent.futures.Executor):
+        return await loop.run_in_executor(None, fn)
+    done: asyncio.Future[T] = loop.create_future()
+
+    def work() -> None:  # on the worker thread
+        try:
+            value: Any = fn()
+        except BaseException as exc:
+            _hand_over(loop, done, False, exc)
+        else:
+            _hand_over(loop, done, True, value)
+
+    job = executor.submit(work)
+    try:
+        return await done
+    except asyncio.CancelledError:
+        job.cancel()
+        raise
+
+
+def _hand_over(loop: asyncio.AbstractEventLoop, done: asyncio.Future[Any], ok: bool,
+               value: Any) -> None:
+    if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(_settle, done, ok, value)
+
+
+def _settle(done: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if not done.done():  # a cancelled caller's future stays cancelled
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+
+
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # the same rule as ToolSpec.name
 _ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters)\s*:\s*$")
 # a name (checked with str.isidentifier, which knows more letters than \w), "(type)", ":"
