@@ -75,6 +75,11 @@ _COLUMNS = ("ts", "tool", "call_id", "arguments", "risk", "decision", "rule", "d
 _INSERT = f"INSERT INTO audit ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
+# json.dumps(..., ensure_ascii=False, default=str) builds this encoder on every call; a row
+# is written per tool call, so one is kept (same text)
+_ARGS_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class AuditEntry(BaseModel):
     """One tool call as the audit log stores it; ``arguments`` must already be redacted."""
 
@@ -94,7 +99,7 @@ class AuditEntry(BaseModel):
     def row(self) -> tuple[Any, ...]:
         """The SQLite row: JSON arguments with long strings clipped, markers joined."""
         return (self.ts.isoformat(), self.tool, self.call_id,
-                json.dumps(_clip(self.arguments), ensure_ascii=False, default=str),
+                _ARGS_JSON.encode(_clip(self.arguments)),
                 self.risk, self.decision, self.rule, round(self.duration_ms, 4),
                 self.result_chars, int(self.truncated), ",".join(self.injection) or None,
                 self.error)
