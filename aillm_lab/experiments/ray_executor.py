@@ -32,8 +32,6 @@ import asyncio
 import os
 import platform
 import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,13 +208,11 @@ def start_ray(attempts: int = 2, **init: Any) -> Any:
 
     Ray starts its programs with ``subprocess.Popen(preexec_fn=...)``, and with a
     ``preexec_fn`` CPython runs the ``os.register_at_fork`` child hooks in the forked child
-    before it execs. The call log's hook drops the child's copies of its DuckDB handles;
-    freeing the last one runs DuckDB's destructor, which joins worker threads a forked child
-    does not have (duckdb/duckdb-python#292): the child dies of SIGSEGV before it execs,
-    ``Popen`` cannot tell, and ``ray.init`` waits 30 s for a GCS server that never started
-    ("Timed out waiting for file .../gcs_server_port_..."). So while Ray starts, every fork
-    keeps the DuckDB and SQLite handles alive in the child (``_KeepHandles``): it execs at
-    once, and nothing of the parent is touched.
+    before it execs. The call log's hook used to free the child's copies of its DuckDB
+    handles there, DuckDB's destructor joined threads the child does not have
+    (duckdb/duckdb-python#292), the child died of SIGSEGV before its exec and ``ray.init``
+    waited 30 s for a GCS server that never started; the hook now keeps them
+    (``llm/calllog.py``), so a Ray started after a Lab has run works.
 
     On a loaded machine Ray's start-up can also miss its own fixed deadlines (the raylet
     gives its dashboard agent 15 s, ray-project/ray#65983) and ``ray.init`` raises with the
@@ -228,57 +224,12 @@ def start_ray(attempts: int = 2, **init: Any) -> Any:
     for attempt in range(1, attempts + 1):
         before = {id(p) for p in _ray_programs(ray_dir)}
         try:
-            with _KEEP_HANDLES:
-                return ray.init(**init)
+            return ray.init(**init)
         except Exception:
             _stop([p for p in _ray_programs(ray_dir) if id(p) not in before])
             if attempt == attempts:
                 raise
     return None
-
-
-class _KeepHandles:
-    """While active (``with _KEEP_HANDLES:``), each fork holds this process's DuckDB and
-    SQLite connections in a list the child inherits, so no at-fork hook in the child can
-    free them (see ``start_ray``); the parent lets go right after the fork. The hooks are
-    registered once, on first use (``os.register_at_fork`` has no way to remove them)."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self.held: list[Any] = []
-        self.lock = threading.Lock()
-        self.registered = False
-
-    def __enter__(self) -> None:
-        with self.lock:
-            if not self.registered and hasattr(os, "register_at_fork"):
-                os.register_at_fork(before=self._before, after_in_parent=self._release)
-                self.registered = True
-            self.active += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self.lock:
-            self.active -= 1
-
-    def _before(self) -> None:
-        if self.active:
-            self.held = _database_handles()
-
-    def _release(self) -> None:
-        self.held = []
-
-
-def _database_handles() -> list[Any]:
-    """Every DuckDB and SQLite connection object alive in this process."""
-    import gc
-
-    kinds = tuple(getattr(module, name) for module, name in
-                  ((sys.modules.get("duckdb"), "DuckDBPyConnection"),
-                   (sys.modules.get("sqlite3"), "Connection")) if module is not None)
-    return [o for o in gc.get_objects() if isinstance(o, kinds)] if kinds else []
-
-
-_KEEP_HANDLES = _KeepHandles()
 
 
 def _ray_programs(ray_dir: str) -> list[subprocess.Popen[Any]]:

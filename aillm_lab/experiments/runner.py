@@ -226,12 +226,20 @@ def cell_row(cell: Cell) -> dict[str, Any]:
 async def _run_task(exp: Experiment, lab: Lab, cell: Cell, row: dict[str, Any],
                     started: float) -> dict[str, Any]:
     """A task cell: the user's function does its own calls through ``lab``, inside the
-    run's scope, so they are tagged with the run id and count against its budget. Cells
-    run concurrently, so the spend is not split per cell: ``cost_usd`` stays empty, and the
-    call log has each call (``lab.calls()`` filtered by the run id)."""
+    run's scope, so they count against its budget, an agent's too (its run is opened inside
+    this one). Cells run concurrently, so the spend is not split per cell: ``cost_usd``
+    stays empty, and the call log has each call (an agent's under its own run id). A call
+    the run's budget refused while the task ran (an agent ends with status ``budget``
+    instead of raising) stops the run: the cell is not kept, and stays to do; a cell in
+    flight alongside is treated the same, so it may be sent again on a rerun."""
+    budget = lab.gateway.runs.current.budget  # the run's: run_cells opened it
+    refused = budget.refused
     output = exp.task(cell.item, exp.models[cell.model_index], lab)
     if inspect.isawaitable(output):
         output = await output
+    if budget.refused > refused:  # refused in a nested run (an agent's), which went on
+        raise BudgetExceeded(f"the run's budget (budget_usd={exp.budget_usd}) refused a "
+                             "call while this cell's task ran; the cell stays to do")
     row.update(output=_as_text(output), finished_at=time.time(),
                latency_s=time.monotonic() - started)
     return row

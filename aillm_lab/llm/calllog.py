@@ -410,11 +410,18 @@ _READ_ATTEMPTS = 5
 _LIVE: weakref.WeakSet[CallLog] = weakref.WeakSet()
 
 
+_INHERITED: list[Any] = []  # a forked child's copies of the parent's handles: never freed
+
+
 def _after_fork_in_child() -> None:
     """A forked child has none of the parent's threads and must not share its SQLite or
     DuckDB handles: start each log afresh. Rows queued before the fork are the parent's to
-    commit; the child drops its copy, or they would be logged twice."""
+    commit; the child drops its copy, or they would be logged twice. The copies of the
+    handles are kept, not freed: DuckDB's destructor joins worker threads the child does
+    not have (SIGSEGV; duckdb/duckdb-python#292), and this hook also runs in every
+    ``Popen(preexec_fn=...)`` child before its exec (Ray starts its programs so)."""
     for calllog in list(_LIVE):
+        _INHERITED.append((calllog._writer, calllog._db, calllog._cursors, calllog._local))
         calllog._lock, calllog._io = threading.Lock(), threading.Lock()
         calllog._conn_lock, calllog._local = threading.Lock(), threading.local()
         calllog._wake, calllog._stop = threading.Event(), threading.Event()

@@ -255,7 +255,7 @@ class Gateway:
                            tools=tools, output=output, params=params,
                            sample=self._sample.get())
         run = self.runs.current
-        budgets = (self.budget,) if run is None else (self.budget, run.budget)
+        budgets = (self.budget,) if run is None else (self.budget, *run.budgets)
         candidates = (inner, *model.fallbacks)
         capped = any(b.cap_usd is not None for b in budgets)
         # the estimate sizes a budget hold and a TPM charge; with neither it has no reader,

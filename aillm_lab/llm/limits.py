@@ -204,6 +204,8 @@ class Budget:
         self._spent = Fraction(0)
         self._reserved = Fraction(0)
         self._loose = Decimal(0)  # spend while uncapped, exact too but without Fractions
+        self.refused = 0  # calls this cap turned away: a caller whose code swallowed the
+        # BudgetExceeded (an agent ends its run with status "budget") can still tell
 
     @property
     def cap_usd(self) -> float | None:
@@ -291,6 +293,7 @@ def reserve(budgets: Sequence[Budget], worst_usd: float | None, what: str) -> Re
         for budget in capped:
             assert budget.cap_usd is not None
             if budget._spent + budget._reserved + amount > _usd(budget.cap_usd):
+                budget.refused += 1
                 raise BudgetExceeded(
                     f"{what}: worst case ${worst_usd:.6f} does not fit the {budget.label} "
                     f"budget (cap ${budget.cap_usd:.4f}, spent ${budget.spent_usd:.6f}, "
@@ -315,15 +318,27 @@ def _usd(amount: float) -> Fraction:
 
 @dataclass
 class Run:
-    """A named run with its own budget; ``Gateway.run`` opens one."""
+    """A named run with its own budget; ``Gateway.run`` opens one. A run opened inside
+    another (an agent's run in an experiment's cell) has it as ``parent``: its calls count
+    against every budget up the chain, so the outer cap holds for the inner run too."""
 
     run_id: str
     budget: Budget
     users: int = 0
+    parent: Run | None = None
 
     @property
     def spent_usd(self) -> float:
         return self.budget.spent_usd
+
+    @property
+    def budgets(self) -> tuple[Budget, ...]:
+        """This run's budget, then those of the runs it was opened inside."""
+        chain, run = [], self
+        while run is not None:
+            chain.append(run.budget)
+            run = run.parent
+        return tuple(chain)
 
 
 class Runs:
@@ -353,10 +368,13 @@ class Runs:
         """
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
         cap = self.budget_usd if budget_usd is UNSET else budget_usd
+        outer = self._current.get()
         with self._lock:
             run = self._runs.get(run_id)
             if run is None:
-                run = self._runs[run_id] = Run(run_id, Budget(cap, f"run {run_id!r}"))
+                run = self._runs[run_id] = Run(
+                    run_id, Budget(cap, f"run {run_id!r}"),
+                    parent=outer if outer is not None and outer.run_id != run_id else None)
             elif budget_usd is not UNSET:
                 run.budget.cap_usd = cap
             run.users += 1

@@ -37,11 +37,6 @@ def _experiment(lab, model, budget):
                          concurrency=2, lab=lab)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the agent's lab.scope(agent_run.id, ...) replaces the experiment's run in the gateway "
-    "(llm/limits.py Runs.open keeps one current run), so its calls are charged to the "
-    "agent's budget only; needs nested runs in llm/limits.py + gateway.py (issue 16, "
-    "helper report)"))
 def test_an_agent_task_stops_at_the_experiments_budget_with_nothing_over_spent(make_lab):
     full_model = ScriptedModel(knows, name="priced")
     with al.Lab(home=make_lab().settings.home / "full", prices=PRICES) as full_lab:

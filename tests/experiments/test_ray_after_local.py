@@ -4,8 +4,8 @@ with its Lab still open (a notebook's order) starts Ray lazily and gives the loc
 It used to fail: Ray starts its programs with ``Popen(preexec_fn=...)``, so the call log's
 at-fork hook ran in each forked child and freed the parent's DuckDB handles there; DuckDB's
 destructor joins threads the child does not have, the child died of SIGSEGV before it
-exec'd, and ``ray.init`` timed out waiting for its GCS server. ``start_ray`` keeps those
-handles alive in the child while Ray starts.
+exec'd, and ``ray.init`` timed out waiting for its GCS server. The hook now keeps the child's
+copies of the handles (llm/calllog.py).
 
 Each check runs in a fresh Python process, so Ray is not started already by another test
 (Ray is per process); the child uses ``RayExecutor``'s own lazy start (a real 2-CPU local
@@ -101,17 +101,13 @@ ray_run.results().to_pickle(out / "ray.pkl")
 
 def test_a_fork_while_ray_starts_leaves_the_call_logs_database_handles_to_the_parent(
         make_lab):
-    """What ``start_ray`` guards, without Ray: a ``Popen`` with a ``preexec_fn`` (as Ray's)
-    after the call log has opened DuckDB; the child must reach its exec (exit 0), not die
-    of SIGSEGV freeing the parent's handles (-11)."""
-    from aillm_lab.experiments.ray_executor import _KEEP_HANDLES
-
+    """The cause, without Ray: a ``Popen`` with a ``preexec_fn`` (as Ray's) after the call
+    log has opened DuckDB; the child must reach its exec (exit 0), not die of SIGSEGV
+    freeing the parent's handles (-11)."""
     lab = make_lab()
     lab.calls("select count(*) from calls")  # DuckDB handles open in the call log's threads
-    with _KEEP_HANDLES:
-        child = subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=lambda: None)
-        assert child.wait(timeout=60) == 0
-    assert _KEEP_HANDLES.held == [] and _KEEP_HANDLES.active == 0  # let go in the parent
+    child = subprocess.Popen([sys.executable, "-c", "pass"], preexec_fn=lambda: None)
+    assert child.wait(timeout=60) == 0
     lab.calls()  # and the parent's own handles still work
 
 
