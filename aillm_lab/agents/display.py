@@ -35,7 +35,7 @@ def render_text(run: AgentRun) -> str:
     for s in run.steps:
         mark = " (replayed)" if s.replayed else ""
         lines.append(f"step {s.index}{mark}: {s.text[:200]!r}")
-        for name, arguments, result in _calls(s):
+        for name, arguments, result in calls_of(s):
             ok = "ok" if result.ok else "failed"
             lines.append(f"  {name}({json.dumps(arguments, default=str)}) -> {ok}: "
                          f"{result.content[:200]!r}")
@@ -51,22 +51,36 @@ def _step_html(step: AgentStep) -> str:
     summary = (f"step {step.index}{mark} · {len(step.tool_calls)} tool calls · "
                f"{step.usage.input_tokens}→{step.usage.output_tokens} tokens · {cost} · "
                f"{step.latency_s:.2f} s")
+    return (f"<details><summary>{html.escape(summary)}</summary>"
+            f"{step_html(step, messages=True)}</details>")
+
+
+def step_html(step: AgentStep, *, messages: bool = False) -> str:
+    """One step's body: (the last messages sent,) the model's text, each tool call with its
+    arguments and what came back, any error, then its tokens, cost and latency. The one
+    rendering of a step, shared by this repr, the notebook's trace widget and the
+    workbench's trace cards."""
     parts = [f"<div><b>{m.role}</b>: <pre>{_esc(m.text)}</pre></div>"
-             for m in step.messages[-3:]]
+             for m in (step.messages[-3:] if messages else ())]
     if step.text:
         parts.append(f"<div><b>answer</b>: <pre>{_esc(step.text)}</pre></div>")
-    for name, arguments, result in _calls(step):
-        colour = "#2e7d32" if result.ok else "#c62828"
+    for name, arguments, result in calls_of(step):
+        ok = result.ok
+        colour = "#2e7d32" if ok else "#c62828"
+        outcome = "ok" if ok else "refused" if result.rule else "failed"
         parts.append(f"<div><code>{html.escape(name)}"
                      f"({_esc(json.dumps(arguments, default=str))})</code> → "
-                     f"<span style='color:{colour}'>{'ok' if result.ok else 'failed'}</span>"
+                     f"<span style='color:{colour}'>{outcome}</span>"
                      f"<pre>{_esc(result.content)}</pre></div>")
     if step.error:
         parts.append(f"<div style='color:#c62828'>{_esc(step.error)}</div>")
-    return f"<details><summary>{html.escape(summary)}</summary>{''.join(parts)}</details>"
+    cost = "?" if step.cost_usd is None else f"${step.cost_usd:.4f}"
+    parts.append(f"<small>{step.usage.input_tokens} in / {step.usage.output_tokens} out "
+                 f"tokens · {cost} · {step.latency_s:.2f} s</small>")
+    return "".join(parts)
 
 
-def _calls(step: AgentStep) -> list[tuple[str, dict[str, Any], ToolResult]]:
+def calls_of(step: AgentStep) -> list[tuple[str, dict[str, Any], ToolResult]]:
     """Each result with the call it answers, matched by id: a tool mode may run calls the
     completion does not list (a fenced SQL block), which still show, by the result's name."""
     calls = {c.id: c for c in step.tool_calls}

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import html
-import json
 import threading
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
+from aillm_lab.agents.display import step_html
 from aillm_lab.display import pre
+from aillm_lab.ui.workbench.approvals_inline import describe
 
 if TYPE_CHECKING:
     from aillm_lab import AgentRun, ApprovalRequest, Lab
@@ -178,7 +179,7 @@ class ApprovalsWidget(w.VBox):
         no = w.Button(description="Deny", button_style="danger")
         yes.on_click(lambda _: loop.call_soon_threadsafe(decide, True))
         no.on_click(lambda _: loop.call_soon_threadsafe(decide, False))
-        card = w.VBox([w.HTML(_describe(request)), w.HBox([yes, no])])
+        card = w.VBox([w.HTML(describe(request)), w.HBox([yes, no])])
         entry = (request, yes, no)
         self._show(entry, card, add=True)
         try:
@@ -199,45 +200,17 @@ class ApprovalsWidget(w.VBox):
         self.header.value = f"<b>Approvals</b>: {waiting or 'none'} waiting"
 
 
-def _describe(request: ApprovalRequest) -> str:
-    """The request for a human: what, why, and the arguments (long text as a preview)."""
-    args = dict(request.arguments)
-    body = ""
-    for key in ("content", "text", "code", "command"):
-        if isinstance(args.get(key), str) and len(args[key]) > 60:
-            body += f"<div>{html.escape(key)}:</div>{pre(args.pop(key), 2000)}"
-    return (f"<div><b>{html.escape(request.tool)}</b> ({html.escape(request.risk)}): "
-            f"{html.escape(request.reason)}</div>"
-            f"<code>{html.escape(json.dumps(args, default=str))}</code>{body}")
-
-
 class TraceWidget(w.Accordion):
     """An ``AgentRun`` as one collapsible section per step: the model's reply, each tool call
     with its arguments and result, tokens, cost and latency."""
 
     def __init__(self, run: AgentRun) -> None:
         self.run = run
-        sections = [w.HTML(_step_html(step)) for step in run.steps]
+        sections = [w.HTML(step_html(step)) for step in run.steps]
         super().__init__(sections)
         for i, step in enumerate(run.steps):
             calls = ", ".join(c.name for c in step.tool_calls) or "answer"
             self.set_title(i, f"step {step.index}: {calls}")
-
-
-def _step_html(step: Any) -> str:
-    parts = [pre(step.text)] if step.text else []
-    for call, result in zip(step.tool_calls, step.tool_results, strict=False):
-        parts.append(f"<div><code>{html.escape(call.name)}("
-                     f"{html.escape(json.dumps(call.arguments, default=str))})</code> → "
-                     f"{'ok' if result.ok else 'refused' if result.rule else 'error'}</div>"
-                     f"{pre(result.content, 2000)}")
-    usage = step.usage
-    cost = "?" if step.cost_usd is None else f"${step.cost_usd:.4f}"
-    latency = "?" if step.latency_s is None else f"{step.latency_s:.2f} s"
-    tokens = f"{usage.input_tokens} in, {usage.output_tokens} out" if usage else "?"
-    parts.append(f"<small>{tokens} · {cost} · {latency}"
-                 + (f" · <b>{html.escape(step.error)}</b>" if step.error else "") + "</small>")
-    return "".join(parts)
 
 
 def chat(lab: Lab | None = None, models: list[str] | None = None,

@@ -8,10 +8,7 @@ title sums the run, so a collapsed card still says what the answer cost.
 from __future__ import annotations
 
 import html
-import json
 from typing import TYPE_CHECKING, Any
-
-from aillm_lab.display import pre
 
 if TYPE_CHECKING:
     from aillm_lab.agents.run import AgentRun, AgentStep
@@ -30,23 +27,11 @@ def trace_card(run: AgentRun) -> Any:
 
 
 def step_html(step: AgentStep) -> str:
-    """One step: text, calls with arguments and results, then tokens · cost · latency."""
+    """One step under a title naming its calls (the body is ``agents.display.step_html``)."""
+    from aillm_lab.agents.display import step_html as body
+
     calls = ", ".join(c.name for c in step.tool_calls) or "answer"
-    parts = [f"<div><b>step {step.index}</b>: {html.escape(calls)}</div>"]
-    if step.text:
-        parts.append(pre(step.text, 2000))
-    for call, result in zip(step.tool_calls, step.tool_results, strict=False):
-        outcome = "ok" if result.ok else "refused" if result.rule else "error"
-        parts.append(f"<div><code>{html.escape(call.name)}("
-                     f"{html.escape(json.dumps(call.arguments, default=str))})</code> → "
-                     f"{outcome}</div>{pre(result.content, 2000)}")
-    usage = step.usage
-    cost = "?" if step.cost_usd is None else f"${step.cost_usd:.4f}"
-    parts.append(f"<small>{usage.input_tokens} in / {usage.output_tokens} out tokens · {cost}"
-                 f" · {step.latency_s:.2f} s"
-                 + (f" · <b>{html.escape(step.error)}</b>" if step.error else "")
-                 + "</small>")
-    return "".join(parts)
+    return f"<div><b>step {step.index}</b>: {html.escape(calls)}</div>{body(step)}"
 
 
 def run_figures(run: AgentRun) -> str:
