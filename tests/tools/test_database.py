@@ -276,7 +276,9 @@ def test_the_loop_heartbeat_never_stalls_during_a_five_second_query(db: Database
     elapsed = get_runner().run(main())
     assert elapsed >= 4.9  # the query really ran for five seconds
     assert len(gaps) > 100
-    assert max(gaps) - period < 0.050, f"the loop stalled for {max(gaps) - period:.3f} s"
+    # a loop blocked by the query would stall for the whole five seconds; 0.5 s leaves room
+    # for a busy machine's scheduling (a run at load average 5 saw a 50 ms gap)
+    assert max(gaps) - period < 0.5, f"the loop stalled for {max(gaps) - period:.3f} s"
 
 
 def test_a_timeout_interrupts_the_query_within_a_second(ws: Workspace) -> None:
