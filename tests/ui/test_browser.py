@@ -346,6 +346,9 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
             "--model", "local:smollm2", "--max-tokens", "96"]
     with serving(args, port, tmp_path / "home") as url:
         page = _open(browser, url)
+        # the chat takes messages once the model is loaded (the page says so); a message sent
+        # before that is not answered
+        expect(_visible(page.get_by_text("Model ready"))).to_be_visible()
         _send(page, "Count from one to twenty.")
         stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
         reply = page.locator(".message").nth(1)  # the user's message, then the model's
