@@ -43,11 +43,11 @@ def test_the_chat_is_disabled_and_says_loading_until_the_model_is_loaded(make_la
     lab = make_lab(model)
     preload = Preload(lab)
     bench = Workbench(lab, preload=preload)
-    assert bench.chat.disabled
+    assert bench.chat.disabled and bench.chat.active_widget.disabled  # the box too
     assert "Loading the model" in bench.model_status.object
     model.release.set()
     asyncio.run(asyncio.wait_for(bench.when_ready(), 30))
-    assert not bench.chat.disabled
+    assert not bench.chat.disabled and not bench.chat.active_widget.disabled
     assert "Model ready (loaded in" in bench.model_status.object
     assert model.loads == 1
     assert Workbench(lab, preload=preload).chat.disabled is False  # later tabs: open at once

@@ -64,7 +64,7 @@ class Workbench:
             preload.status() if preload else "", name="model-status",
             visible=preload is not None, sizing_mode="stretch_width")
         if preload is not None and not preload.ready.is_set():
-            self.chat.disabled = True
+            self._open_chat(False)
             if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
                 pn.state.onload(self.when_ready)  # served; otherwise await when_ready()
         self.documents = DocumentsPage(lab)
@@ -92,7 +92,13 @@ class Workbench:
         if self.preload is not None:
             await asyncio.to_thread(self.preload.wait)
             self.model_status.object = self.preload.status()
-        self.chat.disabled = False
+        self._open_chat(True)
+
+    def _open_chat(self, open_: bool) -> None:
+        """Enable or disable the chat, its text box included (``ChatInterface.disabled``
+        leaves the box typeable, and Enter there then sends nothing)."""
+        self.chat.disabled = not open_
+        self.chat.active_widget.disabled = not open_
 
     async def _on_tab(self, event: Any) -> None:
         await self.load(self.tabs[event.new].name)
