@@ -19,22 +19,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _ui_servers import free_port, serving
+from _ui_servers import (
+    WAIT_MS,
+    free_port,
+    launch_chromium,
+    open_page,
+    said,
+    serving,
+    serving_script,
+    skip_without_browser,
+    tab,
+    visible,
+)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; `make test` "
-                "installs it when the machine allows): the browser tests need it",
-                allow_module_level=True)
-pytest.importorskip("playwright", reason="Playwright is not installed: pip install -e '.[dev]'")
-pytest.importorskip("panel")
+skip_without_browser()
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 expect.set_options(timeout=60_000)  # waits for an element to show: a failure guard only
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-WAIT_MS = 60_000  # the longest any one element is waited for
 REPLY_WORDS = 30  # a scripted reply streams for ~3 s: long enough for two tabs to overlap
 SERVER = textwrap.dedent('''
     import re
@@ -72,47 +75,21 @@ def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(server_home: Path) -> Iterator[str]:
-    script = server_home.parent / "serve_workbench.py"
-    script.write_text(SERVER)
-    port = free_port()
-    with serving([str(script), str(port)], port, server_home) as url:
+    with serving_script(SERVER, "serve_workbench.py", server_home) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
-
-
-def _open(browser: Browser, url: str) -> Page:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(url)
-    _tab(page, "Chat").wait_for()  # the document arrives over the websocket, so it is open
-    return page
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    page = _open(browser, server)
+    page = open_page(browser, server)
     yield page
     page.close()
-
-
-def _tab(page: Page, title: str):
-    return page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$"))
-
-
-def _visible(locator):
-    return locator.filter(visible=True)
-
-
-def _said(page: Page, text: str | re.Pattern[str]):
-    """A page's inline message (a notification toast may repeat it)."""
-    return _visible(page.get_by_role("paragraph").filter(has_text=text))
 
 
 def _shot(page: Page, tmp_path: Path, name: str) -> Path:
@@ -126,7 +103,7 @@ def _shot(page: Page, tmp_path: Path, name: str) -> Path:
 
 
 def _send(page: Page, text: str) -> None:
-    box = _visible(page.get_by_placeholder("Send a message"))
+    box = visible(page.get_by_placeholder("Send a message"))
     box.fill(text)
     box.press("Enter")
 
@@ -157,12 +134,12 @@ def test_chat_message_gets_a_reply_streamed_in_at_least_two_partial_updates(page
     assert len(partial) >= 2, seen
     assert all(_final("stream please").startswith(text) for text in partial)
     assert len(set(partial)) == len(partial)
-    expect(_visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
+    expect(visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
     _shot(page, tmp_path, "chat_plain")  # docs/screenshots/chat.png: test_browser_chat.py
 
 
 def test_two_tabs_chat_at_once_and_each_gets_its_own_reply(browser, server):
-    pages = {"from tab one": _open(browser, server), "from tab two": _open(browser, server)}
+    pages = {"from tab one": open_page(browser, server), "from tab two": open_page(browser, server)}
     try:
         for prompt, page in pages.items():
             _send(page, prompt)
@@ -189,7 +166,7 @@ def test_two_tabs_chat_at_once_and_each_gets_its_own_reply(browser, server):
 def _calls_shown(page: Page) -> int:
     """The summary's call count once the page has loaded it: read until two readings 0.3 s
     apart agree (the tab fills itself as it opens, after a first render)."""
-    summary = _visible(page.get_by_text(re.compile(r"call\(s\) ·|No model calls yet ·")))
+    summary = visible(page.get_by_text(re.compile(r"call\(s\) ·|No model calls yet ·")))
     expect(summary).to_be_visible()
     last = None
     for _ in range(40):
@@ -203,19 +180,19 @@ def _calls_shown(page: Page) -> int:
 
 
 def test_runs_page_lists_the_calls_just_made(page):
-    _tab(page, "Runs and calls").click()
+    tab(page, "Runs and calls").click()
     before = _calls_shown(page)
-    _tab(page, "Chat").click()
+    tab(page, "Chat").click()
     _send(page, "count me")
     _watch_reply(page, "count me")
-    _tab(page, "Runs and calls").click()
+    tab(page, "Runs and calls").click()
     deadline = time.monotonic() + WAIT_MS / 1000
     while _calls_shown(page) <= before:  # the page may show its previous figures first
         assert time.monotonic() < deadline, f"the summary still says {before} call(s)"
-        _visible(page.get_by_role("button", name="Refresh")).click()
-    expect(_visible(page.locator(".tabulator-cell", has_text="scripted:slow")).first
+        visible(page.get_by_role("button", name="Refresh")).click()
+    expect(visible(page.locator(".tabulator-cell", has_text="scripted:slow")).first
            ).to_be_visible()
-    expect(_visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar charts
+    expect(visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar charts
 
 
 def test_runs_page_opens_a_saved_agent_run_and_shows_its_trace(page, server_home, tmp_path):
@@ -224,12 +201,12 @@ def test_runs_page_opens_a_saved_agent_run_and_shows_its_trace(page, server_home
 
     with al.Lab(home=server_home, model=ScriptedModel("The answer is forty-two.")) as lab:
         run = al.ReActAgent(lab=lab).run("what is six times seven?")
-    _tab(page, "Runs and calls").click()  # opening the tab loads the runs saved so far
+    tab(page, "Runs and calls").click()  # opening the tab loads the runs saved so far
     # (no Refresh click here: a second load that lands while the row is clicked redraws the
     # table under the click, and the selection is lost; a CI run under load saw it)
-    row = _visible(page.locator(".tabulator-cell[tabulator-field=id]", has_text=run.id))
+    row = visible(page.locator(".tabulator-cell[tabulator-field=id]", has_text=run.id))
     row.click()
-    expect(_visible(page.get_by_text("The answer is forty-two.")).first).to_be_visible()
+    expect(visible(page.get_by_text("The answer is forty-two.")).first).to_be_visible()
     _shot(page, tmp_path, "runs")
 
 
@@ -240,22 +217,22 @@ CITIES = "name,country,population\nParis,FR,2100000\nBerlin,DE,3600000\nNantes,F
 def _upload_cities(page: Page, tmp_path: Path) -> None:
     csv = tmp_path / "cities.csv"
     csv.write_text(CITIES)
-    _tab(page, "Data").click()
+    tab(page, "Data").click()
     page.locator("input[type=file][accept='.csv,.json']").set_input_files(str(csv))
-    expect(_said(page, "Table cities: 3 rows")).to_be_visible()
+    expect(said(page, "Table cities: 3 rows")).to_be_visible()
 
 
 def _run_sql(page: Page, sql: str) -> None:
-    _visible(page.get_by_placeholder("SELECT * FROM my_table LIMIT 20")).fill(sql)
-    _visible(page.get_by_role("button", name="Run SQL")).click()
+    visible(page.get_by_placeholder("SELECT * FROM my_table LIMIT 20")).fill(sql)
+    visible(page.get_by_role("button", name="Run SQL")).click()
 
 
 def test_data_page_runs_a_select_on_an_uploaded_csv_and_shows_the_rows(page, tmp_path):
     _upload_cities(page, tmp_path)
     _run_sql(page, "SELECT name, population FROM cities WHERE population > 1000000 "
                    "ORDER BY name")
-    expect(_said(page, "2 row(s)")).to_be_visible()
-    cells = _visible(page.locator(".tabulator-cell"))
+    expect(said(page, "2 row(s)")).to_be_visible()
+    cells = visible(page.locator(".tabulator-cell"))
     expect(cells.filter(has_text="Berlin")).to_be_visible()
     expect(cells.filter(has_text="Paris")).to_be_visible()
     _shot(page, tmp_path, "data")
@@ -265,13 +242,13 @@ def test_data_page_refuses_a_drop_with_a_readable_message(page, tmp_path):
     _upload_cities(page, tmp_path)
     _run_sql(page, "DROP TABLE cities")
     refused = "SafetyViolation: sql.not_read_only: DROP statements are refused"
-    expect(_said(page, refused)).to_be_visible()
-    expect(_visible(page.locator(".notyf__message", has_text="DROP statements are refused"))
+    expect(said(page, refused)).to_be_visible()
+    expect(visible(page.locator(".notyf__message", has_text="DROP statements are refused"))
            ).to_be_visible()
     assert page.get_by_text("Traceback").count() == 0
     _run_sql(page, "SELECT count(*) AS n FROM cities")  # the table is still there
-    expect(_said(page, "1 row(s)")).to_be_visible()
-    expect(_visible(page.locator(".tabulator-cell[tabulator-field=n]"))).to_have_text("3")
+    expect(said(page, "1 row(s)")).to_be_visible()
+    expect(visible(page.locator(".tabulator-cell[tabulator-field=n]"))).to_have_text("3")
 
 
 # -- Documents --------------------------------------------------------------------------------
@@ -282,42 +259,42 @@ def test_documents_page_ingests_a_folder_searches_it_and_gets_a_cited_answer(pag
     (notes / "e4012.md").write_text("# Errors\n\nE4012 means the bucket is over its storage "
                                     "quota.\n")
     (notes / "cats.md").write_text("# Cats\n\nKittens sleep about sixteen hours a day.\n")
-    _tab(page, "Documents").click()
-    _visible(page.get_by_placeholder("notes/")).fill("notes")
-    _visible(page.get_by_role("button", name="Ingest")).click()
-    expect(_said(page, "2 added")).to_be_visible()
-    _visible(page.get_by_placeholder("storage quota")).fill("storage quota")
-    _visible(page.get_by_role("button", name="Search", exact=True)).click()
-    expect(_said(page, "passage(s) for 'storage quota'")).to_be_visible()
-    expect(_visible(page.locator(".tabulator-cell[tabulator-field=source]",
+    tab(page, "Documents").click()
+    visible(page.get_by_placeholder("notes/")).fill("notes")
+    visible(page.get_by_role("button", name="Ingest")).click()
+    expect(said(page, "2 added")).to_be_visible()
+    visible(page.get_by_placeholder("storage quota")).fill("storage quota")
+    visible(page.get_by_role("button", name="Search", exact=True)).click()
+    expect(said(page, "passage(s) for 'storage quota'")).to_be_visible()
+    expect(visible(page.locator(".tabulator-cell[tabulator-field=source]",
                                  has_text="e4012.md")).first).to_be_visible()
-    _visible(page.get_by_placeholder("What does error E4012 mean?")).fill("What is E4012?")
-    _visible(page.get_by_role("button", name="Ask")).click()
-    expect(_visible(page.get_by_text(re.compile(r"over its storage quota \[\d\]")))
+    visible(page.get_by_placeholder("What does error E4012 mean?")).fill("What is E4012?")
+    visible(page.get_by_role("button", name="Ask")).click()
+    expect(visible(page.get_by_text(re.compile(r"over its storage quota \[\d\]")))
            ).to_be_visible()
-    expect(_visible(page.get_by_role("listitem").filter(has_text="e4012.md"))).to_be_visible()
+    expect(visible(page.get_by_role("listitem").filter(has_text="e4012.md"))).to_be_visible()
     _shot(page, tmp_path, "documents")
 
 
 # -- Memory and Settings ------------------------------------------------------------------------
 def test_memory_page_adds_a_memory_and_finds_it(page, tmp_path):
-    _tab(page, "Memory").click()
-    _visible(page.get_by_placeholder("I prefer tea")).fill("I drink green tea at nine")
-    _visible(page.get_by_role("button", name="Add")).click()
-    expect(_said(page, "Remembered")).to_be_visible()
-    _visible(page.get_by_placeholder("drinks")).fill("tea")
-    _visible(page.get_by_role("button", name="Search")).click()
-    expect(_said(page, "match 'tea'")).to_be_visible()
-    expect(_visible(page.locator(".tabulator-cell", has_text="I drink green tea at nine"))
+    tab(page, "Memory").click()
+    visible(page.get_by_placeholder("I prefer tea")).fill("I drink green tea at nine")
+    visible(page.get_by_role("button", name="Add")).click()
+    expect(said(page, "Remembered")).to_be_visible()
+    visible(page.get_by_placeholder("drinks")).fill("tea")
+    visible(page.get_by_role("button", name="Search")).click()
+    expect(said(page, "match 'tea'")).to_be_visible()
+    expect(visible(page.locator(".tabulator-cell", has_text="I drink green tea at nine"))
            ).to_be_visible()
     _shot(page, tmp_path, "memory")
 
 
 def test_settings_page_shows_the_default_model_and_key_presence(page, tmp_path):
-    _tab(page, "Settings").click()
-    expect(_visible(page.get_by_text("given to Lab(model=...)")).first).to_be_visible()
-    expect(_visible(page.locator(".tabulator-cell", has_text="openai_api_key"))).to_be_visible()
-    expect(_visible(page.locator(".tabulator-cell", has_text="request_timeout_s"))
+    tab(page, "Settings").click()
+    expect(visible(page.get_by_text("given to Lab(model=...)")).first).to_be_visible()
+    expect(visible(page.locator(".tabulator-cell", has_text="openai_api_key"))).to_be_visible()
+    expect(visible(page.locator(".tabulator-cell", has_text="request_timeout_s"))
            ).to_be_visible()
     _shot(page, tmp_path, "settings")
 
@@ -345,12 +322,12 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
     args = ["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--model", "local:smollm2", "--max-tokens", "96"]
     with serving(args, port, tmp_path / "home") as url:
-        page = _open(browser, url)
+        page = open_page(browser, url)
         # the chat takes messages once the model is loaded (the page says so); a message sent
         # before that is not answered
-        expect(_visible(page.get_by_text("Model ready"))).to_be_visible()
+        expect(visible(page.get_by_text("Model ready"))).to_be_visible()
         _send(page, "Count from one to twenty.")
-        stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
+        stats = visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
         reply = page.locator(".message").nth(1)  # the user's message, then the model's
         seen: list[str] = []
         deadline = time.monotonic() + WAIT_MS / 1000
@@ -363,7 +340,7 @@ def test_aillm_lab_serve_streams_a_local_model_reply(browser, tmp_path):
         final = _markdown_text(reply)
         partial = [text for text in seen if text != final]
         assert final and len(partial) >= 2, seen
-        expect(_visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
+        expect(visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
         page.close()
 
 
@@ -377,11 +354,11 @@ def test_first_reply_after_serve_starts_is_under_two_seconds_once_the_page_says_
     args = ["-m", "aillm_lab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--model", "local:smollm2", "--max-tokens", "24"]
     with serving(args, port, tmp_path / "home") as url:
-        page = _open(browser, url)
-        expect(_visible(page.get_by_text("Model ready"))).to_be_visible()
-        box = _visible(page.get_by_placeholder("Send a message"))
+        page = open_page(browser, url)
+        expect(visible(page.get_by_text("Model ready"))).to_be_visible()
+        box = visible(page.get_by_placeholder("Send a message"))
         expect(box).to_be_enabled()
-        stats = _visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
+        stats = visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))
         sent = time.monotonic()
         _send(page, "Name the capital of France.")
         reply = page.locator(".message").nth(1)  # the user's message, then the model's
@@ -391,7 +368,7 @@ def test_first_reply_after_serve_starts_is_under_two_seconds_once_the_page_says_
         took = time.monotonic() - sent  # the reply arriving: its first words on the page
         stats.wait_for()  # and it streams to its end
         assert took < 2.0, f"the first reply began {took:.2f} s after the page said ready"
-        expect(_visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
+        expect(visible(page.get_by_text("local:smollm2 ·"))).to_be_visible()
         page.close()
 
 
@@ -403,21 +380,21 @@ def test_panel_serve_with_two_threads_chats_and_refuses_a_write(browser, tmp_pat
             "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--liveness",
             "--num-threads", "2"]
     with serving(args, port, tmp_path / "home", AILLM_MODEL="scripted:echo") as url:
-        page = _open(browser, f"{url}/app")
+        page = open_page(browser, f"{url}/app")
         _send(page, "echo this back")
-        expect(_visible(page.get_by_text("scripted:echo ·"))).to_be_visible()
-        expect(_visible(page.get_by_text("echo this back"))).to_have_count(2)
+        expect(visible(page.get_by_text("scripted:echo ·"))).to_be_visible()
+        expect(visible(page.get_by_text("echo this back"))).to_have_count(2)
         _upload_cities(page, tmp_path)
         # With two server threads, the textarea's new value and the button's click are
         # separate events that may be handled in either order (the click can run the query
         # the upload put there); a user clicks again, so does the test, a bounded few times.
         _run_sql(page, "DELETE FROM cities")
-        refused = _said(page, "DELETE statements are refused")
+        refused = said(page, "DELETE statements are refused")
         for _ in range(10):
             try:
                 expect(refused).to_be_visible(timeout=3000)
                 break
             except AssertionError:
-                _visible(page.get_by_role("button", name="Run SQL")).click()
+                visible(page.get_by_role("button", name="Run SQL")).click()
         expect(refused).to_be_visible()
         page.close()

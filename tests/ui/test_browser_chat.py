@@ -18,21 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _ui_servers import free_port, serving
+from _ui_servers import launch_chromium, open_page, serving_script, skip_without_browser, visible
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; `make test` "
-                "installs it when the machine allows): the browser tests need it",
-                allow_module_level=True)
-pytest.importorskip("playwright", reason="Playwright is not installed: pip install -e '.[dev]'")
-pytest.importorskip("panel")
+skip_without_browser()
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 expect.set_options(timeout=60_000)  # a failure guard only
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SERVER = textwrap.dedent('''
     import sys
 
@@ -73,42 +66,25 @@ def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(server_home: Path) -> Iterator[str]:
-    script = server_home.parent / "serve_chat.py"
-    script.write_text(SERVER)
-    port = free_port()
-    with serving([str(script), str(port)], port, server_home) as url:
+    with serving_script(SERVER, "serve_chat.py", server_home) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
-
-
-def _open(browser: Browser, url: str) -> Page:
-    page = browser.new_page(viewport={"width": 1280, "height": 1000})
-    page.set_default_timeout(60_000)
-    page.goto(url)
-    page.locator(".bk-tab", has_text=re.compile("^Chat$")).wait_for()
-    return page
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    page = _open(browser, server)
+    page = open_page(browser, server, height=1000)
     yield page
     page.close()
 
 
-def _visible(locator):
-    return locator.filter(visible=True)
-
-
 def _send(page: Page, text: str) -> None:
-    box = _visible(page.get_by_placeholder("Send a message"))
+    box = visible(page.get_by_placeholder("Send a message"))
     expect(box).to_be_enabled()
     box.fill(text)
     box.press("Enter")
@@ -131,10 +107,10 @@ def _shot(page: Page, tmp_path: Path, name: str) -> None:
 
 def _answer(page: Page, button: str) -> None:
     """Click ``button`` on the approval that is waiting, once it shows."""
-    waiting = _visible(page.get_by_text("Waiting for your answer…"))
+    waiting = visible(page.get_by_text("Waiting for your answer…"))
     expect(waiting).to_have_count(1)
-    expect(_visible(page.get_by_text("wants to run")).last).to_contain_text("write_file")
-    _visible(page.get_by_role("button", name=button)).last.click()
+    expect(visible(page.get_by_text("wants to run")).last).to_contain_text("write_file")
+    visible(page.get_by_role("button", name=button)).last.click()
     expect(waiting).to_have_count(0)
 
 
@@ -147,24 +123,24 @@ def test_agent_reply_shows_its_trace_and_asks_inline_deny_keeps_the_file_approve
 
     _send(page, "write the plan")
     _answer(page, "Deny")
-    expect(_visible(page.get_by_text("Denied.", exact=True))).to_be_visible()
-    expect(_visible(page.get_by_text("scripted:slow · ReActAgent · completed")).first
+    expect(visible(page.get_by_text("Denied.", exact=True))).to_be_visible()
+    expect(visible(page.get_by_text("scripted:slow · ReActAgent · completed")).first
            ).to_be_visible()
     assert target.read_text() == "old plan"
 
     _send(page, "write the plan again")
     _answer(page, "Approve")
-    expect(_visible(page.get_by_text("Approved.", exact=True))).to_be_visible()
-    expect(_visible(page.get_by_text("Done: replaced notes/plan.txt"))).to_be_visible()
+    expect(visible(page.get_by_text("Approved.", exact=True))).to_be_visible()
+    expect(visible(page.get_by_text("Done: replaced notes/plan.txt"))).to_be_visible()
     assert target.read_text() == "new plan"
 
-    cards = _visible(page.get_by_text(re.compile(r"^Trace: 2 step\(s\)")))
+    cards = visible(page.get_by_text(re.compile(r"^Trace: 2 step\(s\)")))
     expect(cards).to_have_count(2)
     cards.last.click()  # open the last answer's trace
-    call = _visible(page.get_by_text(re.compile(r'write_file\(\{"path": "notes/plan.txt"'))).last
+    call = visible(page.get_by_text(re.compile(r'write_file\(\{"path": "notes/plan.txt"'))).last
     expect(call).to_be_visible()
-    _visible(page.get_by_text(re.compile(r"^step 1: answer$"))).last.scroll_into_view_if_needed()
-    expect(_visible(page.get_by_text("new plan")).first).to_be_visible()
+    visible(page.get_by_text(re.compile(r"^step 1: answer$"))).last.scroll_into_view_if_needed()
+    expect(visible(page.get_by_text("new plan")).first).to_be_visible()
     _shot(page, tmp_path, "chat")
 
 
@@ -172,17 +148,17 @@ def test_model_picker_lists_the_models_and_switching_it_changes_who_answers(page
     picker = page.locator("select:has(option:text-is('scripted:echo'))")
     labels = [o.strip() for o in picker.locator("option").all_text_contents()]
     assert labels[0] == "scripted:slow (default)" and "scripted:echo" in labels
-    expect(_visible(page.get_by_text("— default: given to Lab(model=...)"))).to_be_visible()
+    expect(visible(page.get_by_text("— default: given to Lab(model=...)"))).to_be_visible()
 
     _send(page, "first question")
-    expect(_visible(page.get_by_text("Scripted reply to first question"))).to_be_visible()
-    expect(_visible(page.get_by_text(re.compile(r"^scripted:slow · \d+ in")))).to_have_count(1)
+    expect(visible(page.get_by_text("Scripted reply to first question"))).to_be_visible()
+    expect(visible(page.get_by_text(re.compile(r"^scripted:slow · \d+ in")))).to_have_count(1)
 
     picker.select_option(label="scripted:echo")
-    expect(_visible(page.get_by_text("scripted:echo — offered by this server"))).to_be_visible()
+    expect(visible(page.get_by_text("scripted:echo — offered by this server"))).to_be_visible()
     _send(page, "second question")
-    expect(_visible(page.get_by_text(re.compile(r"^scripted:echo · \d+ in")))).to_have_count(1)
-    expect(_visible(page.get_by_text("second question", exact=True))).to_have_count(2)
+    expect(visible(page.get_by_text(re.compile(r"^scripted:echo · \d+ in")))).to_have_count(1)
+    expect(visible(page.get_by_text("second question", exact=True))).to_have_count(2)
 
 
 def test_two_tabs_share_the_lab_and_an_approval_shows_only_in_the_tab_that_asked(
@@ -190,16 +166,16 @@ def test_two_tabs_share_the_lab_and_an_approval_shows_only_in_the_tab_that_asked
     target = server_home / "workspace" / "notes" / "plan.txt"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("old plan")
-    asking, other = _open(browser, server), _open(browser, server)
+    asking, other = open_page(browser, server, height=1000), open_page(browser, server, height=1000)
     try:
         _pick(asking, "Plain chat", "ReAct agent (the Lab's tools)")
         _send(other, "just chatting")
         _send(asking, "write the plan")
-        expect(_visible(asking.get_by_text("Waiting for your answer…"))).to_have_count(1)
-        expect(_visible(other.get_by_text("Scripted reply to just chatting"))).to_be_visible()
+        expect(visible(asking.get_by_text("Waiting for your answer…"))).to_have_count(1)
+        expect(visible(other.get_by_text("Scripted reply to just chatting"))).to_be_visible()
         assert other.get_by_text("Approval needed").count() == 0
         _answer(asking, "Deny")
-        expect(_visible(asking.get_by_text("Denied.", exact=True))).to_be_visible()
+        expect(visible(asking.get_by_text("Denied.", exact=True))).to_be_visible()
         assert other.get_by_text("Approval needed").count() == 0
         assert target.read_text() == "old plan"
     finally:

@@ -21,23 +21,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _ui_servers import free_port, serving
+from _ui_servers import (
+    launch_chromium,
+    open_page,
+    said,
+    serving_script,
+    skip_without_browser,
+    tab,
+    visible,
+)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; `make test` "
-                "installs it when the machine allows): the browser tests need it",
-                allow_module_level=True)
-pytest.importorskip("playwright", reason="Playwright is not installed: pip install -e '.[dev]'")
-pytest.importorskip("panel")
+skip_without_browser()
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
 expect.set_options(timeout=60_000)  # waits for an element to show: a failure guard only
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-WAIT_MS = 60_000  # the longest any one element is waited for
 # the page's text boxes, by placeholder: each one's own messages reach Python a second late
 LATE_BOXES = ["notes/", "paper, 2024", "storage quota", "*.md", "paper",
               "What does error E4012 mean?"]
@@ -98,59 +98,38 @@ def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(server_home: Path) -> Iterator[str]:
-    script = server_home.parent / "serve_workbench_documents.py"
-    script.write_text(SERVER)
-    port = free_port()
-    with serving([str(script), str(port)], port, server_home) as url:
+    with serving_script(SERVER, "serve_workbench_documents.py", server_home) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(server)
-    _tab(page, "Chat").wait_for()  # the document arrives over the websocket, so it is open
-    _tab(page, "Documents").click()
+    page = open_page(browser, server)
+    tab(page, "Documents").click()
     yield page
     page.close()
 
 
-def _tab(page: Page, title: str):
-    return page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$"))
-
-
-def _visible(locator):
-    return locator.filter(visible=True)
-
-
-def _said(page: Page, text: str | re.Pattern[str]):
-    """The page's inline message (a notification toast may repeat it)."""
-    return _visible(page.get_by_role("paragraph").filter(has_text=text))
-
-
 def _box(page: Page, placeholder: str):
-    return _visible(page.get_by_placeholder(placeholder, exact=True))
+    return visible(page.get_by_placeholder(placeholder, exact=True))
 
 
 def _sources(page: Page):
     """The source column of the results, best first."""
-    return _visible(page.locator(".tabulator-cell[tabulator-field=source]"))
+    return visible(page.locator(".tabulator-cell[tabulator-field=source]"))
 
 
 def _shot(page: Page, tmp_path: Path, name: str) -> Path:
     """The page down to its last element, without the notification toasts (for the README)."""
     page.add_style_tag(content=".notyf { display: none !important; }")
     page.evaluate("() => window.scrollTo(0, 0)")  # bounding boxes are relative to the view
-    last = _visible(page.get_by_text(re.compile(r"^Question: "))).bounding_box()
+    last = visible(page.get_by_text(re.compile(r"^Question: "))).bounding_box()
     height = last["y"] + last["height"] + 24 if last else 900
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path), full_page=True,
@@ -165,39 +144,39 @@ def _shot(page: Page, tmp_path: Path, name: str) -> Path:
 def _ingest(page: Page, path: str, tags: str = "") -> None:
     _box(page, "notes/").fill(path)
     _box(page, "paper, 2024").fill(tags)
-    _visible(page.get_by_role("button", name="Ingest")).click()
-    expect(_said(page, re.compile(r"Ingested into default: \d+ added"))).to_be_visible()
+    visible(page.get_by_role("button", name="Ingest")).click()
+    expect(said(page, re.compile(r"Ingested into default: \d+ added"))).to_be_visible()
 
 
 def _search(page: Page, query: str, source: str = "", tags: str = "") -> None:
     _box(page, "storage quota").fill(query)
     _box(page, "*.md").fill(source)
     _box(page, "paper").fill(tags)
-    _visible(page.get_by_role("button", name="Search", exact=True)).click()
+    visible(page.get_by_role("button", name="Search", exact=True)).click()
 
 
 def test_documents_page_ingests_searches_and_asks_with_the_texts_typed_before_each_click(
         page, tmp_path):
     _ingest(page, "notes", tags="handbook")
-    expect(_said(page, "Ingested into default: 2 added, 0 updated, 0 unchanged")
+    expect(said(page, "Ingested into default: 2 added, 0 updated, 0 unchanged")
            ).to_be_visible()
     for query, best in (("kittens sleep", "cats.md"), ("storage quota", "e4012.md"),
                         ("sixteen hours", "cats.md"), ("bucket quota", "e4012.md")):
         _search(page, query)
-        expect(_said(page, f"passage(s) for {query!r} (hybrid).")).to_be_visible()
+        expect(said(page, f"passage(s) for {query!r} (hybrid).")).to_be_visible()
         expect(_sources(page).first).to_contain_text(best)
     for question in ("What is E4012?", "Why does my upload fail with E4012?"):
         _box(page, "What does error E4012 mean?").fill(question)
-        _visible(page.get_by_role("button", name="Ask")).click()
-        expect(_said(page, f"Answered {question!r} in")).to_be_visible()
-        answer = _visible(page.get_by_text(f"Question: {question}"))
+        visible(page.get_by_role("button", name="Ask")).click()
+        expect(said(page, f"Answered {question!r} in")).to_be_visible()
+        answer = visible(page.get_by_text(f"Question: {question}"))
         expect(answer).to_be_visible()  # the question the Research agent got, shown under it
-    cited = _visible(page.get_by_role("link", name=re.compile(r"^\[\d\]$")))
+    cited = visible(page.get_by_role("link", name=re.compile(r"^\[\d\]$")))
     expect(cited).to_have_count(1)
     label = cited.inner_text().strip("[]")
     expect(cited).to_have_attribute("href", f"#documents-source-{label}")
     expect(cited).to_have_attribute("title", re.compile(r"^e4012\.md: .*E4012 means the bucket"))
-    source = _visible(page.get_by_role("listitem").filter(has_text=f"[{label}]"))
+    source = visible(page.get_by_role("listitem").filter(has_text=f"[{label}]"))
     expect(source).to_contain_text(re.compile(r"e4012\.md.* \(chunk \d+\) — "))
     expect(source.locator(f"[id=documents-source-{label}]")).to_have_count(1)
     assert page.get_by_text("Traceback").count() == 0
@@ -206,48 +185,48 @@ def test_documents_page_ingests_searches_and_asks_with_the_texts_typed_before_ea
 
 def _pick_type(page: Page, kind: str) -> None:
     """Pick ``kind`` in the "Only types" picker (a choices.js list)."""
-    _visible(page.locator(".choices__input--cloned")).click()
-    _visible(page.locator(".choices__item--choice", has_text=re.compile(f"^{kind}$"))).click()
+    visible(page.locator(".choices__input--cloned")).click()
+    visible(page.locator(".choices__item--choice", has_text=re.compile(f"^{kind}$"))).click()
     page.keyboard.press("Escape")
 
 
 def test_documents_page_search_uses_the_mode_and_filters_sent_with_the_click(page):
     _ingest(page, "notes", tags="handbook")  # tagged on their first ingest
     _search(page, "storage quota", source="*cats.md")
-    expect(_said(page, "passage(s) for 'storage quota' (hybrid, source *cats.md).")
+    expect(said(page, "passage(s) for 'storage quota' (hybrid, source *cats.md).")
            ).to_be_visible()
     expect(_sources(page)).to_have_count(1)
     expect(_sources(page).first).to_contain_text("cats.md")
     _search(page, "storage quota", tags="no-such-tag")
-    expect(_said(page, "0 passage(s) for 'storage quota' (hybrid, tags no-such-tag).")
+    expect(said(page, "0 passage(s) for 'storage quota' (hybrid, tags no-such-tag).")
            ).to_be_visible()
     _search(page, "storage quota", tags="handbook")
-    expect(_said(page, "passage(s) for 'storage quota' (hybrid, tags handbook).")
+    expect(said(page, "passage(s) for 'storage quota' (hybrid, tags handbook).")
            ).to_be_visible()
     expect(_sources(page).first).to_contain_text("e4012.md")
     _pick_type(page, "pdf")
     _search(page, "storage quota")
-    expect(_said(page, "0 passage(s) for 'storage quota' (hybrid, type pdf).")).to_be_visible()
-    _visible(page.locator(".choices__button")).click()  # pdf is no longer picked
+    expect(said(page, "0 passage(s) for 'storage quota' (hybrid, type pdf).")).to_be_visible()
+    visible(page.locator(".choices__button")).click()  # pdf is no longer picked
     _pick_type(page, "markdown")
     _search(page, "storage quota")
-    expect(_said(page, "passage(s) for 'storage quota' (hybrid, type markdown).")
+    expect(said(page, "passage(s) for 'storage quota' (hybrid, type markdown).")
            ).to_be_visible()
     expect(_sources(page).first).to_contain_text("e4012.md")
-    _visible(page.locator(".choices__button")).click()
-    _visible(page.locator("select")).filter(has_text="hybrid").select_option("sparse")
+    visible(page.locator(".choices__button")).click()
+    visible(page.locator("select")).filter(has_text="hybrid").select_option("sparse")
     _search(page, "kittens")
-    expect(_said(page, "1 passage(s) for 'kittens' (sparse).")).to_be_visible()
+    expect(said(page, "1 passage(s) for 'kittens' (sparse).")).to_be_visible()
     expect(_sources(page)).to_have_count(1)
 
 
 def test_documents_page_says_what_is_missing_instead_of_using_an_old_text(page):
     _box(page, "storage quota").fill("")
-    _visible(page.get_by_role("button", name="Search", exact=True)).click()
-    expect(_said(page, "Type what to search for first.")).to_be_visible()
+    visible(page.get_by_role("button", name="Search", exact=True)).click()
+    expect(said(page, "Type what to search for first.")).to_be_visible()
     _box(page, "What does error E4012 mean?").fill("  ")
-    _visible(page.get_by_role("button", name="Ask")).click()
-    expect(_said(page, "Type a question first.")).to_be_visible()
+    visible(page.get_by_role("button", name="Ask")).click()
+    expect(said(page, "Type a question first.")).to_be_visible()
     _box(page, "notes/").fill("../outside")
-    _visible(page.get_by_role("button", name="Ingest")).click()
-    expect(_said(page, "outside the workspace")).to_be_visible()
+    visible(page.get_by_role("button", name="Ingest")).click()
+    expect(said(page, "outside the workspace")).to_be_visible()

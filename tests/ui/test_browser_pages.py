@@ -21,17 +21,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _ui_servers import free_port, serving
+from _ui_servers import (
+    launch_chromium,
+    open_page,
+    said,
+    serving_script,
+    skip_without_browser,
+    tab,
+    visible,
+)
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; `make test` "
-                "installs it when the machine allows): the browser tests need it",
-                allow_module_level=True)
-pytest.importorskip("playwright", reason="Playwright is not installed: pip install -e '.[dev]'")
-pytest.importorskip("panel")
+skip_without_browser()
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 import aillm_lab as al  # noqa: E402
 from aillm_lab.testing import ScriptedModel  # noqa: E402
@@ -39,8 +41,6 @@ from aillm_lab.testing import ScriptedModel  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::aillm_lab.db.SqliteVersionWarning")
 expect.set_options(timeout=60_000)  # waits for an element to show: a failure guard only
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-WAIT_MS = 60_000  # the longest any one element is waited for
 PER_COUNTRY = ("SELECT country, SUM(population) AS population FROM cities GROUP BY country "
                "ORDER BY country")
 NARRATIVE = "FR has 2420000 people in these cities and DE 3600000."
@@ -94,46 +94,25 @@ def server_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(server_home: Path) -> Iterator[str]:
-    script = server_home.parent / "serve_workbench_pages.py"
-    script.write_text(SERVER)
-    port = free_port()
-    with serving([str(script), str(port)], port, server_home) as url:
+    with serving_script(SERVER, "serve_workbench_pages.py", server_home) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    with launch_chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
 def page(browser: Browser, server: str) -> Iterator[Page]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.goto(server)
-    _tab(page, "Chat").wait_for()  # the document arrives over the websocket, so it is open
+    page = open_page(browser, server)
     yield page
     page.close()
 
 
-def _tab(page: Page, title: str):
-    return page.locator(".bk-tab", has_text=re.compile(f"^{re.escape(title)}$"))
-
-
-def _visible(locator):
-    return locator.filter(visible=True)
-
-
-def _said(page: Page, text: str | re.Pattern[str]):
-    """A page's inline message (a notification toast may repeat it)."""
-    return _visible(page.get_by_role("paragraph").filter(has_text=text))
-
-
 def _cell(page: Page, field: str, text: str):
-    return _visible(page.locator(f".tabulator-cell[tabulator-field={field}]", has_text=text))
+    return visible(page.locator(f".tabulator-cell[tabulator-field={field}]", has_text=text))
 
 
 def _shot(page: Page, tmp_path: Path, name: str) -> Path:
@@ -153,21 +132,21 @@ CITIES = "name,country,population\nParis,FR,2100000\nBerlin,DE,3600000\nNantes,F
 def _upload_cities(page: Page, tmp_path: Path) -> None:
     csv = tmp_path / "cities.csv"
     csv.write_text(CITIES)
-    _tab(page, "Data").click()
+    tab(page, "Data").click()
     page.locator("input[type=file][accept^='.csv,.json']").set_input_files(str(csv))
-    expect(_said(page, "Table cities: 3 rows")).to_be_visible()
+    expect(said(page, "Table cities: 3 rows")).to_be_visible()
 
 
 def test_data_page_answers_a_question_with_a_table_a_chart_and_a_narrative(page, tmp_path):
     _upload_cities(page, tmp_path)
-    _visible(page.get_by_placeholder("Which region sold the most?")).fill(
+    visible(page.get_by_placeholder("Which region sold the most?")).fill(
         "How many people live in these cities per country?")
-    _visible(page.get_by_role("button", name="Ask")).click()
-    expect(_visible(page.get_by_text(NARRATIVE))).to_be_visible()
-    expect(_said(page, re.compile(r"Answered with 2 row\(s\)"))).to_be_visible()
+    visible(page.get_by_role("button", name="Ask")).click()
+    expect(visible(page.get_by_text(NARRATIVE))).to_be_visible()
+    expect(said(page, re.compile(r"Answered with 2 row\(s\)"))).to_be_visible()
     expect(_cell(page, "population", "3,600,000")).to_be_visible()
     expect(_cell(page, "country", "FR")).to_be_visible()
-    expect(_visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar chart
+    expect(visible(page.locator("canvas")).first).to_be_visible()  # the bokeh bar chart
     assert page.get_by_text("Traceback").count() == 0
     _shot(page, tmp_path, "data-question")
 
@@ -176,19 +155,19 @@ def test_data_page_runs_each_typed_query_once_clicked_with_two_server_threads(pa
     # The upload put "SELECT * FROM cities LIMIT 20" in the box; each query below is typed
     # and clicked once, and the page must answer that query, never the one before it.
     _upload_cities(page, tmp_path)
-    box = _visible(page.get_by_placeholder("SELECT * FROM my_table LIMIT 20"))
-    run = _visible(page.get_by_role("button", name="Run SQL"))
+    box = visible(page.get_by_placeholder("SELECT * FROM my_table LIMIT 20"))
+    run = visible(page.get_by_role("button", name="Run SQL"))
     box.fill("DELETE FROM cities")
     run.click()
     refused = "SafetyViolation: sql.not_read_only: DELETE statements are refused"
-    expect(_said(page, refused)).to_be_visible()
-    expect(_visible(page.locator(".notyf__message", has_text="DELETE statements are refused"))
+    expect(said(page, refused)).to_be_visible()
+    expect(visible(page.locator(".notyf__message", has_text="DELETE statements are refused"))
            ).to_be_visible()
     for floor, count in ((0, 3), (1_000_000, 2), (3_000_000, 1), (2_000_000, 2)):
         box.fill(f"SELECT count(*) AS n_{floor} FROM cities WHERE population > {floor}")
         run.click()
         expect(_cell(page, f"n_{floor}", str(count))).to_be_visible()
-        expect(_said(page, "1 row(s).")).to_be_visible()
+        expect(said(page, "1 row(s).")).to_be_visible()
     _shot(page, tmp_path, "data-sql")
 
 
@@ -210,7 +189,7 @@ def test_runs_page_lists_two_experiments_and_shows_their_comparison(page, server
     with al.Lab(home=server_home, model="scripted:echo") as lab:
         weak = _experiment(lab, "weak-model", {0})
         strong = _experiment(lab, "strong-model", set(range(6)))
-    _tab(page, "Runs and calls").click()  # opening the tab loads what is saved (a second
+    tab(page, "Runs and calls").click()  # opening the tab loads what is saved (a second
     # load by Refresh can redraw the table under the clicks below and lose a selection)
     listed = {run.name: _cell(page, "name", run.name) for run in (weak, strong)}  # the
     for cell in listed.values():  # call log has a run_id column too; only this has names
@@ -218,28 +197,28 @@ def test_runs_page_lists_two_experiments_and_shows_their_comparison(page, server
     listed["weak-model"].click()
     listed["strong-model"].click()
     heading = f"strong-model {strong.run_id} minus weak-model {weak.run_id}"
-    expect(_visible(page.get_by_text(heading))).to_be_visible()
+    expect(visible(page.get_by_text(heading))).to_be_visible()
     expect(_cell(page, "metric", "exact")).to_be_visible()
     expect(_cell(page, "wins", "5")).to_be_visible()
-    expect(_said(page, f"Compared {weak.run_id} with {strong.run_id}.")).to_be_visible()
-    _visible(page.get_by_text("minus")).scroll_into_view_if_needed()
+    expect(said(page, f"Compared {weak.run_id} with {strong.run_id}.")).to_be_visible()
+    visible(page.get_by_text("minus")).scroll_into_view_if_needed()
     _shot(page, tmp_path, "runs-experiments")
 
 
 # -- Monitor --------------------------------------------------------------------------------------
 def test_monitor_page_shows_the_call_log_charts_metrics_and_a_check(page, tmp_path):
-    box = _visible(page.get_by_placeholder("Send a message"))
+    box = visible(page.get_by_placeholder("Send a message"))
     box.fill("hello monitor")
     box.press("Enter")
-    expect(_visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
-    _tab(page, "Monitor").click()
-    expect(_said(page, re.compile(r"\d+ call\(s\) over the last"))).to_be_visible()
-    charts = _visible(page.locator("canvas"))
+    expect(visible(page.get_by_text(re.compile(r"\d+ in / \d+ out tokens")))).to_be_visible()
+    tab(page, "Monitor").click()
+    expect(said(page, re.compile(r"\d+ call\(s\) over the last"))).to_be_visible()
+    charts = visible(page.locator("canvas"))
     expect(charts.nth(3)).to_be_visible()  # calls, error rate, p95 latency, cost
     expect(_cell(page, "metric", "p95_latency_s")).to_be_visible()
-    expect(_visible(page.get_by_text(re.compile(r"MonitoringAgent `?aillm-monitor-")))
+    expect(visible(page.get_by_text(re.compile(r"MonitoringAgent `?aillm-monitor-")))
            ).to_be_visible()
-    _visible(page.get_by_role("button", name="Check now")).click()
-    expect(_said(page, "No alert: every metric is within its threshold.")).to_be_visible()
+    visible(page.get_by_role("button", name="Check now")).click()
+    expect(said(page, "No alert: every metric is within its threshold.")).to_be_visible()
     assert page.get_by_text("Traceback").count() == 0
     _shot(page, tmp_path, "monitor")
