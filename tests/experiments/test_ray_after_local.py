@@ -14,7 +14,6 @@ cluster, never ``local_mode``) and shuts Ray down before it exits.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -23,15 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from _ray_common import SAME, needs_ray
 
 ROOT = Path(__file__).resolve().parents[2]
-SAME = ["cell_id", "item_id", "item_index", "prompt_index", "prompt", "model", "epoch",
-        "sample", "input", "output", "tool_calls", "error", "cost_usd", "input_tokens",
-        "output_tokens", "exact", "numeric", "cost"]
-
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="the Ray executor needs the [ray] extra: "
-                                       "pip install 'aillm-lab[ray]'")
 
 # The child: the acceptance grid (3 scripted models x 2 prompts x 20 items) run locally in
 # Lab A, then, with Lab A still open, the same grid on Ray from Lab B on another home.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _ray_common import RAY_MISSING, SAME, needs_ray
 
 import aillm_lab as al
 from aillm_lab.errors import ConfigError
@@ -29,14 +30,6 @@ ROWS = [{"n": i, "answer": str(i * i)} for i in range(20)]
 PROMPTS = ["What is {n} squared?", "Compute {n} * {n}. Reply with the number only."]
 PRICES = {m: {"input": 1.0, "output": 2.0}
           for m in ("scripted:right", "scripted:off", "scripted:even")}
-# the deterministic columns: everything but when and how fast
-SAME = ["cell_id", "item_id", "item_index", "prompt_index", "prompt", "model", "epoch",
-        "sample", "input", "output", "tool_calls", "error", "cost_usd", "input_tokens",
-        "output_tokens", "exact", "numeric", "cost"]
-
-needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                               reason="the Ray executor needs the [ray] extra: "
-                                      "pip install 'aillm-lab[ray]'")
 pytestmark = [
     # Ray's own start-up notices, raised from inside ray; ours stay errors.
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),
@@ -93,7 +86,7 @@ def _same(run: al.ExperimentRun) -> Any:
 def ray_cluster() -> Iterator[Any]:
     """A 2-CPU local Ray cluster for this module, shut down after it (no processes left)."""
     if importlib.util.find_spec("ray") is None:
-        pytest.skip("the Ray executor needs the [ray] extra: pip install 'aillm-lab[ray]'")
+        pytest.skip(RAY_MISSING)
     import ray
 
     path = os.pathsep.join([str(ROOT), str(HERE)])
