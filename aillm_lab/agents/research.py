@@ -23,15 +23,15 @@ How a run goes, and why:
    model says so, the answer is ``NOT_FOUND``: nothing retrieved means nothing to support a
    claim, whatever the model wrote.
 
-Limits: a run started by ``stream`` or ``fork`` gets no seed retrieval (the model searches
-itself), and a fork starts with an empty source list, so its citations of earlier sources
-are flagged.
+Limits: a fork gets no seed retrieval (the model searches itself) and starts with an empty
+source list, so its citations of earlier sources are flagged. ``stream`` seeds as ``run``
+does and tells each seed search as events of step 0.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.modes import Verdict
-from aillm_lab.agents.run import AgentRun
+from aillm_lab.agents.run import AgentEvent, AgentRun
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
 from aillm_lab.llm.types import Message, ToolCall
@@ -205,10 +205,7 @@ class ResearchAgent(Agent):
                    collections: str | Sequence[str] | None = None) -> AgentRun:
         """Research ``question`` in ``collections`` (default ``["default"]``); the run's
         ``output`` is a ``ResearchAnswer``. An unknown collection raises ``RagError``."""
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question={question!r}: give the question as a non-empty text")
-        names = await self._check_collections(collections)
-        run = AgentRun(task=question.strip(), inputs={"collections": names, "web": self.web})
+        run = await self._new_run(question, collections)
         session = self._session(run)
         try:
             await self._seed(run, session)
@@ -216,7 +213,35 @@ class ResearchAgent(Agent):
         finally:
             self._sessions.pop(run.id, None)
 
+    async def astream(self, question: str,  # type: ignore[override]
+                      collections: str | Sequence[str] | None = None,
+                      ) -> AsyncIterator[AgentEvent]:
+        """``arun``'s events as they happen (the seed searches first, as ``tool_call`` and
+        ``tool_result`` events of step 0); the last one is ``final`` with the run."""
+        run = await self._new_run(question, collections)
+        async for event in self.runner.aiterate(lambda: self._stream(run)):
+            yield event
+
     run = sync_twin(arun)
+    stream = sync_twin(astream)
+
+    async def _new_run(self, question: str,
+                       collections: str | Sequence[str] | None) -> AgentRun:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question={question!r}: give the question as a non-empty text")
+        names = await self._check_collections(collections)
+        return AgentRun(task=question.strip(), inputs={"collections": names, "web": self.web})
+
+    async def _stream(self, run: AgentRun) -> AsyncIterator[AgentEvent]:
+        """On the runner loop: seed, then the loop's events; the session ends with them."""
+        session = self._session(run)
+        try:
+            async for event in self._seeding(run, session):
+                yield event
+            async for event in self._events(self._start(run, self.model, None)):
+                yield event
+        finally:
+            self._sessions.pop(run.id, None)
 
     # -- hooks -----------------------------------------------------------------------------
     def instructions(self) -> str:
@@ -300,15 +325,23 @@ class ResearchAgent(Agent):
         return list(dict.fromkeys(names))
 
     async def _seed(self, run: AgentRun, session: _Session) -> None:
-        """Search the question and its parts through the guard; hits wait for packing."""
+        async for _ in self._seeding(run, session):
+            pass
+
+    async def _seeding(self, run: AgentRun, session: _Session) -> AsyncIterator[AgentEvent]:
+        """Search the question and its parts through the guard; hits wait for packing.
+        Each search is told as a ``tool_call`` and a ``tool_result`` event of step 0."""
         session.seeding = True
         try:
             session.seed_queries = sub_questions(run.task, self.max_sub_questions)
             for i, query in enumerate(session.seed_queries):
-                result = await session.tools.ainvoke(
-                    ToolCall(id=f"seed-{i}", name=SEARCH_TOOL, arguments={"query": query}))
+                call = ToolCall(id=f"seed-{i}", name=SEARCH_TOOL, arguments={"query": query})
+                yield AgentEvent(type="tool_call", step=0, tool_call=call)
+                result = await session.tools.ainvoke(call)
                 if not result.ok:
                     session.notes.append(SEED_FAILED.format(query=query, error=result.content))
+                yield AgentEvent(type="tool_result", step=0, tool_call=call,
+                                 tool_result=result.model_copy(update={"value": None}))
         finally:
             session.seeding = False
         session.pending = _interleave(session.seed_hits)
@@ -324,7 +357,7 @@ class ResearchAgent(Agent):
 
     def _session(self, run: AgentRun) -> _Session:
         session = self._sessions.get(run.id)
-        if session is None:  # arun made none: a stream or a fork of this agent
+        if session is None:  # arun and stream made none: a fork of this agent
             while len(self._sessions) >= 256:
                 self._sessions.pop(next(iter(self._sessions)))
             collections = run.inputs.get("collections") or ["default"]

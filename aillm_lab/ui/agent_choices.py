@@ -24,7 +24,6 @@ class AgentChoice:
 
     label: str
     make: Callable[[Lab, str | None], Any] | None  # None: plain chat
-    streams: bool = True  # False: the agent has no ``astream(task)`` door, so it is awaited
     tables: bool = False  # True: it queries tables given as ``data=``
 
 
@@ -56,22 +55,17 @@ AGENT_CHOICES: dict[str, AgentChoice] = {
     "chat": AgentChoice("Plain chat", None),
     "react": AgentChoice("ReAct agent (the Lab's tools)", _react),
     "code_writer": AgentChoice("Code writer (sandboxed tests)", _code_writer),
-    "research": AgentChoice("Research (the Lab's documents)", _research, streams=False),
+    "research": AgentChoice("Research (the Lab's documents)", _research),
     "data_analysis": AgentChoice("Data analysis (the Lab's tables)", _data_analysis,
                                  tables=True),
 }
 
 
-async def agent_events(choice: AgentChoice, agent: Any, task: str,
+async def agent_events(agent: Any, task: str,
                        inputs: dict[str, Any]) -> AsyncIterator[AgentEvent]:
-    """The agent's events for ``task``: streamed where it can stream, else one ``final``."""
-    if choice.streams:
-        async for event in agent.astream(task, **inputs):
-            yield event
-        return
-    from aillm_lab.agents.run import AgentEvent
-
-    yield AgentEvent(type="final", run=await agent.arun(task, **inputs))
+    """The agent's events for ``task`` (every offered agent streams), ending in ``final``."""
+    async for event in agent.astream(task, **inputs):
+        yield event
 
 
 __all__ = ["AGENT_CHOICES", "AgentChoice", "agent_events"]

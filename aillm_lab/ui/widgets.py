@@ -116,7 +116,7 @@ class ChatWidget(w.VBox):
         agent = choice.make(self.lab, model)
         text, lines = "", []
         try:
-            async for event in agent_events(choice, agent, prompt, inputs):
+            async for event in agent_events(agent, prompt, inputs):
                 if event.type == "token":
                     text += event.text
                 elif event.type == "tool_call" and event.tool_call is not None:

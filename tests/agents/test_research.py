@@ -215,15 +215,34 @@ def test_a_question_too_long_for_the_context_budget_is_a_clear_run_error(make_la
     assert "raise budget_tokens" in run.error and model.requests == []
 
 
-def test_a_streamed_run_searches_through_the_model_and_ends_with_an_answer(make_lab, docs):
+def test_a_streamed_run_seeds_as_a_run_does_and_tells_each_search_as_it_happens(make_lab,
+                                                                                docs):
     model = script(call("search_knowledge", query="kittens sleep"),
                    lambda messages: f"In warm places [{label_of(messages, 'Kittens')}].")
     lab = ingested(make_lab, docs, model)
-    events = list(ResearchAgent(lab=lab).stream("Where do kittens sleep?"))
-    assert [e.tool_call.name for e in events if e.type == "tool_call"] == ["search_knowledge"]
+    events = list(ResearchAgent(lab=lab).stream("Where do kittens sleep?",
+                                                collections="default"))
+    # the seed search comes first, as step 0's call and result, then the model's own search
+    assert [e.type for e in events[:2]] == ["tool_call", "tool_result"]
+    assert [(e.step, e.tool_call.arguments["query"]) for e in events
+            if e.type == "tool_call"] == [(0, "Where do kittens sleep?"), (0, "kittens sleep")]
+    seeded = events[1].tool_result
+    assert seeded.ok and seeded.content.startswith("5 passages found") and seeded.value is None
     final = events[-1].run
-    assert final.status == "completed" and final.output.sources[0].source.endswith("cats.md")
-    assert "No sources are listed yet" in final.steps[0].messages[0].text
+    assert events[-1].type == "final" and final.status == "completed"
+    assert final.output.sources[0].source.endswith("cats.md")
+    # the first prompt already holds the seed's sources, as a run's first prompt does
+    assert "No sources are listed yet" not in final.steps[0].messages[0].text
+    assert label_of(final.steps[0].messages, "Kittens") >= 1
+    assert list(lab.audit()["tool"]) == ["search_knowledge", "search_knowledge"]
+
+
+def test_a_stream_with_an_unknown_collection_raises_before_any_event(make_lab, docs):
+    model = ScriptedModel(["never asked"])
+    lab = ingested(make_lab, docs, model)
+    with pytest.raises(al.RagError, match="'nope' does not exist"):
+        next(iter(ResearchAgent(lab=lab).stream("anything?", collections="nope")))
+    assert model.requests == [] and len(lab.audit()) == 0
 
 
 def test_sync_run_works_inside_a_running_event_loop(make_lab, docs):

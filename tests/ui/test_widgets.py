@@ -132,6 +132,25 @@ def test_a_picked_agent_streams_its_tool_calls_then_answers_with_its_trace(make_
     assert chat.status.value == ""
 
 
+def test_the_research_agent_streams_its_seed_search_then_answers_with_a_citation(make_lab,
+                                                                                 tmp_path):
+    docs = tmp_path / "docs_widget"
+    docs.mkdir()
+    (docs / "e4012.md").write_text("Error E4012 means the bucket is over its storage quota.")
+    lab = make_lab(ScriptedModel(lambda messages, request: "It is over its quota [1].",
+                                 name="researcher"))
+    lab.ingest(docs, progress=False)
+    chat = al.ui.chat(lab)
+    chat.agent.value = "research"
+    shown: list[str] = []
+    chat.reply.observe(lambda change: shown.append(change["new"]), names="value")
+    assert chat.send("What does E4012 mean?").result(timeout=30) == "It is over its quota [1]."
+    # the seed search showed while it ran, before the answer replaced it
+    assert any("calling search_knowledge" in v for v in shown[:-1])
+    assert chat.run is not None and chat.run.status == "completed"
+    assert chat.run.output.sources[0].source.endswith("e4012.md")
+
+
 def test_the_data_agent_without_tables_says_how_to_give_them(make_lab):
     chat = al.ui.chat(make_lab(ScriptedModel(["unused"])))
     chat.agent.value = "data_analysis"

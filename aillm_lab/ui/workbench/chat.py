@@ -228,7 +228,7 @@ async def _pump(choice: AgentChoice, agent: Any, task: str, queue: asyncio.Queue
     the runner tasks the agent starts copy it."""
     try:
         with approver_for_task(approver):
-            async for event in agent_events(choice, agent, task, inputs):
+            async for event in agent_events(agent, task, inputs):
                 queue.put_nowait(event)
     except Exception as exc:  # shown as a notice, never a traceback
         queue.put_nowait(exc)
