@@ -200,17 +200,40 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
     port = settings.dashboard_port if args.port is None else args.port
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port = {port}: must be between 1 and 65535.", fields=("port",))
+    extra = model_list(args.models)
     lab = Lab(settings, model=args.model)
     model_id, reason = lab.default_model_reason()
     print(f"AILLM Lab workbench on http://{host}:{port} — model {model_id} ({reason})",
           flush=True)
     preload = Preload(lab)  # pages show a loading state until the model is in memory
     origins = [f"{h}:{port}" for h in {host, "localhost", "127.0.0.1"}]
-    pn.serve({"/": lambda: create_app(lab, max_tokens=args.max_tokens, preload=preload)},
+    pn.serve({"/": lambda: create_app(lab, max_tokens=args.max_tokens, preload=preload,
+                                      models=extra)},
              port=port,
              address=host, websocket_origin=origins, show=args.show, title=TITLE,
              liveness=True, verbose=False)
     return 0
+
+
+def model_list(text: str | None) -> list[str]:
+    """``--models a:b,c:d`` as specs, each checked here (its form and a known provider), so
+    a typo stops the server at start instead of failing in the picker later. No model is
+    created: a key or a download is needed only when the model is picked."""
+    from aillm_lab.llm.registry import parse_spec, registry
+
+    specs = [s.strip() for s in (text or "").split(",") if s.strip()]
+    known = registry.providers()
+    for spec in specs:
+        try:
+            provider, _ = parse_spec(spec)
+        except ConfigError:
+            raise ConfigError(f"--models: {spec!r} is not 'provider:model' (e.g. "
+                              f"openai:gpt-4o-mini); separate several with commas.",
+                              fields=("models",)) from None
+        if provider not in known:
+            raise ConfigError(f"--models: {spec!r} names no known provider ({provider!r}); "
+                              f"known: {', '.join(known)}.", fields=("models",))
+    return specs
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -239,6 +262,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=None,
                            help="default: settings.dashboard_port (5006)")
     serve_cmd.add_argument("--model", default=None, help="e.g. local:smollm2 or scripted:echo")
+    serve_cmd.add_argument("--models", default="",
+                           help="more models for the chat's picker, comma-separated, e.g. "
+                           "openai:gpt-4o-mini,ollama:llama3.2")
     serve_cmd.add_argument("--max-tokens", type=int, default=256)
     serve_cmd.add_argument("--show", action="store_true", help="open a browser tab")
     return parser

@@ -120,6 +120,33 @@ def test_serve_with_an_out_of_range_port_exits_2_before_serving(capsys):
     assert code == cli.EXIT_CONFIG and "--port = 70000" in err
 
 
+@pytest.mark.parametrize(("models", "said"), [
+    ("openai:gpt-4o-mini,gpt4", "--models: 'gpt4' is not 'provider:model'"),
+    ("opneai:gpt-4o", "--models: 'opneai:gpt-4o' names no known provider ('opneai')")])
+def test_serve_with_a_bad_models_entry_exits_2_before_serving(capsys, monkeypatch, models,
+                                                              said):
+    import panel as pn
+
+    monkeypatch.setattr(pn, "serve", lambda *a, **k: pytest.fail("served despite the error"))
+    code, out, err = _run(capsys, "serve", "--model", "scripted:echo", "--models", models)
+    assert code == cli.EXIT_CONFIG and said in err and out == ""
+
+
+def test_serve_offers_the_models_given_with_models_in_every_sessions_picker(capsys,
+                                                                             monkeypatch):
+    import panel as pn
+
+    from aillm_lab.ui.workbench import app
+
+    served: dict[str, object] = {}
+    monkeypatch.setattr(pn, "serve", lambda apps, **kw: served.update(apps))
+    monkeypatch.setattr(app, "create_app", lambda lab, **kw: kw["models"])
+    code, out, _ = _run(capsys, "serve", "--model", "scripted:echo", "--models",
+                        " openai:gpt-4o-mini, ollama:llama3.2 ,")
+    assert code == 0 and "model scripted:echo" in out
+    assert served["/"]() == ["openai:gpt-4o-mini", "ollama:llama3.2"]  # a session's app
+
+
 def test_a_missing_config_file_exits_2(capsys, tmp_path):
     code, _, err = _run(capsys, "--config", str(tmp_path / "nope.toml"), "doctor")
     assert code == cli.EXIT_CONFIG and "nope.toml" in err
