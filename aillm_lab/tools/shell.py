@@ -44,6 +44,14 @@ MAX_ARGV_CHARS = 65_536  # all arguments together; Linux allows 128 KiB for a si
 MAX_ARGS = 1_000
 _OPERATORS = frozenset({";", ";;", "&", "&&", "||", "|", "|&", "(", ")"})
 _REDIRECTION = re.compile(r"\d*(>>?|<<?<?|>&|<&|&>>?|>\|)\S*")
+_FIND_NAME_TESTS = frozenset({"-name", "-iname", "-path", "-ipath", "-wholename",
+                              "-iwholename", "-regex", "-iregex", "-lname", "-ilname"})
+# values grep reads as a pattern or glob, and options that take some other value
+_GREP_PATTERN_OPTIONS = frozenset({"-e", "--regexp", "--include", "--exclude", "--exclude-dir"})
+_GREP_VALUE_OPTIONS = frozenset({"--file", "--max-count", "--after-context",
+                                 "--before-context", "--context", "--directories", "--devices",
+                                 "--label", "--binary-files", "--exclude-from",
+                                 "--group-separator"})
 _SHELL_HINT = ("pass a single program and its arguments, e.g. ['grep', '-n', 'TODO', 'app.py'] "
                "or \"grep -n TODO app.py\"; run several commands as several calls, and write "
                "files with the file tools instead of redirections")
@@ -130,10 +138,13 @@ def check_command(command: str | Sequence[str], ws: Workspace,
     program, args = argv[0], argv[1:]
     resolve_program(program, policy)
     operands_only = False
-    for token in args:
+    patterns = pattern_arguments(program, args)
+    for i, token in enumerate(args):
         if not operands_only:
             _check_denied(program, token, policy)
-        _check_paths(token, ws, operand=operands_only)
+        # git's own guard (git_paths.guard_read) reads revisions and pathspecs by name
+        by_name = program != "git" and i not in patterns
+        _check_paths(token, ws, operand=operands_only, by_name=by_name)
         operands_only = operands_only or token == "--"
     if program == "git":
         from aillm_lab.tools import git  # git.py imports this module's siblings only
@@ -209,13 +220,68 @@ def _check_denied(program: str, token: str, policy: CommandPolicy) -> None:
                                   f"(denied: {', '.join(policy.deny_args[program])})")
 
 
-def _check_paths(token: str, ws: Workspace, *, operand: bool = False) -> None:
+def pattern_arguments(program: str, args: Sequence[str]) -> set[int]:
+    """Indexes of the arguments ``program`` reads as a pattern, never as a file name.
+
+    Only these escape the by-name deny-list check: grep's pattern (the first operand unless
+    ``-e``/``-f`` gave one, and the values of ``-e``, ``--regexp``, ``--include``,
+    ``--exclude``, ``--exclude-dir``), find's name tests (``-name .env``) and everything
+    given to echo, which opens no file. Anything else could name a file to create.
+    """
+    if program == "echo":
+        return set(range(len(args)))
+    if program == "find":
+        return {i + 1 for i, a in enumerate(args) if a in _FIND_NAME_TESTS}
+    return _grep_patterns(args) if program == "grep" else set()
+
+
+def _grep_patterns(args: Sequence[str]) -> set[int]:
+    """Walk grep's arguments as its option parser does (see ``pattern_arguments``)."""
+    exempt: set[int] = set()
+    pattern_given = operands = False
+    value_of: str | None = None  # the option whose value the next argument is
+    for i, token in enumerate(args):
+        if value_of is not None:
+            if value_of in _GREP_PATTERN_OPTIONS:
+                exempt.add(i)
+            value_of = None
+        elif operands or token == "-" or not token.startswith("-"):
+            if not pattern_given:
+                exempt.add(i)
+                pattern_given = True
+        elif token == "--":
+            operands = True
+        elif token.startswith("--"):
+            name, has_value = token.split("=", 1)[0], "=" in token
+            if name in _GREP_PATTERN_OPTIONS and has_value:
+                exempt.add(i)
+            elif name in _GREP_PATTERN_OPTIONS or name in _GREP_VALUE_OPTIONS:
+                value_of = None if has_value else name
+            pattern_given = pattern_given or name in ("--regexp", "--file")
+        else:  # a cluster of short flags: the first that takes a value ends it
+            for j, letter in enumerate(token[1:], start=1):
+                if letter in "efmABCdD":
+                    option = "-" + letter
+                    if j + 1 < len(token):
+                        if option in _GREP_PATTERN_OPTIONS:
+                            exempt.add(i)
+                    else:
+                        value_of = option
+                    pattern_given = pattern_given or letter in "ef"
+                    break
+    return exempt
+
+
+def _check_paths(token: str, ws: Workspace, *, operand: bool = False,
+                 by_name: bool = True) -> None:
     """Every spelling of a path inside an argument must stay in the workspace.
 
     The whole argument (after ``--`` every argument is a name, even ``--x/../..``), the
     value of ``--opt=value``, and every tail of a combined short flag (``-uo/tmp/x`` is
     ``-u -o /tmp/x``; ``-hf/etc/passwd`` is ``-h -f /etc/passwd``) are checked as paths
     when they look like one: absolute, with a ``..`` part, or naming an existing entry.
+    With ``by_name`` each of them is also matched against the deny list as a name, whether
+    or not it exists: ``uniq a .env`` or ``sort -o server.key a`` would create the file.
     This is the readable refusal only; the jail is what makes other paths not exist.
     """
     candidates = [token]
@@ -237,6 +303,20 @@ def _check_paths(token: str, ws: Workspace, *, operand: bool = False) -> None:
                 raise SafetyViolation("command.git_internal", f"argument {token!r} names a "
                                       f"path inside a .git folder, which programs may not "
                                       f"read or change; use the git tools (git_log, git_show)")
+        if by_name and _denied_name(cand, ws):
+            named = f"argument {token!r}" + (f" names {cand!r}, which" if cand != token else "")
+            raise SafetyViolation("path.denied", f"{named} matches the deny list "
+                                  f"(PathPolicy.deny_globs: {ws.policy.deny_globs}) whether "
+                                  f"or not it exists; no program may create, read or change "
+                                  f"such a file, pick another name")
+
+
+def _denied_name(cand: str, ws: Workspace) -> bool:
+    """Whether ``cand``, read as a workspace path (no I/O), matches the deny list."""
+    if not cand or "\x00" in cand:
+        return False
+    lexical = os.path.normpath(os.path.join(ws.root, cand))
+    return ws.contains(lexical) and ws.is_denied(ws.relative(lexical))
 
 
 __all__ = ["SAFE_PATH", "CommandError", "CommandResult", "check_command", "parse_command",
