@@ -7,6 +7,7 @@ text written by someone else. Scanning and redacting once, in the guard, means e
 
 from __future__ import annotations
 
+import base64
 import functools
 import os
 import re
@@ -16,6 +17,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 MIN_SECRET_CHARS = 8  # shorter values would redact ordinary words and numbers
+# Letters and digits of a secret that must line up, separators dropped, for its split or
+# encoded form to count: dropping separators joins words, so 8 would hit ordinary text
+# ("task project" holds "skproj"); 12 random characters do not occur by chance.
+MIN_TRANSFORMED_CHARS = 12
+_ALNUM = re.compile(r"[A-Za-z0-9]")
+_NOT_ALNUM_BYTES = bytes(b for b in range(256) if not (chr(b).isascii() and chr(b).isalnum()))
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 _SECRET_FIELD = re.compile(r"^(.*[_-])?(password|passwd|secret|token|api[_-]?key|"
                            r"authorization|cookie|private[_-]?key)$", re.IGNORECASE)
@@ -66,12 +73,22 @@ class Redactor:
     it piece by piece. The pieces are found in one pass with an Aho-Corasick automaton of
     every 8-character window of every secret (pyahocorasick), so the cost does not grow
     with the number of secrets.
+
+    A secret can also be printed split by separators (``grep -o .`` puts one character per
+    line, ``cut --output-delimiter=' '`` a space every few) or encoded. So a second pass
+    reads only the text's ASCII letters and digits and looks for windows of
+    ``MIN_TRANSFORMED_CHARS`` of a secret's letters and digits, of its hex (either case) and
+    of its base64 (each of the three byte alignments; standard and URL-safe alike, since
+    ``+/-_=`` are separators too). A hit maps back to the span of the original text it came
+    from, separators included, and that span is hidden. Secrets with fewer than
+    ``MIN_TRANSFORMED_CHARS`` letters and digits are only matched as written.
     """
 
     def __init__(self, secrets: Iterable[str] = (), *, patterns: bool = True) -> None:
         self.patterns = patterns
         self._secrets: list[str] = []
         self._windows: Any = None
+        self._transformed: Any = None
         self.add(*secrets)
 
     def __repr__(self) -> str:  # never show the values
@@ -82,12 +99,15 @@ class Redactor:
         fresh = {s for s in secrets if s and len(s) >= MIN_SECRET_CHARS}
         self._secrets = sorted(set(self._secrets) | fresh, key=len, reverse=True)
         self._windows = _window_automaton(self._secrets) if self._secrets else None
+        self._transformed = _transformed_automaton(self._secrets)
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret, every 8+ char piece of one, and every
         key-shaped token replaced."""
         if self._windows is not None and len(text) >= MIN_SECRET_CHARS:
             text = _hide_pieces(text, self._windows)
+        if self._transformed is not None and len(text) >= MIN_TRANSFORMED_CHARS:
+            text = _hide_transformed(text, self._transformed)
         if self.patterns:
             # a pattern runs only where one of its anchors occurs: one pass finds them all
             hits = {i for _end, i in _anchor_automaton().iter(text.lower())}
@@ -125,6 +145,63 @@ def _window_automaton(secrets: list[str]) -> Any:
             automaton.add_word(secret[i:i + MIN_SECRET_CHARS], MIN_SECRET_CHARS)
     automaton.make_automaton()
     return automaton
+
+
+def _transformed_automaton(secrets: list[str]) -> Any:
+    """Windows of each secret's letters and digits, hex and base64, separators dropped."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for secret in secrets:
+        raw = secret.encode("utf-8")
+        if len(_flat(secret)) < MIN_TRANSFORMED_CHARS:
+            continue
+        forms = [(secret, MIN_TRANSFORMED_CHARS), (raw.hex(), 2 * MIN_TRANSFORMED_CHARS),
+                 (raw.hex().upper(), 2 * MIN_TRANSFORMED_CHARS)]
+        for skip in range(3):  # where the secret starts within a 3-byte base64 group
+            body = raw[skip:]
+            whole_groups = body[:len(body) // 3 * 3]  # the last group mixes in what follows
+            forms.append((base64.b64encode(whole_groups).decode("ascii"),
+                          MIN_TRANSFORMED_CHARS * 4 // 3))
+        for form, size in forms:
+            flat = _flat(form)
+            for i in range(len(flat) - size + 1):
+                automaton.add_word(flat[i:i + size], size)
+    if not len(automaton):
+        return None
+    automaton.make_automaton()
+    return automaton
+
+
+def _hide_transformed(text: str, windows: Any) -> str:
+    """Find windows in the text's letters and digits; hide the original spans they cover.
+
+    The flat copy costs one ``bytes.translate`` (0.04 ms for 100 kB, 45x less than a
+    ``re.sub``); the position map is built only on a hit.
+    """
+    flat = _flat(text)
+    spans: list[list[int]] = []
+    for end, size in windows.iter(flat):
+        start = end - size + 1
+        if spans and start <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], end + 1)
+        else:
+            spans.append([start, end + 1])
+    if not spans:
+        return text
+    where = [m.start() for m in _ALNUM.finditer(text)]  # flat index -> text index
+    out, at = [], 0
+    for start, stop in spans:
+        out += [text[at:where[start]], "[REDACTED:secret]"]
+        at = where[stop - 1] + 1
+    out.append(text[at:])
+    return "".join(out)
+
+
+def _flat(text: str) -> str:
+    """Only the ASCII letters and digits of ``text`` (every other character is >= 0x80 or a
+    separator in UTF-8, so deleting bytes keeps exactly those)."""
+    return text.encode("utf-8", "surrogatepass").translate(None, _NOT_ALNUM_BYTES).decode()
 
 
 @functools.cache
@@ -294,4 +371,5 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Any, tuple[str, ...]]] = [
      _keep_prefix("bearer"), ("bearer",)),
 ]
 
-__all__ = ["MIN_SECRET_CHARS", "Redactor", "env_secrets", "scan_injection", "wrap_as_data"]
+__all__ = ["MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor", "env_secrets", "scan_injection",
+           "wrap_as_data"]
