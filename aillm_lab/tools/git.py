@@ -46,7 +46,15 @@ HARDENING: tuple[str, ...] = (
     "-c", "gpg.program=false", "-c", "gpg.ssh.program=false", "-c", "gpg.x509.program=false",
     "-c", "safe.bareRepository=explicit", "-c", "color.ui=false",
     # inline submodule diffs would skip the deny-list exclusions (git_paths)
-    "-c", "diff.submodule=short")
+    "-c", "diff.submodule=short",
+    # never into a submodule's work tree: its own config (filters, fsmonitor) would apply
+    # there, and a planted one names anything; a changed submodule commit still shows
+    "-c", "submodule.recurse=false", "-c", "status.submoduleSummary=false",
+    "-c", "diff.ignoreSubmodules=dirty")
+# The same on the command line of the subcommands that look at work trees: a submodule's
+# own ``ignore`` setting (.gitmodules) wins over the config above, this flag over both.
+NO_SUBMODULE_WORKTREES = "--ignore-submodules=dirty"
+_WORKTREE_READS = frozenset({"status", "diff"})
 # Not --literal-pathspecs: it would turn the deny-list exclusions into names matching nothing.
 _GLOBAL_OPTIONS = frozenset({"--no-pager", "-P", "--no-replace-objects", "--no-optional-locks",
                              "--version"})
@@ -79,7 +87,8 @@ def git_tools(ws: Workspace, policy: CommandPolicy, *,
         Args:
             repo: the repository folder, relative to the workspace.
         """
-        return await git.run(repo, ["status", "--short", "--branch", "--"], read=True)
+        return await git.run(repo, ["status", "--short", "--branch", NO_SUBMODULE_WORKTREES,
+                                    "--"], read=True)
 
     async def git_diff(path: str | None = None, staged: bool = False, repo: str = ".") -> str:
         """Show uncommitted changes as a unified diff.
@@ -89,7 +98,8 @@ def git_tools(ws: Workspace, policy: CommandPolicy, *,
             staged: show what is staged for the next commit instead of unstaged changes.
             repo: the repository folder, relative to the workspace.
         """
-        args = ["--no-ext-diff", "--no-textconv", *(["--staged"] if staged else [])]
+        args = ["--no-ext-diff", "--no-textconv", NO_SUBMODULE_WORKTREES,
+                *(["--staged"] if staged else [])]
         return await git.run(repo, ["diff", *args, "--", *git.paths([path] if path else [])],
                              read=True)
 
@@ -263,7 +273,7 @@ def harden_shell_argv(args: list[str], ws: Workspace,
         rest = guard_read(sub, args[at:], ws, top=ws.relative(top or ws.root), cwd=".")
         # the repository's diff.external / textconv would start programs
         extra = ["--no-ext-diff", "--no-textconv"] if sub in _DIFFING else []
-        args = [*args[:at], *extra, *rest]
+        args = [*args[:at], *extra, *_last_option(rest, sub, len(args) - at)]
     return ["git", *HARDENING, *args], git_env(ws)
 
 
@@ -349,6 +359,17 @@ async def run_shell_git(argv: list[str], *, ws: Workspace, policy: CommandPolicy
                          write=sub not in READ_SUBCOMMANDS, timeout_s=timeout_s)
 
 
+def _last_option(args: list[str], sub: str, given: int) -> list[str]:
+    """``args`` (the first ``given`` from the caller, then exclusions) with
+    ``NO_SUBMODULE_WORKTREES`` after every option the caller gave, for ``status``/``diff``
+    (the last one wins): before ``--`` or ``--end-of-options``, else before the exclusions."""
+    if sub not in _WORKTREE_READS:
+        return args
+    at = next((i for i, a in enumerate(args[:given]) if a in ("--", "--end-of-options")),
+              given)
+    return [*args[:at], NO_SUBMODULE_WORKTREES, *args[at:]]
+
+
 def driver_overrides(names: str) -> list[str]:
     """``-c`` settings that empty every driver command found (``git config -z --name-only``).
 
@@ -413,6 +434,7 @@ def _outside(ws: Workspace, folder: Path, entry: str, why: str) -> SafetyViolati
                            f"workspace, so use a repository created inside it (git init)")
 
 
-__all__ = ["DEFAULT_IDENTITY", "HARDENING", "READ_SUBCOMMANDS", "check_branch", "check_message",
-           "check_repo", "check_rev", "driver_overrides", "git_env", "git_tools",
-           "harden_shell_argv", "object_type", "run_git", "run_shell_git"]
+__all__ = ["DEFAULT_IDENTITY", "HARDENING", "NO_SUBMODULE_WORKTREES", "READ_SUBCOMMANDS",
+           "check_branch", "check_message", "check_repo", "check_rev", "driver_overrides",
+           "git_env", "git_tools", "harden_shell_argv", "object_type", "run_git",
+           "run_shell_git"]

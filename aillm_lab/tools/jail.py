@@ -8,7 +8,8 @@ builds them), sees the system folders read-only, the workspace (read-only unless
 writes), a fresh ``/proc`` of its own processes, an empty ``/tmp``, no network, an
 environment of a few fixed variables and no capabilities. Deny-listed files (``.env``,
 keys) are hidden behind empty read-only files, and every ``.git`` folder is read-only, so
-no tool can plant a git filter or hook.
+no tool can plant a git filter or hook (``jail_scan``; its ``sweep`` removes what a writable
+call left for later). Git itself may execute only git's own files (``git_exec``).
 
 Where the kernel refuses namespaces (macOS, some containers) ``available`` is False and
 ``why`` says what failed; the Shell tool then asks for approval on every call.
@@ -21,15 +22,14 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import socket
-import stat
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner
+from aillm_lab.tools.git_exec import guarded, interpreter_binds
+from aillm_lab.tools.jail_scan import Protected, ProtectedScan, Snapshot, sweep
 from aillm_lab.tools.paths import Workspace
 
 SYSTEM_BINDS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
@@ -40,31 +40,26 @@ IDLE_S = 30.0  # a launcher nobody used for this long is stopped (started again 
 _MAX_MSG = 1 << 16
 
 
-@dataclass
-class Protected:
-    """What a call must not read (``hide``) or change (``readonly``), workspace-relative."""
-
-    hide: list[str] = field(default_factory=list)
-    readonly: list[str] = field(default_factory=list)
-
-
 class Jail(Lifecycle):
     """One launcher process per workspace, on the runner loop, started on first use.
 
     ``extra_binds`` are more read-only folders programs need (an interpreter's prefix).
+    The Lab's own interpreter prefix is always there: git starts behind a guard written in
+    Python (``git_exec``).
     """
 
     def __init__(self, ws: Workspace, *, extra_binds: tuple[str, ...] = (),
                  runner: LoopRunner | None = None) -> None:
         self.ws = ws
         self.runner = runner if runner is not None else get_runner()
-        self.binds = tuple(dict.fromkeys((*SYSTEM_BINDS, *extra_binds)))
+        self.binds = tuple(dict.fromkeys((*SYSTEM_BINDS, *extra_binds,
+                                          *interpreter_binds())))
         self.why: str | None = None  # set when confinement is unavailable here
         self._conn: _Connection | None = None
         self._starting: asyncio.Lock | None = None
         self._lock: asyncio.Lock | None = None
         self._idle: asyncio.TimerHandle | None = None
-        self._scan = _ProtectedScan(ws)
+        self._scan = ProtectedScan(ws)
         self.before = Snapshot()
 
     def __repr__(self) -> str:
@@ -97,7 +92,8 @@ class Jail(Lifecycle):
         ``protect_git``: ``"all"`` makes every ``.git`` read-only; ``"config"`` only their
         config, hooks and info (for git's own writes: index, objects, refs). Programs other
         than ``git`` (``git=False``) see every ``.git/config`` empty: remote URLs carry
-        tokens, and only git needs to read it.
+        tokens, and only git needs to read it. Git (``git=True``) starts behind
+        ``git_exec.guarded``: it may execute git's own files and nothing else.
         """
         conn = await self._ensure()
         if conn is None:
@@ -109,13 +105,16 @@ class Jail(Lifecycle):
         else:  # the first listing of a large workspace must not stall the loop
             protected = await asyncio.to_thread(self._scan.scan, protect_git, git=git)
         self.before = self._scan.last
+        if git:
+            argv, exe = guarded(argv, exe)
         request = {"op": "run", "argv": argv, "exe": exe, "cwd": str(cwd), "env": env,
                    "writable": writable, "hide": protected.hide,
                    "readonly": protected.readonly, "tmp_mb": tmp_mb, "limits": limits or {}}
         return await conn.run(request)
 
     async def sweep(self, *, git_made: bool = False) -> list[str]:
-        """After a writable call (under ``lock``): remove the traps it left (``sweep``)."""
+        """After a writable call (under ``lock``): remove the traps it left
+        (``jail_scan.sweep``)."""
         await asyncio.to_thread(self._scan.scan)
         return await asyncio.to_thread(functools.partial(
             sweep, self.ws, self.before, self._scan.last, git_made=git_made))
@@ -337,162 +336,6 @@ async def _stderr_tail(proc: asyncio.subprocess.Process) -> str:
         data = await asyncio.wait_for(proc.stderr.read(8192), 1.0)
         return data.decode("utf-8", "replace").strip()[-2000:] or "no output"
     return "no output"
-
-
-@dataclass
-class Snapshot:
-    """What a scan found: deny-listed entries, ``.git`` entries, folders laid out like one."""
-
-    hidden: set[str] = field(default_factory=set)
-    gits: set[str] = field(default_factory=set)
-    gitlike: set[str] = field(default_factory=set)
-
-
-@dataclass
-class _Listing:
-    key: tuple[int, int, int]
-    subdirs: list[str]
-    hidden: list[str]
-    gits: list[str]
-    gitlike: bool
-
-
-_GITDIR_LAYOUT = frozenset({"head", "config", "objects", "refs"})
-
-
-class _ProtectedScan:
-    """Deny-listed entries and ``.git`` folders of a workspace, re-read only where changed.
-
-    A folder is listed again when its mtime, ctime or inode changes: mtime alone is not
-    enough, since a program that owns the folder can set it back (``os.utime``) after a
-    rename, while ctime is always set by the kernel. A repeated scan costs one ``stat`` per
-    folder instead of a listing.
-    """
-
-    def __init__(self, ws: Workspace) -> None:
-        self.ws = ws
-        self._dirs: dict[str, _Listing] = {}
-        self.last = Snapshot()
-
-    @property
-    def warm(self) -> bool:
-        return bool(self._dirs) and len(self._dirs) < 2_000
-
-    def scan(self, protect_git: str = "all", *, git: bool = False) -> Protected:
-        hidden: list[str] = []
-        gits: list[str] = []
-        gitlike: list[str] = []
-        fresh: dict[str, _Listing] = {}
-        stack = ["."]
-        root = str(self.ws.root)
-        while stack:
-            rel = stack.pop()
-            path = root if rel == "." else f"{root}/{rel}"
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except OSError:
-                continue
-            key = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            listing = self._dirs.get(rel)
-            if listing is None or listing.key != key:
-                listing = self._list(rel, path, key)
-            fresh[rel] = listing
-            stack.extend(listing.subdirs)
-            hidden.extend(listing.hidden)
-            gits.extend(listing.gits)
-            if listing.gitlike:
-                gitlike.append(rel)
-        self._dirs = fresh
-        self.last = Snapshot(set(hidden), set(gits), set(gitlike))
-        if not git:  # remote URLs with tokens live in these; only git needs to read them
-            hidden += [c for g in gits for c in _git_configs(root, g)]
-        if protect_git == "all":
-            return Protected(hide=hidden, readonly=gits)
-        inner = [f"{g}/{part}" for g in gits for part in ("config", "hooks", "info",
-                                                           "config.worktree", "modules")]
-        return Protected(hide=hidden, readonly=inner)
-
-    def _list(self, rel: str, path: str, key: tuple[int, int, int]) -> _Listing:
-        subdirs, hidden, gits = [], [], []
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            entries = []
-        for entry in entries:
-            child = entry.name if rel == "." else f"{rel}/{entry.name}"
-            if self.ws.is_denied(child):
-                hidden.append(child)
-            elif entry.name.lower() == ".git":
-                gits.append(child)
-            elif entry.is_dir(follow_symlinks=False):
-                subdirs.append(child)
-        names = {e.name.lower() for e in entries}
-        return _Listing(key, subdirs, hidden, gits, _GITDIR_LAYOUT <= names)
-
-
-def _git_configs(root: str, gitdir: str) -> list[str]:
-    """Every config file in a ``.git`` folder: its own, submodules' and worktrees'."""
-    base = f"{root}/{gitdir}"
-    found = [f"{gitdir}/{n}" for n in ("config", "config.worktree")
-             if os.path.lexists(f"{base}/{n}")]
-    for sub in ("modules", "worktrees"):
-        for dirpath, dirnames, filenames in os.walk(f"{base}/{sub}"):
-            dirnames[:] = [d for d in dirnames if d not in ("objects", "lfs")]
-            rel = os.path.relpath(dirpath, root)
-            found += [f"{rel}/{n}" for n in filenames if n in ("config", "config.worktree")]
-    return found
-
-
-def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = False
-          ) -> list[str]:
-    """Undo what a writable call planted for later; returns a note per removal.
-
-    A program may create any file, so it can lay traps that only spring after the call:
-    a deny-listed name (``.env``, ``x.key``) made as a symbolic or hard link to an
-    ordinary file, so the secret a user writes there later shows up under the ordinary
-    name; a new ``.git`` or a folder laid out like a git directory, whose config the
-    user's own git would run. Only entries that did not exist before the call are touched,
-    and git directories only when the program was not git itself (``git_made``: a ``git
-    init`` the policy allows makes a clean one).
-    """
-    notes: list[str] = []
-    root = ws.root
-    for rel in sorted(after.hidden - before.hidden):
-        path = root / rel
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1):
-            path.unlink()
-            notes.append(f"removed {rel}: a deny-listed name the program made as a link")
-        elif stat.S_ISDIR(st.st_mode) and _has_links(path):
-            shutil.rmtree(path)
-            notes.append(f"removed {rel}/: a deny-listed folder holding links")
-    for rel in sorted(set() if git_made else after.gits - before.gits):
-        path = root / rel
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-        notes.append(f"removed {rel}: the program created a git directory, whose config "
-                     f"and hooks git would run; use the git tools")
-    for rel in sorted(set() if git_made else after.gitlike - before.gitlike):
-        config = root / rel / "config"
-        if config.is_file() or config.is_symlink():
-            config.unlink()
-            notes.append(f"removed {rel}/config: the folder was laid out like a git "
-                         f"directory, whose config git would run")
-    return notes
-
-
-def _has_links(folder: Path) -> bool:
-    for dirpath, _, filenames in os.walk(folder):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            if stat.S_ISLNK(st.st_mode) or st.st_nlink > 1:
-                return True
-    return False
 
 
 __all__ = ["SYSTEM_BINDS", "Jail", "JailedProcess", "Protected", "Snapshot",

@@ -29,6 +29,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel
 
 from aillm_lab.errors import SafetyViolation, ToolError
+from aillm_lab.tools.git_layout import ADVICE, MARKERS, counts, is_gitdir, markers
 from aillm_lab.tools.path_rules import MAX_NAME_BYTES, MAX_PATH_BYTES, check_spelling, glob_to_regex
 from aillm_lab.tools.path_rules import show as _show
 from aillm_lab.tools.policy import PathPolicy
@@ -287,39 +288,31 @@ def _check_writable(rel: str, raw: str) -> None:
 
 
 def _check_git_layout(root: Path, rel: str, raw: str) -> None:
-    """Refuse a write after which a folder holds ``HEAD`` plus ``objects/`` and ``refs/`` (or
-    ``commondir``): git's own test for a git directory, config or not.
+    """Refuse a write after which a folder on the path is a git directory (``git_layout``:
+    ``HEAD`` plus ``objects`` and ``refs``, or plus ``commondir``), config or not.
 
     Why: git finds such a folder as a bare repository from any folder below it and runs the
-    programs its ``config`` names (``core.fsmonitor``) for whoever runs git there; the lab's
+    programs its config names (``core.fsmonitor``) for whoever runs git there; the lab's
     own git refuses bare repositories, a developer's git does not. The folders above the
-    written file are checked as they will be once it exists.
+    written file are checked as they will be once it exists (the file itself is a regular
+    file, each folder on the way a folder).
     """
     parts = _parts(rel)
     for depth in range(len(parts)):
-        folder, child = root.joinpath(*parts[:depth]), parts[depth].lower()
+        folder, child = root.joinpath(*parts[:depth]), parts[depth]
         last = depth == len(parts) - 1
-        found = {n for n, want in _GIT_DIR_ENTRIES.items()
-                 if (child == n.lower() and last != want) or _has(folder / n, want)}
-        if "HEAD" in found and ({"objects", "refs"} <= found or "commondir" in found):
+        try:
+            names = [n for n in os.listdir(folder) if n.lower() in MARKERS]
+        except OSError:
+            names = []
+        found = set(markers(folder, names))
+        if counts(child, stat.S_IFREG | 0o644 if last else stat.S_IFDIR | 0o755):
+            found.add(child)
+        if is_gitdir(found):
             where = "/".join(parts[:depth]) or "."
             raise SafetyViolation("path.git_internal", f"writing {_show(raw)} would make "
-                                  f"{where!r} a git directory (HEAD with objects/ and refs/ "
-                                  "or commondir), whose config git obeys when run below it; "
-                                  "keep such files out of the workspace or rename the folder")
-
-
-_GIT_DIR_ENTRIES = {"HEAD": False, "commondir": False, "objects": True, "refs": True}
-
-
-def _has(path: Path, folder: bool) -> bool:
-    """A folder as git tests it (links followed), or any other entry (a dangling link too)."""
-    if folder:
-        return path.is_dir()
-    try:
-        return not stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
+                                  f"{where!r} a git directory ({ADVICE}); keep such files "
+                                  "out of the workspace or rename the folder")
 
 
 def _check_file_type(real: str, raw: str) -> None:

@@ -1,0 +1,102 @@
+"""Git in the jail may execute only git: the command that starts it behind ``_git_exec_guard``.
+
+Why an allowlist of programs and not more config overrides: git starts programs named by
+settings of every repository it touches (filters, textconv, pagers, aliases, hooks,
+fsmonitor, ...), and a submodule, an include or a setting nobody listed yet is one more
+place. ``HARDENING`` and the driver overrides in ``git.py`` switch off the ones known; this
+layer does not need to know them: the kernel (Landlock) refuses every ``exec`` but git's
+own files, so whatever a planted config names cannot start, not even ``sh``.
+
+The guard is a few lines of Python run by the Lab's interpreter inside the jail, so the jail
+holds the interpreter's prefix read-only (``interpreter_binds``). Where the kernel has no
+Landlock git runs without this layer and the others still hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+_GUARD = Path(__file__).with_name("_git_exec_guard.py")
+_PT_INTERP = 3
+
+
+@functools.cache
+def _guard_source() -> str:
+    return _GUARD.read_text(encoding="utf-8")
+
+
+def interpreter() -> str:
+    """The Lab's base interpreter, by its real path (a venv's ``python`` is a link)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def interpreter_binds() -> tuple[str, ...]:
+    """Folders the jail must show for ``interpreter()`` to start: its base prefix (stdlib,
+    ``lib-dynload``), and the interpreter's own folder when it lives elsewhere."""
+    prefix = os.path.realpath(sys.base_prefix)
+    exe_dir = os.path.dirname(interpreter())
+    inside = exe_dir == prefix or exe_dir.startswith(prefix.rstrip("/") + "/")
+    return (prefix,) if inside else (prefix, exe_dir)
+
+
+@functools.cache
+def allowed_exec(exe: str) -> tuple[str, ...]:
+    """What git may execute: its own file, its exec-path folder (``git-*`` helpers and the
+    ``git`` it starts for sub-commands), and the dynamic loader the kernel opens for it."""
+    real = os.path.realpath(exe)
+    paths = [real]
+    try:
+        found = subprocess.run([exe, "--exec-path"], capture_output=True, text=True,
+                               env={"PATH": "/usr/bin:/bin"}, cwd="/", timeout=10)
+        if found.returncode == 0 and found.stdout.strip().startswith("/"):
+            paths.append(os.path.realpath(found.stdout.strip()))
+    except (OSError, subprocess.SubprocessError):
+        pass
+    paths += [os.path.realpath(p) for p in _elf_interpreters(real)]
+    return tuple(dict.fromkeys(paths))
+
+
+def guarded(argv: list[str], exe: str) -> tuple[list[str], str]:
+    """``(argv, exe)`` that start ``exe`` with ``argv`` behind the exec allowlist."""
+    python = interpreter()
+    allowed = allowed_exec(exe)
+    return [python, "-I", "-S", "-B", "-c", _guard_source(), str(len(allowed)), *allowed,
+            exe, *argv], python
+
+
+def _elf_interpreters(path: str) -> list[str]:
+    """The ``PT_INTERP`` path of an ELF executable (none for a static one or a script)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if head[:4] != b"\x7fELF":
+                return []
+            wide, order = head[4] == 2, "<" if head[5] == 1 else ">"
+            if wide:
+                phoff, = struct.unpack_from(order + "Q", head, 32)
+                phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+            else:
+                phoff, = struct.unpack_from(order + "I", head, 28)
+                phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+            for i in range(min(phnum, 256)):
+                f.seek(phoff + i * phentsize)
+                entry = f.read(phentsize)
+                kind, = struct.unpack_from(order + "I", entry, 0)
+                if kind != _PT_INTERP:
+                    continue
+                word = order + ("Q" if wide else "I")  # p_offset, then p_filesz
+                offset, = struct.unpack_from(word, entry, 8 if wide else 4)
+                size, = struct.unpack_from(word, entry, 32 if wide else 16)
+                f.seek(offset)
+                return [f.read(min(size, 4096)).rstrip(b"\0").decode()]
+    except (OSError, struct.error, UnicodeDecodeError):
+        pass
+    return []
+
+
+__all__ = ["allowed_exec", "guarded", "interpreter", "interpreter_binds"]

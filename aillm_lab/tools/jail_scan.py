@@ -1,0 +1,244 @@
+"""What the jail protects in a workspace before a call, and what it undoes after one.
+
+Kept apart from ``jail.py`` (the launcher connection) because it is the file-system side:
+``ProtectedScan`` lists the deny-listed entries, ``.git`` folders and folders laid out like
+a git directory (``git_layout``) before each call, and ``sweep`` compares that with a scan
+after a writable call, removing the traps the program left for later.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aillm_lab.tools.git_layout import ADVICE, MARKERS, is_gitdir, markers
+from aillm_lab.tools.paths import Workspace
+
+_GIT_PARTS = ("config", "hooks", "info", "config.worktree", "modules")
+CONFIGS = ("config", "config.worktree")
+
+
+@dataclass
+class Protected:
+    """What a call must not read (``hide``) or change (``readonly``), workspace-relative."""
+
+    hide: list[str] = field(default_factory=list)
+    readonly: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """What a scan found: deny-listed entries (and their inodes: a renamed folder moves
+    them, it does not make them), ``.git`` entries, and per folder the entries that count
+    as git markers (``git_layout.markers``) and its config files, where it has any."""
+
+    hidden: set[str] = field(default_factory=set)
+    gits: set[str] = field(default_factory=set)
+    marked: dict[str, frozenset[str]] = field(default_factory=dict)
+    hidden_inodes: set[int] = field(default_factory=set)
+
+    @property
+    def gitlike(self) -> set[str]:
+        """Folders outside ``.git`` that git takes for a git directory."""
+        return {rel for rel, names in self.marked.items() if is_gitdir(names)}
+
+
+@dataclass
+class _Listing:
+    key: tuple[int, int, int]
+    subdirs: list[str]
+    hidden: list[str]
+    inodes: list[int]
+    gits: list[str]
+    marker_names: list[str]
+
+
+class ProtectedScan:
+    """Deny-listed entries and ``.git`` folders of a workspace, re-read only where changed.
+
+    A folder is listed again when its mtime, ctime or inode changes: mtime alone is not
+    enough, since a program that owns the folder can set it back (``os.utime``) after a
+    rename, while ctime is always set by the kernel. A repeated scan costs one ``stat`` per
+    folder instead of a listing, plus one per entry named like a git marker (a ``chmod``
+    of one changes no folder's times).
+    """
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._dirs: dict[str, _Listing] = {}
+        self.last = Snapshot()
+
+    @property
+    def warm(self) -> bool:
+        return bool(self._dirs) and len(self._dirs) < 2_000
+
+    def scan(self, protect_git: str = "all", *, git: bool = False) -> Protected:
+        """Scan now; ``protect_git`` and ``git`` as in ``Jail.spawn``.
+
+        A folder laid out like a git directory before the call is guarded like ``.git``:
+        its config, hooks and info read-only, its config hidden from programs but git.
+        """
+        hidden: list[str] = []
+        inodes: list[int] = []
+        gits: list[str] = []
+        marked: dict[str, frozenset[str]] = {}
+        fresh: dict[str, _Listing] = {}
+        stack = ["."]
+        root = str(self.ws.root)
+        while stack:
+            rel = stack.pop()
+            path = root if rel == "." else f"{root}/{rel}"
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:
+                continue
+            key = (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            listing = self._dirs.get(rel)
+            if listing is None or listing.key != key:
+                listing = self._list(rel, path, key)
+            fresh[rel] = listing
+            stack.extend(listing.subdirs)
+            hidden.extend(listing.hidden)
+            inodes.extend(listing.inodes)
+            gits.extend(listing.gits)
+            if listing.marker_names:
+                configs = {n for n in listing.marker_names if n.lower() in CONFIGS}
+                if found := markers(path, listing.marker_names) | configs:
+                    marked[rel] = found
+        self._dirs = fresh
+        self.last = Snapshot(set(hidden), set(gits), marked, set(inodes))
+        gitlike = sorted(self.last.gitlike)
+        if not git:  # remote URLs with tokens live in these; only git needs to read them
+            hidden += [c for g in gits for c in _git_configs(root, g)]
+            hidden += [_join(g, "config") for g in gitlike
+                       if os.path.lexists(f"{root}/{_join(g, 'config')}")]
+        inner = [_join(g, part) for g in gitlike for part in _GIT_PARTS]
+        if protect_git == "all":
+            return Protected(hide=hidden, readonly=[*gits, *inner])
+        inner += [f"{g}/{part}" for g in gits for part in _GIT_PARTS]
+        return Protected(hide=hidden, readonly=inner)
+
+    def _list(self, rel: str, path: str, key: tuple[int, int, int]) -> _Listing:
+        subdirs, hidden, inodes, gits, marker_names = [], [], [], [], []
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            entries = []
+        for entry in entries:
+            child = _join(rel, entry.name)
+            if self.ws.is_denied(child):
+                hidden.append(child)
+                inodes.append(entry.inode())
+            elif entry.name.lower() == ".git":
+                gits.append(child)
+            elif entry.is_dir(follow_symlinks=False):
+                subdirs.append(child)
+            if entry.name.lower() in (*MARKERS, *CONFIGS):
+                marker_names.append(entry.name)
+        return _Listing(key, subdirs, hidden, inodes, gits, marker_names)
+
+
+def _git_configs(root: str, gitdir: str) -> list[str]:
+    """Every config file in a ``.git`` folder: its own, submodules' and worktrees'."""
+    base = f"{root}/{gitdir}"
+    found = [f"{gitdir}/{n}" for n in ("config", "config.worktree")
+             if os.path.lexists(f"{base}/{n}")]
+    for sub in ("modules", "worktrees"):
+        for dirpath, dirnames, filenames in os.walk(f"{base}/{sub}"):
+            dirnames[:] = [d for d in dirnames if d not in ("objects", "lfs")]
+            rel = os.path.relpath(dirpath, root)
+            found += [f"{rel}/{n}" for n in filenames if n in ("config", "config.worktree")]
+    return found
+
+
+def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = False
+          ) -> list[str]:
+    """Undo what a writable call planted for later; returns a note per removal.
+
+    A program may create any file, so it can lay traps that only spring after the call:
+    a deny-listed file (``.env`` naming another API endpoint, a key) that no tool may
+    write; a new ``.git``, or a folder laid out like a git directory (``git_layout``: HEAD
+    with objects/ and refs/ or with commondir, wherever its config lives), whose config
+    the user's own git would run. Judged by what is on disk, not by the command line.
+    Only entries that did not exist before the call are removed (a deny-listed file moved
+    with its folder keeps its inode and stays; a git directory loses its newest markers,
+    HEAD first, until it is none), and git directories only when the program was not git
+    itself (``git_made``: a ``git init`` the policy allows makes a clean one). A
+    deny-listed file the user saves while a call runs looks new too, and is removed.
+    """
+    notes: list[str] = []
+    root = ws.root
+    for rel in sorted(after.hidden - before.hidden):
+        if _made(root / rel, before.hidden_inodes) and _remove(root / rel):
+            notes.append(f"removed {rel}: a deny-listed name (PathPolicy.deny_globs) the "
+                         f"program made; no tool may write secrets or keys")
+    for rel in sorted(set() if git_made else after.gits - before.gits):
+        if _remove(root / rel):
+            notes.append(f"removed {rel}: the program created a git directory, whose config "
+                         f"and hooks git would run; use the git tools")
+    for rel in sorted(set() if git_made else after.gitlike - before.gitlike):
+        notes += _ungit(root, rel, after.marked[rel], before.marked.get(rel, frozenset()))
+    return notes
+
+
+def _made(path: Path, old_inodes: set[int]) -> bool:
+    """Whether a deny-listed entry is the program's: a link (it may lead to an ordinary
+    file) or anything that was not a deny-listed entry before (a moved one was)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    links = stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)
+    return links or st.st_ino not in old_inodes or (stat.S_ISDIR(st.st_mode)
+                                                     and _has_links(path))
+
+
+def _ungit(root: Path, rel: str, names: frozenset[str], old: frozenset[str]) -> list[str]:
+    """Remove the program's own git markers of a folder (HEAD first) until it is no git
+    directory, an old HEAD only if needed; then the config files it put there."""
+    notes: list[str] = []
+    left = {n for n in names if n.lower() in MARKERS}
+    for name in sorted(left, key=lambda n: (n in old, MARKERS.index(n.lower()))):
+        if not is_gitdir(left):
+            break
+        left.discard(name)
+        if _remove(root / rel / name):
+            notes.append(f"removed {_join(rel, name)}: the folder was laid out like a git "
+                         f"directory ({ADVICE})")
+    for name in sorted(n for n in names - old if n.lower() in CONFIGS):
+        if _remove(root / rel / name):
+            notes.append(f"removed {_join(rel, name)}: a config the program put in a folder "
+                         f"it laid out like a git directory")
+    return notes
+
+
+def _has_links(folder: Path) -> bool:
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISLNK(st.st_mode) or st.st_nlink > 1:
+                return True
+    return False
+
+
+def _remove(path: Path) -> bool:
+    """Remove an entry without following links: a folder with all it holds."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+    return True
+
+
+def _join(rel: str, name: str) -> str:
+    return name if rel == "." else f"{rel}/{name}"
+
+
+__all__ = ["Protected", "ProtectedScan", "Snapshot", "sweep"]
