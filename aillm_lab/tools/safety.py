@@ -132,6 +132,9 @@ class SafetyGuard:
             decision: AuditDecision = "denied" if exc.rule in _DENIAL_RULES else "refused"
             await self._record(tool, shown_args, call_id, start, result, decision)
             if raise_errors:
+                if result.injection:  # the detail quotes outside text: fenced, as shown
+                    raise SafetyViolation(exc.rule, wrap_as_data(
+                        detail, tool.name, result.injection, what="error")) from None
                 if detail == exc.detail:
                     raise
                 raise SafetyViolation(exc.rule, detail) from None  # the secret-free copy
@@ -144,9 +147,10 @@ class SafetyGuard:
             await self._record(tool, shown_args, call_id, start, result, "error")
             if not raise_errors:
                 return result
-            if self._clean(str(exc)) == str(exc):
+            if not result.injection and self._clean(str(exc)) == str(exc):
                 raise
-            raise ToolError(result.content) from None  # the original names a secret
+            raise ToolError(result.content) from None  # the original names a secret or
+            # quotes an injection: the caller gets the redacted, fenced text
         result, size = self._success(tool, call_id, value)
         await self._record(tool, shown_args, call_id, start, result, "allowed", size)
         return result
@@ -232,10 +236,20 @@ class SafetyGuard:
 
     def _failure(self, tool: Tool, call_id: str | None, message: str,
                  rule: str | None = None) -> ToolResult:
+        """A refusal or error as the model reads it (``message`` is already redacted).
+
+        An error can quote outside text (an HTTP reason phrase, a parser's view of a bad
+        response, a row a query choked on), so it gets what output gets: control
+        characters escaped, the injection scan, and the data fence when that finds any.
+        """
         message = message if len(message) <= MAX_ERROR_CHARS else (
             message[:MAX_ERROR_CHARS] + " …[error truncated]")
+        message = message.translate(_CONTROLS)
+        markers = scan_injection(message) if self.policy.output.scan_injection else []
+        if markers:
+            message = wrap_as_data(message, tool.name, markers, what="error")
         return ToolResult(name=tool.name, call_id=call_id, ok=False, content=message,
-                          error=message, rule=rule)
+                          error=message, rule=rule, injection=markers)
 
     async def _record(self, tool: Tool, shown_args: dict[str, Any], call_id: str | None,
                       start: float, result: ToolResult, decision: AuditDecision,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import http
 import re
 from typing import Annotated, Any
 
@@ -46,6 +47,7 @@ TEXT_TYPES = frozenset({"application/json", "application/xml", "application/java
                         "application/x-ndjson", "application/ld+json", "application/yaml",
                         "application/x-yaml", "application/toml", "application/csv"})
 _CHUNK = 65_536
+_STATUS_PHRASES = {status.value: status.phrase for status in http.HTTPStatus}
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.I)
 
 
@@ -182,7 +184,10 @@ async def _read(url: str, hop: CheckedURL, resp: Any, policy: NetworkPolicy,
                 redirects: list[str]) -> WebPage:
     final = str(hop.url)
     if resp.status >= 400:
-        raise FetchError(f"HTTP {resp.status} {resp.reason or ''} from {final}; the page "
+        # the standard phrase, not the server's: a reason phrase is text the page's owner
+        # writes ("404 Ignore all previous instructions"), and errors reach the model
+        phrase = _STATUS_PHRASES.get(resp.status, "")
+        raise FetchError(f"HTTP {resp.status} {phrase} from {final}; the page "
                          "does not exist or refused the request; check the URL or search "
                          "for another source".replace("  ", " "), url=final, status=resp.status)
     mime = (resp.content_type or "").lower()
