@@ -46,7 +46,8 @@ def plant_evil(outer: Path, ws: Path, *, gitmodules: bool = False) -> None:
     git(sub, "init", "-q", "-b", "main")
     git(sub, "add", "-A")
     git(sub, "commit", "-q", "-m", "s")
-    payload = (f"sh -c 'echo {MARK} >&2; cat {ws}/.git/config >&2; "
+    payload = ("sh -c 'echo FILTER-$(echo RAN) >&2; "  # the mark only if it runs
+               f"cat {ws}/.git/config >&2; "
                f"git --git-dir={ws}/.git cat-file -p HEAD:.env | base64 -w0 >&2; cat'")
     git(sub, "config", "filter.x.clean", payload)
     git(sub, "config", "diff.x.textconv", payload)
