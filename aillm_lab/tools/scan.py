@@ -45,7 +45,9 @@ def scan_injection(text: str) -> list[str]:
             if _has_hidden_text(text):
                 found.append("hidden_text")
             plain = _INVISIBLE.sub("", text)
-        plain = unicodedata.normalize("NFKC", plain).translate(_CONFUSABLES)
+        plain = unicodedata.normalize("NFKC", plain)
+        if _CONFUSABLE_CHAR.search(plain):  # translate costs 10x the search: accents etc.
+            plain = plain.translate(_CONFUSABLES)
     low = plain.lower()
     found.extend(name for name, pattern, needs in _INJECTION
                  if _may_match(low, needs) and pattern.search(low))
@@ -285,6 +287,7 @@ _CONFUSABLES = str.maketrans({
     # Latin letters outside a-z that read as one
     "\u0131": "i", "\u0261": "g", "\u0251": "a", "\u1d00": "A", "\u0269": "i",
 })
+_CONFUSABLE_CHAR = re.compile("[" + re.escape("".join(map(chr, _CONFUSABLES))) + "]")
 _HIDDEN = re.compile("[\u200b\u2060-\u2064\u180e\u202a-\u202e\u2066-\u2069]"
                      "|(?<=[\\x00-\\x7f])[\u200c\u200d]|[\u200c\u200d](?=[\\x00-\\x7f])"
                      "|(?<!^)\ufeff")
@@ -342,6 +345,15 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
      (("<", "["),)),
     ("fake_role_tag", re.compile(r"^\s*#{2,}\s*(?:system|assistant|instructions?)\s*(?::|$)",
                                  re.MULTILINE), (("##",),)),
+    ("fake_authority", re.compile(  # a line posing as the system
+        r"^[^\w\n]{0,4}(?:system|admin(?:istrator)?|developer)\s+(?:notice|message|override|"
+        r"instructions?|directive|prompt)[^\w\n]{0,3}:", re.MULTILINE),
+     (("system", "admin", "developer"), (":",))),
+    ("fake_authority", re.compile(  # a claimed approval of what comes next
+        r"user\s+(?:has\s+)?(?:already\s+)?(?:pre-?\s*)?(?:approved|authori[sz]ed)\s+"
+        r"(?:(?:the|this|these|all|any|your|every|each)\s+)?(?:(?:next|following|upcoming)\s+)?"
+        r"(?:steps?|actions?|(?:tool\s+)?calls?|requests?|commands?|operations?)\b"),
+     (("approved", "authori"), ("user",))),
     ("exfiltration", re.compile(
         r"(?:send|post|upload|forward|e-?mail|transmit|exfiltrate|leak|paste|submit|share|"
         r"curl|wget)\b[^.\n]{0,60}?" + _SECRET_WORDS + r"[^.\n]{0,80}?\b(?:to|at|into)\s+"
