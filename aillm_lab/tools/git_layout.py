@@ -59,10 +59,21 @@ def entry_mode(path: str | Path) -> int | None:
         return None
 
 
+def present(folder: str | Path) -> frozenset[str]:
+    """The markers in ``folder`` under git's own spelling, one ``lstat`` each (no listing:
+    the file tools check every folder on a written path)."""
+    found = set()
+    for name in ("HEAD", "commondir", "objects", "refs"):
+        path = os.path.join(folder, name)
+        if os.path.lexists(path) and counts(name, entry_mode(path)):
+            found.add(name)
+    return frozenset(found)
+
+
 def markers(folder: str | Path, names: Iterable[str]) -> frozenset[str]:
     """The entries of ``folder`` (its listing: ``names``) that count as git markers."""
     return frozenset(n for n in names if n.lower() in MARKERS
                      and counts(n, entry_mode(os.path.join(folder, n))))
 
 
-__all__ = ["ADVICE", "MARKERS", "counts", "entry_mode", "is_gitdir", "markers"]
+__all__ = ["ADVICE", "MARKERS", "counts", "entry_mode", "is_gitdir", "markers", "present"]

@@ -29,7 +29,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel
 
 from aillm_lab.errors import SafetyViolation, ToolError
-from aillm_lab.tools.git_layout import ADVICE, MARKERS, counts, is_gitdir, markers
+from aillm_lab.tools.git_layout import ADVICE, counts, is_gitdir, present
 from aillm_lab.tools.path_rules import MAX_NAME_BYTES, MAX_PATH_BYTES, check_spelling, glob_to_regex
 from aillm_lab.tools.path_rules import show as _show
 from aillm_lab.tools.policy import PathPolicy
@@ -301,11 +301,7 @@ def _check_git_layout(root: Path, rel: str, raw: str) -> None:
     for depth in range(len(parts)):
         folder, child = root.joinpath(*parts[:depth]), parts[depth]
         last = depth == len(parts) - 1
-        try:
-            names = [n for n in os.listdir(folder) if n.lower() in MARKERS]
-        except OSError:
-            names = []
-        found = set(markers(folder, names))
+        found = set(present(folder))
         if counts(child, stat.S_IFREG | 0o644 if last else stat.S_IFDIR | 0o755):
             found.add(child)
         if is_gitdir(found):
