@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_CONFIG
     try:
+        if args.config is not None and not args.config.expanduser().is_file():
+            raise ConfigError(f"--config {str(args.config)!r}: no such TOML file. Create it "
+                              "or give the path of one that exists.", fields=("config",))
         settings = LabSettings.load(config_file=args.config)
         return args.run(args, settings) or 0
     except ConfigError as exc:
@@ -193,6 +196,7 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
     except ImportError:
         raise AillmError('the dashboard needs Panel: pip install "aillm-lab[dashboard]"') from None
     from aillm_lab.core.lab import Lab
+    from aillm_lab.llm.registry import check_spec
     from aillm_lab.ui.workbench.app import TITLE, create_app
     from aillm_lab.ui.workbench.preload import Preload
 
@@ -200,6 +204,8 @@ def serve(args: argparse.Namespace, settings: LabSettings) -> int:
     port = settings.dashboard_port if args.port is None else args.port
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port = {port}: must be between 1 and 65535.", fields=("port",))
+    if args.model is not None:  # Lab checks it too, but would name model=, not the option
+        check_spec(args.model, "--model")
     extra = model_list(args.models)
     lab = Lab(settings, model=args.model)
     model_id, reason = lab.default_model_reason()
@@ -219,20 +225,11 @@ def model_list(text: str | None) -> list[str]:
     """``--models a:b,c:d`` as specs, each checked here (its form and a known provider), so
     a typo stops the server at start instead of failing in the picker later. No model is
     created: a key or a download is needed only when the model is picked."""
-    from aillm_lab.llm.registry import parse_spec, registry
+    from aillm_lab.llm.registry import check_spec
 
     specs = [s.strip() for s in (text or "").split(",") if s.strip()]
-    known = registry.providers()
     for spec in specs:
-        try:
-            provider, _ = parse_spec(spec)
-        except ConfigError:
-            raise ConfigError(f"--models: {spec!r} is not 'provider:model' (e.g. "
-                              f"openai:gpt-4o-mini); separate several with commas.",
-                              fields=("models",)) from None
-        if provider not in known:
-            raise ConfigError(f"--models: {spec!r} names no known provider ({provider!r}); "
-                              f"known: {', '.join(known)}.", fields=("models",))
+        check_spec(spec, "--models", "; separate several with commas")
     return specs
 
 

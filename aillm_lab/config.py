@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import contextvars
+import difflib
 import os
 import re
 import tomllib
@@ -249,8 +250,12 @@ class LabSettings(BaseSettings):
         """
         path = config_file or os.environ.get("AILLM_CONFIG")
         if path is not None and not Path(path).expanduser().is_file():
-            raise ConfigError(f"config_file = {str(path)!r}: no such TOML file. Create it or "
-                              "unset AILLM_CONFIG.", fields=("config_file",))
+            if config_file:
+                raise ConfigError(f"config_file = {str(path)!r}: no such TOML file. Create "
+                                  "it or give the path of one that exists.",
+                                  fields=("config_file",))
+            raise ConfigError(f"$AILLM_CONFIG = {str(path)!r}: no such TOML file. Create it "
+                              "or unset AILLM_CONFIG.", fields=("config_file",))
         token = _toml_file.set(read_toml(Path(path).expanduser()) if path else None)
         try:
             return cls(**overrides)
@@ -416,9 +421,44 @@ def config_error(exc: ValidationError, model: type[BaseModel] = LabSettings) -> 
         where = "the TOML file" if toml is None else str(toml.path)
         if toml is not None and (line := _toml_line(toml, err["loc"], err.get("input"))):
             where = f"{toml.path} line {line}"
+        if err["type"] == "extra_forbidden":  # from the call or the file: no variable
+            close = difflib.get_close_matches(loc[-1], _names_at(model, loc[:-1]), n=1)
+            fix = ("the call" if toml is None else where if " line " in where
+                   else f"the call or in {where}")
+            lines.append(f"unknown setting {field!r}"
+                         + (f"; did you mean {close[0]!r}?" if close else "")
+                         + f" Fix it in {fix}; the settings are listed in the LabSettings "
+                         "docs.")
+            continue
         lines.append(f"{field} = {value}: {err['msg']}. Allowed: {_allowed(model, loc, err)}. "
                      f"Fix it in the call, in ${env}, or in {where}.")
     return ConfigError("Invalid settings:\n  " + "\n  ".join(lines), fields=tuple(fields))
+
+
+def _names_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    """The field names of the settings table at ``loc`` (``[]``: the top level, ``["limits",
+    "openai:x"]``: a ``ModelLimits``), for a did-you-mean on an unknown key."""
+    annotation: Any = _unwrap(model)
+    for part in loc:
+        if _is_model(annotation) and part in annotation.model_fields:
+            annotation = annotation.model_fields[part].annotation
+        elif get_origin(annotation) in (dict, list):  # a table's key or a list's index
+            annotation = get_args(annotation)[-1]
+        else:
+            return []
+        annotation = _unwrap(annotation)
+    return list(annotation.model_fields) if _is_model(annotation) else []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` → ``X``, so optional tables are walked like required ones."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return next((a for a in get_args(annotation) if a is not type(None)), annotation)
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _toml_line(toml: TomlFile, loc: tuple[Any, ...], value: Any) -> int | None:

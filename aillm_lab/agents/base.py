@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import numbers
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -44,8 +46,9 @@ from aillm_lab.agents.run import (
     remember_agent,
 )
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
-from aillm_lab.errors import BudgetExceeded
+from aillm_lab.errors import BudgetExceeded, ConfigError
 from aillm_lab.llm.limits import UNSET
+from aillm_lab.llm.registry import check_spec
 from aillm_lab.llm.structured import json_schema, parse_output
 from aillm_lab.llm.types import (
     Completion,
@@ -53,6 +56,7 @@ from aillm_lab.llm.types import (
     Message,
     ToolCall,
     ToolSpec,
+    generation_params,
 )
 from aillm_lab.runtime import LoopRunner, sync_twin
 from aillm_lab.tools.base import ToolResult
@@ -97,23 +101,27 @@ class Agent:
                  max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
                  tool_mode: ToolMode | None = None, save: bool = True,
                  allow_repeats: bool = False, progress: bool | float = True) -> None:
-        if max_steps < 1:
-            raise ValueError(f"max_steps={max_steps}: give at least 1")
-        if max_cost_usd is not None and max_cost_usd < 0:
-            raise ValueError(f"max_cost_usd={max_cost_usd}: give 0 or more USD, or None")
-        if max_seconds is not None and max_seconds <= 0:
-            raise ValueError(f"max_seconds={max_seconds}: give a positive number or None")
-        if not isinstance(progress, bool) and (not isinstance(progress, int | float)
-                                               or progress < 0):
-            raise ValueError(f"progress={progress!r}: give True, False, or the seconds a run "
-                             f"lasts before its bar shows (default {PROGRESS_AFTER_S:g})")
+        if isinstance(model, str):  # a typo fails here, not at the first run
+            check_spec(model, "model")
+        _check_number("max_steps", max_steps, "a whole number, 1 or more", whole=True, low=1)
+        _check_number("max_repairs", max_repairs, "a whole number, 0 or more", whole=True,
+                      low=0)
+        if max_cost_usd is not None:
+            _check_number("max_cost_usd", max_cost_usd, "a number of USD, 0 or more, or None",
+                          low=0)
+        if max_seconds is not None:
+            _check_number("max_seconds", max_seconds, "a number above 0, or None", low=0,
+                          above=True)
+        if not isinstance(progress, bool):
+            _check_number("progress", progress, "True, False, or the seconds a run lasts "
+                          f"before its bar shows (default {PROGRESS_AFTER_S:g})", low=0)
         self._lab = lab
         self.model = model
         self.max_steps, self.max_cost_usd, self.max_seconds = max_steps, max_cost_usd, max_seconds
         self.output, self.memory, self.max_repairs = output, memory, max_repairs
         self.system = system
         self.params = (params if isinstance(params, GenerationParams)
-                       else GenerationParams(**{"max_tokens": 1024, **(params or {})}))
+                       else generation_params({"max_tokens": 1024, **(params or {})}))
         self.tool_mode: ToolMode = tool_mode or NativeTools()
         self.save, self.allow_repeats = save, allow_repeats
         self.progress_after_s: float | None = (
@@ -495,3 +503,15 @@ async def _settle(task: asyncio.Future[Any]) -> None:
         await asyncio.wait({task})
     if task.done() and not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it as lost
+
+
+def _check_number(name: str, value: Any, allowed: str, *, low: float, whole: bool = False,
+                  above: bool = False) -> None:
+    """A limit given to an agent: a real number (not a bool, NaN or infinity; a whole one
+    for counts) at or above ``low`` (strictly ``above`` it), else a ``ConfigError`` naming
+    the argument, its value and ``allowed``, before anything runs."""
+    kinds = numbers.Integral if whole else numbers.Real  # numpy's numbers too
+    ok = (isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+          and (value > low if above else value >= low))
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: give {allowed}.", fields=(name,))

@@ -14,7 +14,7 @@ import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from aillm_lab.config import LabSettings
 from aillm_lab.core.services import LabServices
@@ -25,17 +25,17 @@ from aillm_lab.llm.calllog import CallLog
 from aillm_lab.llm.gateway import Gateway, GatewayModel
 from aillm_lab.llm.limits import UNSET
 from aillm_lab.llm.pricing import Pricing
-from aillm_lab.llm.registry import default_model, registry
+from aillm_lab.llm.registry import check_spec, default_model, registry
 from aillm_lab.llm.store import ResponseCache, ResponseStore, TieredStore
 from aillm_lab.llm.structured import complete_structured
 from aillm_lab.llm.types import (
-    DEFAULT_PARAMS,
     Completion,
     GenerationParams,
     Message,
     StreamEvent,
     ToolSpec,
     as_messages,
+    generation_params,
 )
 from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 
@@ -62,6 +62,8 @@ class Lab(LabServices, Lifecycle, Displayable):
         if settings is not None and overrides:
             settings = LabSettings(**{**settings.model_dump(), **overrides})
         self.settings = settings or LabSettings.load(**overrides)
+        if not isinstance(model, Model | None):  # a typo fails here, not at the first chat
+            check_spec(model, "model")
         self.runner = runner or get_runner()
         self._default = model
         self._models: dict[str, Model] = {}
@@ -180,7 +182,7 @@ class Lab(LabServices, Lifecycle, Displayable):
         ``tools`` takes ``@al.tool`` tools, ``ToolSpec``s or plain typed functions; the
         completion carries the model's tool calls (run them with ``lab.tools``).
         """
-        gen = _params(params)
+        gen = generation_params(params, ("model", "system", "tools"))
         coro = self._complete(prompt, self.model(model), system, tools, None, gen, 0)
         return await self.runner.arun(coro)
 
@@ -202,7 +204,7 @@ class Lab(LabServices, Lifecycle, Displayable):
                         tools: Tools = None, retries: int = 2, **params: Any) -> Any:
         """Like ``achat``; with ``output=City`` it returns a validated ``City`` (a JSON
         schema dict gives the validated JSON value), retrying ``retries`` times on bad output."""
-        gen = _params(params)
+        gen = generation_params(params, ("model", "output", "system", "tools", "retries"))
         completion = await self.runner.arun(
             self._complete(prompt, self.model(model), system, tools, output, gen, retries))
         return completion.output if output is not None else completion
@@ -211,7 +213,7 @@ class Lab(LabServices, Lifecycle, Displayable):
                       system: str | None = None, tools: Tools = None,
                       **params: Any) -> AsyncIterator[StreamEvent]:
         """Stream events; ``str(event)`` is its text, the last event carries the completion."""
-        gen = _params(params)
+        gen = generation_params(params, ("model", "system", "tools"))
         resolved = self.model(model)
         async for event in self.runner.aiterate(
                 lambda: self._stream(prompt, resolved, system, tools, gen)):
@@ -350,20 +352,6 @@ def _tool_specs(tools: Tools) -> list[ToolSpec] | None:
     from aillm_lab.tools.base import tool_specs
 
     return tool_specs(tools)
-
-
-def _params(params: dict[str, Any]) -> GenerationParams:
-    if not params:
-        return DEFAULT_PARAMS
-    try:
-        return GenerationParams(**params)
-    except ValidationError as exc:
-        allowed = ", ".join(GenerationParams.model_fields)
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}={e.get('input')!r}: {e['msg']}"
-                             for e in exc.errors(include_url=False))
-        raise ConfigError(f"bad generation parameter ({problems}). Allowed parameters: "
-                          f"{allowed}.", fields=tuple(str(e["loc"][0])
-                                                      for e in exc.errors())) from None
 
 
 async def _close_all(models: list[Model]) -> None:

@@ -12,13 +12,14 @@ import contextvars
 import functools
 import json
 import math
+import numbers
 import random
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from fractions import Fraction
@@ -27,7 +28,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from aillm_lab.config import ModelLimits
-from aillm_lab.errors import BudgetExceeded, ProviderConnectionError
+from aillm_lab.errors import BudgetExceeded, ConfigError, ProviderConnectionError
 from aillm_lab.llm.base import Model, OutputSpec
 from aillm_lab.llm.types import Message, ToolSpec
 
@@ -316,6 +317,16 @@ def _usd(amount: float) -> Fraction:
     return Fraction(repr(float(amount)))
 
 
+def check_budget(value: Any, name: str = "budget_usd") -> None:
+    """A USD cap must be a real number, 0 or more (not a bool, NaN or infinity); else a
+    ``ConfigError`` naming ``name``, rather than a confusing refusal at the first call."""
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and value >= 0)
+    if not ok:
+        raise ConfigError(f"{name}={value!r}: give a number of USD, 0 or more, or None for "
+                          "no cap.", fields=(name,))
+
+
 @dataclass
 class Run:
     """A named run with its own budget; ``Gateway.run`` opens one. A run opened inside
@@ -360,12 +371,19 @@ class Runs:
         run = self._current.get()
         return run.run_id if run is not None else self.default_id
 
-    @contextmanager
-    def open(self, run_id: str | None = None, budget_usd: float | None = UNSET) -> Iterator[Run]:
+    def open(self, run_id: str | None = None,
+             budget_usd: float | None = UNSET) -> AbstractContextManager[Run]:
         """Make ``run_id`` current; its budget is ``budget_usd``, else the default.
 
         Blocks with the same id share one run (and its spend) while any of them is open.
+        A bad budget is refused here, at the call, before any ``with`` is entered.
         """
+        if budget_usd is not UNSET and budget_usd is not None:
+            check_budget(budget_usd)
+        return self._open(run_id, budget_usd)
+
+    @contextmanager
+    def _open(self, run_id: str | None, budget_usd: float | None) -> Iterator[Run]:
         run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
         cap = self.budget_usd if budget_usd is UNSET else budget_usd
         outer = self._current.get()

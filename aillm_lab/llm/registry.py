@@ -101,6 +101,26 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return provider, name
 
 
+def check_spec(spec: object, what: str = "model", hint: str = "") -> tuple[str, str]:
+    """``spec``'s provider and model name once its form and provider are checked, so a typo
+    fails where it was typed (``Lab(model=...)``, ``serve --model``/``--models``) rather than
+    at the first call. No model is created: nothing is imported, downloaded or asked over
+    the network. ``what`` names the argument in the message (``model``, ``--models``);
+    ``hint`` ends a message about the form."""
+    field = what.lstrip("-")
+    known = registry.providers()
+    try:
+        provider, name = parse_spec(spec)  # type: ignore[arg-type]
+    except ConfigError:
+        raise ConfigError(f"{what}: {spec!r} is not 'provider:model' (e.g. 'local:smollm2' "
+                          f"or 'openai:gpt-4o-mini'); known providers: {', '.join(known)}{hint}.",
+                          fields=(field,)) from None
+    if provider not in known:
+        raise ConfigError(f"{what}: {spec!r} names no known provider ({provider!r}); known: "
+                          f"{', '.join(known)}.", fields=(field,))
+    return provider, name
+
+
 def resolve(spec: str | Model, settings: LabSettings | None = None) -> Model:
     """Resolve a model string with the process-wide registry."""
     return registry.resolve(spec, settings)

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import html
 import json
 import mimetypes
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from aillm_lab.display import Displayable, fields_table, pre
+from aillm_lab.errors import ConfigError
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -23,13 +33,23 @@ class TextPart(BaseModel):
 
 
 class ImagePart(BaseModel):
-    """An image given by URL or inline bytes; providers convert it to their own shape."""
+    """An image given by URL or inline bytes (raw bytes, or their base64 text); providers
+    convert it to their own shape."""
 
     model_config = ConfigDict(frozen=True)
     type: Literal["image"] = "image"
     url: str | None = None
-    data: str | None = Field(default=None, description="base64 without the data: prefix")
+    data: str | None = Field(default=None, description="base64 without the data: prefix "
+                                "(bytes given here are encoded)")
     media_type: str = "image/png"
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _base64_bytes(cls, value: Any) -> Any:
+        """Inline bytes (``path.read_bytes()``) are base64-encoded; text is kept as base64."""
+        if isinstance(value, bytes | bytearray | memoryview):
+            return base64.b64encode(value).decode()
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ImagePart:
@@ -44,7 +64,7 @@ class ImagePart(BaseModel):
         kind = media_type or mimetypes.guess_type(p.name)[0]
         if kind is None or not kind.startswith("image/"):
             raise ValueError(f"{p.name}: unknown image type; pass media_type='image/png' etc.")
-        return cls(data=base64.b64encode(p.read_bytes()).decode(), media_type=kind)
+        return cls(data=p.read_bytes(), media_type=kind)
 
     @property
     def data_url(self) -> str:
@@ -212,15 +232,71 @@ class GenerationParams(BaseModel):
 DEFAULT_PARAMS = GenerationParams()
 
 
+def generation_params(params: Mapping[str, Any],
+                      keywords: Sequence[str] = ()) -> GenerationParams:
+    """``params`` as ``GenerationParams``, or a ``ConfigError`` naming each bad one: an
+    unknown name gets a did-you-mean over the generation parameters *and* ``keywords``, the
+    calling function's own keyword arguments (``model=``, ``output=`` …), since a typo in
+    one of those lands among the parameters too."""
+    if not params:
+        return DEFAULT_PARAMS
+    try:
+        return GenerationParams(**params)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    allowed = list(GenerationParams.model_fields)
+    problems = []
+    for err in errors:
+        name = ".".join(map(str, err["loc"]))
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, [*allowed, *keywords], n=1)
+            problems.append(f"unknown parameter {name!r}"
+                            + (f"; did you mean {close[0]!r}?" if close else ""))
+        else:
+            problems.append(f"{name}={err.get('input')!r}: {err['msg']}")
+    own = f"; this call also takes: {', '.join(keywords)}" if keywords else ""
+    raise ConfigError(f"bad generation parameter ({'; '.join(problems)}). Generation "
+                      f"parameters: {', '.join(allowed)}{own}.",
+                      fields=tuple(str(e["loc"][0]) for e in errors))
+
+
+PROMPT_SHAPES = ("a str, an al.Message, or a list of al.Message or of message dicts "
+                 "such as {'role': 'user', 'content': 'hi'}")
+
+
 def as_messages(prompt: str | Message | list[Message] | list[dict[str, Any]],
                 system: str | None = None) -> list[Message]:
-    """Accept the shapes people type in notebooks and return a message list."""
+    """Accept the shapes people type in notebooks and return a message list.
+
+    The one place every prompt (``al.chat``, ``Lab.chat``/``complete``/``stream``, agents)
+    is normalised, so a wrong shape is refused here with what a prompt may be."""
     if isinstance(prompt, str):
         messages = [Message.user(prompt)]
     elif isinstance(prompt, Message):
         messages = [prompt]
+    elif isinstance(prompt, list | tuple):
+        messages = [_as_message(m, i) for i, m in enumerate(prompt)]
     else:
-        messages = [m if isinstance(m, Message) else Message.model_validate(m) for m in prompt]
+        hint = (" (one message dict: put it in a list)" if isinstance(prompt, Mapping) else
+                " (bytes: decode them to a str)" if isinstance(prompt, bytes | bytearray)
+                else "")
+        raise ConfigError(f"prompt = {_short(prompt)} ({type(prompt).__name__}){hint}: a "
+                          f"prompt is {PROMPT_SHAPES}.", fields=("prompt",))
     if system is not None:
         messages = [Message.system(system), *[m for m in messages if m.role != "system"]]
     return messages
+
+
+def _as_message(item: Any, index: int) -> Message:
+    if isinstance(item, Message):
+        return item
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"prompt[{index}] = {_short(item)} ({type(item).__name__}): a "
+                          f"message list holds al.Message or dicts with 'role' and 'content'; "
+                          f"a prompt is {PROMPT_SHAPES}.", fields=("prompt",))
+    return Message.model_validate(item)  # pydantic names a bad role or content itself
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"

@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import html
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -44,6 +45,8 @@ class ChatWidget(w.VBox):
         from aillm_lab.ui.agent_choices import AGENT_CHOICES
 
         self.lab = _lab(lab)
+        if data is not None and (data or not isinstance(data, Mapping)):
+            _check_tables(self.lab, data)
         self.data = dict(data or {})
         self.run: AgentRun | None = None
         # None is the Lab's own default model (it may be an object, not a name)
@@ -153,6 +156,16 @@ class ChatWidget(w.VBox):
             self.status.value = ""
 
 
+def _check_tables(lab: Lab, data: Any) -> None:
+    """Refuse bad ``data=`` when the widget is made, with the error the data analysis agent
+    itself gives (its own check, so the two never disagree), not at the first Send."""
+    from aillm_lab.ui.agent_choices import AGENT_CHOICES
+
+    make = AGENT_CHOICES["data_analysis"].make
+    assert make is not None
+    make(lab, None)._check_data(data)
+
+
 class ApprovalsWidget(w.VBox):
     """The Safety Guard's approver as Approve/Deny buttons: each ``ask`` call shows its tool,
     reason and arguments (a file write shows the text it would write) and waits on the
@@ -205,6 +218,11 @@ class TraceWidget(w.Accordion):
     with its arguments and result, tokens, cost and latency."""
 
     def __init__(self, run: AgentRun) -> None:
+        from aillm_lab.agents.run import AgentRun
+
+        if not isinstance(run, AgentRun):
+            raise TypeError(f"al.ui.trace() takes an AgentRun (what agent.run(...) returns, "
+                            f"or lab.load_run(run_id)), not {type(run).__name__} {run!r:.60}")
         self.run = run
         sections = [w.HTML(step_html(step)) for step in run.steps]
         super().__init__(sections)
