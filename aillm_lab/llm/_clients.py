@@ -195,10 +195,11 @@ class ErrorContext:
                 f"the {self.model} stream from {where} broke after it started ({broke}). It "
                 "is not retried because text was already shown; call again to restart.",
                 provider=self.provider, model=self.model, retryable=False)
-        return ProviderConnectionError(
-            f"{self.provider} at {where} {what} for {self.model}. Check the network, the "
-            "base URL and that the server is running; raise request_timeout_s for slow models.",
-            provider=self.provider, model=self.model)
+        advice = ("Check the network, the base URL and that the server is running; raise "
+                  "request_timeout_s for slow models." if timeout is not None else
+                  "Check the network, the base URL and that the server is running.")
+        return ProviderConnectionError(f"{self.provider} at {where} {what} for {self.model}. "
+                                       f"{advice}", provider=self.provider, model=self.model)
 
     def scrub(self, text: str) -> str:
         """Remove the key (and anything that looks like a key or bearer token)."""

@@ -197,7 +197,7 @@ class AnthropicModel(HostedModel[_Request]):
             return errors.http_error(status, vendor_message(body, exc.message),
                                      exc.response.headers, started=started)
         if isinstance(exc, anthropic.APITimeoutError):
-            return self._timed_out(started)
+            return self._timed_out(started, exc)
         if isinstance(exc, anthropic.APIConnectionError):
             return errors.connection_error(str(exc.__cause__ or exc), started=started)
         if isinstance(exc, httpx2.TransportError):  # a stream cut mid-body is not wrapped

@@ -102,7 +102,14 @@ class HostedModel(Model, Generic[Request]):
             return self._timed_out(started)
         return self._vendor_error(exc, started)
 
-    def _timed_out(self, started: bool) -> ProviderError:
+    def _timed_out(self, started: bool, exc: BaseException | None = None) -> ProviderError:
+        """Our total timeout, or an SDK's timeout error. An SDK may report a refused
+        connection as a timeout (openai's aiohttp client raises ``APITimeoutError`` over
+        ``ConnectionRefusedError``): then it says the server could not be reached, with
+        the cause, instead of blaming a timeout the call never reached."""
+        refused = _refused(exc)
+        if refused is not None:
+            return self._errors.connection_error(refused, started=started)
         return self._errors.connection_error("", started=started, timeout=self._http.timeout_s)
 
     # -- the wire format, per vendor ---------------------------------------------------------
@@ -142,6 +149,21 @@ def parse_spec(provider: str, spec: str, settings: LabSettings, *,
                                      connect_timeout_s=connect_timeout_s,
                                      max_connections=max_connections)
     return name, base_url, http
+
+
+def _refused(exc: BaseException | None) -> str | None:
+    """The innermost non-timeout OS error under ``exc`` (a refused or unreachable
+    connection), as text; None when a real timeout is in the chain, or no OS error."""
+    found: BaseException | None = None
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, TimeoutError):
+            return None
+        if isinstance(exc, OSError):
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    return None if found is None else str(found) or type(found).__name__
 
 
 class StreamTally:

@@ -151,7 +151,7 @@ class OllamaModel(HostedModel[dict[str, Any]]):
                 message += f" (run `ollama pull {self.name}` on the Ollama host)"
             return errors.http_error(status, message, _error_headers.get(), started=started)
         if isinstance(exc, httpx.TimeoutException):  # before TransportError, its base
-            return self._timed_out(started)
+            return self._timed_out(started, exc)
         if isinstance(exc, ConnectionError | httpx.TransportError):  # ollama re-raises
             return errors.connection_error(  # httpx.ConnectError as ConnectionError
                 f"{exc or type(exc).__name__}; is `ollama serve` running there?",

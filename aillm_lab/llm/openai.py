@@ -161,7 +161,7 @@ class OpenAIModel(HostedModel[dict[str, Any]]):
             return errors.http_error(exc.status_code, vendor_message(exc.body, exc.message),
                                      exc.response.headers, started=started)
         if isinstance(exc, openai.APITimeoutError):
-            return self._timed_out(started)
+            return self._timed_out(started, exc)
         if isinstance(exc, openai.APIConnectionError):
             return errors.connection_error(str(exc.__cause__ or exc), started=started)
         if isinstance(exc, openai.APIError):  # an error event inside a stream
