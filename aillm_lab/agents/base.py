@@ -48,7 +48,6 @@ from aillm_lab.agents.run import (
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import BudgetExceeded, ConfigError
 from aillm_lab.llm.limits import UNSET
-from aillm_lab.llm.registry import check_spec
 from aillm_lab.llm.structured import json_schema, parse_output
 from aillm_lab.llm.types import (
     Completion,
@@ -101,8 +100,6 @@ class Agent:
                  max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
                  tool_mode: ToolMode | None = None, save: bool = True,
                  allow_repeats: bool = False, progress: bool | float = True) -> None:
-        if isinstance(model, str):  # a typo fails here, not at the first run
-            check_spec(model, "model")
         _check_number("max_steps", max_steps, "a whole number, 1 or more", whole=True, low=1)
         _check_number("max_repairs", max_repairs, "a whole number, 0 or more", whole=True,
                       low=0)

@@ -66,12 +66,3 @@ def test_a_misspelt_generation_parameter_in_params_suggests_the_real_one(make_la
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         al.ReActAgent(tools=[], lab=lab, params={"temprature": 0.5})
 
-
-@pytest.mark.parametrize(("model", "said"), [
-    ("gpt-4o", "'gpt-4o' is not 'provider:model'"),
-    ("nope:x", "'nope:x' names no known provider ('nope')")])
-def test_a_bad_model_string_is_refused_when_the_agent_is_made(make_lab, model, said):
-    lab = make_lab("scripted:echo")
-    with pytest.raises(ConfigError, match="model") as info:
-        al.ReActAgent(tools=[], lab=lab, model=model)
-    assert said in str(info.value) and info.value.fields == ("model",)
