@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -167,20 +168,22 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
     with its folder keeps its inode and stays; a git directory loses its newest markers,
     HEAD first, until it is none), and git directories only when the program was not git
     itself (``git_made``: a ``git init`` the policy allows makes a clean one). A
-    deny-listed file the user saves while a call runs looks new too, and is removed.
+    deny-listed file the user saves while a call runs looks new too: so what is removed is
+    moved aside (``_Aside``), not deleted, and the note says where.
     """
     notes: list[str] = []
     root = ws.root
+    aside = _Aside(root)
     for rel in sorted(after.hidden - before.hidden):
-        if _made(root / rel, before.hidden_inodes) and _remove(root / rel):
-            notes.append(f"removed {rel}: a deny-listed name (PathPolicy.deny_globs) the "
-                         f"program made; no tool may write secrets or keys")
+        if _made(root / rel, before.hidden_inodes) and (where := aside.take(rel)) is not None:
+            notes.append(f"removed {rel}{where}: a deny-listed name (PathPolicy.deny_globs) "
+                         f"the program made; no tool may write secrets or keys")
     for rel in sorted(set() if git_made else after.gits - before.gits):
-        if _remove(root / rel):
-            notes.append(f"removed {rel}: the program created a git directory, whose config "
-                         f"and hooks git would run; use the git tools")
+        if (where := aside.take(rel)) is not None:
+            notes.append(f"removed {rel}{where}: the program created a git directory, whose "
+                         f"config and hooks git would run; use the git tools")
     for rel in sorted(set() if git_made else after.gitlike - before.gitlike):
-        notes += _ungit(root, rel, after.marked[rel], before.marked.get(rel, frozenset()))
+        notes += _ungit(aside, rel, after.marked[rel], before.marked.get(rel, frozenset()))
     return notes
 
 
@@ -196,7 +199,7 @@ def _made(path: Path, old_inodes: set[int]) -> bool:
                                                      and _has_links(path))
 
 
-def _ungit(root: Path, rel: str, names: frozenset[str], old: frozenset[str]) -> list[str]:
+def _ungit(aside: _Aside, rel: str, names: frozenset[str], old: frozenset[str]) -> list[str]:
     """Remove the program's own git markers of a folder (HEAD first) until it is no git
     directory, an old HEAD only if needed; then the config files it put there."""
     notes: list[str] = []
@@ -205,13 +208,13 @@ def _ungit(root: Path, rel: str, names: frozenset[str], old: frozenset[str]) -> 
         if not is_gitdir(left):
             break
         left.discard(name)
-        if _remove(root / rel / name):
-            notes.append(f"removed {_join(rel, name)}: the folder was laid out like a git "
-                         f"directory ({ADVICE})")
+        if (where := aside.take(_join(rel, name))) is not None:
+            notes.append(f"removed {_join(rel, name)}{where}: the folder was laid out like a "
+                         f"git directory ({ADVICE})")
     for name in sorted(n for n in names - old if n.lower() in CONFIGS):
-        if _remove(root / rel / name):
-            notes.append(f"removed {_join(rel, name)}: a config the program put in a folder "
-                         f"it laid out like a git directory")
+        if (where := aside.take(_join(rel, name))) is not None:
+            notes.append(f"removed {_join(rel, name)}{where}: a config the program put in a "
+                         f"folder it laid out like a git directory")
     return notes
 
 
@@ -224,17 +227,41 @@ def _has_links(folder: Path) -> bool:
     return False
 
 
-def _remove(path: Path) -> bool:
-    """Remove an entry without following links: a folder with all it holds."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return False
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-    return True
+class _Aside:
+    """Takes entries out of the workspace without following links. A link is deleted (it
+    holds nothing of its own); a file or folder is moved under one folder of the system's
+    temporary directory, made on first use, keeping its relative path. Why not delete it:
+    a file the user saved while the call ran looks like the program's, and must not be
+    lost."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.folder: Path | None = None
+
+    def take(self, rel: str) -> str | None:
+        """Remove ``rel``; returns " (moved to PATH)" or "" for a deleted link, or None
+        when it is already gone."""
+        path = self.root / rel
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            path.unlink(missing_ok=True)
+            return ""
+        if self.folder is None:
+            self.folder = Path(tempfile.mkdtemp(prefix="aillm-removed-"))
+        dest = self.folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            shutil.move(str(path), str(dest))
+        except OSError:  # it cannot be moved: it must still leave the workspace
+            if stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            return " (deleted: it could not be moved aside)"
+        return f" (moved to {dest})"
 
 
 def _join(rel: str, name: str) -> str:

@@ -210,6 +210,7 @@ REFUSED: list[tuple[str | list[str], str]] = [
     ("cat link_sentinel", "path.symlink_escape"),
     ("ls link_out", "path.symlink_escape"),
     ("cat .env", "path.denied"),
+    ("cat ~/.ssh/id_rsa", "path.denied"),
     # malformed input
     ("cat notes.txt\x00/etc/passwd", "command.bad_argument"),
     ("echo " + "A" * 100_000, "command.too_long"),
@@ -222,7 +223,7 @@ LITERAL: list[tuple[str, str]] = [
     ("echo \\; python evil.py", "; python evil.py"),
     ("echo 'x' '&&' 'y'", "x && y"),
     ("ls *", "cannot access '*'"),
-    ("cat ~/.ssh/id_rsa", "No such file"),
+    ("cat ~/notes.txt", "No such file"),
     ("cat notes.txt\uff1bpython evil.py", "No such file"),  # full-width ';' is a letter
     ("echo \"it's `quoted`\"".replace("`", "'"), "it's 'quoted'"),
 ]

@@ -10,6 +10,7 @@ jail, which a developer's policy may allow.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,7 +136,11 @@ def test_n7_links_planted_under_secret_names_are_removed_after_the_call(lab: Any
     assert not os.path.lexists(ws / ".env") and not os.path.lexists(ws / "cfg" / "prod.key")
     assert not os.path.lexists(ws / ".ssh")
     assert "removed .env" in out and "removed cfg/prod.key" in out, out
-    assert (ws / "fresh.pem").read_text() == "a new file of its own\n"  # not a link: kept
+    # a new file under a secret name is the program's too: moved aside, not lost
+    assert not (ws / "fresh.pem").exists()
+    aside = re.search(r"removed fresh\.pem \(moved to (\S+)\)", out)
+    assert aside is not None, out
+    assert Path(aside.group(1)).read_text() == "a new file of its own\n"
     assert (ws / "docs" / "notes.txt").read_text() == "notes\n"
 
 
