@@ -34,6 +34,14 @@ AGENTS = {"react": "ReActAgent", "code": "CodeWriterAgent", "research": "Researc
 _USER_ERRORS = (AillmError, ValueError, LookupError)
 
 
+class Lines(str):
+    """Text a magic returns: a cell shows it as lines, not as a quoted string with ``\n``
+    (what IPython shows for a plain ``str``); it is still the str for code that uses it."""
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
 @magics_class
 class LabMagics(Magics):
     """``%%llm``, ``%%agent``, ``%%sql`` and ``%lab`` over one Lab."""
@@ -128,7 +136,7 @@ class LabMagics(Magics):
     @line_magic("lab")
     @magic_arguments()
     @argument("--use", default=None, help="a variable holding the Lab the magics should use")
-    def lab_status(self, line: str) -> str:
+    def lab_status(self, line: str) -> Lines:
         """``%lab``: the Lab's home, default model (and why), calls and spend so far;
         ``%lab --use NAME`` points the magics at the Lab in variable NAME."""
         args = _parse(self.lab_status, line)
@@ -144,9 +152,9 @@ class LabMagics(Magics):
         model, why = lab.default_model_reason()
         totals = _call(lambda: lab.calls(
             "select count(*) as n, coalesce(sum(cost_usd), 0) as usd from calls"))
-        return (f"home: {lab.settings.home}\ndefault model: {model} ({why})\n"
-                f"calls on this home: {int(totals['n'].iloc[0])}, "
-                f"spent: ${float(totals['usd'].iloc[0]):.4f}")
+        return Lines(f"home: {lab.settings.home}\ndefault model: {model} ({why})\n"
+                     f"calls on this home: {int(totals['n'].iloc[0])}, "
+                     f"spent: ${float(totals['usd'].iloc[0]):.4f}")
 
     # -- helpers -------------------------------------------------------------------------------
     def _variable(self, name: str, option: str) -> Any:

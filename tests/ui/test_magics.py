@@ -137,3 +137,7 @@ def test_sql_calls_queries_the_call_log_and_lab_reports_status(shell, make_lab):
     status = shell.run_line_magic("lab", "")
     assert str(lab.settings.home) in status and "calls on this home: 2" in status
     assert f"default model: {lab.default_model_id}" in status
+    # a cell shows it as lines, not as a quoted string with \n in it
+    from IPython.lib.pretty import pretty
+
+    assert pretty(status) == str(status) and "\\n" not in pretty(status)
