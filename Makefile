@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/python -m pip install --quiet -e ".[llama]" || \
 		echo "WARNING: llama-cpp-python did not build (see above): local: models run on" \
-		     "transformers, about 4x slower; aillm-lab doctor says which engine runs."
+		     "transformers, about 10x slower; aillm-lab doctor says which engine runs."
 	touch $(STAMP)
 
 models: install
