@@ -19,7 +19,7 @@ import aillm_lab
 PACKAGE = Path(aillm_lab.__file__).parent
 RANK = {"cli": 6, "testing": 6, "ui": 5, "core": 4, "agents": 4, "experiments": 4,
         "tools": 3, "rag": 3, "memory": 3, "llm": 2, "runtime": 1}
-BESIDE = {"config", "errors", "db", "display"}  # any layer may use them
+BESIDE = {"config", "config_errors", "errors", "db", "display"}  # any layer may use them
 ALLOWED = {
     ("config", "tools"): "settings embed SafetyPolicy, which is data only (tools/policy.py)",
     ("db", "runtime"): "LabDB's connection lives on the runner loop",
