@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from aillm_lab import Lab
     from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
+    from aillm_lab.tools.paths import Workspace
 
 DataSource = pd.DataFrame | str | os.PathLike[str]
 
@@ -158,6 +159,32 @@ class AnalysisResult(BaseModel):
                 f"{self.frame.to_html(max_rows=20, index=False)}</div>")
 
 
+def check_data(data: Mapping[str, DataSource] | None, ws: Workspace) -> dict[str, Any]:
+    """``data=`` as names to DataFrames, or to paths relative to ``ws`` (checked there):
+    the one check of the agent's tables, also run by ``al.ui.chat(data=...)`` when the widget
+    is made. Raises ``ConfigError`` naming ``data``, or ``SafetyViolation`` for a path
+    outside the workspace."""
+    if data is None or not isinstance(data, Mapping) or not data:
+        got = "nothing" if not data else type(data).__name__
+        raise ConfigError(f"data= needs a dict of table names to DataFrames or workspace "
+                          f"files, e.g. data={{'sales': df}}; got {got}", fields=("data",))
+    sources: dict[str, Any] = {}
+    for name, src in data.items():
+        if not isinstance(name, str):
+            raise ConfigError(f"data= keys are table names (str), got {name!r}",
+                              fields=("data",))
+        if isinstance(src, pd.DataFrame):
+            sources[name] = src
+        elif isinstance(src, str | os.PathLike):
+            sources[name] = ws.relative(ws.resolve(src))  # SafetyViolation if outside
+        else:
+            hint = (" (a Series: use .to_frame())" if isinstance(src, pd.Series) else "")
+            raise ConfigError(f"data[{name!r}] is a {type(src).__name__}{hint}; give a "
+                              f"pandas DataFrame or the path of a CSV, Parquet or JSON "
+                              f"file in the workspace {ws.root}", fields=("data",))
+    return sources
+
+
 class DataAnalysisAgent(Agent):
     """Answers ``question`` from ``data`` with read-only SQL, a chart and a checked narrative:
     ``al.DataAnalysisAgent(lab=lab).run("total sales per region", data={"sales": df})``.
@@ -196,14 +223,14 @@ class DataAnalysisAgent(Agent):
         to DataFrames or paths), ``SafetyViolation`` (a path outside the workspace) or
         ``DatabaseError`` (a missing or unreadable file, a bad table name).
         """
-        sources = self._check_data(data)
+        sources = check_data(data, self.lab.tools.workspace)
         return await self.runner.arun(self._analyse(_new_run(question, sources), sources,
                                                     None, None))
 
     async def astream(self, question: str, data: Mapping[str, DataSource] | None = None
                       ) -> AsyncIterator[AgentEvent]:
         """Events as they happen; the last one is ``final`` and carries the ``AgentRun``."""
-        sources = self._check_data(data)
+        sources = check_data(data, self.lab.tools.workspace)
         run = _new_run(question, sources)
         async for event in self.runner.aiterate(lambda: self._stream(run, sources)):
             yield event
@@ -285,29 +312,6 @@ class DataAnalysisAgent(Agent):
         async with self._tables(run, sources):
             async for event in self._events(self._start(run, self.model, None)):
                 yield event
-
-    def _check_data(self, data: Mapping[str, DataSource] | None) -> dict[str, Any]:
-        """Names to DataFrames, or to paths relative to the workspace (checked there)."""
-        if data is None or not isinstance(data, Mapping) or not data:
-            got = "nothing" if not data else type(data).__name__
-            raise ConfigError(f"data= needs a dict of table names to DataFrames or workspace "
-                              f"files, e.g. data={{'sales': df}}; got {got}", fields=("data",))
-        ws = self.lab.tools.workspace
-        sources: dict[str, Any] = {}
-        for name, src in data.items():
-            if not isinstance(name, str):
-                raise ConfigError(f"data= keys are table names (str), got {name!r}",
-                                  fields=("data",))
-            if isinstance(src, pd.DataFrame):
-                sources[name] = src
-            elif isinstance(src, str | os.PathLike):
-                sources[name] = ws.relative(ws.resolve(src))  # SafetyViolation if outside
-            else:
-                hint = (" (a Series: use .to_frame())" if isinstance(src, pd.Series) else "")
-                raise ConfigError(f"data[{name!r}] is a {type(src).__name__}{hint}; give a "
-                                  f"pandas DataFrame or the path of a CSV, Parquet or JSON "
-                                  f"file in the workspace {ws.root}", fields=("data",))
-        return sources
 
     def _sources_of(self, run: AgentRun) -> dict[str, Any]:
         origin = (run.forked_from or run.id).split("@")[0]

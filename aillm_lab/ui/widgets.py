@@ -159,11 +159,9 @@ class ChatWidget(w.VBox):
 def _check_tables(lab: Lab, data: Any) -> None:
     """Refuse bad ``data=`` when the widget is made, with the error the data analysis agent
     itself gives (its own check, so the two never disagree), not at the first Send."""
-    from aillm_lab.ui.agent_choices import AGENT_CHOICES
+    from aillm_lab.agents.data_analysis import check_data
 
-    make = AGENT_CHOICES["data_analysis"].make
-    assert make is not None
-    make(lab, None)._check_data(data)
+    check_data(data, lab.tools.workspace)
 
 
 class ApprovalsWidget(w.VBox):
