@@ -125,6 +125,17 @@ class AuthenticationError(ProviderError):
     """HTTP 401/403: the key is missing, wrong or lacks access; never retried."""
 
 
+class MissingKey(AuthenticationError, ModelNotAvailable):
+    """No API key is set for a hosted model, so it cannot be used here: the gateway falls
+    back to the next model as for any unavailable one, and code that catches
+    ``AuthenticationError`` still catches it. A key the server rejects is a plain
+    ``AuthenticationError`` (raised, never hidden behind a fallback)."""
+
+    def __init__(self, message: str, *, provider: str = "", model: str = "") -> None:
+        ProviderError.__init__(self, message, provider=provider, model=model)
+        self.missing = {model: ["an API key"]} if model else {}
+
+
 class BadRequest(ProviderError):
     """HTTP 400/404/422: the request itself is wrong (unknown model, bad schema); not retried."""
 

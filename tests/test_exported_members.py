@@ -55,6 +55,7 @@ EXPECTED = [
     "MemoryInputError",
     "MemoryNotFound",
     "Message",
+    "MissingKey",
     "Model",
     "ModelLimits",
     "ModelNotAvailable",

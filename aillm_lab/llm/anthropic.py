@@ -24,7 +24,7 @@ import anthropic
 import httpx2
 from pydantic import SecretStr
 
-from aillm_lab.errors import AuthenticationError, ProviderError, UnsupportedInput
+from aillm_lab.errors import MissingKey, ProviderError, UnsupportedInput
 from aillm_lab.llm._clients import (
     Closer,
     HttpOptions,
@@ -94,7 +94,7 @@ class AnthropicModel(HostedModel[_Request]):
         client = anthropic.AsyncAnthropic(api_key=key or None, base_url=self.base_url,
                                           max_retries=0, timeout=http.timeout, http_client=http)
         if not any(getattr(client, a, None) for a in ("api_key", "auth_token", "credentials")):
-            raise AuthenticationError(
+            raise MissingKey(
                 f"no Anthropic API key for {self.id}: set {self.key_hint}, or point the model "
                 "at a compatible server with ANTHROPIC_BASE_URL or 'anthropic:NAME@URL'.",
                 provider=self.provider, model=self.id)

@@ -23,7 +23,7 @@ import httpx2
 import openai
 from pydantic import SecretStr
 
-from aillm_lab.errors import AuthenticationError, ProviderError
+from aillm_lab.errors import MissingKey, ProviderError
 from aillm_lab.llm._clients import (
     Closer,
     HttpOptions,
@@ -84,7 +84,7 @@ class OpenAIModel(HostedModel[dict[str, Any]]):
         key = self._api_key.get_secret_value() if self._api_key is not None else ""
         if not key:
             if self.base_url == OPENAI_URL:
-                raise AuthenticationError(
+                raise MissingKey(
                     f"no OpenAI API key for {self.id}: set {self.key_hint}, or point the model at "
                     "an OpenAI-compatible server with OPENAI_BASE_URL or 'openai:NAME@URL'.",
                     provider=self.provider, model=self.id)

@@ -67,6 +67,28 @@ def test_fallbacks_from_settings_answer_when_the_primary_keeps_failing(settings_
     assert row["attempts"] == 3
 
 
+def test_a_hosted_model_without_a_key_falls_back_but_a_rejected_key_does_not(settings_lab,
+                                                                             monkeypatch):
+    for name in ("OPENAI_API_KEY", "AILLM_OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    lab = settings_lab(fallbacks=["scripted:echo"])
+    reply = lab.chat("answered locally", model="openai:gpt-4o-mini")
+    assert reply.text == "answered locally"
+    row = lab.calls().iloc[-1]
+    assert row["requested_model"] == "openai:gpt-4o-mini" and row["model"] == "scripted:echo"
+    # without a fallback the missing key is still an AuthenticationError naming the fix
+    bare = settings_lab()
+    with pytest.raises(al.AuthenticationError, match="OPENAI_API_KEY") as info:
+        bare.chat("hi", model="openai:gpt-4o-mini")
+    assert isinstance(info.value, al.MissingKey | al.ModelNotAvailable)
+    # a key the server rejects (401) is raised, never hidden behind the fallback
+    with FakeOpenAI() as server:
+        server.inject(Fault.unauthorized())
+        with pytest.raises(al.AuthenticationError) as rejected:
+            lab.chat("hi", model=f"openai:gpt-4o-mini@{server.url}")
+        assert not isinstance(rejected.value, al.ModelNotAvailable)
+
+
 def test_a_budget_refuses_calls_before_anything_is_sent(settings_lab):
     with FakeOpenAI() as server:
         lab = settings_lab(budget_usd=0.0001)
