@@ -102,9 +102,12 @@ def expect(ok: bool, what: str) -> None:
 
 
 # -- ours --------------------------------------------------------------------------------------
-def ours(runs: int, warmup: int, *, guard: bool, door: str) -> dict[str, Any]:
+def ours(runs: int, warmup: int, *, guard: bool, door: str,
+         inline: bool = False) -> dict[str, Any]:
     """``ReActAgent`` over a ``ScriptedModel``; guard off = the output checks off by
-    settings and no audit log on the Lab's guard (there is no switch to bypass the guard)."""
+    settings and no audit log on the Lab's guard (there is no switch to bypass the guard).
+    ``inline``: the tools are ``@al.tool(inline=True)``, run on the loop as Agno runs sync
+    tools, instead of through the worker hop."""
     import tempfile
     import warnings
 
@@ -128,7 +131,8 @@ def ours(runs: int, warmup: int, *, guard: bool, door: str) -> dict[str, Any]:
     if not guard:
         lab.tools.guard.audit = None  # SafetyGuard(audit=None): calls are not audited
     model = ScriptedModel(reply)
-    agent = al.ReActAgent(tools=[add, mul], lab=lab, model=model, save=False)
+    tools = [al.tool(inline=True)(add), al.tool(inline=True)(mul)] if inline else [add, mul]
+    agent = al.ReActAgent(tools=tools, lab=lab, model=model, save=False)
 
     def check(run: Any) -> None:
         expect(run.status == "completed" and run.output == FINAL and len(run.steps) == STEPS,
@@ -154,6 +158,34 @@ def ours(runs: int, warmup: int, *, guard: bool, door: str) -> dict[str, Any]:
     shutil.rmtree(home, ignore_errors=True)
 
     return {"version": version("aillm_lab"), "samples_ns": samples, "audit_rows": audited}
+
+
+def hops_floor(runs: int, warmup: int) -> dict[str, Any]:
+    """The hand-offs of one guard-off run with no framework work: ``await arun`` from the
+    caller's loop to the Lab's runner loop and back, and two sync tools (the same ``add``
+    and ``mul``) each through the worker hop every sync tool takes. What is left of ours
+    once its own CPU is cut to zero; printed for information."""
+    import tempfile
+    import warnings
+
+    import aillm_lab as al
+    from aillm_lab.tools.base import in_worker
+
+    warnings.filterwarnings("ignore", module="aillm_lab")
+    lab = al.Lab(home=tempfile.mkdtemp(prefix="bench-agents-"))
+
+    async def body() -> int:
+        total = await in_worker(lambda: add(2, 3))
+        return await in_worker(lambda: mul(total, 4))
+
+    def check(out: Any) -> None:
+        expect(out == 20, f"hops: {out!r}")
+
+    samples = asyncio.run(time_async(lambda: lab.runner.arun(body()), check, runs, warmup))
+    lab.close()
+    from importlib.metadata import version
+
+    return {"version": version("aillm_lab"), "samples_ns": samples}
 
 
 # -- peers -------------------------------------------------------------------------------------
@@ -352,6 +384,8 @@ FRAMEWORKS: dict[str, Callable[[int, int], dict[str, Any]]] = {
     "ours-guard-off": lambda r, w: ours(r, w, guard=False, door="arun"),
     "ours-sync": lambda r, w: ours(r, w, guard=True, door="run"),
     "ours-runner-loop": lambda r, w: ours(r, w, guard=True, door="arun-runner-loop"),
+    "ours-off-inline": lambda r, w: ours(r, w, guard=False, door="arun", inline=True),
+    "hops-floor": hops_floor,
     "smolagents": smolagents_run,
     "pydantic-ai": pydantic_ai_run,
     "langgraph": langgraph_run,

@@ -12,8 +12,11 @@ rotated order, so drift on a shared machine hits all alike; figures pool the rou
 
 Variants: ours with the guard and audit ON (the default ``ReActAgent``), ours with them off
 (no audit log on the guard, no redaction or injection scan: the guard has no bypass, so
-argument validation and the tool's executor hop stay), and, for information, ours through the
-sync door ``agent.run`` and with ``arun`` awaited on the Lab's own runner loop (no hop).
+argument validation and the tool's executor hop stay), and, for information: ours through the
+sync door ``agent.run``; with ``arun`` awaited on the Lab's own runner loop (no hop); guard
+off with ``@al.tool(inline=True)`` tools (run on the loop, as Agno runs sync tools); and the
+hand-offs alone, no framework work (the caller-loop round trip plus two worker hops), the
+floor that a sync tool's worker thread and the one runner loop put under ours.
 
 Targets: ours (guard and audit ON) below every peer; guard off below 0.5x the fastest peer.
 Printed, not asserted; a peer that cannot run is shown as unavailable.
@@ -40,13 +43,15 @@ PEERS = HERE.parent / ".bench-peers"
 RUNNER = HERE / "_agents_runners.py"
 STEPS = 3
 OURS, OURS_OFF = "ours", "ours-guard-off"
-INFO = ("ours-sync", "ours-runner-loop")
+INFO = ("ours-sync", "ours-runner-loop", "ours-off-inline", "hops-floor")
 PEER_NAMES = ("smolagents", "pydantic-ai", "langgraph", "openai-agents", "agno")
 LABELS = {
     OURS: "ours, guard+audit ON (await arun)",
     OURS_OFF: "ours, guard+audit off (await arun)",
     "ours-sync": "ours, ON, sync door agent.run",
     "ours-runner-loop": "ours, ON, arun on the runner loop",
+    "ours-off-inline": "ours, off, tools inline (await arun)",
+    "hops-floor": "hand-offs only, no framework work",
     "smolagents": "smolagents ToolCallingAgent",
     "pydantic-ai": "pydantic-ai FunctionModel",
     "langgraph": "LangGraph create_react_agent",
@@ -165,6 +170,15 @@ def main() -> None:
         lines.append(f"target: ours, guard off, below 0.5x the fastest peer: {ours_off:.0f} "
                      f"µs/run = {ours_off / peers[fastest]:.2f}x {fastest}  ->  "
                      f"{checks['guard_off_below_half_fastest']}")
+    if fastest is not None:
+        for name, what in (("ours-off-inline", "guard off with the tools inline (sync tools on "
+                            "the loop, as Agno runs them)"),
+                           ("hops-floor", "the hand-offs alone (caller loop <-> runner loop, "
+                            "two sync-tool worker hops), no framework work")):
+            if name in results:
+                us = results[name]["median_us_run"]
+                lines.append(f"for information: {what}: {us:.0f} µs/run = "
+                             f"{us / peers[fastest]:.2f}x {fastest}")
     missing = [n for n in PEER_NAMES if n in errors]
     if missing:
         lines.append(f"(peers not measured: {', '.join(missing)}; the targets cover only "
