@@ -48,6 +48,7 @@ from aillm_lab.agents.run import (
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import BudgetExceeded, ConfigError
 from aillm_lab.llm.limits import UNSET
+from aillm_lab.llm.registry import check_spec
 from aillm_lab.llm.structured import json_schema, parse_output
 from aillm_lab.llm.types import (
     Completion,
@@ -112,6 +113,8 @@ class Agent:
         if not isinstance(progress, bool):
             _check_number("progress", progress, "True, False, or the seconds a run lasts "
                           f"before its bar shows (default {PROGRESS_AFTER_S:g})", low=0)
+        if isinstance(model, str):  # a typo fails here, as Lab(model=...) does
+            check_spec(model, "model")
         self._lab = lab
         self.model = model
         self.max_steps, self.max_cost_usd, self.max_seconds = max_steps, max_cost_usd, max_seconds

@@ -66,3 +66,13 @@ def test_a_misspelt_generation_parameter_in_params_suggests_the_real_one(make_la
     with pytest.raises(ConfigError, match="did you mean 'temperature'"):
         al.ReActAgent(tools=[], lab=lab, params={"temprature": 0.5})
 
+
+
+@pytest.mark.parametrize(("model", "said"), [
+    ("gpt-4o", "is not 'provider:model'"), ("opneai:gpt-4o", "names no known provider")])
+def test_a_model_string_is_checked_when_the_agent_is_made(make_lab, model, said):
+    lab = make_lab("scripted:echo")
+    with pytest.raises(ConfigError, match=said) as info:
+        al.ReActAgent(tools=[], lab=lab, model=model)
+    assert info.value.fields == ("model",)
+    assert al.ReActAgent(tools=[], lab=lab, model="openai:gpt-4o").model == "openai:gpt-4o"

@@ -130,7 +130,7 @@ def test_an_agent_that_cannot_be_made_shows_a_notice_not_a_traceback(tmp_path):
         page.model_picker.options = {**page.model_picker.options, "x": "nosuch:model"}
         page.model_picker.value = "nosuch:model"
         items = _run(_collect(page, "do it"))
-    assert items[-1]["user"] == "error" and "unknown model provider 'nosuch'" in items[-1][
+    assert items[-1]["user"] == "error" and "names no known provider ('nosuch')" in items[-1][
         "object"]
     assert page.notice.kind == "danger" and "Traceback" not in page.notice.text
 
