@@ -50,6 +50,7 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
     from aillm_lab.db import check
     from aillm_lab.llm.local_files import list_models, pull_command
     from aillm_lab.llm.registry import _ollama_answers, default_model
+    from aillm_lab.tools.git_exec import exec_guard_status
     from aillm_lab.tools.jail import confinement_status
 
     say = print
@@ -68,6 +69,7 @@ def doctor(args: argparse.Namespace, settings: LabSettings) -> int:
                 f"chunks, {info.model_id}, about {info.disk_bytes / 1e6:.1f} MB")
     _, confinement = confinement_status(settings.workspace_path)
     say(f"tools\n  {'shell and git':<22} {confinement}")
+    say(f"  {'git exec allowlist':<22} {exec_guard_status()[1]}")
     say("local models")
     for row in list_models(settings.model_path):
         say(f"  {row['model']:<22} {row['status']:<8} {row['path']}")

@@ -46,6 +46,17 @@ def test_doctor_prints_versions_models_keys_ollama_and_the_default_model_with_it
     assert "default model  local:smollm2" in out and "embedded local model" in out
 
 
+def test_doctor_says_whether_git_runs_behind_the_exec_allowlist(capsys, monkeypatch):
+    from aillm_lab.tools import git_exec
+
+    code, out, _ = _run(capsys, "doctor")
+    abi = git_exec.landlock_abi()
+    assert code == 0 and (f"on (Landlock ABI {abi})" in out if abi else "off (" in out)
+    monkeypatch.setattr(git_exec, "landlock_abi", lambda: 0)
+    _, out, _ = _run(capsys, "doctor")
+    assert "git exec allowlist     off (this kernel has no Landlock)" in out
+
+
 def test_doctor_masks_keys_and_never_prints_them(capsys, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "short")

@@ -61,6 +61,33 @@ def allowed_exec(exe: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(paths))
 
 
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where it has none (``aillm-lab doctor`` says
+    whether git's exec allowlist holds here)."""
+    import ctypes
+
+    create = {"x86_64": 444, "aarch64": 444}.get(os.uname().machine)
+    if create is None:
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        version = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    except (OSError, AttributeError):
+        return 0
+    return max(int(version), 0)
+
+
+def exec_guard_status() -> tuple[bool, str]:
+    """Whether git in the jail runs behind the exec allowlist here, in words."""
+    abi = landlock_abi()
+    if abi:
+        return True, (f"on (Landlock ABI {abi}): git may execute only its own files, so a "
+                      f"planted filter, pager or hook cannot start a program")
+    return False, ("off (this kernel has no Landlock): git's filters, pagers and hooks are "
+                   "switched off by configuration only")
+
+
 def guarded(argv: list[str], exe: str) -> tuple[list[str], str]:
     """``(argv, exe)`` that start ``exe`` with ``argv`` behind the exec allowlist."""
     python = interpreter()
@@ -99,4 +126,5 @@ def _elf_interpreters(path: str) -> list[str]:
     return []
 
 
-__all__ = ["allowed_exec", "guarded", "interpreter", "interpreter_binds"]
+__all__ = ["allowed_exec", "exec_guard_status", "guarded", "interpreter", "interpreter_binds",
+           "landlock_abi"]
