@@ -167,9 +167,15 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
     Only entries that did not exist before the call are removed (a deny-listed file moved
     with its folder keeps its inode and stays; a git directory loses its newest markers,
     HEAD first, until it is none), and git directories only when the program was not git
-    itself (``git_made``: a ``git init`` the policy allows makes a clean one). A
-    deny-listed file the user saves while a call runs looks new too: so what is removed is
-    moved aside (``_Aside``), not deleted, and the note says where.
+    itself (``git_made``: a ``git init`` the policy allows makes a clean one).
+
+    A deny-listed file the user saves while a call runs looks new too, so a plain regular
+    file under a deny-listed name is moved aside (``_Aside``), not deleted, and the note
+    says where. Everything else is deleted, never moved: links, folders, anything named
+    ``.git`` (in any case), git markers, the configs of planted git directories, and any
+    file that reads as a gitfile (``gitdir:``). Moved intact, a ``.git`` file pointing at a
+    git directory the program built elsewhere (the Python sandbox's folder) would make
+    the aside folder a repository whose planted config the user's git runs there.
     """
     notes: list[str] = []
     root = ws.root
@@ -179,7 +185,7 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
             notes.append(f"removed {rel}{where}: a deny-listed name (PathPolicy.deny_globs) "
                          f"the program made; no tool may write secrets or keys")
     for rel in sorted(set() if git_made else after.gits - before.gits):
-        if (where := aside.take(rel)) is not None:
+        if (where := aside.take(rel, keep=False)) is not None:
             notes.append(f"removed {rel}{where}: the program created a git directory, whose "
                          f"config and hooks git would run; use the git tools")
     for rel in sorted(set() if git_made else after.gitlike - before.gitlike):
@@ -208,11 +214,11 @@ def _ungit(aside: _Aside, rel: str, names: frozenset[str], old: frozenset[str]) 
         if not is_gitdir(left):
             break
         left.discard(name)
-        if (where := aside.take(_join(rel, name))) is not None:
+        if (where := aside.take(_join(rel, name), keep=False)) is not None:
             notes.append(f"removed {_join(rel, name)}{where}: the folder was laid out like a "
                          f"git directory ({ADVICE})")
     for name in sorted(n for n in names - old if n.lower() in CONFIGS):
-        if (where := aside.take(_join(rel, name))) is not None:
+        if (where := aside.take(_join(rel, name), keep=False)) is not None:
             notes.append(f"removed {_join(rel, name)}{where}: a config the program put in a "
                          f"folder it laid out like a git directory")
     return notes
@@ -228,40 +234,81 @@ def _has_links(folder: Path) -> bool:
 
 
 class _Aside:
-    """Takes entries out of the workspace without following links. A link is deleted (it
-    holds nothing of its own); a file or folder is moved under one folder of the system's
-    temporary directory, made on first use, keeping its relative path. Why not delete it:
-    a file the user saved while the call ran looks like the program's, and must not be
-    lost."""
+    """Takes entries out of the workspace without following links.
+
+    Only a plain regular file (one link, not git's) is kept: moved under one folder of the
+    system's temporary directory, made on first use, keeping its relative path, so a
+    secret file the user saved while the call ran is not lost. All else is deleted: a link
+    holds nothing of its own, a folder may hold a ``.git`` or git markers, and anything
+    git reads (``.git``, markers, a gitfile) would turn the aside folder into a repository
+    whose config runs when the user looks there with git.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.folder: Path | None = None
 
-    def take(self, rel: str) -> str | None:
-        """Remove ``rel``; returns " (moved to PATH)" or "" for a deleted link, or None
-        when it is already gone."""
+    def take(self, rel: str, *, keep: bool = True) -> str | None:
+        """Remove ``rel``; returns " (moved to PATH)" or " (deleted)", or None when it is
+        already gone. ``keep=False``: delete it whatever it is (git's own files)."""
         path = self.root / rel
         try:
             st = os.lstat(path)
         except OSError:
             return None
-        if stat.S_ISLNK(st.st_mode):
-            path.unlink(missing_ok=True)
-            return ""
+        if not (keep and _keepable(path, st)):
+            _delete(path, st)
+            return " (deleted)"
         if self.folder is None:
             self.folder = Path(tempfile.mkdtemp(prefix="aillm-removed-"))
         dest = self.folder / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
         try:
-            shutil.move(str(path), str(dest))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, dest) if _same_disk(path, self.folder) else _copy_out(path, dest)
         except OSError:  # it cannot be moved: it must still leave the workspace
-            if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _delete(path, st)
             return " (deleted: it could not be moved aside)"
         return f" (moved to {dest})"
+
+
+def _keepable(path: Path, st: os.stat_result) -> bool:
+    """A regular file with one link, named like nothing git reads, that is no gitfile."""
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        return False
+    if path.name.lower() in (".git", *MARKERS):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        head = os.read(fd, 64)
+    finally:
+        os.close(fd)
+    return not head.lstrip().lower().startswith(b"gitdir")
+
+
+def _delete(path: Path, st: os.stat_result) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _same_disk(path: Path, folder: Path) -> bool:
+    try:
+        return os.lstat(path.parent).st_dev == os.stat(folder).st_dev
+    except OSError:
+        return False
+
+
+def _copy_out(path: Path, dest: Path) -> None:
+    """Copy a file to another disk without following a link, then remove the original."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as src, open(dest, "xb") as out:
+        shutil.copyfileobj(src, out)
+    os.chmod(dest, 0o600)
+    path.unlink()
 
 
 def _join(rel: str, name: str) -> str:
