@@ -63,6 +63,8 @@ FINAL = (SafetyViolation, BudgetExceeded, ConfigError, TemplateError)  # never r
 
 class WorkflowAgent(Lifecycle):
     """Runs ``workflow`` (a ``Workflow`` or a YAML path) with checkpoints; see the module.
+    A path is read with ``Workflow.from_yaml``'s defaults (it imports nothing it names): for
+    ``call:`` steps pass ``Workflow.from_yaml(path, functions={...})`` instead.
 
     ``model``: the model for ``llm:`` and ``agent:`` steps that name none (default: the
     Lab's). ``max_cost_usd``: the run's budget (default: the workflow's ``budget_usd``).

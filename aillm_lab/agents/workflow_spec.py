@@ -2,11 +2,15 @@
 
 A step is one of four kinds, told apart by the key that names it: ``llm:`` (a prompt through
 the Lab's gateway), ``tool:`` (a tool through the Safety Guard), ``agent:`` (an agent run)
-or ``call:`` (a Python function; YAML names it ``"module:function"``). Steps take values from
+or ``call:`` (a Python function). A workflow read from text (``from_yaml``, ``from_dict``)
+is data someone else may have written, so it imports nothing by itself: its ``call:`` names
+are looked up in the ``functions={"name": fn}`` its caller trusts, and a ``"module:function"``
+(or an ``agent: "module:Class"``) is refused unless the caller passes ``allow_imports=True``,
+which runs whatever code the file names. Steps take values from
 the workflow's inputs and earlier steps through templates (``workflow_template``); a step
 depends on every step it refers to, and on those in its ``needs:``. Everything that can be
 checked without running is checked at load: fields (pydantic), templates, references to
-unknown steps or undeclared inputs, cycles, and importable functions. Each problem is a
+unknown steps or undeclared inputs, cycles, and the functions the calls name. Each problem is a
 ``ConfigError`` whose ``fields`` name the step and the field (``steps.fetch.retry.attempts``).
 
 ::
@@ -17,7 +21,7 @@ unknown steps or undeclared inputs, cycles, and importable functions. Each probl
       - id: draft
         llm: "Write three facts about {{ inputs.topic }}."
       - id: count
-        call: mypkg.text:count_words
+        call: count_words            # Workflow.from_yaml(path, functions={"count_words": f})
         args: {text: "{{ steps.draft.output.text }}"}
         retry: {attempts: 3, backoff_s: 0.5}
         timeout_s: 10
@@ -26,6 +30,7 @@ unknown steps or undeclared inputs, cycles, and importable functions. Each probl
 
 from __future__ import annotations
 
+import contextvars
 import graphlib
 import importlib
 import inspect
@@ -52,6 +57,27 @@ AGENTS = {"react": "aillm_lab.agents.react:ReActAgent",
           "code_writer": "aillm_lab.agents.code_writer:CodeWriterAgent",
           "data_analysis": "aillm_lab.agents.data_analysis:DataAnalysisAgent"}
 _NOT_HASHED = {"id", "needs", "when", "retry", "timeout_s"}
+
+
+class _FromText:
+    """How a workflow read from text may resolve names: the caller's trusted ``functions``,
+    and whether it may import "module:attr" (``allow_imports``)."""
+
+    def __init__(self, functions: Mapping[str, Callable[..., Any]] | None,
+                 allow_imports: bool) -> None:
+        functions = dict(functions or {})
+        for name, fn in functions.items():
+            if not isinstance(name, str) or not callable(fn):
+                raise ConfigError(f"functions={{{name!r}: {fn!r}}}: give names (as used in "
+                                  "call:) mapped to callables.", fields=("functions",))
+        if not isinstance(allow_imports, bool):
+            raise ConfigError(f"allow_imports={allow_imports!r}: give True or False.",
+                              fields=("allow_imports",))
+        self.functions, self.allow_imports = functions, allow_imports
+
+
+_FROM_TEXT: contextvars.ContextVar[_FromText | None] = contextvars.ContextVar(
+    "aillm_workflow_from_text", default=None)
 
 
 class RetryPolicy(BaseModel):
@@ -207,8 +233,15 @@ class Workflow(BaseModel):
         self._check()
 
     @classmethod
-    def from_yaml(cls, source: str | Path) -> Workflow:
-        """A workflow from a YAML file (a path), or YAML text (a string with a newline)."""
+    def from_yaml(cls, source: str | Path, *,
+                  functions: Mapping[str, Callable[..., Any]] | None = None,
+                  allow_imports: bool = False) -> Workflow:
+        """A workflow from a YAML file (a path), or YAML text (a string with a newline).
+
+        The file is data: a ``call:`` names one of ``functions`` (the callables you trust,
+        by the name the file uses); a ``"module:function"`` not among them, or an ``agent:
+        "module:Class"``, is a ConfigError unless ``allow_imports=True``, which imports and
+        runs on this machine whatever the file names (only for files you wrote)."""
         import yaml
 
         text, where = _read(source)
@@ -224,11 +257,18 @@ class Workflow(BaseModel):
             raise ConfigError(f"{where}: a workflow is a mapping with steps: (and name:, "
                               f"inputs:, outputs:), not {type(data).__name__}.",
                               fields=("yaml",))
-        return cls(**data)
+        return cls.from_dict(data, functions=functions, allow_imports=allow_imports)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Workflow:
-        return cls(**dict(data))
+    def from_dict(cls, data: Mapping[str, Any], *,
+                  functions: Mapping[str, Callable[..., Any]] | None = None,
+                  allow_imports: bool = False) -> Workflow:
+        """A workflow from parsed text (JSON, YAML): names resolve as in ``from_yaml``."""
+        token = _FROM_TEXT.set(_FromText(functions, allow_imports))
+        try:
+            return cls(**dict(data))
+        finally:
+            _FROM_TEXT.reset(token)
 
     def step(self, step_id: str) -> StepBase:
         for s in self.steps:
@@ -306,6 +346,7 @@ class Workflow(BaseModel):
                 if need not in deps:
                     deps.append(need)
             if isinstance(step, CallStep):
+                _resolve_call(step)
                 try:
                     step.fn  # noqa: B018 - import now: a typo fails at load, not mid-run
                 except (ImportError, AttributeError, ValueError) as exc:
@@ -381,11 +422,38 @@ def import_object(ref: str) -> Any:
     return obj
 
 
+def _resolve_call(step: CallStep) -> None:
+    """In a workflow read from text, bind a named call to the caller's function, or refuse
+    the import a "module:function" would be (the file must not choose what code runs)."""
+    source = _FROM_TEXT.get()
+    if source is None or not isinstance(step.call, str):
+        return
+    if step.call in source.functions:
+        step._fn = source.functions[step.call]
+        return
+    if source.allow_imports and step.call.count(":") == 1:
+        return
+    known = f" (functions given: {sorted(source.functions)})" if source.functions else ""
+    raise ConfigError(
+        f"step {step.id!r}: call {step.call!r} is not one of the functions passed to the "
+        f"workflow{known}. A workflow read from a file imports nothing by itself: pass "
+        f"functions={{{step.call!r}: <the function>}} to from_yaml/from_dict, or "
+        "allow_imports=True if you wrote the file and trust every 'module:function' it names "
+        "(that runs them on this machine).", fields=(f"steps.{step.id}.call",))
+
+
 def _check_agent(step: AgentRunStep) -> None:
     agent = step.agent
     if isinstance(agent, str):
         if agent in AGENTS:
             return
+        source = _FROM_TEXT.get()
+        if source is not None and not source.allow_imports:
+            raise ConfigError(
+                f"step {step.id!r}: agent {agent!r} is not one of {sorted(AGENTS)}. A workflow "
+                "read from a file imports nothing by itself: build this step in Python with "
+                "an agent object, or pass allow_imports=True if you wrote the file and trust "
+                "every 'module:Class' it names.", fields=(f"steps.{step.id}.agent",))
         if agent.count(":") == 1:
             try:
                 found = import_object(agent)

@@ -28,12 +28,12 @@ steps:
 
 def _error(yaml_text: str) -> ConfigError:
     with pytest.raises(ConfigError) as info:
-        al.Workflow.from_yaml(yaml_text)
+        al.Workflow.from_yaml(yaml_text, allow_imports=True)
     return info.value
 
 
 def test_yaml_and_python_build_the_same_validated_workflow():
-    wf = al.Workflow.from_yaml(GOOD)
+    wf = al.Workflow.from_yaml(GOOD, allow_imports=True)  # a file this test wrote
     same = al.Workflow(name="demo", inputs={"topic": None, "n": 2}, steps=[
         {"id": "draft", "llm": "Write {{ inputs.n }} facts about {{ inputs.topic }}."},
         {"id": "count", "call": "_workflow_funcs:counts",
@@ -50,7 +50,8 @@ def test_yaml_and_python_build_the_same_validated_workflow():
 def test_a_yaml_file_path_is_read(tmp_path):
     path = tmp_path / "flow.yaml"
     path.write_text(GOOD, encoding="utf-8")
-    assert al.Workflow.from_yaml(path) == al.Workflow.from_yaml(str(path))
+    assert (al.Workflow.from_yaml(path, allow_imports=True)
+            == al.Workflow.from_yaml(str(path), allow_imports=True))
 
 
 def test_a_cycle_is_a_config_error_naming_its_steps():

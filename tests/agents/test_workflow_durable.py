@@ -25,10 +25,15 @@ import sys
 import aillm_lab as al
 home, flow, run_id, text, counters, hold = sys.argv[1:]
 lab = al.Lab(home=home)
-run = al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=lab).run(
+run = al.WorkflowAgent(al.Workflow.from_yaml(flow, allow_imports=True), lab=lab).run(
     inputs={"text": text, "counters": counters, "hold": hold}, run_id=run_id)
 print(run.status)
 """
+
+
+def _flow(path: Path) -> al.Workflow:
+    """The test's own file: it may import the step functions it names."""
+    return al.Workflow.from_yaml(path, allow_imports=True)
 
 
 @pytest.fixture
@@ -109,7 +114,7 @@ def test_a_run_killed_after_step_three_resumes_without_rerunning_steps_one_to_th
 
     hold.unlink()  # the resumed run's second level does not wait
     lab = open_lab(home)
-    run = al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=lab).run(
+    run = al.WorkflowAgent(_flow(flow), lab=lab).run(
         inputs={"text": TEXT, "counters": str(counters), "hold": str(hold)},
         run_id="nightly-1")
     assert run.status == "completed" and run.resumed
@@ -121,7 +126,7 @@ def test_a_run_killed_after_step_three_resumes_without_rerunning_steps_one_to_th
 
     fresh_counters = tmp_path / "fresh"
     fresh_counters.mkdir()
-    fresh = al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=open_lab(tmp_path / "other")
+    fresh = al.WorkflowAgent(_flow(flow), lab=open_lab(tmp_path / "other")
                              ).run(inputs={"text": TEXT, "counters": str(fresh_counters),
                                            "hold": str(hold)}, run_id="nightly-1")
     assert fresh.status == "completed" and not fresh.resumed
@@ -137,7 +142,7 @@ def test_a_step_whose_inputs_changed_runs_again_and_the_rest_are_restored(
         tmp_path, flow, open_lab):
     counters = tmp_path / "counters"
     counters.mkdir()
-    agent = al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=open_lab(tmp_path / "home"))
+    agent = al.WorkflowAgent(_flow(flow), lab=open_lab(tmp_path / "home"))
     inputs = {"text": "one two three", "counters": str(counters)}
     first = agent.run(inputs, run_id="r")
     assert first.executed == ["load", "upper", "lengths", "joined", "total", "report"]
@@ -160,7 +165,7 @@ def test_each_finished_step_is_a_committed_row_in_lab_db_with_its_hash_and_attem
     home, counters = tmp_path / "home", tmp_path / "counters"
     counters.mkdir()
     lab = open_lab(home)
-    run = al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=lab).run(
+    run = al.WorkflowAgent(_flow(flow), lab=lab).run(
         {"text": "a bb", "counters": str(counters)}, run_id="rows")
     with sqlite3.connect(home / "lab.db") as conn:  # another connection sees every row
         steps = conn.execute("SELECT step, status, attempts, input_hash, output FROM "
@@ -178,7 +183,7 @@ def test_a_run_id_of_another_workflow_is_refused_by_name(tmp_path, flow, open_la
     lab = open_lab(tmp_path / "home")
     counters = tmp_path / "c"
     counters.mkdir()
-    al.WorkflowAgent(al.Workflow.from_yaml(flow), lab=lab).run(
+    al.WorkflowAgent(_flow(flow), lab=lab).run(
         {"text": "x", "counters": str(counters)}, run_id="shared")
     other = al.Workflow(name="other", steps=[{"id": "a", "call": "_workflow_funcs:counts",
                                               "args": {"counters": str(counters)}}])
