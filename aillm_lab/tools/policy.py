@@ -19,12 +19,25 @@ class _Policy(BaseModel):
 
 
 class PathPolicy(_Policy):
-    """Which files inside the workspace tools may touch, and how much of them."""
+    """Which files inside the workspace tools may touch, and how much of them.
+
+    ``deny_globs`` names the usual places secrets live: dotenv files, keys, git's configs
+    (remote URLs with tokens), and the credential files of common clients (netrc, pgpass,
+    npm, PyPI, git's credential store, AWS, Docker, kubectl, Terraform state, secrets.yaml).
+    ``**/.env.*`` also denies templates such as ``.env.example``: a copy with real values
+    is named the same way, so none is trusted; a project that needs its template readable
+    can drop that glob.
+    """
 
     deny_globs: list[str] = Field(
-        default_factory=lambda: ["**/.env", "**/*.pem", "**/*.key", "**/id_rsa*",
+        default_factory=lambda: ["**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_rsa*",
                                  "**/.git/config", "**/.git/**/config",
-                                 "**/.git/**/config.worktree", "**/.ssh/**"],
+                                 "**/.git/**/config.worktree", "**/.ssh/**",
+                                 "**/.netrc", "**/_netrc", "**/.pgpass", "**/.npmrc",
+                                 "**/.pypirc", "**/.git-credentials", "**/.aws/credentials",
+                                 "**/.aws/config", "**/.docker/config.json",
+                                 "**/.kube/config", "**/secrets.y*ml", "**/secrets.json",
+                                 "**/*.tfstate", "**/*.tfstate.backup"],
         description="workspace-relative globs no tool may read or write")
     max_read_bytes: int = Field(default=2_000_000, ge=1, le=10**10)
     max_write_bytes: int = Field(default=5_000_000, ge=1, le=10**10)
