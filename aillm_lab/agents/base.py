@@ -288,8 +288,12 @@ class Agent:
     async def _save_run(self, run: AgentRun) -> None:
         if not self.save:
             return
+        # the guard's redactor (the Lab's keys, secret env vars, key formats): a trace keeps
+        # tool arguments, results and answers, and no API key may be stored at rest
+        redact = self.lab.tools.guard.redactor.redact_value
         try:  # shielded: a second Ctrl-C while the file is written must not lose the run
-            await asyncio.shield(asyncio.to_thread(store.save_run, self.lab.settings.home, run))
+            await asyncio.shield(asyncio.to_thread(store.save_run, self.lab.settings.home, run,
+                                                   redact=redact))
         except OSError as exc:  # a full disk must not lose the run the caller gets
             log.warning("agent run %s was not saved: %s", run.id, exc)
 

@@ -4,14 +4,20 @@ reload them.
 One file per run (``<run id>.agent.json``), written to a temp file and ``os.replace``d, so a
 reader never sees half a run and a crash never leaves one. JSON rather than a table because
 a trace is nested (messages, tool calls, results) and is read back whole.
+
+A trace holds what tools were given and returned and what the model said, so it can hold a
+secret the audit log would hide; ``redact`` (the Safety Guard's ``Redactor.redact_value``)
+is applied to the run's JSON data before it is written: no API key is stored at rest.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aillm_lab.agents.run import AgentRun
 
@@ -27,15 +33,20 @@ def runs_dir(home: Path) -> Path:
     return Path(home) / "runs"
 
 
-def save_run(home: Path, run: AgentRun) -> Path:
-    """Write ``run`` atomically; saving the same run again replaces it."""
+def save_run(home: Path, run: AgentRun, *, redact: Callable[[Any], Any] | None = None) -> Path:
+    """Write ``run`` atomically; saving the same run again replaces it. ``redact`` maps the
+    run's JSON data to what may be stored (values, not the text, so the file stays valid
+    JSON); the ``run`` object itself is not changed."""
+    text = run.model_dump_json()
+    if redact is not None:
+        text = json.dumps(redact(json.loads(text)), ensure_ascii=False)
     folder = runs_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{run.id}{SUFFIX}"
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{run.id}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(run.model_dump_json())
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
