@@ -21,9 +21,10 @@ class _Policy(BaseModel):
 class PathPolicy(_Policy):
     """Which files inside the workspace tools may touch, and how much of them.
 
-    ``deny_globs`` names the usual places secrets live: dotenv files, keys, git's configs
-    (remote URLs with tokens), and the credential files of common clients (netrc, pgpass,
-    npm, PyPI, git's credential store, AWS, Docker, kubectl, Terraform state, secrets.yaml).
+    ``deny_globs`` names the usual places secrets live: dotenv files, keys (SSH ones too),
+    git's configs (remote URLs with tokens), and the credential files of common clients
+    (netrc, pgpass, npm, PyPI, git's credential store, AWS, Docker, kubectl, Terraform
+    state, secrets.yaml).
     ``**/.env.*`` also denies templates such as ``.env.example``: a copy with real values
     is named the same way, so none is trusted; a project that needs its template readable
     can drop that glob.
@@ -31,6 +32,7 @@ class PathPolicy(_Policy):
 
     deny_globs: list[str] = Field(
         default_factory=lambda: ["**/.env", "**/.env.*", "**/*.pem", "**/*.key", "**/id_rsa*",
+                                 "**/id_ed25519*", "**/id_ecdsa*", "**/id_dsa*",
                                  "**/.git/config", "**/.git/**/config",
                                  "**/.git/**/config.worktree", "**/.ssh/**",
                                  "**/.netrc", "**/_netrc", "**/.pgpass", "**/.npmrc",

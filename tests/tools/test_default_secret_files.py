@@ -22,6 +22,7 @@ SECRET_FILES = [
     ".npmrc", ".pypirc", ".git-credentials", ".aws/credentials", ".aws/config",
     ".docker/config.json", ".kube/config", "secrets.yaml", "deploy/secrets.yml",
     "secrets.json", "infra/terraform.tfstate", "infra/terraform.tfstate.backup",
+    "keys/id_ed25519", "id_ecdsa", "id_dsa.pub",
 ]
 
 
