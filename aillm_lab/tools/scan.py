@@ -21,8 +21,17 @@ MIN_SECRET_CHARS = 8  # shorter values would redact ordinary words and numbers
 # encoded form to count: dropping separators joins words, so 8 would hit ordinary text
 # ("task project" holds "skproj"); 12 random characters do not occur by chance.
 MIN_TRANSFORMED_CHARS = 12
+# Letters (no digits) of a secret that must line up in the text's letters alone: this pass
+# reads through numbers put between pieces (``grep -o -b`` byte offsets, ``grep -n`` or
+# ``cat -n`` line numbers). Dropping digits too joins more of ordinary text, so it takes
+# more letters, and only secrets with that many letters get it: 16 letters of a random key
+# do not occur by chance, even in 100 kB of hex (6**16 = 3e12 arrangements of its a-f).
+MIN_LETTERS_CHARS = 16
 _ALNUM = re.compile(r"[A-Za-z0-9]")
+_ALPHA = re.compile(r"[A-Za-z]")
 _NOT_ALNUM_BYTES = bytes(b for b in range(256) if not (chr(b).isascii() and chr(b).isalnum()))
+_NOT_ALPHA_BYTES = bytes(b for b in range(256) if not (chr(b).isascii() and chr(b).isalpha()))
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD", re.IGNORECASE)
 _SECRET_FIELD = re.compile(r"^(.*[_-])?(password|passwd|secret|token|api[_-]?key|"
                            r"authorization|cookie|private[_-]?key)$", re.IGNORECASE)
@@ -31,20 +40,31 @@ _SECRET_FIELD = re.compile(r"^(.*[_-])?(password|passwd|secret|token|api[_-]?key
 def scan_injection(text: str) -> list[str]:
     """Names of the prompt-injection markers found in ``text`` (empty when it looks clean).
 
-    The text is NFKC-normalised, stripped of invisible characters and its look-alike
-    letters folded to Latin first (``_CONFUSABLES``), so ``ig\\u200bnore previous
-    instructions``, full-width letters or a Cyrillic ``о`` in ``ignоre`` do not slip through.
-    Only the scan sees the folded copy; the text shown is unchanged.
+    The scan reads a folded copy: backslash escapes (``\\xad``, ``\\u200b``, as a ``repr``
+    in an error shows them) decoded, invisible characters dropped (every format character,
+    Unicode category Cf, such as the soft hyphen or a zero-width space, plus fillers drawn
+    as nothing: variation selectors, Hangul fillers, the braille blank, ``_INVISIBLE``),
+    NFKC applied (full-width letters, ``ⅰ``) and look-alike letters folded to Latin
+    (``_CONFUSABLES``: Cyrillic, Greek, Armenian, small capitals). So ``ig\u00adnore previous
+    instructions`` or a Cyrillic ``о`` in ``ignоre`` do not slip through. Only the scan sees
+    the folded copy; the text shown is unchanged.
+
+    A known limit of matching patterns: an instruction said in other words ("what you were
+    told earlier no longer applies") or in another language is not found. The fence and
+    the tool policy, not this scan, are what keep such text from acting.
     """
     if not text:
         return []
     found: list[str] = []
     plain = text
-    if not text.isascii():  # O(1) in CPython; every hidden or look-alike char is non-ASCII
-        if _INVISIBLE.search(text):
-            if _has_hidden_text(text):
+    if "\\" in text and _ESCAPE.search(text):  # \xad in a repr reads as the character
+        plain = _ESCAPE.sub(_unescape, text)
+    if not plain.isascii():  # O(1) in CPython; every hidden or look-alike char is non-ASCII
+        maybe = _MAYBE_INVISIBLE.search(plain)
+        if maybe and _INVISIBLE.search(plain, maybe.start()):
+            if _has_hidden_text(plain):
                 found.append("hidden_text")
-            plain = _INVISIBLE.sub("", text)
+            plain = _INVISIBLE.sub("", plain)
         plain = unicodedata.normalize("NFKC", plain)
         if _CONFUSABLE_CHAR.search(plain):  # translate costs 10x the search: accents etc.
             plain = plain.translate(_CONFUSABLES)
@@ -85,9 +105,21 @@ class Redactor:
     reads only the text's ASCII letters and digits and looks for windows of
     ``MIN_TRANSFORMED_CHARS`` of a secret's letters and digits, of its hex (either case) and
     of its base64 (each of the three byte alignments; standard and URL-safe alike, since
-    ``+/-_=`` are separators too). A hit maps back to the span of the original text it came
-    from, separators included, and that span is hidden. Secrets with fewer than
-    ``MIN_TRANSFORMED_CHARS`` letters and digits are only matched as written.
+    ``+/-_=`` are separators too). A third pass reads only the text's letters, for windows
+    of ``MIN_LETTERS_CHARS`` of a secret's letters, so numbers printed between the pieces
+    (``grep -o -b '.\\{1,7\\}'`` puts a byte offset before each 7-character piece) do not
+    break it up. A hit maps back to the span of the original text it came from, separators
+    included, and that span is hidden. Secrets with fewer than ``MIN_TRANSFORMED_CHARS``
+    letters and digits are only matched as written (and in pieces).
+
+    Every pass compares case-folded text and also looks for the secret reversed, so
+    SQL's ``upper(value)`` or ``reverse(value)`` and ``rev`` do not show it either.
+
+    What output scanning cannot do: a secret read out in pieces shorter than
+    ``MIN_SECRET_CHARS`` over several calls (``cut -c1-7``, then ``cut -c8-14``...) is never
+    whole in one output, so no output holds anything to recognise. Keeping secrets out of
+    what tools can read (the deny list, the environment) is what stops that; so is any
+    transformation the passes above do not undo (a letter shift, arithmetic on codes).
     """
 
     def __init__(self, secrets: Iterable[str] = (), *, patterns: bool = True) -> None:
@@ -95,6 +127,7 @@ class Redactor:
         self._secrets: list[str] = []
         self._windows: Any = None
         self._transformed: Any = None
+        self._letters: Any = None
         self.add(*secrets)
 
     def __repr__(self) -> str:  # never show the values
@@ -106,6 +139,7 @@ class Redactor:
         self._secrets = sorted(set(self._secrets) | fresh, key=len, reverse=True)
         self._windows = _window_automaton(self._secrets) if self._secrets else None
         self._transformed = _transformed_automaton(self._secrets)
+        self._letters = _letters_automaton(self._secrets)
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret, every 8+ char piece of one, and every
@@ -113,7 +147,9 @@ class Redactor:
         if self._windows is not None and len(text) >= MIN_SECRET_CHARS:
             text = _hide_pieces(text, self._windows)
         if self._transformed is not None and len(text) >= MIN_TRANSFORMED_CHARS:
-            text = _hide_transformed(text, self._transformed)
+            text = _hide_transformed(text, self._transformed, _NOT_ALNUM_BYTES, _ALNUM)
+        if self._letters is not None and len(text) >= MIN_LETTERS_CHARS:
+            text = _hide_transformed(text, self._letters, _NOT_ALPHA_BYTES, _ALPHA)
         if self.patterns:
             # a pattern runs only where one of its anchors occurs: one pass finds them all
             hits = {i for _end, i in _anchor_automaton().iter(text.lower())}
@@ -147,14 +183,16 @@ def _window_automaton(secrets: list[str]) -> Any:
 
     automaton = ahocorasick.Automaton()
     for secret in secrets:
-        for i in range(len(secret) - MIN_SECRET_CHARS + 1):
-            automaton.add_word(secret[i:i + MIN_SECRET_CHARS], MIN_SECRET_CHARS)
+        for form in (secret.lower(), secret.lower()[::-1]):
+            for i in range(len(form) - MIN_SECRET_CHARS + 1):
+                automaton.add_word(form[i:i + MIN_SECRET_CHARS], MIN_SECRET_CHARS)
     automaton.make_automaton()
     return automaton
 
 
 def _transformed_automaton(secrets: list[str]) -> Any:
-    """Windows of each secret's letters and digits, hex and base64, separators dropped."""
+    """Windows of each secret's letters and digits (also reversed), hex and base64,
+    separators dropped, lower-cased."""
     import ahocorasick
 
     automaton = ahocorasick.Automaton()
@@ -162,15 +200,15 @@ def _transformed_automaton(secrets: list[str]) -> Any:
         raw = secret.encode("utf-8")
         if len(_flat(secret)) < MIN_TRANSFORMED_CHARS:
             continue
-        forms = [(secret, MIN_TRANSFORMED_CHARS), (raw.hex(), 2 * MIN_TRANSFORMED_CHARS),
-                 (raw.hex().upper(), 2 * MIN_TRANSFORMED_CHARS)]
+        forms = [(secret, MIN_TRANSFORMED_CHARS), (secret[::-1], MIN_TRANSFORMED_CHARS),
+                 (raw.hex(), 2 * MIN_TRANSFORMED_CHARS)]
         for skip in range(3):  # where the secret starts within a 3-byte base64 group
             body = raw[skip:]
             whole_groups = body[:len(body) // 3 * 3]  # the last group mixes in what follows
             forms.append((base64.b64encode(whole_groups).decode("ascii"),
                           MIN_TRANSFORMED_CHARS * 4 // 3))
         for form, size in forms:
-            flat = _flat(form)
+            flat = _flat(form).lower()
             for i in range(len(flat) - size + 1):
                 automaton.add_word(flat[i:i + size], size)
     if not len(automaton):
@@ -179,13 +217,32 @@ def _transformed_automaton(secrets: list[str]) -> Any:
     return automaton
 
 
-def _hide_transformed(text: str, windows: Any) -> str:
-    """Find windows in the text's letters and digits; hide the original spans they cover.
+def _letters_automaton(secrets: list[str]) -> Any:
+    """Windows of each secret's letters alone (also reversed), lower-cased, for secrets
+    with at least ``MIN_LETTERS_CHARS`` letters."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    size = MIN_LETTERS_CHARS
+    for secret in secrets:
+        letters = _flat(secret, _NOT_ALPHA_BYTES).lower()
+        for form in (letters, letters[::-1]):
+            for i in range(len(form) - size + 1):
+                automaton.add_word(form[i:i + size], size)
+    if not len(automaton):
+        return None
+    automaton.make_automaton()
+    return automaton
+
+
+def _hide_transformed(text: str, windows: Any, dropped: bytes, kept: re.Pattern[str]) -> str:
+    """Find windows in the text's kept characters (ASCII letters and digits, or letters
+    alone), lower-cased; hide the original spans they cover.
 
     The flat copy costs one ``bytes.translate`` (0.04 ms for 100 kB, 45x less than a
     ``re.sub``); the position map is built only on a hit.
     """
-    flat = _flat(text)
+    flat = _flat(text, dropped).lower()
     spans: list[list[int]] = []
     for end, size in windows.iter(flat):
         start = end - size + 1
@@ -195,7 +252,7 @@ def _hide_transformed(text: str, windows: Any) -> str:
             spans.append([start, end + 1])
     if not spans:
         return text
-    where = [m.start() for m in _ALNUM.finditer(text)]  # flat index -> text index
+    where = [m.start() for m in kept.finditer(text)]  # flat index -> text index
     out, at = [], 0
     for start, stop in spans:
         out += [text[at:where[start]], "[REDACTED:secret]"]
@@ -204,10 +261,17 @@ def _hide_transformed(text: str, windows: Any) -> str:
     return "".join(out)
 
 
-def _flat(text: str) -> str:
-    """Only the ASCII letters and digits of ``text`` (every other character is >= 0x80 or a
-    separator in UTF-8, so deleting bytes keeps exactly those)."""
-    return text.encode("utf-8", "surrogatepass").translate(None, _NOT_ALNUM_BYTES).decode()
+def _flat(text: str, dropped: bytes = _NOT_ALNUM_BYTES) -> str:
+    """Only the ASCII letters and digits of ``text``, or its letters alone (every other
+    character is >= 0x80 or a separator in UTF-8, so deleting bytes keeps exactly those)."""
+    return text.encode("utf-8", "surrogatepass").translate(None, dropped).decode()
+
+
+def _fold(text: str) -> str:
+    """``text`` lower-cased, position for position (``str.lower`` turns ``İ`` into two
+    characters; then only ASCII letters are lowered)."""
+    low = text.lower()
+    return low if len(low) == len(text) else text.translate(_ASCII_LOWER)
 
 
 @functools.cache
@@ -231,7 +295,7 @@ def _anchor_automaton() -> Any:
 def _hide_pieces(text: str, windows: Any) -> str:
     """Merge every window hit into spans (overlapping or touching) and replace each span."""
     spans: list[list[int]] = []
-    for end, size in windows.iter(text):
+    for end, size in windows.iter(_fold(text)):
         start = end - size + 1
         if spans and start <= spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], end + 1)
@@ -260,9 +324,28 @@ def env_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 # -- injection markers ----------------------------------------------------------------------
-_INVISIBLE = re.compile("[\u200b-\u200f\u2060-\u2064\u180e\u202a-\u202e\u2066-\u2069\ufeff"
-                        "\U000e0000-\U000e007f]")
-# Cyrillic and Greek letters drawn like Latin ones, which NFKC leaves alone (they are
+# Characters the scan drops: every format character (Unicode category Cf: soft hyphen,
+# zero-width and bidi controls, Arabic letter mark, tag characters...), C0/C1 controls other
+# than whitespace, and characters that are letters or marks by category but are drawn as
+# nothing (combining grapheme joiner, Khmer inherent vowels, Hangul fillers, variation
+# selectors, the braille blank). A test checks the Cf part against ``unicodedata``.
+_INVISIBLE_BMP = ("\x00-\x08\x0e-\x1f\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd"
+                  "\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+                  "\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb")
+_INVISIBLE = re.compile(f"[{_INVISIBLE_BMP}\U000110bd\U000110cd\U00013430-\U0001343f"
+                        "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e01ef]")
+# The same search, cheaper: re checks BMP characters in a bitmap but characters past U+FFFF
+# range by range, so each range costs every character of the text (1 ms per 100 kB for
+# the seven above). One range for all of them finds where an exact search must start.
+_MAYBE_INVISIBLE = re.compile(f"[{_INVISIBLE_BMP}\U00010000-\U0010ffff]")
+_ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U00[01][0-9a-fA-F]{5})")
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return chr(int(m.group(0)[2:], 16))
+
+
+# Cyrillic, Greek and other letters drawn like Latin ones, which NFKC leaves alone (they are
 # letters of their own scripts). Why a table and not a library: no confusables package is
 # a dependency, and Unicode's confusables.txt maps thousands of symbols for identifier
 # spoofing; the injection patterns only need the letters that pass for a-z in English words.
@@ -286,6 +369,21 @@ _CONFUSABLES = str.maketrans({
     "\u03a7": "X", "\u03f9": "C",
     # Latin letters outside a-z that read as one
     "\u0131": "i", "\u0261": "g", "\u0251": "a", "\u1d00": "A", "\u0269": "i",
+    # Latin small capitals (NFKC keeps them: they are IPA letters)
+    "\u0299": "b", "\u1d04": "c", "\u1d05": "d", "\u1d07": "e", "\ua730": "f",
+    "\u0262": "g", "\u029c": "h", "\u026a": "i", "\u1d0a": "j", "\u1d0b": "k",
+    "\u029f": "l", "\u1d0d": "m", "\u0274": "n", "\u1d0f": "o", "\u1d18": "p",
+    "\u0280": "r", "\ua731": "s", "\u1d1b": "t", "\u1d1c": "u", "\u1d20": "v",
+    "\u1d21": "w", "\u028f": "y", "\u1d22": "z",
+    # Armenian, Cherokee and round digits of other scripts that pass for Latin letters
+    "\u0585": "o", "\u057d": "u", "\u0578": "n", "\u0570": "h", "\u0561": "w",
+    "\u0563": "q", "\u0566": "q", "\u13a5": "i", "\u13a0": "D", "\u13a1": "R",
+    "\u13a2": "T", "\u13a9": "Y", "\u13aa": "A", "\u13ab": "J", "\u13ac": "E",
+    "\u13b3": "W", "\u13b7": "M", "\u13bb": "H", "\u13bd": "Y", "\u13c0": "G",
+    "\u13c2": "h", "\u13c3": "Z", "\u13cf": "b", "\u13d2": "R", "\u13da": "S",
+    "\u13de": "L", "\u13df": "C", "\u13e2": "P", "\u13e6": "K", "\u13f4": "B",
+    "\u0a66": "o", "\u0966": "o", "\u1040": "o", "\u0ce6": "o", "\u0d66": "o",
+    "\u0e50": "o", "\u0ed0": "o",
 })
 _CONFUSABLE_CHAR = re.compile("[" + re.escape("".join(map(chr, _CONFUSABLES))) + "]")
 _HIDDEN = re.compile("[\u200b\u2060-\u2064\u180e\u202a-\u202e\u2066-\u2069]"
