@@ -10,16 +10,20 @@ refused, since fetching it would step around the network policy.
 
 A tool's arguments are the operation's path, query, header and cookie parameters by name,
 plus ``body`` for the request body; ``additionalProperties: false`` makes an unknown argument
-a validation error the model reads. Calls go through the Web tool's SSRF and host rules
-(``openapi_http.send``); the base URL is checked against the allow and deny lists when the
-tools are made, so a document that points at a host the policy refuses is refused at once.
-Auth comes from ``LabSettings.openapi_auth`` (``SecretStr``) and is never an argument, so it
-never reaches the audit log, the approver or a trace. All tools have ``risk="network"``.
+a validation error the model reads. A header parameter the client sets itself or that steers
+the request (Host, Cookie, Authorization, Content-Length, Proxy-*, ...:
+``openapi_http.refused_parameter``) is dropped with a logged warning, never sent. Calls go
+through the Web tool's SSRF and host rules (``openapi_http.send``); the base URL is checked
+against the allow and deny lists when the tools are made, so a document that points at a
+host the policy refuses is refused at once. Auth comes from ``LabSettings.openapi_auth``
+(``SecretStr``) and is never an argument, so it never reaches the audit log, the approver or
+a trace. All tools have ``risk="network"``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +41,22 @@ from aillm_lab.tools.netguard import (
     parse_host,
     parse_url,
 )
-from aillm_lab.tools.openapi_http import Auth, BodyKind, Operation, Param, send
+from aillm_lab.tools.openapi_http import (
+    Auth,
+    BodyKind,
+    Operation,
+    Param,
+    refused_parameter,
+    send,
+)
 from aillm_lab.tools.policy import NetworkPolicy
 from aillm_lab.tools.schema_tool import SchemaTool, tool_name
 
 if TYPE_CHECKING:
     from aillm_lab.config import LabSettings
     from aillm_lab.runtime import LoopRunner
+
+log = logging.getLogger(__name__)
 
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 _DROP = frozenset({"example", "examples", "xml", "externalDocs", "discriminator", "nullable"})
@@ -279,6 +292,10 @@ def _operation_tool(doc: Any, path: str, method: str, item: Any, op: Any, base: 
     for (name, where), param in merged.items():
         if auth is not None and where == "header" and name.lower() == auth.name.lower():
             continue  # the auth header comes from settings, never from the model
+        if why := refused_parameter(name, where):
+            log.warning("%s: %s %s: %s parameter dropped from the tool: %s", source,
+                        method.upper(), path, where, why)
+            continue
         arg = name if _plain(name) and name not in properties and name != "body" else \
             tool_name(f"{where}_{name}")
         schema = _param_schema(param)

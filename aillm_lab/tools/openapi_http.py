@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote
@@ -31,6 +32,33 @@ from aillm_lab.tools.scan import Redactor
 
 USER_AGENT = "aillm-lab-openapi/0.1"
 BodyKind = Literal["json", "form", "text"]
+
+# Headers a document may not hand to the model: OpenAPI says parameters named Accept,
+# Content-Type or Authorization SHALL be ignored; the rest the client sets itself (Host,
+# Cookie, framing), or they steer where or how the request travels (a model-chosen Host
+# reaches another virtual host, X-Forwarded-* and Proxy-* fool proxies, a method override
+# turns the documented GET into a DELETE).
+RESERVED_HEADERS = frozenset({
+    "accept", "accept-encoding", "authorization", "connection", "content-encoding",
+    "content-length", "content-type", "cookie", "expect", "forwarded", "host", "keep-alive",
+    "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "x-real-ip",
+    "x-http-method", "x-http-method-override", "x-method-override"})
+RESERVED_PREFIXES = ("proxy-", "x-forwarded-", "sec-")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 field-name
+
+
+def refused_parameter(name: str, location: str) -> str | None:
+    """Why a header or cookie parameter called ``name`` may not come from the model, or
+    None when it may."""
+    if location not in ("header", "cookie"):
+        return None
+    if not _TOKEN.match(name):
+        return f"{name!r} is not a valid {location} name"
+    low = name.lower()
+    if location == "header" and (low in RESERVED_HEADERS or low.startswith(RESERVED_PREFIXES)):
+        return (f"{name!r} is a header the HTTP client sets itself or one that steers where "
+                f"the request goes; the model may not set it")
+    return None
 
 
 @dataclass(frozen=True)
@@ -143,6 +171,8 @@ def _request(op: Operation, arguments: dict[str, Any]
         elif param.location == "query":
             items = value if isinstance(value, list) else [value]
             query += [(param.name, _text(v)) for v in items]
+        elif refused_parameter(param.name, param.location):
+            continue  # never sent, even if an Operation was built by hand
         elif param.location == "header":
             headers[param.name] = _text(value)
         else:
@@ -193,4 +223,5 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-__all__ = ["Auth", "BodyKind", "Operation", "Param", "send"]
+__all__ = ["RESERVED_HEADERS", "Auth", "BodyKind", "Operation", "Param", "refused_parameter",
+           "send"]
