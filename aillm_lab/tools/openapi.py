@@ -293,8 +293,8 @@ def _operation_tool(doc: Any, path: str, method: str, item: Any, op: Any, base: 
         if auth is not None and where == "header" and name.lower() == auth.name.lower():
             continue  # the auth header comes from settings, never from the model
         if why := refused_parameter(name, where):
-            log.warning("%s: %s %s: %s parameter dropped from the tool: %s", source,
-                        method.upper(), path, where, why)
+            log.warning("OpenAPI %r: %s %s: %s parameter dropped from the tool: %s",
+                        doc.info.title, method.upper(), path, where, why)
             continue
         arg = name if _plain(name) and name not in properties and name != "body" else \
             tool_name(f"{where}_{name}")
