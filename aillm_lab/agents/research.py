@@ -23,6 +23,15 @@ How a run goes, and why:
    model says so, the answer is ``NOT_FOUND``: nothing retrieved means nothing to support a
    claim, whatever the model wrote.
 
+Retrieved text is data someone else may have written, and it lands in the prompt (the seed
+passages in the system message). So each passage the model reads is first made inert
+(``research_passages``): a line imitating the prompt's own source markup (``[n] (name)``,
+the ``Sources ... (cite them as [n]):`` header, a ``<sources>`` tag) is quoted and its
+marker turned to ``(n)``, so no passage can forge another source or end the list; and a
+passage with such a line, or one the tools' injection scan flags, is fenced with
+``wrap_as_data`` as the Safety Guard fences tool output. The book keeps the original text
+(``ResearchAnswer.sources``); labels are given as before.
+
 Limits: a fork gets no seed retrieval (the model searches itself) and starts with an empty
 source list, so its citations of earlier sources are flagged. ``stream`` seeds as ``run``
 does and tells each seed search as events of step 0.
@@ -40,6 +49,7 @@ from pydantic import BaseModel, Field
 
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.modes import Verdict
+from aillm_lab.agents.research_passages import one_line, passage_for_model, shown_name
 from aillm_lab.agents.run import AgentEvent, AgentRun
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
@@ -265,7 +275,8 @@ class ResearchAgent(Agent):
         for memory in memories:
             cm.memory(memory)
         first = len(cm.items)
-        cm.sources([{"text": s.text, "source": s.name} for s in session.pending])
+        cm.sources([{"text": passage_for_model(s.text), "source": _shown_name(s)}
+                    for s in session.pending])
         cm.history([Message.user(run.task)])
         packed = cm.pack()
         kept = sorted((i for i in packed.kept if i.kind == "source"), key=lambda i: i.order)
@@ -400,7 +411,9 @@ class ResearchAgent(Agent):
                                                max_chars=agent.search_tokens * 3)
             source = ResearchSource(label=0, source=url, text=page.content, kind="web")
             label = session.add(source)
-            return f"[{label}] ({url}) {page.content}"
+            # the guard already scanned and fenced the page; only its markup is made inert
+            text = passage_for_model(page.content, scan=False)
+            return f"[{label}] ({one_line(url)}) {text}"
 
         return [*tools, Tool(read_web_page, name=WEB_TOOL, risk=RiskLevel.NETWORK)]
 
@@ -410,7 +423,8 @@ class ResearchAgent(Agent):
         fresh = [h for h in hits if session.label_of(h) is None]
         cm = ContextManager(counter=counter_for(run.model or None),
                             budget_tokens=self.search_tokens, per_message_tokens=0)
-        cm.sources([{"text": h.text, "source": h.name} for h in fresh])
+        cm.sources([{"text": passage_for_model(h.text), "source": _shown_name(h)}
+                    for h in fresh])
         for order in sorted(i.order for i in cm.pack().kept):
             session.add(fresh[order])
         new = {_key(h) for h in fresh}
@@ -420,8 +434,9 @@ class ResearchAgent(Agent):
             if label is None:  # over the budget: not shown, so not citable
                 continue
             shown = session.book[label]
-            lines.append(f"[{label}] ({shown.name}) {shown.text}" if _key(hit) in new
-                         else SEARCH_KNOWN.format(label=label, name=shown.name))
+            name = _shown_name(shown)
+            lines.append(f"[{label}] ({name}) {passage_for_model(shown.text)}"
+                         if _key(hit) in new else SEARCH_KNOWN.format(label=label, name=name))
         if len(lines) == 1:
             lines.append(SEARCH_OVER_BUDGET)
         return "\n\n".join(lines)
@@ -469,6 +484,13 @@ def sub_questions(question: str, limit: int = 4) -> list[str]:
     parts = [p.strip(" ,;\t") for p in re.split(r"(?<=\?)\s+|;\s*|\n+", question)]
     queries = [question.strip()] + [p for p in parts if len(p.split()) >= 2]
     return list(dict.fromkeys(q for q in queries if q))[:limit]
+
+
+def _shown_name(source: ResearchSource) -> str:
+    """The source's name as the model reads it (a section title is document text too)."""
+    if source.kind == "web":
+        return one_line(source.source)
+    return shown_name(source.name, Path(source.source).name or source.source, source.section)
 
 
 def _from_hit(hit: SearchHit, collection: str) -> ResearchSource:
