@@ -83,9 +83,9 @@ class Workspace:
         if self._inside(lexical):
             rels.append(self.relative(lexical))
         for rel in rels:
-            if self.is_denied(rel):
+            if globs := self.denied_by(rel):
                 raise SafetyViolation("path.denied", f"{_show(raw)} matches the deny list "
-                                      f"(PathPolicy.deny_globs: {self.policy.deny_globs}); "
+                                      f"(PathPolicy.deny_globs: {', '.join(globs)}); "
                                       "secrets and keys are off limits, pick another file")
             if write:
                 _check_writable(rel, raw)
@@ -99,6 +99,16 @@ class Workspace:
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
         return any(rx.match(p) for rx in self._deny_regexes for p in prefixes)
+
+    def denied_by(self, rel: str) -> list[str]:
+        """The ``deny_globs`` that ``rel`` (or a folder above it) matches: the refusal names
+        those, not the whole list."""
+        if not self.is_denied(rel):
+            return []
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return [glob for glob, rx in zip(self.policy.deny_globs, self._deny_regexes, strict=True)
+                if any(rx.match(p) for p in prefixes)]
 
     def contains(self, path: str | os.PathLike[str]) -> bool:
         """Whether an absolute, normalised path is the root or below it (no I/O)."""

@@ -82,3 +82,10 @@ def test_ordinary_files_beside_them_stay_readable(lab: Any) -> None:
         (ws / rel).write_text("fine\n")
         result = lab.tools.invoke("read_file", {"path": rel})
         assert result.ok and "fine" in str(result.content), (rel, result.content)
+
+
+def test_the_refusal_names_the_globs_that_matched_not_the_whole_list(lab: Any) -> None:
+    result = lab.tools.invoke("read_file", {"path": "app/.env.local"})
+    assert result.rule == "path.denied"
+    assert "(PathPolicy.deny_globs: **/.env.*)" in result.content
+    assert "**/.netrc" not in result.content  # the other globs are not listed
