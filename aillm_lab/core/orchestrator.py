@@ -392,8 +392,9 @@ class Orchestrator:
         from aillm_lab.agents import store
 
         with contextlib.suppress(OSError):  # a full disk must not lose the run returned
-            await asyncio.shield(asyncio.to_thread(store.save_run, self.lab.settings.home,
-                                                   run))
+            await asyncio.shield(asyncio.to_thread(
+                store.save_run, self.lab.settings.home, run,
+                redact=self.lab.tools.guard.redactor.redact_value))  # no key on disk
 
 
 def _is_agent(obj: Any) -> bool:

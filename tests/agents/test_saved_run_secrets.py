@@ -49,3 +49,20 @@ def test_a_saved_run_keeps_no_api_key_and_reloads(tmp_path, runner, monkeypatch)
         assert list(lab.runs()["id"]) == [run.id]
     finally:
         lab.close()
+
+
+def test_an_orchestrated_run_and_its_sub_runs_keep_no_api_key(tmp_path, runner, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    lab = al.Lab(al.LabSettings(home=tmp_path / "home"), runner=runner)
+    try:
+        model = ScriptedModel(lambda messages, request: f"done; the key was {KEY}")
+        run = al.Orchestrator(lab, model=model).solve(f"List the files in my workspace; {KEY}")
+        assert run.status == "completed", run.error
+        files = list((tmp_path / "home" / "runs").glob("*.json"))
+        assert len(files) >= 2  # the orchestrator's run and its sub-run
+        for file in files:
+            text = file.read_text(encoding="utf-8")
+            json.loads(text)
+            assert KEY not in text and PIECE not in text, file.name
+    finally:
+        lab.close()
