@@ -28,7 +28,7 @@ from pydantic import SecretStr
 from aillm_lab.errors import SafetyViolation
 from aillm_lab.tools.netguard import FetchError, Resolver, check_url, pinned_resolver
 from aillm_lab.tools.policy import NetworkPolicy
-from aillm_lab.tools.scan import Redactor
+from aillm_lab.tools.redact import Redactor
 
 USER_AGENT = "aillm-lab-openapi/0.1"
 BodyKind = Literal["json", "form", "text"]

@@ -29,7 +29,8 @@ from aillm_lab.tools.audit import AuditEntry, AuditLog
 from aillm_lab.tools.audit import Decision as AuditDecision
 from aillm_lab.tools.base import Tool, ToolResult
 from aillm_lab.tools.policy import Decision, SafetyPolicy
-from aillm_lab.tools.scan import Redactor, scan_injection, wrap_as_data
+from aillm_lab.tools.redact import Redactor
+from aillm_lab.tools.scan import scan_injection, wrap_as_data
 
 MAX_ERROR_CHARS = 2000
 _MAX_CELL_CHARS = 500  # a table cell longer than this is shown cut, with "..."

@@ -17,8 +17,8 @@ from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner, sync_twin
 from aillm_lab.tools.audit import AuditLog
 from aillm_lab.tools.base import Tool, ToolRegistry, ToolResult
 from aillm_lab.tools.paths import Workspace
+from aillm_lab.tools.redact import env_secrets
 from aillm_lab.tools.safety import Approver, SafetyGuard
-from aillm_lab.tools.scan import env_secrets
 
 if TYPE_CHECKING:
     import pandas as pd
