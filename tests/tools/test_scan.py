@@ -170,6 +170,7 @@ def test_redactor_repr_never_shows_secrets() -> None:
 def test_env_secrets_picks_secret_looking_names_only() -> None:
     env = {"MY_API_KEY": "abcdefgh123", "GH_TOKEN": "ghp_xxxxxxxxxx", "DB_PASSWORD": "pw",
            "SERVICE_SECRET": "s3cr3t-value", "HOME": "/home/ada", "LANG": "en_US.UTF-8",
-           "HF_TOKEN_PATH": "/home/ada/.cache/token", "PASSWORDLESS": "enabled-yes"}
+           "HF_TOKEN_PATH": "/home/ada/.cache/token", "PASSWORDLESS": "enabled-yes",
+           "GOOGLE_APPLICATION_CREDENTIALS_JSON": "{json-credential}"}
     assert sorted(env_secrets(env)) == sorted(["abcdefgh123", "ghp_xxxxxxxxxx", "s3cr3t-value",
-                                               "enabled-yes"])
+                                               "enabled-yes", "{json-credential}"])
