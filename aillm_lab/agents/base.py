@@ -60,6 +60,7 @@ from aillm_lab.llm.types import (
 )
 from aillm_lab.runtime import LoopRunner, sync_twin
 from aillm_lab.tools.base import ToolResult
+from aillm_lab.tools.scan import scan_injection, wrap_as_data
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
@@ -451,7 +452,15 @@ class Agent:
             return []
         memory = self.lab.memory if self.memory is True else self.memory
         hits = await memory.asearch(task, k=5)
-        return [hit.memory.text for hit in hits]
+        return [_as_recalled(hit.memory.text) for hit in hits]
+
+
+def _as_recalled(text: str) -> str:
+    """A memory as it goes into the system text: fenced as untrusted data when the injection
+    scan flags it. Why: a run may save facts drawn from tool output an attacker planted, and
+    the system text is where a model trusts most."""
+    markers = scan_injection(text)
+    return wrap_as_data(text, "memory", markers, what="recalled memory") if markers else text
 
 
 class _Live:
