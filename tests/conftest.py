@@ -81,3 +81,17 @@ def settings_lab(lab_home: Path, runner: LoopRunner) -> Iterator[Callable[..., A
     yield make
     for lab in labs:
         lab.close()
+
+
+@pytest.fixture
+def python_shell_lab(tmp_path: Path) -> Iterator[Any]:
+    """A Lab whose ``run_shell`` may also start ``python3``: the jail tests' attacker runs
+    a program that writes whatever it likes into the workspace."""
+    import aillm_lab as al
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    allow = [*al.SafetyPolicy().commands.allow, "python3"]
+    with al.Lab(home=tmp_path / "home", workspace=ws,
+                safety={"commands": {"allow": allow}}) as lab:
+        yield lab

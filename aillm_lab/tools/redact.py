@@ -193,23 +193,11 @@ def _hide_transformed(text: str, windows: Any, dropped: bytes, kept: re.Pattern[
     The flat copy costs one ``bytes.translate`` (0.04 ms for 100 kB, 45x less than a
     ``re.sub``); the position map is built only on a hit.
     """
-    flat = _flat(text, dropped).lower()
-    spans: list[list[int]] = []
-    for end, size in windows.iter(flat):
-        start = end - size + 1
-        if spans and start <= spans[-1][1]:
-            spans[-1][1] = max(spans[-1][1], end + 1)
-        else:
-            spans.append([start, end + 1])
+    spans = _merged(windows.iter(_flat(text, dropped).lower()))
     if not spans:
         return text
     where = [m.start() for m in kept.finditer(text)]  # flat index -> text index
-    out, at = [], 0
-    for start, stop in spans:
-        out += [text[at:where[start]], "[REDACTED:secret]"]
-        at = where[stop - 1] + 1
-    out.append(text[at:])
-    return "".join(out)
+    return _replaced(text, [(where[start], where[stop - 1] + 1) for start, stop in spans])
 
 
 def _flat(text: str, dropped: bytes = _NOT_ALNUM_BYTES) -> str:
@@ -245,15 +233,25 @@ def _anchor_automaton() -> Any:
 
 def _hide_pieces(text: str, windows: Any) -> str:
     """Merge every window hit into spans (overlapping or touching) and replace each span."""
+    spans = _merged(windows.iter(_fold(text)))
+    return _replaced(text, spans) if spans else text
+
+
+def _merged(hits: Any) -> list[list[int]]:
+    """Aho-Corasick hits ``(end, size)``, in end order, as ``[start, stop)`` spans with
+    overlapping or touching ones merged."""
     spans: list[list[int]] = []
-    for end, size in windows.iter(_fold(text)):
+    for end, size in hits:
         start = end - size + 1
         if spans and start <= spans[-1][1]:
             spans[-1][1] = max(spans[-1][1], end + 1)
         else:
             spans.append([start, end + 1])
-    if not spans:
-        return text
+    return spans
+
+
+def _replaced(text: str, spans: Any) -> str:
+    """``text`` with each ``(start, stop)`` span, in order, replaced by the marker."""
     out, at = [], 0
     for start, stop in spans:
         out += [text[at:start], "[REDACTED:secret]"]

@@ -12,13 +12,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-import aillm_lab as al
 
 SECRET = "JAILTRAP_secret_value_4321"
 
@@ -31,13 +28,8 @@ def _git(repo: Path, *args: str) -> None:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Any]:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    allow = [*al.SafetyPolicy().commands.allow, "python3"]
-    with al.Lab(home=tmp_path / "home", workspace=ws,
-                safety={"commands": {"allow": allow}}) as the_lab:
-        yield the_lab
+def lab(python_shell_lab: Any) -> Any:
+    return python_shell_lab
 
 
 def _py(lab: Any, code: str) -> str:

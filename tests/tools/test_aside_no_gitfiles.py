@@ -13,23 +13,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import aillm_lab as al
-
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Any]:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    allow = [*al.SafetyPolicy().commands.allow, "python3"]
-    with al.Lab(home=tmp_path / "home", workspace=ws,
-                safety={"commands": {"allow": allow}}) as the_lab:
-        yield the_lab
+def lab(python_shell_lab: Any) -> Any:
+    return python_shell_lab
 
 
 def _planted_gitdir(lab: Any, mark: Path) -> str:

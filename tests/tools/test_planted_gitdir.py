@@ -10,13 +10,11 @@ run where the user would run it, finds no repository there.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import aillm_lab as al
 from aillm_lab.errors import SafetyViolation
 
 CONFIG = ("[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .\n"
@@ -24,13 +22,8 @@ CONFIG = ("[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tworktree = .
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Any]:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    allow = [*al.SafetyPolicy().commands.allow, "python3"]
-    with al.Lab(home=tmp_path / "home", workspace=ws,
-                safety={"commands": {"allow": allow}}) as the_lab:
-        yield the_lab
+def lab(python_shell_lab: Any) -> Any:
+    return python_shell_lab
 
 
 def users_git_finds_a_repo(folder: Path, ceiling: Path) -> bool:
