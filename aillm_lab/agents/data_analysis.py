@@ -8,20 +8,20 @@
   the same call through ``SqlBlocks``, a ``ToolMode``. Errors and refusals go back to the
   model as observations, within ``max_repairs``.
 - **The narrative is checked**: each number in it must be in the result frame (as rounded, or
-  as a percentage), the question or the SQL; otherwise it is rewritten once, then flagged.
-- **The result is data**: ``AnalysisResult`` keeps its frame as columns, dtypes and records and
-  its chart as a ``ChartSpec``, so a run's JSON reloads with its frame and chart.
+  as a percentage), the question or the SQL (``narrative_numbers``); otherwise it is
+  rewritten once, then flagged.
+- **The result is data**: ``AnalysisResult`` keeps its frame as columns, dtypes and records
+  (``frame_json``) and its chart as a ``ChartSpec`` (``charts``), so a run's JSON reloads with
+  its frame and chart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import html
-import math
 import os
 import re
 import uuid
-from bisect import bisect_left
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer, field_validator
-from pydantic_core import to_jsonable_python
 
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.charts import ChartSpec, build_chart, choose_chart
+from aillm_lab.agents.frame_json import frame_from_json, frame_to_json
 from aillm_lab.agents.modes import NativeTools, ToolMode, Verdict
+from aillm_lab.agents.narrative_numbers import unsupported_numbers
 from aillm_lab.agents.run import AgentEvent, AgentRun
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
@@ -369,98 +370,6 @@ def sql_block(text: str) -> str | None:
     """The SQL of the last fenced ```` ```sql ```` block in ``text``, or None."""
     blocks = [b.strip() for b in _FENCE.findall(text or "") if b.strip()]
     return blocks[-1] if blocks else None
-
-
-# -- checking the narrative's numbers ---------------------------------------------------------
-_NUMBER = re.compile(
-    r"(?<![\w.])(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<dec>\d+))?"
-    r"(?:\s?(?P<pct>%|percent\b)|\s?(?P<scale>thousand|million|billion|bn|mn|k|K|M|B)\b)?"
-    r"(?!\w)")
-_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s", re.MULTILINE)  # "1. North ..." is not a claim
-_SCALES = {"thousand": 1e3, "k": 1e3, "million": 1e6, "mn": 1e6, "m": 1e6, "billion": 1e9,
-           "bn": 1e9, "b": 1e9}
-
-
-def unsupported_numbers(text: str, frame: pd.DataFrame, *, also: Sequence[str] = ()
-                        ) -> list[str]:
-    """The numbers written in ``text`` that no value of ``frame`` (nor of ``also``, e.g. the
-    question and the SQL, nor the row count) supports, in order, each once.
-
-    A number matches a value rounded to as many decimals as it is written with ("15.3"
-    for 15.27; "1.2 million" for 1,234,567), and "45%" matches 45 or 0.45.
-    """
-    known = sorted(_frame_numbers(frame) | {float(len(frame))}
-                   | {n for part in also for n in _plain_numbers(part)})
-    found: list[str] = []
-    for match in _NUMBER.finditer(_LIST_MARKER.sub("", text)):
-        value, decimals = _value(match), len(match["dec"] or "")
-        scale = _SCALES.get((match["scale"] or "").lower(), 1.0)
-        half = 0.5 * 10.0 ** -decimals
-        candidates = [(value * scale, half * scale)]
-        if match["pct"]:
-            candidates.append((value / 100, half / 100))
-        if not any(_near(known, v, tol) for v, tol in candidates):
-            found.append(match.group(0).strip())
-    return list(dict.fromkeys(found))
-
-
-def _near(known: list[float], value: float, tol: float) -> bool:
-    tol += 1e-9 * max(1.0, abs(value))  # float noise, e.g. 0.1 + 0.2
-    i = bisect_left(known, value - tol)
-    return i < len(known) and known[i] <= value + tol
-
-
-def _frame_numbers(frame: pd.DataFrame) -> set[float]:
-    numbers: set[float] = set()
-    for name in frame.columns:
-        column = frame[name].dropna()
-        numbers.update(_plain_numbers(str(name)))
-        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
-            numbers.update(abs(float(v)) for v in column if math.isfinite(float(v)))
-        else:
-            numbers.update(n for v in column for n in _plain_numbers(str(v)))
-    return numbers
-
-
-def _plain_numbers(text: str) -> set[float]:
-    return {_value(m) for m in _NUMBER.finditer(text)}
-
-
-def _value(match: re.Match[str]) -> float:
-    return float(match["int"].replace(",", "") + (f".{match['dec']}" if match["dec"] else ""))
-
-
-# -- the frame as JSON -----------------------------------------------------------------------
-def frame_to_json(frame: pd.DataFrame) -> dict[str, Any]:
-    """Columns, dtypes and records (row lists) of JSON values; ``frame_from_json`` undoes it."""
-    return {"columns": [str(c) for c in frame.columns],
-            "dtypes": [str(t) for t in frame.dtypes],
-            "records": [[_cell(v) for v in row]
-                        for row in frame.itertuples(index=False, name=None)]}
-
-
-def frame_from_json(data: Mapping[str, Any]) -> pd.DataFrame:
-    """The DataFrame ``frame_to_json`` described, with its dtypes where pandas can restore
-    them (a column it cannot stays as its JSON values)."""
-    columns = list(data["columns"])
-    frame = pd.DataFrame(list(data["records"]) or None, columns=columns)
-    for name, dtype in zip(columns, data.get("dtypes") or [], strict=False):
-        try:
-            frame[name] = frame[name].astype(dtype)
-        except (TypeError, ValueError):
-            continue
-    return frame
-
-
-def _cell(value: Any) -> Any:
-    if value is None or value is pd.NaT or value is pd.NA or (
-            isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
-        return _cell(value.item())
-    return to_jsonable_python(value, fallback=str)
 
 
 # -- per-run state and tools -------------------------------------------------------------------
