@@ -30,7 +30,8 @@ the ``Sources ... (cite them as [n]):`` header, a ``<sources>`` tag) is quoted a
 marker turned to ``(n)``, so no passage can forge another source or end the list; and a
 passage with such a line, or one the tools' injection scan flags, is fenced with
 ``wrap_as_data`` as the Safety Guard fences tool output. The book keeps the original text
-(``ResearchAnswer.sources``); labels are given as before.
+(``ResearchAnswer.sources``); labels are given as before. What a source is, and when two
+hits are one source, is ``research_sources``.
 
 Limits: a fork gets no seed retrieval (the model searches itself) and starts with an empty
 source list, so its citations of earlier sources are flagged. ``stream`` seeds as ``run``
@@ -42,14 +43,20 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.modes import Verdict
-from aillm_lab.agents.research_passages import one_line, passage_for_model, shown_name
+from aillm_lab.agents.research_passages import one_line, passage_for_model
+from aillm_lab.agents.research_sources import (
+    ResearchSource,
+    interleave,
+    name_for_model,
+    source_from_hit,
+    source_key,
+)
 from aillm_lab.agents.run import AgentEvent, AgentRun
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
@@ -63,7 +70,6 @@ from aillm_lab.tools.toolbox import Toolbox
 if TYPE_CHECKING:
     from aillm_lab import Lab
     from aillm_lab.memory.long_term import LongTermMemory
-    from aillm_lab.rag.results import SearchHit
     from aillm_lab.rag.retriever import Knowledge, Mode
 
 # -- prompts (data) ----------------------------------------------------------------------------
@@ -115,27 +121,6 @@ SEED_FAILED = "The search for {query!r} failed: {error}"
 
 SEARCH_TOOL = "search_knowledge"
 WEB_TOOL = "read_web_page"
-
-
-class ResearchSource(BaseModel):
-    """A numbered source the answer cites: a knowledge chunk (with its ids) or a web page."""
-
-    label: int
-    source: str = Field(description="the document's path, or the page's URL")
-    text: str
-    kind: Literal["knowledge", "web"] = "knowledge"
-    collection: str | None = None
-    doc_id: int | None = None
-    chunk_id: int | None = None
-    section: str = ""
-
-    @property
-    def name(self) -> str:
-        """How the source is shown to the model: file name and section, or the URL."""
-        if self.kind == "web":
-            return self.source
-        name = Path(self.source).name or self.source
-        return f"{name} § {self.section}" if self.section else name
 
 
 class ResearchAnswer(BaseModel):
@@ -275,7 +260,7 @@ class ResearchAgent(Agent):
         for memory in memories:
             cm.memory(memory)
         first = len(cm.items)
-        cm.sources([{"text": passage_for_model(s.text), "source": _shown_name(s)}
+        cm.sources([{"text": passage_for_model(s.text), "source": name_for_model(s)}
                     for s in session.pending])
         cm.history([Message.user(run.task)])
         packed = cm.pack()
@@ -355,7 +340,7 @@ class ResearchAgent(Agent):
                                  tool_result=result.model_copy(update={"value": None}))
         finally:
             session.seeding = False
-        session.pending = _interleave(session.seed_hits)
+        session.pending = interleave(session.seed_hits)
 
     async def _search(self, session: _Session, query: str) -> list[ResearchSource]:
         """The ``k`` best hits per collection, interleaved by rank, without repeats."""
@@ -363,8 +348,8 @@ class ResearchAgent(Agent):
         for name in session.collections:
             results = await self.knowledge.asearch(query, k=self.k, mode=self.mode,
                                                    collection=name)
-            per.append([_from_hit(hit, name) for hit in results])
-        return _interleave(per)
+            per.append([source_from_hit(hit, name) for hit in results])
+        return interleave(per)
 
     def _session(self, run: AgentRun) -> _Session:
         session = self._sessions.get(run.id)
@@ -423,20 +408,21 @@ class ResearchAgent(Agent):
         fresh = [h for h in hits if session.label_of(h) is None]
         cm = ContextManager(counter=counter_for(run.model or None),
                             budget_tokens=self.search_tokens, per_message_tokens=0)
-        cm.sources([{"text": passage_for_model(h.text), "source": _shown_name(h)}
+        cm.sources([{"text": passage_for_model(h.text), "source": name_for_model(h)}
                     for h in fresh])
         for order in sorted(i.order for i in cm.pack().kept):
             session.add(fresh[order])
-        new = {_key(h) for h in fresh}
+        new = {source_key(h) for h in fresh}
         lines = [SEARCH_HEADER.format(query=query)]
         for hit in hits:
             label = session.label_of(hit)
             if label is None:  # over the budget: not shown, so not citable
                 continue
             shown = session.book[label]
-            name = _shown_name(shown)
+            name = name_for_model(shown)
             lines.append(f"[{label}] ({name}) {passage_for_model(shown.text)}"
-                         if _key(hit) in new else SEARCH_KNOWN.format(label=label, name=name))
+                         if source_key(hit) in new
+                         else SEARCH_KNOWN.format(label=label, name=name))
         if len(lines) == 1:
             lines.append(SEARCH_OVER_BUDGET)
         return "\n\n".join(lines)
@@ -465,11 +451,11 @@ class _Session:
             return known
         label = label if label is not None else len(self.book) + 1
         self.book[label] = source.model_copy(update={"label": label})
-        self.keys[_key(source)] = label
+        self.keys[source_key(source)] = label
         return label
 
     def label_of(self, source: ResearchSource) -> int | None:
-        return self.keys.get(_key(source))
+        return self.keys.get(source_key(source))
 
     def sources(self) -> list[Source]:
         """The book as ``ContextManager`` sources, for ``cite()``."""
@@ -484,36 +470,6 @@ def sub_questions(question: str, limit: int = 4) -> list[str]:
     parts = [p.strip(" ,;\t") for p in re.split(r"(?<=\?)\s+|;\s*|\n+", question)]
     queries = [question.strip()] + [p for p in parts if len(p.split()) >= 2]
     return list(dict.fromkeys(q for q in queries if q))[:limit]
-
-
-def _shown_name(source: ResearchSource) -> str:
-    """The source's name as the model reads it (a section title is document text too)."""
-    if source.kind == "web":
-        return one_line(source.source)
-    return shown_name(source.name, Path(source.source).name or source.source, source.section)
-
-
-def _from_hit(hit: SearchHit, collection: str) -> ResearchSource:
-    doc_id = hit.metadata.get("doc_id")
-    return ResearchSource(label=0, source=hit.source, text=hit.text, section=hit.section,
-                          collection=collection, chunk_id=hit.chunk_id,
-                          doc_id=int(doc_id) if doc_id is not None else None)
-
-
-def _key(source: ResearchSource) -> tuple[str, str]:
-    if source.kind == "web":
-        return ("web", source.source)
-    return (source.collection or "", str(source.chunk_id))
-
-
-def _interleave(lists: Sequence[Sequence[ResearchSource]]) -> list[ResearchSource]:
-    """Round-robin by rank (each list's best first), dropping repeats."""
-    out: dict[tuple[str, str], ResearchSource] = {}
-    for rank in range(max((len(x) for x in lists), default=0)):
-        for hits in lists:
-            if rank < len(hits):
-                out.setdefault(_key(hits[rank]), hits[rank])
-    return list(out.values())
 
 
 def _says_not_found(text: str) -> bool:
