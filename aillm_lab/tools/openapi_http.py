@@ -176,7 +176,7 @@ def _request(op: Operation, arguments: dict[str, Any]
         elif param.location == "header":
             headers[param.name] = _text(value)
         else:
-            cookies.append(f"{param.name}={_text(value)}")
+            cookies.append(f"{param.name}={_cookie_value(_text(value))}")
     if "{" in path:
         raise SafetyViolation("openapi.path", f"path {op.path!r} still has an unfilled "
                               f"parameter after substitution ({path!r}); pass every path "
@@ -197,6 +197,13 @@ def _request(op: Operation, arguments: dict[str, Any]
             payload["data"] = _text(body)
             headers["Content-Type"] = op.content_type or "text/plain"
     return op.base_url.rstrip("/") + path, headers, query, payload
+
+
+def _cookie_value(text: str) -> str:
+    """``text`` percent-encoded outside RFC 6265's cookie-octets: a model's ``x; session=y``
+    must stay one value, not add a cookie that a server reading the first ``session`` would
+    take over the Lab's own (the auth cookie is appended after the parameters)."""
+    return quote(text, safe="!#$&'()*+-./:<=>?@[]^_`{|}~")
 
 
 def _text(value: Any) -> str:

@@ -84,3 +84,15 @@ def test_a_hand_built_operation_never_sends_a_reserved_header(make_lab, server):
     seen = server.requests[-1].headers
     assert seen["host"] != "internal.admin" and "x-forwarded-for" not in seen
     assert seen["x-ok"] == "y"
+
+
+def test_a_cookie_value_cannot_add_another_cookie(make_lab, server, caplog):
+    """A model's ``s1; admin=1`` stays the one value of ``session`` (percent-encoded), so
+    it cannot add or shadow a cookie; plain values go out as they are."""
+    lab, tool = _get_note(make_lab, server, caplog)
+    result = lab.runner.run(lab.tools.guard.call(
+        tool, {"note_id": 1, "session": 's1; admin=1, x="2"\\'}))
+    assert result.content.startswith("HTTP 200"), result.content
+    cookie = server.requests[-1].headers["cookie"]
+    assert cookie == "session=s1%3B%20admin=1%2C%20x=%222%22%5C", cookie
+    assert cookie.count(";") == 0
