@@ -6,9 +6,9 @@ or ``call:`` (a Python function). A workflow read from text (``from_yaml``, ``fr
 is data someone else may have written, so it imports nothing by itself: its ``call:`` names
 are looked up in the ``functions={"name": fn}`` its caller trusts, and a ``"module:function"``
 (or an ``agent: "module:Class"``) is refused unless the caller passes ``allow_imports=True``,
-which runs whatever code the file names. Steps take values from
-the workflow's inputs and earlier steps through templates (``workflow_template``); a step
-depends on every step it refers to, and on those in its ``needs:``. Everything that can be
+which runs whatever code the file names (that policy is ``workflow_imports``). Steps take
+values from the workflow's inputs and earlier steps through templates (``workflow_template``);
+a step depends on every step it refers to, and on those in its ``needs:``. Everything that can be
 checked without running is checked at load: fields (pydantic), templates, references to
 unknown steps or undeclared inputs, cycles, and the functions the calls name. Each problem is a
 ``ConfigError`` whose ``fields`` name the step and the field (``steps.fetch.retry.attempts``).
@@ -30,9 +30,7 @@ unknown steps or undeclared inputs, cycles, and the functions the calls name. Ea
 
 from __future__ import annotations
 
-import contextvars
 import graphlib
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -40,6 +38,13 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
+from aillm_lab.agents.workflow_imports import AGENTS as AGENTS  # workflow.py imports it here
+from aillm_lab.agents.workflow_imports import (
+    check_agent,
+    import_object,
+    names_from_text,
+    trusted_call,
+)
 from aillm_lab.agents.workflow_template import (
     Condition,
     TemplateError,
@@ -52,32 +57,8 @@ from aillm_lab.llm.types import GenerationParams
 
 STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
 KINDS = ("llm", "tool", "agent", "call")
-AGENTS = {"react": "aillm_lab.agents.react:ReActAgent",
-          "research": "aillm_lab.agents.research:ResearchAgent",
-          "code_writer": "aillm_lab.agents.code_writer:CodeWriterAgent",
-          "data_analysis": "aillm_lab.agents.data_analysis:DataAnalysisAgent"}
 _NOT_HASHED = {"id", "needs", "when", "retry", "timeout_s"}
 
-
-class _FromText:
-    """How a workflow read from text may resolve names: the caller's trusted ``functions``,
-    and whether it may import "module:attr" (``allow_imports``)."""
-
-    def __init__(self, functions: Mapping[str, Callable[..., Any]] | None,
-                 allow_imports: bool) -> None:
-        functions = dict(functions or {})
-        for name, fn in functions.items():
-            if not isinstance(name, str) or not callable(fn):
-                raise ConfigError(f"functions={{{name!r}: {fn!r}}}: give names (as used in "
-                                  "call:) mapped to callables.", fields=("functions",))
-        if not isinstance(allow_imports, bool):
-            raise ConfigError(f"allow_imports={allow_imports!r}: give True or False.",
-                              fields=("allow_imports",))
-        self.functions, self.allow_imports = functions, allow_imports
-
-
-_FROM_TEXT: contextvars.ContextVar[_FromText | None] = contextvars.ContextVar(
-    "aillm_workflow_from_text", default=None)
 
 
 class RetryPolicy(BaseModel):
@@ -264,11 +245,8 @@ class Workflow(BaseModel):
                   functions: Mapping[str, Callable[..., Any]] | None = None,
                   allow_imports: bool = False) -> Workflow:
         """A workflow from parsed text (JSON, YAML): names resolve as in ``from_yaml``."""
-        token = _FROM_TEXT.set(_FromText(functions, allow_imports))
-        try:
+        with names_from_text(functions, allow_imports):
             return cls(**dict(data))
-        finally:
-            _FROM_TEXT.reset(token)
 
     def step(self, step_id: str) -> StepBase:
         for s in self.steps:
@@ -346,7 +324,9 @@ class Workflow(BaseModel):
                 if need not in deps:
                     deps.append(need)
             if isinstance(step, CallStep):
-                _resolve_call(step)
+                fn = trusted_call(step.id, step.call)
+                if fn is not None:
+                    step._fn = fn
                 try:
                     step.fn  # noqa: B018 - import now: a typo fails at load, not mid-run
                 except (ImportError, AttributeError, ValueError) as exc:
@@ -355,7 +335,7 @@ class Workflow(BaseModel):
                                       "the Python path.", fields=(f"steps.{step.id}.call",)
                                       ) from None
             if isinstance(step, AgentRunStep):
-                _check_agent(step)
+                check_agent(step.id, step.agent)
             self._compiled[step.id], self._deps[step.id] = compiled, deps
         try:
             graphlib.TopologicalSorter(self._deps).prepare()
@@ -409,66 +389,6 @@ class Workflow(BaseModel):
         if target == step:
             raise ConfigError(f"step {step!r} refers to its own output ({text}): steps "
                               f"{step} -> {step} form a cycle.", fields=(where,))
-
-
-def import_object(ref: str) -> Any:
-    """``"package.module:name.attr"`` → the object (ValueError for a bad spelling)."""
-    if not isinstance(ref, str) or ref.count(":") != 1:
-        raise ValueError(f"{ref!r} is not 'module:function'")
-    module, _, name = ref.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _resolve_call(step: CallStep) -> None:
-    """In a workflow read from text, bind a named call to the caller's function, or refuse
-    the import a "module:function" would be (the file must not choose what code runs)."""
-    source = _FROM_TEXT.get()
-    if source is None or not isinstance(step.call, str):
-        return
-    if step.call in source.functions:
-        step._fn = source.functions[step.call]
-        return
-    if source.allow_imports and step.call.count(":") == 1:
-        return
-    known = f" (functions given: {sorted(source.functions)})" if source.functions else ""
-    raise ConfigError(
-        f"step {step.id!r}: call {step.call!r} is not one of the functions passed to the "
-        f"workflow{known}. A workflow read from a file imports nothing by itself: pass "
-        f"functions={{{step.call!r}: <the function>}} to from_yaml/from_dict, or "
-        "allow_imports=True if you wrote the file and trust every 'module:function' it names "
-        "(that runs them on this machine).", fields=(f"steps.{step.id}.call",))
-
-
-def _check_agent(step: AgentRunStep) -> None:
-    agent = step.agent
-    if isinstance(agent, str):
-        if agent in AGENTS:
-            return
-        source = _FROM_TEXT.get()
-        if source is not None and not source.allow_imports:
-            raise ConfigError(
-                f"step {step.id!r}: agent {agent!r} is not one of {sorted(AGENTS)}. A workflow "
-                "read from a file imports nothing by itself: build this step in Python with "
-                "an agent object, or pass allow_imports=True if you wrote the file and trust "
-                "every 'module:Class' it names.", fields=(f"steps.{step.id}.agent",))
-        if agent.count(":") == 1:
-            try:
-                found = import_object(agent)
-            except (ImportError, AttributeError, ValueError) as exc:
-                raise ConfigError(f"step {step.id!r}: agent {agent!r} cannot be imported: "
-                                  f"{exc}.", fields=(f"steps.{step.id}.agent",)) from None
-            if inspect.isclass(found) and hasattr(found, "arun"):
-                return
-        raise ConfigError(f"step {step.id!r}: agent {agent!r} is not one of "
-                          f"{sorted(AGENTS)} or an importable 'module:AgentClass'.",
-                          fields=(f"steps.{step.id}.agent",))
-    if not callable(getattr(agent, "arun", None)):
-        raise ConfigError(f"step {step.id!r}: agent= takes a name or an agent object with "
-                          f"arun(), not {type(agent).__name__}.",
-                          fields=(f"steps.{step.id}.agent",))
 
 
 def _name_of(obj: Any) -> str:
