@@ -2,11 +2,11 @@
 
 The model only writes code (a ```` ```python ```` block, what small models write naturally,
 or a ``submit_code`` call); the agent judges each answer by running it: ``acheck_answer``
-sends code + tests + a small runner to a per-run ``PythonSandbox`` through the Lab's Safety
-Guard (``run_python``: approval policy applies, one audit row per test run, ``call_id``
-``<run id>:test<n>``), then accepts a pass or sends the failure output back as the next
-prompt. Without ``tests=`` the first step asks the model for tests; they are kept in
-``run.inputs`` so a fork goes on with them.
+sends code + tests + a small runner (``code_test_runner``) to a per-run ``PythonSandbox``
+through the Lab's Safety Guard (``run_python``: approval policy applies, one audit row per
+test run, ``call_id`` ``<run id>:test<n>``), then accepts a pass or sends the failure output
+back as the next prompt. Without ``tests=`` the first step asks the model for tests; they
+are kept in ``run.inputs`` so a fork goes on with them.
 
 After every iteration ``run.output`` holds the ``CodeResult`` so far, so a run stopped by
 ``max_steps``, the budget or the time limit still returns its last code with
@@ -18,9 +18,7 @@ ends a run whose tests keep failing (status ``max_steps``); replies without code
 from __future__ import annotations
 
 import ast
-import json
 import re
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -28,6 +26,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from aillm_lab.agents.base import Agent, ModelArg
+from aillm_lab.agents.code_test_runner import (
+    MAX_FEEDBACK,
+    clip_feedback,
+    new_marker,
+    read_report,
+    runner_program,
+)
 from aillm_lab.agents.modes import ToolMode, Verdict
 from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import ToolsArg
@@ -89,8 +94,6 @@ SUBMIT_DESCRIPTION = ("Submit Python source: the tests when you are asked for te
                       "otherwise the complete solution.")
 SUBMIT_SEEN = "Received; the result follows."
 NOT_RUN = f"Not run: `{SUBMIT_TOOL}` ends the turn, so the other calls were skipped."
-
-_MAX_FEEDBACK = 6_000  # characters of test output put in the next prompt
 
 
 # -- the result ---------------------------------------------------------------------------------
@@ -208,12 +211,12 @@ class CodeWriterAgent(Agent):
             _answer_calls(step, calls, SUBMIT_SEEN)
             return Verdict(repair=NO_CODE.format(what="complete solution"))
         iteration = await self._test(run, state, source, step.index if step else 0)
-        _answer_calls(step, calls, iteration.test_output[:_MAX_FEEDBACK])
+        _answer_calls(step, calls, iteration.test_output[:MAX_FEEDBACK])
         result = state.result()
         run.output = result  # a run stopped later still returns its last try
         if not iteration.passed:
             return Verdict(repair=TESTS_FAILED.format(
-                iteration=iteration.iteration, output=_clip(iteration.test_output)),
+                iteration=iteration.iteration, output=clip_feedback(iteration.test_output)),
                 failed=False)
         if self.save_to is not None:
             await self._save(run, result)
@@ -237,14 +240,14 @@ class CodeWriterAgent(Agent):
         """Run ``code`` against the tests in the sandbox, through the guard (audited)."""
         assert state.tests is not None
         number = len(state.history) + 1
-        program = f"{TEST_RUNNER}\n_aillm_check({code!r}, {state.tests!r}, {state.marker!r})\n"
+        program = runner_program(code, state.tests, state.marker)
         result = await self.runner.arun(self.lab.tools.guard.invoke(
             state.tool(self), {"code": program, "timeout_s": self.test_timeout_s},
             f"{run.id}:test{number}"))
         if not result.ok and (result.rule or "").startswith("approval."):
             raise SafetyViolation(result.rule or "approval.denied", f"the tests could not "
                                   f"run: {result.content}")  # ends the run: no fix possible
-        counts, shown = _read_report(result, state.marker)
+        counts, shown = read_report(result, state.marker)
         passed = (counts is not None and counts["passed"] > 0
                   and counts["failed"] == counts["errors"] == 0)
         iteration = CodeIteration(iteration=number, step=step, code=code, test_output=shown,
@@ -284,7 +287,7 @@ class _RunState:
 
     tests: str | None
     generated: bool
-    marker: str = field(default_factory=lambda: f"@@aillm-tests-{secrets.token_hex(6)}@@")
+    marker: str = field(default_factory=new_marker)
     history: list[CodeIteration] = field(default_factory=list)
     sandbox: PythonSandbox | None = None
     _tool: Tool | None = None
@@ -401,112 +404,6 @@ def _inputs(tests: str | None) -> dict[str, Any]:
             raise ValueError(f"tests=: {problem}; give pytest-style test_* functions or "
                              f"asserts as Python source")
     return {"tests": tests, "tests_generated": False}
-
-
-def _read_report(result: ToolResult, marker: str) -> tuple[dict[str, int] | None, str]:
-    """The runner's counts (None if it never finished: a timeout, a crash, a refusal) and
-    the output shown to the model, without the marker line."""
-    raw = result.value if isinstance(result.value, str) else result.content
-    counts = None
-    for line in raw.splitlines():
-        if line.startswith(marker):
-            try:
-                counts = json.loads(line[len(marker):])
-            except ValueError:
-                counts = None
-    shown = "\n".join(line for line in result.content.splitlines() if marker not in line)
-    return counts, shown.strip() or "(no output)"
-
-
-def _clip(text: str) -> str:
-    if len(text) <= _MAX_FEEDBACK:
-        return text
-    return text[:_MAX_FEEDBACK] + f"\n[... {len(text) - _MAX_FEEDBACK} more characters]"
-
-
-# The runner sent with every test run (inside the sandbox; it never runs in our process).
-# The code becomes module ``solution``; the tests run in a fresh namespace that also holds
-# its names, with pytest's assertion rewriting when pytest is importable (so a failure says
-# ``assert -1 == 5``); it runs each ``test_*`` function and ``Test*`` method, prints one line
-# per test with the failure's traceback (frames of the code and tests only), then the counts
-# after a per-run marker the parent looks for.
-TEST_RUNNER = r'''
-def _aillm_check(code, tests, marker, show=4000):
-    import ast, contextlib, inspect, io, json, linecache, sys, traceback, types
-    files = ("solution.py", "test_solution.py")
-    def compiled(src, name):
-        linecache.cache[name] = (len(src), None, src.splitlines(True), name)
-        tree = ast.parse(src, name)
-        if name == files[1]:
-            try:
-                from _pytest.assertion.rewrite import rewrite_asserts
-                rewrite_asserts(tree, src.encode(), name)
-            except Exception:
-                pass
-        return compile(tree, name, "exec")
-    out = io.StringIO()
-    def attempt(fn):
-        try:
-            with contextlib.redirect_stdout(out):
-                fn()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in files]
-            return "".join(traceback.format_list(frames)
-                           + traceback.format_exception_only(type(exc), exc))
-        return None
-    counts, lines = {"passed": 0, "failed": 0, "errors": 0}, []
-    solution = types.ModuleType("solution")
-    solution.__file__ = files[0]
-    sys.modules["solution"] = solution
-    try:
-        error = attempt(lambda: exec(compiled(code, files[0]), solution.__dict__))
-        if error:
-            counts["errors"] += 1
-            lines.append("ERROR loading the code (solution.py):\n" + error)
-        else:
-            ns = {k: v for k, v in vars(solution).items() if not k.startswith("__")}
-            ns["__name__"] = "test_solution"
-            error = attempt(lambda: exec(compiled(tests, files[1]), ns))
-            if error:
-                counts["failed"] += 1
-                lines.append("FAILED the tests' top level:\n" + error)
-            found = []
-            for name, obj in list(ns.items()):
-                if name.startswith("test") and getattr(obj, "__code__", None) is not None \
-                        and obj.__code__.co_filename == files[1]:
-                    found.append((name, obj))
-                elif name.startswith("Test") and inspect.isclass(obj) and \
-                        obj.__module__ == "test_solution":
-                    found += [(f"{name}.{m}", lambda c=obj, m=m: getattr(c(), m)())
-                              for m in vars(obj) if m.startswith("test")]
-            if not found and not error:
-                counts["passed"] += 1
-                lines.append("passed the tests' asserts")
-            for name, fn in found:
-                if any(p.default is p.empty and p.kind <= p.POSITIONAL_OR_KEYWORD
-                       for p in inspect.signature(fn).parameters.values()):
-                    error = "it takes arguments (fixtures are not supported here)\n"
-                elif inspect.iscoroutinefunction(fn):
-                    error = "async tests are not supported here\n"
-                else:
-                    error = attempt(fn)
-                counts["failed" if error else "passed"] += 1
-                lines.append(f"FAILED {name}:\n{error}" if error else f"passed {name}")
-    finally:
-        sys.modules.pop("solution", None)
-        for name in files:
-            linecache.cache.pop(name, None)
-    printed = out.getvalue()
-    if printed:
-        cut = f"\n[... {len(printed) - show} more characters]" if len(printed) > show else ""
-        lines.append("[printed by the code and tests]\n" + printed[:show] + cut)
-    lines.append(f"{counts['passed']} passed, {counts['failed']} failed, "
-                 f"{counts['errors']} errors")
-    print("\n".join(lines))
-    print(marker + json.dumps(counts))
-'''
 
 
 __all__ = ["CodeIteration", "CodeResult", "CodeWriterAgent", "extract_code", "tests_problem"]
