@@ -18,7 +18,9 @@ few mounts (a few ms):
   writes), binds read-only the paths it is told to protect (``.git``), hides the denied
   files behind empty read-only ones, drops every capability, and ``exec``s the program
   with the environment it was given. A kill of A kills B (parent-death signal), and B's
-  death empties the whole PID namespace: no process outlives its call.
+  death empties the whole PID namespace: no process outlives its call. With ``exec_allow``
+  (git's own files) B may then execute nothing else (``_landlock.py``), set here rather
+  than by a guard program, so a git call costs no interpreter start.
 
 Messages are JSON datagrams on a SOCK_SEQPACKET socket; a ``run`` request carries the
 stdout and stderr pipe ends as SCM_RIGHTS descriptors.
@@ -27,6 +29,7 @@ stdout and stderr pipe ends as SCM_RIGHTS descriptors.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import json
 import os
 import resource
@@ -56,6 +59,19 @@ _GROUP = "root:x:0:\nnogroup:x:65534:\n"
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                        ctypes.c_char_p]
+
+
+def _sibling(name: str) -> Any:
+    """A module beside this file, loaded at start: ``-I`` puts none of our folders on the
+    path, and after ``pivot_root`` the file is out of reach."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(here, name + ".py"))
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+landlock = _sibling("_landlock")
 
 
 class Refused(Exception):
@@ -282,6 +298,8 @@ def _program(request: dict[str, Any], cfg: dict[str, Any], fds: list[int]) -> No
         os.chdir(request["cwd"])
         _set_limits(request.get("limits", {}))
         _drop_capabilities()
+        if request.get("exec_allow") is not None:  # None: no allowlist (run_shell's programs)
+            landlock.confine_exec(request["exec_allow"])
         _seccomp()
         out, err = fds
         null = os.open("/dev/null", os.O_RDONLY)

@@ -1,4 +1,4 @@
-"""Git in the jail may execute only git: the command that starts it behind ``_git_exec_guard``.
+"""Git in the jail may execute only git: the paths of its exec allowlist, and the doctor line.
 
 Why an allowlist of programs and not more config overrides: git starts programs named by
 settings of every repository it touches (filters, textconv, pagers, aliases, hooks,
@@ -7,9 +7,10 @@ place. ``HARDENING`` and the driver overrides in ``git.py`` switch off the ones 
 layer does not need to know them: the kernel (Landlock) refuses every ``exec`` but git's
 own files, so whatever a planted config names cannot start, not even ``sh``.
 
-The guard is a few lines of Python run by the Lab's interpreter inside the jail, so the jail
-holds the interpreter's prefix read-only (``interpreter_binds``). Where the kernel has no
-Landlock git runs without this layer and the others still hold.
+``Jail.spawn`` sends ``allowed_exec(git)`` with a git call; the jail launcher applies it in
+the call's process right before it ``exec``s git (``_landlock.confine_exec``), so no guard
+program starts per call. Where the kernel has no Landlock git runs without this layer and
+the others still hold.
 """
 
 from __future__ import annotations
@@ -18,30 +19,10 @@ import functools
 import os
 import struct
 import subprocess
-import sys
-from pathlib import Path
 
-_GUARD = Path(__file__).with_name("_git_exec_guard.py")
+from aillm_lab.tools import _landlock
+
 _PT_INTERP = 3
-
-
-@functools.cache
-def _guard_source() -> str:
-    return _GUARD.read_text(encoding="utf-8")
-
-
-def interpreter() -> str:
-    """The Lab's base interpreter, by its real path (a venv's ``python`` is a link)."""
-    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
-
-
-def interpreter_binds() -> tuple[str, ...]:
-    """Folders the jail must show for ``interpreter()`` to start: its base prefix (stdlib,
-    ``lib-dynload``), and the interpreter's own folder when it lives elsewhere."""
-    prefix = os.path.realpath(sys.base_prefix)
-    exe_dir = os.path.dirname(interpreter())
-    inside = exe_dir == prefix or exe_dir.startswith(prefix.rstrip("/") + "/")
-    return (prefix,) if inside else (prefix, exe_dir)
 
 
 @functools.cache
@@ -64,18 +45,7 @@ def allowed_exec(exe: str) -> tuple[str, ...]:
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 where it has none (``aillm-lab doctor`` says
     whether git's exec allowlist holds here)."""
-    import ctypes
-
-    create = {"x86_64": 444, "aarch64": 444}.get(os.uname().machine)
-    if create is None:
-        return 0
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        version = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    except (OSError, AttributeError):
-        return 0
-    return max(int(version), 0)
+    return _landlock.abi()
 
 
 def exec_guard_status() -> tuple[bool, str]:
@@ -86,14 +56,6 @@ def exec_guard_status() -> tuple[bool, str]:
                       f"planted filter, pager or hook cannot start a program")
     return False, ("off (this kernel has no Landlock): git's filters, pagers and hooks are "
                    "switched off by configuration only")
-
-
-def guarded(argv: list[str], exe: str) -> tuple[list[str], str]:
-    """``(argv, exe)`` that start ``exe`` with ``argv`` behind the exec allowlist."""
-    python = interpreter()
-    allowed = allowed_exec(exe)
-    return [python, "-I", "-S", "-B", "-c", _guard_source(), str(len(allowed)), *allowed,
-            exe, *argv], python
 
 
 def _elf_interpreters(path: str) -> list[str]:
@@ -126,5 +88,4 @@ def _elf_interpreters(path: str) -> list[str]:
     return []
 
 
-__all__ = ["allowed_exec", "exec_guard_status", "guarded", "interpreter", "interpreter_binds",
-           "landlock_abi"]
+__all__ = ["allowed_exec", "exec_guard_status", "landlock_abi"]

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from aillm_lab.runtime import Lifecycle, LoopRunner, get_runner
-from aillm_lab.tools.git_exec import guarded, interpreter_binds
+from aillm_lab.tools.git_exec import allowed_exec
 from aillm_lab.tools.jail_scan import Protected, ProtectedScan, Snapshot, sweep
 from aillm_lab.tools.paths import Workspace
 
@@ -44,16 +44,13 @@ class Jail(Lifecycle):
     """One launcher process per workspace, on the runner loop, started on first use.
 
     ``extra_binds`` are more read-only folders programs need (an interpreter's prefix).
-    The Lab's own interpreter prefix is always there: git starts behind a guard written in
-    Python (``git_exec``).
     """
 
     def __init__(self, ws: Workspace, *, extra_binds: tuple[str, ...] = (),
                  runner: LoopRunner | None = None) -> None:
         self.ws = ws
         self.runner = runner if runner is not None else get_runner()
-        self.binds = tuple(dict.fromkeys((*SYSTEM_BINDS, *extra_binds,
-                                          *interpreter_binds())))
+        self.binds = tuple(dict.fromkeys((*SYSTEM_BINDS, *extra_binds)))
         self.why: str | None = None  # set when confinement is unavailable here
         self._conn: _Connection | None = None
         self._starting: asyncio.Lock | None = None
@@ -92,8 +89,9 @@ class Jail(Lifecycle):
         ``protect_git``: ``"all"`` makes every ``.git`` read-only; ``"config"`` only their
         config, hooks and info (for git's own writes: index, objects, refs). Programs other
         than ``git`` (``git=False``) see every ``.git/config`` empty: remote URLs carry
-        tokens, and only git needs to read it. Git (``git=True``) starts behind
-        ``git_exec.guarded``: it may execute git's own files and nothing else.
+        tokens, and only git needs to read it. Git (``git=True``) may execute git's own
+        files and nothing else: the launcher applies ``git_exec.allowed_exec`` (Landlock)
+        just before it starts git.
         """
         conn = await self._ensure()
         if conn is None:
@@ -105,11 +103,10 @@ class Jail(Lifecycle):
         else:  # the first listing of a large workspace must not stall the loop
             protected = await asyncio.to_thread(self._scan.scan, protect_git, git=git)
         self.before = self._scan.last
-        if git:
-            argv, exe = guarded(argv, exe)
         request = {"op": "run", "argv": argv, "exe": exe, "cwd": str(cwd), "env": env,
                    "writable": writable, "hide": protected.hide,
-                   "readonly": protected.readonly, "tmp_mb": tmp_mb, "limits": limits or {}}
+                   "readonly": protected.readonly, "tmp_mb": tmp_mb, "limits": limits or {},
+                   "exec_allow": list(allowed_exec(exe)) if git else None}
         return await conn.run(request)
 
     async def sweep(self, *, git_made: bool = False) -> list[str]:
