@@ -437,6 +437,16 @@ class _Hop:
             self.task.cancel()
 
 
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has unwound, without raising what it raised (a
+    supervisor that stops its body must not die of the body's error, nor leave it running)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({task})
+    if task.done() and not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not log it as lost
+
+
 def _cancel(fut: concurrent.futures.Future[Any], finished: threading.Event) -> None:
     """Cancel the runner task and give it a moment to unwind, so its resources are freed."""
     fut.cancel()

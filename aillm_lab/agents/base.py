@@ -23,10 +23,7 @@ where the model has it, else the text protocol (``TextTools``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import numbers
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -34,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from aillm_lab.agents import prompts, store
+from aillm_lab.agents import memory_hook, prompts, store
+from aillm_lab.agents.arguments import check_limits
 from aillm_lab.agents.modes import FINAL_TOOL, NativeTools, ToolMode, Verdict
 from aillm_lab.agents.progress import RunBar
 from aillm_lab.agents.run import (
@@ -46,7 +44,7 @@ from aillm_lab.agents.run import (
     remember_agent,
 )
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
-from aillm_lab.errors import BudgetExceeded, ConfigError
+from aillm_lab.errors import BudgetExceeded
 from aillm_lab.llm.limits import UNSET
 from aillm_lab.llm.registry import check_spec
 from aillm_lab.llm.structured import json_schema, parse_output
@@ -58,9 +56,8 @@ from aillm_lab.llm.types import (
     ToolSpec,
     generation_params,
 )
-from aillm_lab.runtime import LoopRunner, sync_twin
+from aillm_lab.runtime import LoopRunner, cancel_and_wait, sync_twin
 from aillm_lab.tools.base import ToolResult
-from aillm_lab.tools.scan import scan_injection, wrap_as_data
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
@@ -81,7 +78,9 @@ class Agent:
     ``tools``: ``@al.tool`` tools, plain typed functions, names of built-ins (``"read_file"``)
     or a ``Toolbox``. ``output``: a pydantic model the final answer must validate against
     (the model submits it through a ``final_answer`` tool). ``memory``: a
-    ``LongTermMemory`` (or True for ``lab.memory``) recalled into the context first.
+    ``LongTermMemory`` (or True for ``lab.memory``) recalled into the context first; after
+    a completed run the model picks up to ``remember`` salient facts, which are saved to it
+    (0: recall only; see ``memory_hook``; ``run.remembered`` has their ids).
     ``max_repairs``: failed calls or answers in a row before the run ends with ``error``.
     ``allow_repeats``: run a call identical to an earlier one (same tool and arguments) again;
     off by default, because a model that repeats itself is stuck (small models loop on the
@@ -101,25 +100,18 @@ class Agent:
                  memory: LongTermMemory | bool | None = None, *, system: str | None = None,
                  max_repairs: int = 3, params: GenerationParams | dict[str, Any] | None = None,
                  tool_mode: ToolMode | None = None, save: bool = True,
-                 allow_repeats: bool = False, progress: bool | float = True) -> None:
-        _check_number("max_steps", max_steps, "a whole number, 1 or more", whole=True, low=1)
-        _check_number("max_repairs", max_repairs, "a whole number, 0 or more", whole=True,
-                      low=0)
-        if max_cost_usd is not None:
-            _check_number("max_cost_usd", max_cost_usd, "a number of USD, 0 or more, or None",
-                          low=0)
-        if max_seconds is not None:
-            _check_number("max_seconds", max_seconds, "a number above 0, or None", low=0,
-                          above=True)
-        if not isinstance(progress, bool):
-            _check_number("progress", progress, "True, False, or the seconds a run lasts "
-                          f"before its bar shows (default {PROGRESS_AFTER_S:g})", low=0)
+                 allow_repeats: bool = False, progress: bool | float = True,
+                 remember: int = 3) -> None:
+        check_limits(max_steps=max_steps, max_repairs=max_repairs, remember=remember,
+                     max_cost_usd=max_cost_usd, max_seconds=max_seconds, progress=progress,
+                     progress_default=PROGRESS_AFTER_S)
         if isinstance(model, str):  # a typo fails here, as Lab(model=...) does
             check_spec(model, "model")
         self._lab = lab
         self.model = model
         self.max_steps, self.max_cost_usd, self.max_seconds = max_steps, max_cost_usd, max_seconds
         self.output, self.memory, self.max_repairs = output, memory, max_repairs
+        self.remember = remember
         self.system = system
         self.params = (params if isinstance(params, GenerationParams)
                        else generation_params({"max_tokens": 1024, **(params or {})}))
@@ -260,7 +252,7 @@ class Agent:
         try:
             done, _ = await asyncio.wait({body}, timeout=self.max_seconds)
         except asyncio.CancelledError:
-            await _settle(body)
+            await cancel_and_wait(body)
             self._end(live, "cancelled", prompts.CANCELLED.format(
                 how="task.cancel() or a keyboard interrupt"), started)
             await self._save_run(run)
@@ -268,8 +260,12 @@ class Agent:
         finally:
             with self._lock:
                 self._active.discard(live)
-        if not done:
-            await _settle(body)
+        if run.status == "completed" and (not done or body.cancelled()):
+            await cancel_and_wait(body)  # stopped while saving facts: the answer stands
+            log.warning("agent run %s: saving its facts to memory was cut short", run.id)
+            self._end(live, "completed", None, started)
+        elif not done:
+            await cancel_and_wait(body)
             self._end(live, "timeout", prompts.TIMEOUT.format(seconds=self.max_seconds),
                       started)
         elif body.cancelled():
@@ -325,7 +321,7 @@ class Agent:
         finally:
             if not task.done():
                 task.cancel()
-                await _settle(task)
+                await cancel_and_wait(task)
 
     # -- the body: steps -----------------------------------------------------------------------
     async def _body(self, live: _Live) -> None:
@@ -354,6 +350,7 @@ class Agent:
                 step.cost_usd = self._cost(completion, scope.spent_usd - spent)
                 if await self._observe(live, step, completion):
                     run.status = "completed"
+                    await self._save_facts(live)
                     return
                 if live.failures > self.max_repairs:
                     run.status, run.error = "error", prompts.GAVE_UP.format(
@@ -447,20 +444,30 @@ class Agent:
         known = self.lab.gateway.pricing.price(provider, name, completion.usage)
         return None if known is None and spent == 0 else spent
 
-    async def _recall(self, task: str) -> list[str]:
+    def _memory(self) -> LongTermMemory | None:
         if self.memory is None or self.memory is False:
-            return []
-        memory = self.lab.memory if self.memory is True else self.memory
-        hits = await memory.asearch(task, k=5)
-        return [_as_recalled(hit.memory.text) for hit in hits]
+            return None
+        return self.lab.memory if self.memory is True else self.memory
 
+    async def _recall(self, task: str) -> list[str]:
+        memory = self._memory()
+        return [] if memory is None else await memory_hook.recall(memory, task)
 
-def _as_recalled(text: str) -> str:
-    """A memory as it goes into the system text: fenced as untrusted data when the injection
-    scan flags it. Why: a run may save facts drawn from tool output an attacker planted, and
-    the system text is where a model trusts most."""
-    markers = scan_injection(text)
-    return wrap_as_data(text, "memory", markers, what="recalled memory") if markers else text
+    async def _save_facts(self, live: _Live) -> None:
+        """After the answer: the model's salient facts into memory, never failing the run
+        (a refusal by the budget or a broken model is logged; the answer stands)."""
+        memory = self._memory()
+        if memory is None or self.remember == 0:
+            return
+        run = live.run
+        try:
+            with self.lab.scope(f"{run.id}/memory"):  # nested: the run's budget still caps
+                run.remembered = await memory_hook.save_facts(
+                    memory, live.model, run, limit=self.remember,
+                    redact=self.lab.tools.guard.redactor.redact)
+        except Exception as exc:
+            log.warning("agent run %s: no facts saved to memory: %s: %s", run.id,
+                        type(exc).__name__, exc)
 
 
 class _Live:
@@ -507,24 +514,3 @@ def _earlier(run: AgentRun, call: ToolCall) -> ToolResult | None:
             if old.name == call.name and old.arguments == call.arguments:
                 return result
     return None
-
-
-async def _settle(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait until it has unwound, without raising what it raised."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait({task})
-    if task.done() and not task.cancelled():
-        task.exception()  # retrieved, so asyncio does not log it as lost
-
-
-def _check_number(name: str, value: Any, allowed: str, *, low: float, whole: bool = False,
-                  above: bool = False) -> None:
-    """A limit given to an agent: a real number (not a bool, NaN or infinity; a whole one
-    for counts) at or above ``low`` (strictly ``above`` it), else a ``ConfigError`` naming
-    the argument, its value and ``allowed``, before anything runs."""
-    kinds = numbers.Integral if whole else numbers.Real  # numpy's numbers too
-    ok = (isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
-          and (value > low if above else value >= low))
-    if not ok:
-        raise ConfigError(f"{name}={value!r}: give {allowed}.", fields=(name,))

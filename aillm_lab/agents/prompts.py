@@ -16,6 +16,15 @@ FINAL_TOOL_DESCRIPTION = "Submit the final answer. Call this once, when the task
 
 MEMORY_NOTE = "Things you remember that may be relevant:\n{memories}"
 
+FACTS_SYSTEM = (
+    "You keep an assistant's long-term memory. From a finished task, pick the facts worth "
+    "remembering for future tasks: about the user, their data, their preferences, or results "
+    "they will need again. Each fact is one short, self-contained sentence.")
+
+FACTS_REQUEST = (
+    "Task: {task}\n\nFinal answer: {answer}\n\nList at most {limit} facts worth remembering, "
+    "one per line, each starting with \"- \". If nothing is worth remembering, reply NONE.")
+
 REPEATED = (
     "{result}\n(That is the result {tool} gave before for the same arguments; it was not run "
     "again. Use it: call another tool, or give the final answer.)")

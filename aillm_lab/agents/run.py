@@ -91,6 +91,9 @@ class AgentRun(BaseModel, Displayable):
     started_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     latency_s: float = 0.0
     forked_from: str | None = Field(default=None, description="run id and step: 'id@N'")
+    remembered: list[str] = Field(
+        default_factory=list, description="ids of the memories saved after the run "
+        "(agents with memory=): the salient facts the run's model picked")
     _agent: Any = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:

@@ -20,7 +20,6 @@ refused call ends the run ``budget`` without starting more steps. ``max_seconds`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import json
@@ -36,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from aillm_lab.agents._workflow_store import Checkpoint, CheckpointStore
 from aillm_lab.agents.run import RunStatus
+from aillm_lab.agents.workflow_imports import AGENTS, import_object
 from aillm_lab.agents.workflow_run import StepRun, WorkflowRun
 from aillm_lab.agents.workflow_spec import (
-    AGENTS,
     AgentRunStep,
     CallStep,
     LlmStep,
@@ -46,13 +45,12 @@ from aillm_lab.agents.workflow_spec import (
     StepBase,
     ToolStep,
     Workflow,
-    import_object,
 )
 from aillm_lab.agents.workflow_template import TemplateError, render_tree
 from aillm_lab.errors import BudgetExceeded, ConfigError, SafetyViolation
 from aillm_lab.llm.limits import UNSET
 from aillm_lab.llm.types import Message
-from aillm_lab.runtime import Lifecycle, LoopRunner, sync_twin
+from aillm_lab.runtime import Lifecycle, LoopRunner, cancel_and_wait, sync_twin
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
@@ -171,7 +169,7 @@ class WorkflowAgent(Lifecycle):
         try:
             done, _ = await asyncio.wait({body}, timeout=self.max_seconds)
         except asyncio.CancelledError:
-            await _settle(body)
+            await cancel_and_wait(body)
             await self._end(live, "cancelled", "cancelled by task.cancel() or a keyboard "
                             "interrupt; finished steps are checkpointed", started)
             raise
@@ -179,7 +177,7 @@ class WorkflowAgent(Lifecycle):
             with self._lock:
                 self._active.discard(live)
         if not done:
-            await _settle(body)
+            await cancel_and_wait(body)
             await self._end(live, "timeout", f"the run took longer than max_seconds="
                             f"{self.max_seconds:g}; finished steps are checkpointed", started)
         elif body.cancelled():
@@ -475,14 +473,6 @@ def _json_text(output: Any, sid: str) -> str:
         raise ConfigError(f"step {sid!r} returned {type(output).__name__} that is not JSON "
                           f"data ({exc}); return dicts, lists, strings, numbers, booleans or "
                           "None.", fields=(f"steps.{sid}",)) from None
-
-
-async def _settle(task: asyncio.Future[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait({task})
-    if task.done() and not task.cancelled():
-        task.exception()
 
 
 __all__ = ["Workflow", "WorkflowAgent", "WorkflowRun"]

@@ -38,7 +38,6 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag, ValidationError
 
-from aillm_lab.agents.workflow_imports import AGENTS as AGENTS  # workflow.py imports it here
 from aillm_lab.agents.workflow_imports import (
     check_agent,
     import_object,

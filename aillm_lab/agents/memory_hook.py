@@ -1,0 +1,96 @@
+"""An agent run's memory hook: recall before the first step, save salient facts after.
+
+Both ends treat the text that crosses between runs as untrusted: a run may draw its answer
+from tool output an attacker planted, and a memory comes back in the system text, where a
+model trusts most. So a recalled memory the injection scan flags is fenced as data, and a
+fact is saved only when the scan finds nothing in it and the guard's redactor leaves it
+unchanged (a fact that holds a secret is not stored, not even redacted).
+
+The facts come from one model call through the Lab's gateway (the run's own model, in its
+own scope ``<run id>/memory`` nested in the run's, so it counts against the run's budget but
+is not a row of ``run_id == run.id``, which is one row per step).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from aillm_lab.agents import prompts
+from aillm_lab.llm.types import GenerationParams, Message
+from aillm_lab.tools.scan import scan_injection, wrap_as_data
+
+if TYPE_CHECKING:
+    from aillm_lab.agents.run import AgentRun
+    from aillm_lab.llm.base import Model
+    from aillm_lab.memory.long_term import LongTermMemory
+
+log = logging.getLogger(__name__)
+RECALL_K = 5  # memories recalled into the first system text
+MAX_FACT_CHARS = 300  # a longer line is not a fact but a copy of the answer
+_SHOWN_CHARS = 2_000  # of the task and the answer, in the facts request
+_BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
+_PARAMS = GenerationParams(max_tokens=256, temperature=0.0)
+
+
+async def recall(memory: LongTermMemory, task: str) -> list[str]:
+    """The memories most relevant to ``task``, as they go into the system text."""
+    hits = await memory.asearch(task, k=RECALL_K)
+    return [as_recalled(hit.memory.text) for hit in hits]
+
+
+def as_recalled(text: str) -> str:
+    """A memory fenced as untrusted data when the injection scan flags it."""
+    markers = scan_injection(text)
+    return wrap_as_data(text, "memory", markers, what="recalled memory") if markers else text
+
+
+def parse_facts(text: str, limit: int) -> list[str]:
+    """Up to ``limit`` facts from the model's reply: one per bulleted or numbered line
+    (plain lines too, for small models that drop the bullets), without duplicates, empty
+    lines, over-long lines or the ``NONE`` that means nothing is worth keeping."""
+    facts: list[str] = []
+    for line in text.splitlines():
+        fact = _BULLET.sub("", line).strip().strip('"').strip()
+        if (not fact or fact.rstrip(".").upper() == "NONE" or len(fact) > MAX_FACT_CHARS
+                or fact.endswith(":") or fact in facts):
+            continue
+        facts.append(fact)
+        if len(facts) == limit:
+            break
+    return facts
+
+
+async def save_facts(memory: LongTermMemory, model: Model, run: AgentRun, *, limit: int,
+                     redact: Callable[[str], str]) -> list[str]:
+    """Ask ``model`` for up to ``limit`` facts worth keeping from ``run`` and save those
+    that pass the scan and the redactor; returns the saved memories' ids."""
+    request = [Message(role="system", content=prompts.FACTS_SYSTEM),
+               Message(role="user", content=prompts.FACTS_REQUEST.format(
+                   limit=limit, task=run.task[:_SHOWN_CHARS],
+                   answer=_answer_text(run.output)[:_SHOWN_CHARS]))]
+    completion = await model.complete(request, params=_PARAMS)
+    kept: list[str] = []
+    for fact in parse_facts(completion.text, limit):
+        if scan_injection(fact):
+            log.warning("run %s: a fact the injection scan flags was not saved: %r",
+                        run.id, fact[:80])
+        elif redact(fact) != fact:
+            log.warning("run %s: a fact that holds a secret was not saved", run.id)
+        else:
+            kept.append(fact)
+    if not kept:
+        return []
+    saved = await memory.aadd_many(kept, metadata={"source": "agent run", "run_id": run.id,
+                                                   "agent": run.agent}, tags=["agent"])
+    return [m.id for m in saved]
+
+
+def _answer_text(output: Any) -> str:
+    if isinstance(output, BaseModel):
+        return output.model_dump_json()
+    return output if isinstance(output, str) else repr(output)
