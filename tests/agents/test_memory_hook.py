@@ -151,3 +151,21 @@ def test_the_facts_reply_is_parsed_line_by_line():
 def test_remember_must_be_a_whole_number(make_lab, bad):
     with pytest.raises(al.ConfigError, match="remember="):
         al.ReActAgent(tools=[add], lab=make_lab(ScriptedModel([])), remember=bad)
+
+
+def test_the_facts_call_counts_against_the_runs_budget(make_lab, caplog):
+    """A run that spent nearly all of max_cost_usd cannot spend more on its facts: the
+    gateway refuses the call before it is sent, and the answer stands."""
+    model = ScriptedModel(["the answer " * 20, FACTS], name="priced")
+    lab = make_lab(model, prices={"scripted:priced": {"input": 10_000, "output": 10_000}})
+    with _memory(lab) as mem:
+        # $0.01 a token: the step's worst case is about $2.06 (it spends $1.00), the facts
+        # call's (256 output tokens) about $4, so $2.20 lets the step run and not the facts
+        budget = 2.2
+        run = al.ReActAgent(tools=[add], lab=lab, memory=mem, max_cost_usd=budget,
+                            params={"max_tokens": 50}).run("q")
+        assert mem.list() == []
+    assert run.status == "completed" and run.remembered == []
+    assert "no facts saved to memory: BudgetExceeded" in caplog.text
+    calls = lab.calls()
+    assert calls[calls.run_id.str.startswith(run.id)].cost_usd.sum() <= budget
