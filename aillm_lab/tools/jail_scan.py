@@ -1,9 +1,10 @@
 """What the jail protects in a workspace before a call, and what it undoes after one.
 
 Kept apart from ``jail.py`` (the launcher connection) because it is the file-system side:
-``ProtectedScan`` lists the deny-listed entries, ``.git`` folders and folders laid out like
-a git directory (``git_layout``) before each call, and ``sweep`` compares that with a scan
-after a writable call, removing the traps the program left for later.
+``ProtectedScan`` lists the deny-listed entries, ``.git`` folders, folders laid out like
+a git directory (``git_layout``), Python environments and files that run by themselves
+(``write_rules``) before each call, and ``sweep`` compares that with a scan after a
+writable call, removing the traps the program left for later.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from aillm_lab.tools.git_layout import ADVICE, MARKERS, is_gitdir, markers
 from aillm_lab.tools.paths import Workspace
+from aillm_lab.tools.write_rules import ENV_MARKERS, runs_by_itself
 
 _GIT_PARTS = ("config", "hooks", "info", "config.worktree", "modules")
 CONFIGS = ("config", "config.worktree")
@@ -34,12 +36,17 @@ class Protected:
 class Snapshot:
     """What a scan found: deny-listed entries (and their inodes: a renamed folder moves
     them, it does not make them), ``.git`` entries, and per folder the entries that count
-    as git markers (``git_layout.markers``) and its config files, where it has any."""
+    as git markers (``git_layout.markers``) and its config files, where it has any; Python
+    environments (``envs``) and entries that run by themselves (``autorun``, with their
+    inodes, as for deny-listed ones)."""
 
     hidden: set[str] = field(default_factory=set)
     gits: set[str] = field(default_factory=set)
     marked: dict[str, frozenset[str]] = field(default_factory=dict)
     hidden_inodes: set[int] = field(default_factory=set)
+    envs: set[str] = field(default_factory=set)
+    autorun: set[str] = field(default_factory=set)
+    autorun_inodes: set[int] = field(default_factory=set)
 
     @property
     def gitlike(self) -> set[str]:
@@ -55,6 +62,8 @@ class _Listing:
     inodes: list[int]
     gits: list[str]
     marker_names: list[str]
+    env: bool = False
+    autorun: list[tuple[str, int]] = field(default_factory=list)
 
 
 class ProtectedScan:
@@ -81,10 +90,14 @@ class ProtectedScan:
 
         A folder laid out like a git directory before the call is guarded like ``.git``:
         its config, hooks and info read-only, its config hidden from programs but git.
+        A Python environment is read-only as a whole, and so is each file outside one
+        that runs by itself (``write_rules``): its content is the user's, not the call's.
         """
         hidden: list[str] = []
         inodes: list[int] = []
         gits: list[str] = []
+        envs: list[str] = []
+        autorun: list[tuple[str, int]] = []
         marked: dict[str, frozenset[str]] = {}
         fresh: dict[str, _Listing] = {}
         stack = ["."]
@@ -105,18 +118,23 @@ class ProtectedScan:
             hidden.extend(listing.hidden)
             inodes.extend(listing.inodes)
             gits.extend(listing.gits)
+            autorun.extend(listing.autorun)
+            if listing.env:
+                envs.append(rel)
             if listing.marker_names:
                 configs = {n for n in listing.marker_names if n.lower() in CONFIGS}
                 if found := markers(path, listing.marker_names) | configs:
                     marked[rel] = found
         self._dirs = fresh
-        self.last = Snapshot(set(hidden), set(gits), marked, set(inodes))
+        self.last = Snapshot(set(hidden), set(gits), marked, set(inodes), set(envs),
+                             {rel for rel, _ in autorun}, {ino for _, ino in autorun})
         gitlike = sorted(self.last.gitlike)
         if not git:  # remote URLs with tokens live in these; only git needs to read them
             hidden += [c for g in gits for c in _git_configs(root, g)]
             hidden += [_join(g, "config") for g in gitlike
                        if os.path.lexists(f"{root}/{_join(g, 'config')}")]
         inner = [_join(g, part) for g in gitlike for part in _GIT_PARTS]
+        inner += _python_readonly(envs, [rel for rel, _ in autorun])
         if protect_git == "all":
             return Protected(hide=hidden, readonly=[*gits, *inner])
         inner += [f"{g}/{part}" for g in gits for part in _GIT_PARTS]
@@ -124,6 +142,7 @@ class ProtectedScan:
 
     def _list(self, rel: str, path: str, key: tuple[int, int, int]) -> _Listing:
         subdirs, hidden, inodes, gits, marker_names = [], [], [], [], []
+        autorun: list[tuple[str, int]] = []
         try:
             entries = list(os.scandir(path))
         except OSError:
@@ -133,13 +152,27 @@ class ProtectedScan:
             if self.ws.is_denied(child):
                 hidden.append(child)
                 inodes.append(entry.inode())
-            elif entry.name.lower() == ".git":
-                gits.append(child)
-            elif entry.is_dir(follow_symlinks=False):
-                subdirs.append(child)
+            else:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if runs_by_itself(entry.name, folder=is_dir):
+                    autorun.append((child, entry.inode()))
+                if entry.name.lower() == ".git":
+                    gits.append(child)
+                elif is_dir:
+                    subdirs.append(child)
             if entry.name.lower() in (*MARKERS, *CONFIGS):
                 marker_names.append(entry.name)
-        return _Listing(key, subdirs, hidden, inodes, gits, marker_names)
+        env = any(e.name.lower() in ENV_MARKERS for e in entries)
+        return _Listing(key, subdirs, hidden, inodes, gits, marker_names, env, autorun)
+
+
+def _python_readonly(envs: list[str], autorun: list[str]) -> list[str]:
+    """Python environments, and the files that run by themselves outside them (inside one
+    they are read-only already; a bind per ``.pth`` there would only cost mounts)."""
+    if "." in envs:
+        return ["."]
+    inside = tuple(f"{e}/" for e in envs)
+    return [*envs, *(a for a in autorun if not a.startswith(inside))]
 
 
 def _git_configs(root: str, gitdir: str) -> list[str]:
@@ -167,7 +200,10 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
     Only entries that did not exist before the call are removed (a deny-listed file moved
     with its folder keeps its inode and stays; a git directory loses its newest markers,
     HEAD first, until it is none), and git directories only when the program was not git
-    itself (``git_made``: a ``git init`` the policy allows makes a clean one).
+    itself (``git_made``: a ``git init`` the policy allows makes a clean one). A file that
+    runs by itself (``write_rules.runs_by_itself``: ``*.pth``, ``sitecustomize``, ``.envrc``)
+    is undone like a deny-listed one, wherever it is: the user's next ``python`` or ``cd``
+    would run it. (Python environments need no sweep: the call sees them read-only.)
 
     A deny-listed file the user saves while a call runs looks new too, so a plain regular
     file under a deny-listed name is moved aside (``_Aside``), not deleted, and the note
@@ -190,6 +226,12 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
                          f"config and hooks git would run; use the git tools")
     for rel in sorted(set() if git_made else after.gitlike - before.gitlike):
         notes += _ungit(aside, rel, after.marked[rel], before.marked.get(rel, frozenset()))
+    for rel in sorted(after.autorun - before.autorun):
+        path = root / rel
+        why = runs_by_itself(path.name, folder=path.is_dir() and not path.is_symlink())
+        if _made(path, before.autorun_inodes) and (where := aside.take(rel)) is not None:
+            notes.append(f"removed {rel}{where}: {why}; no tool may leave a file that runs "
+                         "by itself")
     return notes
 
 

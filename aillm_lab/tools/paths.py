@@ -8,9 +8,9 @@ descriptor at a time with ``O_NOFOLLOW``: a symlink swapped in after ``resolve``
 makes the open fail instead of being followed, and the file is created in a directory
 pinned by its descriptor, never in one reached through a path that has since changed.
 
-A write is also refused when it would leave a folder that git takes for a repository
-(``_check_git_layout``): git runs programs named in a repository's config, so planting one
-must not be possible through the file tools.
+A write is also refused where its file would run code later (``write_rules``): inside
+``.git`` or a Python environment, a ``.pth`` / ``sitecustomize`` / ``.envrc`` anywhere, or
+when it would leave a folder that git takes for a repository.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel
 
 from aillm_lab.errors import SafetyViolation, ToolError
-from aillm_lab.tools.git_layout import ADVICE, counts, is_gitdir, present
 from aillm_lab.tools.path_rules import MAX_NAME_BYTES, MAX_PATH_BYTES, check_spelling, glob_to_regex
 from aillm_lab.tools.path_rules import show as _show
 from aillm_lab.tools.policy import PathPolicy
+from aillm_lab.tools.write_rules import check_name, check_place
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -67,7 +67,8 @@ class Workspace:
     def resolve(self, path: str | os.PathLike[str], *, write: bool = False) -> Path:
         """The canonical absolute path, or ``SafetyViolation`` naming the rule it broke.
 
-        ``write=True`` adds the rules for writing (nothing inside ``.git``, not the root).
+        ``write=True`` adds the rules for writing (``write_rules``: not the root, nothing
+        inside ``.git`` or a Python environment, no file that runs by itself).
         """
         raw = _as_text(path)
         check_spelling(raw)
@@ -88,9 +89,9 @@ class Workspace:
                                       f"(PathPolicy.deny_globs: {', '.join(globs)}); "
                                       "secrets and keys are off limits, pick another file")
             if write:
-                _check_writable(rel, raw)
+                check_name(rel, raw)
         if write:
-            _check_git_layout(self.root, self.relative(real), raw)
+            check_place(self.root, self.relative(real), raw)
         _check_file_type(real, raw)
         return Path(real)
 
@@ -286,39 +287,6 @@ class Workspace:
             raise _changed(rel)
         _check_opened(st, rel)
         return stat.S_IMODE(st.st_mode)
-
-
-def _check_writable(rel: str, raw: str) -> None:
-    if rel == ".":
-        raise SafetyViolation("path.root", "cannot write to the workspace folder itself; "
-                              "name a file inside it")
-    if ".git" in rel.lower().split("/"):
-        raise SafetyViolation("path.git_internal", f"{_show(raw)} is inside a .git folder, "
-                              "whose hooks and config run code; use the git tools instead")
-
-
-def _check_git_layout(root: Path, rel: str, raw: str) -> None:
-    """Refuse a write after which a folder on the path is a git directory (``git_layout``:
-    ``HEAD`` plus ``objects`` and ``refs``, or plus ``commondir``), config or not.
-
-    Why: git finds such a folder as a bare repository from any folder below it and runs the
-    programs its config names (``core.fsmonitor``) for whoever runs git there; the lab's
-    own git refuses bare repositories, a developer's git does not. The folders above the
-    written file are checked as they will be once it exists (the file itself is a regular
-    file, each folder on the way a folder).
-    """
-    parts = _parts(rel)
-    for depth in range(len(parts)):
-        folder, child = root.joinpath(*parts[:depth]), parts[depth]
-        last = depth == len(parts) - 1
-        found = set(present(folder))
-        if counts(child, stat.S_IFREG | 0o644 if last else stat.S_IFDIR | 0o755):
-            found.add(child)
-        if is_gitdir(found):
-            where = "/".join(parts[:depth]) or "."
-            raise SafetyViolation("path.git_internal", f"writing {_show(raw)} would make "
-                                  f"{where!r} a git directory ({ADVICE}); keep such files "
-                                  "out of the workspace or rename the folder")
 
 
 def _check_file_type(real: str, raw: str) -> None:

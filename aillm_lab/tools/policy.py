@@ -24,7 +24,9 @@ class PathPolicy(_Policy):
     ``deny_globs`` names the usual places secrets live: dotenv files, keys (SSH ones too),
     git's configs (remote URLs with tokens), and the credential files of common clients
     (netrc, pgpass, npm, PyPI, git's credential store, AWS, Docker, kubectl, Terraform
-    state, secrets.yaml).
+    state and tokens, secrets.yaml, direnv's .envrc, Streamlit secrets, Google OAuth
+    clients, service-account keys and gcloud credentials, s3cmd, boto, Vault, the GitHub
+    CLI, htpasswd, PKCS#12 bundles, cargo and gem tokens).
     ``**/.env.*`` also denies templates such as ``.env.example``: a copy with real values
     is named the same way, so none is trusted; a project that needs its template readable
     can drop that glob.
@@ -39,7 +41,15 @@ class PathPolicy(_Policy):
                                  "**/.pypirc", "**/.git-credentials", "**/.aws/credentials",
                                  "**/.aws/config", "**/.docker/config.json",
                                  "**/.kube/config", "**/secrets.y*ml", "**/secrets.json",
-                                 "**/*.tfstate", "**/*.tfstate.backup"],
+                                 "**/*.tfstate", "**/*.tfstate.backup",
+                                 "**/.envrc", "**/.streamlit/secrets.toml",
+                                 "**/credentials.json", "**/client_secret*.json",
+                                 "**/service-account*.json",
+                                 "**/application_default_credentials.json", "**/.s3cfg",
+                                 "**/.boto", "**/.vault-token", "**/.config/gh/hosts.yml",
+                                 "**/.htpasswd", "**/*.p12", "**/*.pfx",
+                                 "**/.cargo/credentials*", "**/.gem/credentials",
+                                 "**/.terraform.d/credentials.tfrc.json"],
         description="workspace-relative globs no tool may read or write")
     max_read_bytes: int = Field(default=2_000_000, ge=1, le=10**10)
     max_write_bytes: int = Field(default=5_000_000, ge=1, le=10**10)

@@ -1,4 +1,4 @@
-"""The default deny list covers the usual credential files, not only ``.env`` (red-team D1).
+"""The default deny list covers the usual credential files, not only ``.env`` (red-team D1, DL1).
 
 Before: ``read_file`` returned ``.env.local``, ``.netrc``, ``.pgpass``, ``.npmrc``,
 ``.git-credentials``, ``.aws/credentials``, a Docker ``config.json`` with registry auth and
@@ -23,6 +23,13 @@ SECRET_FILES = [
     ".docker/config.json", ".kube/config", "secrets.yaml", "deploy/secrets.yml",
     "secrets.json", "infra/terraform.tfstate", "infra/terraform.tfstate.backup",
     "keys/id_ed25519", "id_ecdsa", "id_dsa.pub",
+    # red-team DL1: direnv, Streamlit, Google OAuth / service accounts, s3cmd, Vault, gh ...
+    ".envrc", ".streamlit/secrets.toml", "credentials.json", "gcp/credentials.json",
+    "client_secret_123.apps.googleusercontent.com.json", "gcp/service-account.json",
+    "service-account-key.json", ".config/gcloud/application_default_credentials.json",
+    ".s3cfg", ".boto", ".vault-token", ".config/gh/hosts.yml", "site/.htpasswd",
+    "certs/client.p12", "certs/client.pfx", ".cargo/credentials.toml", ".gem/credentials",
+    ".terraform.d/credentials.tfrc.json",
 ]
 
 
@@ -77,7 +84,8 @@ def test_a_shell_search_sees_none_of_them(lab: Any) -> None:
 
 def test_ordinary_files_beside_them_stay_readable(lab: Any) -> None:
     ws = lab.tools.workspace.root
-    for rel in (".envrc", "env.local", "secrets.md", "config.json", "aws/credentials.txt"):
+    for rel in (".env_notes.md", "env.local", "secrets.md", "config.json",
+                "aws/credentials.txt", "credentials.md", "service.json", "gh/hosts.yml"):
         (ws / rel).parent.mkdir(parents=True, exist_ok=True)
         (ws / rel).write_text("fine\n")
         result = lab.tools.invoke("read_file", {"path": rel})

@@ -95,7 +95,7 @@ def test_deny_globs_match_at_any_depth_and_cover_folders_below(ws: Workspace) ->
     for denied in [".env", "a/b/.env", "key.PEM", ".ssh", ".ssh/known_hosts", "id_rsa.pub",
                    ".git/config", "x/.env/inside.txt"]:
         assert ws.is_denied(denied), denied
-    for allowed in [".envrc", "env.example", "env", "pem.txt", ".git/HEAD", "ssh/x"]:
+    for allowed in [".envs", "env.example", "env", "pem.txt", ".git/HEAD", "ssh/x"]:
         assert not ws.is_denied(allowed), allowed
 
 
