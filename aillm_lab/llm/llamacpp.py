@@ -45,6 +45,7 @@ def available() -> tuple[bool, str]:
         try:
             import llama_cpp
 
+            _close_at_exit()  # its /dev/null handles are open from this import on
             _AVAILABLE = (True, f"llama-cpp-python {llama_cpp.__version__}")
         except Exception as exc:  # ImportError, or OSError from a broken libllama.so
             _AVAILABLE = (False, f"llama-cpp-python does not import ({type(exc).__name__}: "
@@ -75,10 +76,19 @@ def load_gguf(path: Path, n_threads: int | None = None) -> LlamaLoaded:
     with _LOCK:
         loaded = _CACHE.get(key)
         if loaded is None:
-            if not _CACHE:
-                atexit.register(_close_all)
+            _close_at_exit()
             loaded = _CACHE[key] = _load(path, threads)
         return loaded
+
+
+_EXIT_HOOKED = False
+
+
+def _close_at_exit() -> None:
+    global _EXIT_HOOKED
+    if not _EXIT_HOOKED:
+        _EXIT_HOOKED = True
+        atexit.register(_close_all)
 
 
 def _close_all() -> None:

@@ -211,3 +211,17 @@ def test_a_prompt_longer_than_the_context_is_refused_with_the_sizes(module_runne
     with pytest.raises(UnsupportedInput, match=f"{llamacpp.N_CTX}-token context"):
         module_runner.run(model.complete([Message.user(huge)],
                                          params=GenerationParams(max_tokens=4)), timeout=120)
+
+
+def test_asking_whether_llama_cpp_imports_leaves_no_open_file_at_exit():
+    """llama_cpp opens two /dev/null handles when it is imported; a process that only asked
+    (``aillm-lab doctor``) must close them too, or exit prints a ResourceWarning."""
+    import subprocess
+    import sys
+
+    _needs_llama()
+    code = "from aillm_lab.llm import llamacpp; assert llamacpp.available()[0]"
+    done = subprocess.run([sys.executable, "-X", "dev", "-W", "error", "-c", code],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "ResourceWarning" not in done.stderr, done.stderr
