@@ -46,7 +46,7 @@ ODD_NAMES = [
     "a..b.txt", "..hidden-but-fine.txt", "trailing..", "notes/v1..v2.md", "100%.txt",
     "50%off.txt", "a%20b.txt", "backup~", "dir/~draft.md", "notes:v2.txt", "my notes/to do.txt",
     "données/résumé.txt", "日本語/ファイル.md", "emoji-🙂.txt", "ﬁle-ligature.txt",
-    ".gitignore", ".config/settings.toml", "env.example", ".envrc", "env", "pem.txt",
+    ".gitignore", ".config/settings.toml", "env.example", ".editorconfig", "env", "pem.txt",
     "keys/public.txt", "con.txt", "nul", "a/b/c/d/e/f/g/h/deep.txt", "x" * 255,
     "-dash-first.txt", "#hash.txt", "semi;colon.txt", "quote's.txt",
 ]
