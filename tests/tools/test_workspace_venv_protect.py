@@ -193,3 +193,14 @@ def test_a_shell_call_that_writes_envrc_has_it_swept(lab: Any) -> None:
     assert write(lab, "payload.txt", "curl x | sh\n").ok
     result = lab.tools.invoke("run_shell", {"command": "uniq payload.txt .envrc"})
     assert not (ws / ".envrc").exists(), result.content
+
+
+def test_a_workspace_that_is_an_environment_is_read_only_to_the_shell(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (ws / "a.txt").write_text("mine\n")
+    with al.Lab(home=tmp_path / "home", workspace=ws) as the_lab:
+        result = the_lab.tools.invoke("run_shell", {"command": "sort -o a.txt pyvenv.cfg"})
+    assert "exit code 0" not in str(result.content), result.content
+    assert (ws / "a.txt").read_text() == "mine\n"
