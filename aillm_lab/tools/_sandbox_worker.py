@@ -7,7 +7,8 @@ imports ``aillm_lab``). Standard library only. Before the first line of user cod
 2. sets the resource limits (address space, CPU, open files, processes, file size, core 0),
 3. enters a new network namespace, inside a new user namespace when it can (even as root:
    capabilities then only hold inside it), else a plain one,
-4. applies Landlock (Linux >= 5.13): read-only on the interpreter and system libraries,
+4. applies Landlock (Linux >= 5.13): read-only on the interpreter's standard library and
+   site-packages (``_python_roots``: not every ``sys.path`` entry) and system libraries,
    read-write on the sandbox folders, nothing else; no TCP; no signals to outside processes,
 5. applies a seccomp filter: no exec, no fork (threads are fine), no ptrace, no signals to
    other pids, no namespace or mount changes,
@@ -17,8 +18,9 @@ After each call it waits briefly for the Python threads the code started and rep
 still running (``threads_left``), so the parent can stop the worker: nothing the model
 wrote keeps running between calls.
 
-Steps 2-5 live in ``_sandbox_confine.py``. Each step the platform cannot do is reported in
-the ``ready`` message, so the parent can say exactly which protections a session got.
+Steps 2-5 live in ``_sandbox_confine.py``, step 6 in ``_sandbox_hook.py``. Each step the
+platform cannot do is reported in the ``ready`` message, so the parent can say exactly
+which protections a session got.
 Frames are a 4-byte big-endian length followed by UTF-8 JSON.
 """
 
@@ -32,10 +34,8 @@ import io
 import json
 import linecache
 import os
-import pathlib
 import resource
 import signal
-import stat as statmod
 import struct
 import sys
 import time
@@ -46,6 +46,9 @@ from typing import Any
 _VALUE_CHARS = 10_000
 _MAX_FIGURES = 20
 _THREAD_GRACE_S = 1.0  # how long a call's own threads get to finish after its code did
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_HIDDEN = (__file__, os.path.join(_HERE, "_sandbox_worker.py"),
+           os.path.join(_HERE, "_sandbox_hook.py"))  # frames kept out of tracebacks
 
 
 class SandboxRefused(PermissionError):
@@ -56,8 +59,9 @@ class SandboxRefused(PermissionError):
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     cfg["read_roots"] = cfg["read_roots"] + _python_roots()
+    _prune_sys_path(cfg["read_roots"])
     rx, tx = _private_pipes()
-    confine = _load_confine()
+    confine, hooks = _load_sibling("_sandbox_confine"), _load_sibling("_sandbox_hook")
     protections: dict[str, Any] = {"rlimits": confine.set_limits(cfg["limits"])}
     if not cfg["network"]:
         protections["netns"] = confine.enter_netns()
@@ -66,16 +70,16 @@ def main() -> None:
     os.chdir(cfg["workdir"])
     refused: list[str] = []
     if cfg.get("audit_hook", True):
-        sys.addaudithook(_make_hook(cfg, refused))
+        sys.addaudithook(hooks.make_hook(cfg, refused, SandboxRefused))
     protections["audit_hook"] = bool(cfg.get("audit_hook", True))
     _send(tx, {"op": "ready", "pid": os.getpid(), "protections": protections})
     _serve(rx, tx, cfg, refused, _thread_counter())
 
 
-def _load_confine() -> Any:
-    """The sibling module, by path: ``-I`` keeps this folder off ``sys.path``."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_confine.py")
-    spec = importlib.util.spec_from_file_location("_sandbox_confine", path)
+def _load_sibling(name: str) -> Any:
+    """A sibling module, by path: ``-I`` keeps this folder off ``sys.path``."""
+    path = os.path.join(_HERE, name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -83,10 +87,38 @@ def _load_confine() -> Any:
 
 
 def _python_roots() -> list[str]:
-    """This interpreter's own folders (stdlib, lib-dynload, site-packages), read-only."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    roots.update(p for p in sys.path if os.path.isabs(p) and os.path.isdir(p))
-    return sorted(os.path.realpath(p) for p in roots)
+    """The folders the sandbox may read Python from: this interpreter's standard library
+    (with lib-dynload) and the environment's site-packages, never other ``sys.path`` entries.
+
+    A path-style ``.pth`` (hatchling, poetry, pdm, uv, setuptools' src layout) puts an
+    editable project's source folder on ``sys.path``, with its ``.env`` beside it; the
+    cwd or a PYTHONPATH entry would be as bad. So roots come from ``sysconfig`` and
+    ``site``, not from ``sys.path``: a package installed editable this way does not import
+    in the sandbox. That is intended: the sandbox runs model code, and the user's project
+    is outside the sandbox's folder. Packages in site-packages (numpy, pandas, ...) import.
+    """
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots.append(sysconfig.get_config_var("DESTSHARED"))  # lib-dynload
+    roots += site.getsitepackages()
+    return sorted({os.path.realpath(p) for p in roots if p and os.path.isdir(p)})
+
+
+def _prune_sys_path(roots: list[str]) -> None:
+    """Drop ``sys.path`` entries outside ``roots``: imports then skip them instead of each
+    miss being a refused directory listing."""
+    real = [os.path.realpath(r) for r in roots]
+
+    def readable(entry: str) -> bool:
+        full = os.path.realpath(entry)
+        return any(full == r or full.startswith(r.rstrip("/") + "/") for r in real)
+
+    sys.path[:] = [p for p in sys.path if os.path.isabs(p) and readable(p)]
+    for key in [k for k in sys.path_importer_cache if not readable(k)]:
+        del sys.path_importer_cache[key]
 
 
 def _private_pipes() -> tuple[int, int]:
@@ -97,193 +129,6 @@ def _private_pipes() -> tuple[int, int]:
     os.dup2(2, 1)  # C-level prints land in the parent's diagnostics pipe
     os.close(null)
     return rx, tx
-
-
-# -- the audit hook -----------------------------------------------------------------------
-_DENY = {
-    "os.system": "starting programs", "os.exec": "starting programs",
-    "os.posix_spawn": "starting programs", "os.spawn": "starting programs",
-    "os.fork": "creating processes", "os.forkpty": "creating processes",
-    "subprocess.Popen": "starting programs", "pty.spawn": "starting programs",
-    "os.startfile": "starting programs", "webbrowser.open": "opening a browser",
-    "sys.addaudithook": "changing the audit hooks", "resource.prlimit": "changing limits",
-    "gc.get_objects": "walking the heap",
-    "gc.get_referrers": "walking the heap", "gc.get_referents": "walking the heap",
-    "os.symlink": "creating links", "os.link": "creating links",
-    "sqlite3.enable_load_extension": "loading native code",
-    "sqlite3.load_extension": "loading native code",
-}
-_NET_EVENTS = ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg",
-               "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
-               "socket.getnameinfo", "urllib.Request", "http.client.connect", "ftplib.connect",
-               "smtplib.connect", "imaplib.open", "poplib.connect", "nntplib.connect",
-               "telnetlib.Telnet.open")
-# event -> (path index, dir_fd index or -1) for each path it writes
-_WRITES: dict[str, tuple[tuple[int, int], ...]] = {
-    "os.remove": ((0, 1),), "os.rmdir": ((0, 1),), "os.mkdir": ((0, 2),),
-    "os.chmod": ((0, 2),), "os.chown": ((0, 3),), "os.utime": ((0, 3),),
-    "os.truncate": ((0, -1),), "os.rename": ((0, 2), (1, 3)), "shutil.rmtree": ((0, 1),),
-    "os.chflags": ((0, -1),), "os.setxattr": ((0, -1),), "os.removexattr": ((0, -1),)}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-
-def _make_hook(cfg: dict[str, Any], refused: list[str]) -> Any:
-    """Build the hook; every rule and helper it uses is bound now, not looked up later.
-
-    User code can reach this module's globals and ``builtins`` through frames, so the hook
-    reads neither: its helpers are closures and its data are tuples.
-    """
-    read = tuple(os.path.realpath(p) for p in cfg["read_roots"] + cfg["write_roots"])
-    write = tuple(os.path.realpath(p) for p in cfg["write_roots"])
-    path_types = (pathlib.PurePath, pathlib.PurePosixPath, pathlib.Path, pathlib.PosixPath)
-    deny, writes = tuple(_DENY.items()), tuple(_WRITES.items())
-    net_events = None if cfg["network"] else _NET_EVENTS
-    me, wflags = os.getpid(), _WRITE_FLAGS
-    # C functions only: pure-Python helpers (posixpath, os.fsdecode) read module globals
-    # that user code could replace between two calls of the hook
-    fspath, lstat, stat, getcwd, readlink = os.fspath, os.lstat, os.stat, os.getcwd, os.readlink
-    islnk, isdir_mode = statmod.S_ISLNK, statmod.S_ISDIR
-    fs_encoding = sys.getfilesystemencoding()
-    isinstance_, any_, str_, int_, bool_, bytes_ = isinstance, any, str, int, bool, bytes
-    refuse_ = SandboxRefused
-    getrusage, getrlimit = resource.getrusage, resource.getrlimit
-    rusage_self, rlimit_cpu = resource.RUSAGE_SELF, resource.RLIMIT_CPU
-    cpu_s = cfg["limits"]["cpu_s"]
-
-    def text(path: Any) -> str:
-        p = fspath(path)
-        return p.decode(fs_encoding, "surrogateescape") if isinstance_(p, bytes_) else p
-
-    def realpath(p: str) -> str:
-        """Absolute, with '..' and every symlink resolved, like os.path.realpath."""
-        pending = (p if p.startswith("/") else getcwd() + "/" + p).split("/")[::-1]
-        out: list[str] = []
-        hops = 0
-        while pending:
-            part = pending.pop()
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if out:
-                    out.pop()
-                continue
-            candidate = "/" + "/".join(out + [part])
-            try:
-                mode = lstat(candidate).st_mode
-            except OSError:
-                out.append(part)
-                continue
-            if not islnk(mode):
-                out.append(part)
-                continue
-            hops += 1
-            if hops > 40:
-                raise ValueError("too many symbolic links")
-            link = readlink(candidate)
-            if link.startswith("/"):
-                out = []
-            pending.extend(link.split("/")[::-1])
-        return "/" + "/".join(out)
-
-    def isdir(p: str) -> bool:
-        try:
-            return isdir_mode(stat(p).st_mode)
-        except OSError:
-            return False
-
-    def target(path: Any, dir_fd: Any = None) -> str | None:
-        """The real path an operation touches, following fds through /proc/self/fd."""
-        try:
-            if isinstance_(path, int_) and not isinstance_(path, bool_):
-                return readlink(f"/proc/self/fd/{path}")
-            p = text(path)
-            if isinstance_(dir_fd, int_) and dir_fd >= 0 and not p.startswith("/"):
-                p = readlink(f"/proc/self/fd/{dir_fd}") + "/" + p
-            return realpath(p)
-        except (OSError, TypeError, ValueError):
-            return None
-
-    def inside(full: str | None, roots: tuple[str, ...]) -> bool:
-        return full is not None and any_(full == r or full.startswith(r.rstrip("/") + "/")
-                                         for r in roots)
-
-    def where(full: str | None, writing: bool) -> tuple[str, str]:
-        what = "write" if writing else "read"
-        allowed = "the sandbox folder" if writing else "the sandbox folder or Python's libs"
-        return "code.path", f"{what} access to {full!r} is outside {allowed}; use relative paths"
-
-    def check_open(args: tuple[Any, ...]) -> tuple[str, str]:
-        path, mode, flags = (tuple(args) + (None, None, None))[:3]
-        if path is None or (isinstance_(path, int_) and mode is not None):
-            return "", ""  # io.open of an fd that is already open
-        writing = isinstance_(flags, int_) and bool_(flags & wflags)
-        if isinstance_(mode, str_):
-            writing = writing or any_(c in mode for c in "wax+")
-        full = target(path)
-        if mode is None:  # os.open: its dir_fd is not in the event, so no '..' and no dir fds
-            raw = text(path) if not isinstance_(path, int_) else ""
-            if ".." in raw.split("/"):
-                return "code.path", "os.open paths may not contain '..'"
-            if full is not None and not inside(full, write) and isdir(full):
-                return "code.path", "directory descriptors are only allowed inside the sandbox"
-        return ("", "") if inside(full, write if writing else read) else where(full, writing)
-
-    def check_writes(spec: tuple[tuple[int, int], ...], args: tuple[Any, ...]) -> tuple[str, str]:
-        for i, fd_i in spec:
-            if i >= len(args):
-                continue
-            full = target(args[i], args[fd_i] if 0 <= fd_i < len(args) else None)
-            if not inside(full, write):
-                return where(full, True)
-        return "", ""
-
-    def cpu_rearm(args: tuple[Any, ...]) -> bool:
-        """The worker re-arms RLIMIT_CPU per call; nobody may set it further than that."""
-        try:
-            res, (soft, hard) = args
-            usage = getrusage(rusage_self)
-            return bool_(res == rlimit_cpu and hard == getrlimit(rlimit_cpu)[1]
-                         and 0 <= soft <= usage.ru_utime + usage.ru_stime + cpu_s + 2)
-        except (TypeError, ValueError):
-            return False
-
-    def hook(event: str, args: tuple[Any, ...]) -> None:
-        rule = detail = ""
-        if event == "open":
-            rule, detail = check_open(args)
-        elif event.startswith("ctypes."):
-            rule, detail = "code.native", "ctypes (native code and raw memory) is not allowed"
-        elif net_events is not None and (event in net_events or (
-                event == "socket.__new__" and len(args) > 1 and args[1] != 1)):
-            rule, detail = "code.network", "the sandbox has no network; work with local data"
-        elif event in ("os.kill", "os.killpg") and args and args[0] not in (me, 0, -me):
-            rule, detail = "code.signal", "signals may only go to the sandbox's own process"
-        elif event in ("os.listdir", "os.scandir", "os.chdir") and args and args[0] is not None:
-            full = target(args[0])
-            if not inside(full, read):
-                rule, detail = where(full, False)
-        elif event == "sqlite3.connect" and args and args[0] not in (":memory:", b":memory:", ""):
-            full = target(args[0])
-            if not inside(full, write):
-                rule, detail = where(full, True)
-        elif event == "resource.setrlimit" and not cpu_rearm(args):
-            rule, detail = "code.not_allowed", "changing limits is not allowed in the sandbox"
-        elif event == "object.__setattr__" and args and args[0] in path_types:
-            rule, detail = "code.tamper", "patching pathlib's classes is not allowed"
-        else:
-            for name, spec in writes:
-                if event == name:
-                    rule, detail = check_writes(spec, args)
-                    break
-            for name, what in deny:
-                if event == name:
-                    rule, detail = "code.not_allowed", f"{what} is not allowed in the sandbox"
-                    break
-        if rule:
-            refused.append(f"{rule} ({event})")
-            raise refuse_(f"sandbox refused {event}: {detail} ({rule})")
-
-    return hook
 
 
 def _thread_counter() -> tuple[Any, Any]:
@@ -438,7 +283,7 @@ def _format_error(exc: BaseException) -> str:
                 continue
             seen.add(id(item))
             item.stack = traceback.StackSummary.from_list(
-                [f for f in item.stack if f.filename != __file__])
+                [f for f in item.stack if f.filename not in _HIDDEN])
             chain += [c for c in (item.__cause__, item.__context__) if c is not None]
         return "".join(te.format())
     except BaseException:
