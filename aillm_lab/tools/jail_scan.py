@@ -154,7 +154,7 @@ class ProtectedScan:
                 inodes.append(entry.inode())
             else:
                 is_dir = entry.is_dir(follow_symlinks=False)
-                if runs_by_itself(entry.name, folder=is_dir):
+                if runs_by_itself(entry.name, folder=is_dir, parent=os.path.basename(path)):
                     autorun.append((child, entry.inode()))
                 if entry.name.lower() == ".git":
                     gits.append(child)
@@ -201,7 +201,8 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
     with its folder keeps its inode and stays; a git directory loses its newest markers,
     HEAD first, until it is none), and git directories only when the program was not git
     itself (``git_made``: a ``git init`` the policy allows makes a clean one). A file that
-    runs by itself (``write_rules.runs_by_itself``: ``*.pth``, ``sitecustomize``, ``.envrc``)
+    runs by itself (``write_rules.runs_by_itself``: a ``.pth`` in a site folder,
+    ``sitecustomize``, ``.envrc``)
     is undone like a deny-listed one, wherever it is: the user's next ``python`` or ``cd``
     would run it. (Python environments need no sweep: the call sees them read-only.)
 
@@ -228,7 +229,8 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
         notes += _ungit(aside, rel, after.marked[rel], before.marked.get(rel, frozenset()))
     for rel in sorted(after.autorun - before.autorun):
         path = root / rel
-        why = runs_by_itself(path.name, folder=path.is_dir() and not path.is_symlink())
+        why = runs_by_itself(path.name, folder=path.is_dir() and not path.is_symlink(),
+                             parent=path.parent.name)
         if _made(path, before.autorun_inodes) and (where := aside.take(rel)) is not None:
             notes.append(f"removed {rel}{where}: {why}; no tool may leave a file that runs "
                          "by itself")

@@ -11,11 +11,13 @@ sweeps new ones):
   the user's ``.venv/bin/python``, pytest or pip starts, or their shell sources
   ``bin/activate``; so the whole folder is read-only to tools, whatever file is aimed at,
   instead of a list of payload spellings.
-- Files that run by themselves wherever they are (``runs_by_itself``): ``*.pth`` (site.py
-  executes their ``import`` lines at every start), ``sitecustomize`` / ``usercustomize``
-  (imported at every start, as a module or a package) and ``.envrc`` (direnv runs it on
-  ``cd``). They are refused anywhere in the workspace: a workspace may itself be a home
-  folder with a user site-packages, or sit on a path the user's Python searches.
+- Files that run by themselves (``runs_by_itself``): a ``*.pth`` in a ``site-packages`` or
+  ``dist-packages`` folder (site.py executes its ``import`` lines at every start; elsewhere
+  a ``.pth`` is inert, and usually a PyTorch checkpoint an agent may well save),
+  ``sitecustomize`` / ``usercustomize`` (imported at every start, as a module or a package,
+  from any folder on the user's path) and ``.envrc`` (direnv runs it on ``cd``). They are
+  refused anywhere in the workspace, not only inside an environment: a workspace may itself
+  be a home folder with a user site-packages, or sit on a path the user's Python searches.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from aillm_lab.tools.path_rules import show
 # lower-cased names whose presence makes a folder a Python environment
 ENV_MARKERS = ("pyvenv.cfg", "conda-meta")
 _STEMS = ("sitecustomize", "usercustomize")
+_SITE_FOLDERS = ("site-packages", "dist-packages")  # where site.py reads .pth files
 _ENV_FIX = ("ask the user to install or change packages (e.g. `{where}/bin/pip install "
             "NAME`), or write the file outside that folder")
 
 
-def runs_by_itself(name: str, *, folder: bool = False) -> str | None:
-    """Why an entry called ``name`` runs code without anyone asking, or None.
+def runs_by_itself(name: str, *, folder: bool = False, parent: str = "") -> str | None:
+    """Why an entry called ``name`` in the folder called ``parent`` runs code without anyone
+    asking, or None.
 
     A folder counts only as a ``sitecustomize`` / ``usercustomize`` package. Names compare
     without case and by their first dot (``sitecustomize.cpython-311.so`` imports too):
@@ -47,7 +51,7 @@ def runs_by_itself(name: str, *, folder: bool = False) -> str | None:
         return "Python imports sitecustomize and usercustomize at every start"
     if folder:
         return None
-    if low.endswith(".pth"):
+    if low.endswith(".pth") and parent.lower() in _SITE_FOLDERS:
         return "Python runs the 'import' lines of a .pth file in its site folders at every start"
     if low == ".envrc":
         return "direnv runs .envrc whenever a shell enters its folder"
@@ -70,7 +74,8 @@ def check_name(rel: str, raw: str) -> None:
         raise SafetyViolation("path.git_internal", f"{show(raw)} is inside a .git folder, "
                               "whose hooks and config run code; use the git tools instead")
     for i, part in enumerate(parts):
-        if why := runs_by_itself(part, folder=i < len(parts) - 1):
+        if why := runs_by_itself(part, folder=i < len(parts) - 1,
+                                 parent=parts[i - 1] if i else ""):
             raise SafetyViolation("path.autorun", f"{show(raw)} would run by itself later "
                                   f"({why}), so no tool may write it; if you need one, say "
                                   "what it should contain and let the user create it")

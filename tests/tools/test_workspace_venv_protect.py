@@ -84,14 +84,25 @@ def test_the_environment_stays_readable_and_the_rest_writable(lab: Any) -> None:
     assert write(lab, "venv_notes/lib/x.py").ok  # no marker: an ordinary folder
 
 
-@pytest.mark.parametrize("path", ["zz.pth", "deep/er/Telemetry.PTH", f"{SP}/zz.pth",
-                                  "sitecustomize.py", "pkg/usercustomize.py",
+@pytest.mark.parametrize("path", ["home/.local/lib/python3.11/site-packages/zz.pth",
+                                  "usr/lib/python3/dist-packages/Telemetry.PTH",
+                                  "x/Site-Packages/a.pth", "sitecustomize.py",
+                                  "pkg/usercustomize.py",
                                   "sitecustomize/__init__.py", "lib/sitecustomize.pyc"])
 def test_files_that_run_by_themselves_are_refused_anywhere(lab: Any, path: str) -> None:
     ws = lab.tools.workspace.root
     result = write(lab, path)
     assert not result.ok and result.rule == "path.autorun", result.content
     assert not (ws / path).exists()
+
+
+@pytest.mark.parametrize("path", ["model.pth", "checkpoints/epoch_3.pth", "site/x.pth"])
+def test_a_pth_outside_a_site_folder_is_an_ordinary_file(lab: Any, path: str) -> None:
+    """site.py reads .pth files only in site-packages / dist-packages; elsewhere a .pth is
+    inert, and usually a PyTorch checkpoint, which an agent may save."""
+    result = write(lab, path)
+    assert result.ok, result.content
+    assert (lab.tools.workspace.root / path).exists()
 
 
 def test_envrc_is_refused_even_when_the_deny_list_allows_it(tmp_path: Path) -> None:
@@ -165,13 +176,15 @@ def test_a_shell_call_that_plants_autorun_files_has_them_swept(lab: Any) -> None
     user_pth.write_text("/opt/mine\n")  # the user's own: must survive, unchanged
     assert write(lab, "payload.txt", "import os\n").ok
     script = ("import os\n"
-              "open('zz.pth', 'w').write('import os\\n')\n"
+              "os.makedirs('lib/site-packages', exist_ok=True)\n"
+              "open('lib/site-packages/zz.pth', 'w').write('import os\\n')\n"
+              "open('model.pth', 'w').write('weights\\n')\n"
               "os.makedirs('deep/sitecustomize', exist_ok=True)\n"
               "open('deep/sitecustomize/__init__.py', 'w').write('import os\\n')\n"
               "open('lib_usercustomize.py', 'w').write('fine\\n')\n"
               "open('usercustomize.py', 'w').write('import os\\n')\n"
               "open('app.envrc.txt', 'w').write('fine\\n')\n"
-              "os.rename('payload.txt', 'moved.pth')\n"
+              "os.rename('payload.txt', 'lib/site-packages/moved.pth')\n"
               "try:\n"
               "    with open('home/.local/lib/python3.11/site-packages/user.pth', 'a') as f:\n"
               "        f.write('import os\\n')\n"
@@ -181,10 +194,12 @@ def test_a_shell_call_that_plants_autorun_files_has_them_swept(lab: Any) -> None
     assert write(lab, "mk.py", script).ok
     result = lab.tools.invoke("run_shell", {"command": "python3 mk.py"})
     assert result.ok and "exit code 0" in result.content, result.content
-    for made in ("zz.pth", "deep/sitecustomize", "usercustomize.py", "moved.pth"):
+    for made in ("lib/site-packages/zz.pth", "deep/sitecustomize", "usercustomize.py",
+                 "lib/site-packages/moved.pth"):
         assert not (ws / made).exists(), result.content
         assert f"removed {made}" in result.content
     assert (ws / "lib_usercustomize.py").exists() and (ws / "app.envrc.txt").exists()
+    assert (ws / "model.pth").read_text() == "weights\n"  # not in a site folder: kept
     assert "WROTE" not in result.content and user_pth.read_text() == "/opt/mine\n"
 
 
@@ -204,3 +219,12 @@ def test_a_workspace_that_is_an_environment_is_read_only_to_the_shell(tmp_path: 
         result = the_lab.tools.invoke("run_shell", {"command": "sort -o a.txt pyvenv.cfg"})
     assert "exit code 0" not in str(result.content), result.content
     assert (ws / "a.txt").read_text() == "mine\n"
+
+
+def test_a_pth_through_a_link_to_a_site_folder_is_refused(lab: Any) -> None:
+    ws = lab.tools.workspace.root
+    (ws / "home/.local/lib/python3.11/site-packages").mkdir(parents=True)
+    (ws / "sp").symlink_to("home/.local/lib/python3.11/site-packages")
+    result = write(lab, "sp/zz.pth", "import os\n")
+    assert not result.ok and result.rule == "path.autorun", result.content
+    assert not (ws / "home/.local/lib/python3.11/site-packages/zz.pth").exists()
