@@ -98,56 +98,43 @@ def enter_netns() -> str:
 # -- Landlock -----------------------------------------------------------------------------
 _LL_READ = (1 << 2) | (1 << 3)  # READ_FILE | READ_DIR
 _LL_FILE = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # rights a file rule may hold
-_SYS_LL = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
 
 
-def landlock(cfg: dict[str, Any]) -> str:
-    nums = _SYS_LL.get(os.uname().machine)
-    if not sys.platform.startswith("linux") or nums is None:
+def landlock(cfg: dict[str, Any], ll: Any) -> str:
+    """Reads only under ``read_roots``, writes only under ``write_roots``, no TCP (unless
+    ``network``), signals and abstract sockets kept inside; ``ll`` is ``_landlock.py``."""
+    if not sys.platform.startswith("linux"):
         return "unsupported on this platform"
-    create, add, restrict = nums
-    libc = _c()
-    libc.syscall.restype = ctypes.c_long
-    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    abi = ll.abi()
     if abi < 1:
-        return f"unavailable (errno {ctypes.get_errno()})"
+        return "unavailable (no Landlock in this kernel)"
     fs_all = (1 << 13) - 1 | (1 << 13 if abi >= 2 else 0) | (1 << 14 if abi >= 3 else 0) \
         | (1 << 15 if abi >= 5 else 0)
     net = 0 if cfg["network"] or abi < 4 else 0b11  # BIND_TCP | CONNECT_TCP: none allowed
     scoped = 0b11 if abi >= 6 else 0  # abstract unix sockets and signals stay inside
-    attr = struct.pack("QQQ", fs_all, net, scoped)[: 8 if abi < 4 else 16 if abi < 6 else 24]
-    buf = ctypes.create_string_buffer(attr, len(attr))
-    fd = libc.syscall(create, buf, ctypes.c_size_t(len(attr)), ctypes.c_uint32(0))
-    if fd < 0:
-        return f"unavailable (errno {ctypes.get_errno()})"
+    try:
+        fd = ll.create_ruleset(fs_all, net, scoped)
+    except OSError as exc:
+        return f"unavailable (errno {exc.errno})"
     try:
         # everything but exec, devices, sockets, fifos, symlinks and device ioctls
         write = fs_all & ~sum(1 << b for b in (0, 6, 9, 10, 11, 12, 15))
         rules = [(p, _LL_READ) for p in cfg["read_roots"]] + \
                 [(p, write) for p in cfg["write_roots"]]
         for path, access in rules:
-            _landlock_rule(libc, add, fd, path, access & fs_all)
-        if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-            return f"failed: no_new_privs errno {ctypes.get_errno()}"
-        if libc.syscall(restrict, fd, ctypes.c_uint32(0)) != 0:
-            return f"failed: restrict errno {ctypes.get_errno()}"
+            if not os.path.isdir(path):
+                access &= _LL_FILE
+            try:
+                ll.add_path(fd, path, access & fs_all)
+            except OSError:
+                pass  # a rule the kernel refuses allows nothing: less access, never more
+        try:
+            ll.restrict(fd)
+        except OSError as exc:
+            return f"failed: {exc}"
     finally:
         os.close(fd)
     return f"abi {abi}" + (", tcp denied" if net else "") + (", signals scoped" if scoped else "")
-
-
-def _landlock_rule(libc: Any, add: int, ruleset: int, path: str, access: int) -> None:
-    try:
-        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return  # a root that does not exist on this machine
-    try:
-        if not os.path.isdir(path):
-            access &= _LL_FILE
-        rule = ctypes.create_string_buffer(struct.pack("=Qi", access, pfd), 12)
-        libc.syscall(add, ruleset, ctypes.c_int(1), rule, ctypes.c_uint32(0))
-    finally:
-        os.close(pfd)
 
 
 # -- seccomp ------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def main() -> None:
     protections: dict[str, Any] = {"rlimits": confine.set_limits(cfg["limits"])}
     if not cfg["network"]:
         protections["netns"] = confine.enter_netns()
-    protections["landlock"] = confine.landlock(cfg)
+    protections["landlock"] = confine.landlock(cfg, _load_sibling("_landlock"))
     protections["seccomp"] = confine.seccomp(cfg["network"])
     os.chdir(cfg["workdir"])
     refused: list[str] = []
