@@ -31,6 +31,23 @@ MIN_TRANSFORMED_CHARS = 12
 # more letters, and only secrets with that many letters get it: 16 letters of a random key
 # do not occur by chance, even in 100 kB of hex (6**16 = 3e12 arrangements of its a-f).
 MIN_LETTERS_CHARS = 16
+# A secret read out in order with other characters between its own (``cut -c1-3,4-6
+# --output-delimiter=ww`` prints ``skww-prwwoj...``) is found whatever those characters are:
+# a run of ``MIN_GAPPED_CHARS`` of its characters in order, at most ``MAX_GAP`` characters
+# apart and spread over at most ``MAX_SPREAD`` times their number, is hidden. 16 characters
+# of a random key, each among the 4 after the last, do not line up by chance in ordinary
+# text (none did in 10 MB of this repository's source, hex and numbers, 150 random keys).
+MIN_GAPPED_CHARS = 16
+# A secret of hex digits carries 4 bits a character, not 5 to 6: a run of its characters
+# must be longer to be as unlikely by chance (in hex dumps and hashes above all).
+MIN_GAPPED_HEX_CHARS = 20
+_HEX = frozenset("0123456789abcdef")
+MAX_GAP = 3
+MAX_SPREAD = 3
+# How many characters of a run one regex looks for before the exact check (5 for hex
+# secrets: in hex text 4 hex digits with gaps line up too often, and each costs a check)
+_ANCHOR_CHARS = 4
+_ANCHOR_HEX_CHARS = 5
 _ALNUM = re.compile(r"[A-Za-z0-9]")
 _ALPHA = re.compile(r"[A-Za-z]")
 _NOT_ALNUM_BYTES = bytes(b for b in range(256) if not (chr(b).isascii() and chr(b).isalnum()))
@@ -63,13 +80,22 @@ class Redactor:
     included, and that span is hidden. Secrets with fewer than ``MIN_TRANSFORMED_CHARS``
     letters and digits are only matched as written (and in pieces).
 
+    Separators need not be ones the passes know: ``cut --output-delimiter=ww`` puts letters
+    between 3-character pieces. So a fourth pass looks for ``MIN_GAPPED_CHARS`` (20 for a
+    secret of hex digits) of a secret's characters in order, each at most ``MAX_GAP``
+    characters after the last and spread over at most ``MAX_SPREAD`` times their number,
+    whatever lies between them (``_gapped_spans``). Every pass reads the text as given, and
+    the spans they find are hidden together.
+
     Every pass compares case-folded text and also looks for the secret reversed, so
     SQL's ``upper(value)`` or ``reverse(value)`` and ``rev`` do not show it either.
 
     What output scanning cannot do: a secret read out in pieces shorter than
     ``MIN_SECRET_CHARS`` over several calls (``cut -c1-7``, then ``cut -c8-14``...) is never
-    whole in one output, so no output holds anything to recognise. Keeping secrets out of
-    what tools can read (the deny list, the environment) is what stops that; so is any
+    whole in one output, so no output holds anything to recognise; nor is a secret whose
+    characters are printed further apart (one a piece, three-character separators). Keeping
+    secrets out of what tools can read (the deny list, the environment) is what stops that;
+    so is any
     transformation the passes above do not undo (a letter shift, arithmetic on codes).
     """
 
@@ -79,6 +105,7 @@ class Redactor:
         self._windows: Any = None
         self._transformed: Any = None
         self._letters: Any = None
+        self._gapped: list[_Anchor] = []
         self.add(*secrets)
 
     def __repr__(self) -> str:  # never show the values
@@ -91,16 +118,22 @@ class Redactor:
         self._windows = _window_automaton(self._secrets) if self._secrets else None
         self._transformed = _transformed_automaton(self._secrets)
         self._letters = _letters_automaton(self._secrets)
+        self._gapped = _gapped_anchors(self._secrets)
 
     def redact(self, text: str) -> str:
         """``text`` with every known secret, every 8+ char piece of one, and every
         key-shaped token replaced."""
         if self._windows is not None and len(text) >= MIN_SECRET_CHARS:
-            text = _hide_pieces(text, self._windows)
-        if self._transformed is not None and len(text) >= MIN_TRANSFORMED_CHARS:
-            text = _hide_transformed(text, self._transformed, _NOT_ALNUM_BYTES, _ALNUM)
-        if self._letters is not None and len(text) >= MIN_LETTERS_CHARS:
-            text = _hide_transformed(text, self._letters, _NOT_ALPHA_BYTES, _ALPHA)
+            # every pass reads the text as given; their spans are hidden together, once
+            low = _fold(text)
+            spans = _merged(self._windows.iter(low))
+            if self._gapped and len(text) >= MIN_GAPPED_CHARS:
+                spans += _gapped_spans(low, self._gapped)
+            if self._transformed is not None and len(text) >= MIN_TRANSFORMED_CHARS:
+                spans += _transformed_spans(text, self._transformed, _NOT_ALNUM_BYTES, _ALNUM)
+            if self._letters is not None and len(text) >= MIN_LETTERS_CHARS:
+                spans += _transformed_spans(text, self._letters, _NOT_ALPHA_BYTES, _ALPHA)
+            text = _replaced(text, _union(spans)) if spans else text
         if self.patterns:
             # a pattern runs only where one of its anchors occurs: one pass finds them all
             hits = {i for _end, i in _anchor_automaton().iter(text.lower())}
@@ -186,18 +219,134 @@ def _letters_automaton(secrets: list[str]) -> Any:
     return automaton
 
 
-def _hide_transformed(text: str, windows: Any, dropped: bytes, kept: re.Pattern[str]) -> str:
+_Anchor = tuple[str, int, int, re.Pattern[str]]  # (form, where the stretch starts, run, regex)
+
+
+def _gapped_anchors(secrets: list[str]) -> list[_Anchor]:
+    """For each secret of ``MIN_GAPPED_CHARS`` or more (lower-cased, and reversed): a few
+    ``_ANCHOR_CHARS``-character stretches of it as regexes that allow ``MAX_GAP`` characters
+    between each two. Every run of ``MIN_GAPPED_CHARS`` holds one of them whole, so a run is
+    looked for only where a stretch matched (one C-speed regex pass per stretch)."""
+    out = []
+    gap = f".{{0,{MAX_GAP}}}?"  # bounded: at most (MAX_GAP + 1) ** 4 tries per start
+    for secret in secrets:
+        low = _fold(secret)
+        hexy = set(low) <= _HEX
+        run = MIN_GAPPED_HEX_CHARS if hexy else MIN_GAPPED_CHARS
+        chars = _ANCHOR_HEX_CHARS if hexy else _ANCHOR_CHARS
+        if len(low) < run:
+            continue
+        for form in (low, low[::-1]):
+            for at in _anchor_starts(form, run, chars):
+                stretch = form[at:at + chars]
+                pattern = re.compile("(?s)" + gap.join(map(re.escape, stretch)))
+                out.append((form, at, run, pattern))
+    return out
+
+
+def _anchor_starts(form: str, run: int, chars: int) -> list[int]:
+    """Where the stretches start: every ``run``-character window of ``form`` must hold one,
+    and among such choices the one whose first characters are rarest in ordinary text (a
+    regex pass costs little where its first character is rare). A shortest-path over the
+    start positions."""
+    size, reach = len(form) - chars + 1, run - chars + 1
+    cost = [1.0 + 20 * 0.88 ** _COMMON.get(form[i], 99) for i in range(size)]
+    best: list[tuple[float, list[int]]] = []
+    for i in range(size):
+        if i < reach:  # the first window holds this stretch
+            best.append((cost[i], [i]))
+        else:
+            prev = min(best[i - reach:i])
+            best.append((prev[0] + cost[i], [*prev[1], i]))
+    return min(best[max(size - reach, 0):])[1]
+
+
+# ASCII characters by how often they occur in English and code, most common first; digits
+# count as common, since numbers, hex dumps and hashes are full of them
+_COMMON = {c: i for i, c in enumerate(' etsroanildc0123456789"fpmu.,_h()-:gy`b=wkvx[]{}>'
+                                      "'q|j*/;#\\+z<!?@%$^~&")}
+
+
+def _gapped_spans(low: str, anchors: list[_Anchor]) -> list[list[int]]:
+    """Every ``[start, stop)`` span of the case-folded text where a secret's characters run
+    in order with small gaps."""
+    spans: list[list[int]] = []
+    for form, at, run, pattern in anchors:
+        m = pattern.search(low)
+        while m:  # every start, overlapping ones too: a run may line up with any of them
+            span = _gapped_run(low, form, at, m.start(), run)
+            if span:
+                spans.append(span)
+            m = pattern.search(low, m.start() + 1)
+    return spans
+
+
+def _union(spans: list[list[int]]) -> list[list[int]]:
+    """``[start, stop)`` spans sorted, overlapping or touching ones merged."""
+    out: list[list[int]] = []
+    for start, stop in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], stop)
+        else:
+            out.append([start, stop])
+    return out
+
+
+def _gapped_run(low: str, form: str, at: int, start: int, run: int) -> list[int] | None:
+    """The span of the longest run of ``form``'s characters through ``form[at]`` at ``start``,
+    each at most ``MAX_GAP`` from the last, if it is long and dense enough.
+
+    Exact, with no backtracking: the positions each next character can take are kept as a
+    set (a frontier), so a character that also occurs between the pieces cannot lead the
+    search astray."""
+    first = last = at
+    lows, highs = [start], [start]
+    while last + 1 < len(form):  # forward, one character of the secret at a time
+        ahead = _reach(low, form[last + 1], highs, 1)
+        if not ahead:
+            break
+        highs, last = ahead, last + 1
+    while first > 0:  # and backward
+        behind = _reach(low, form[first - 1], lows, -1)
+        if not behind:
+            break
+        lows, first = behind, first - 1
+    length = last - first + 1
+    # the tightest span: a character of the secret just outside it is not one the run needs
+    if length < run or highs[0] - lows[-1] + 1 > MAX_SPREAD * length:
+        return None
+    return [lows[-1], highs[0] + 1]
+
+
+def _reach(low: str, char: str, frontier: list[int], way: int) -> list[int]:
+    """Positions of ``char`` at most ``MAX_GAP`` characters after (``way`` 1) or before (-1)
+    a frontier position, sorted."""
+    found: set[int] = set()
+    for pos in frontier:
+        if way > 0:
+            lo, hi = pos + 1, pos + MAX_GAP + 2
+        else:
+            lo, hi = max(pos - MAX_GAP - 1, 0), pos
+        at = low.find(char, lo, hi)
+        while at != -1:
+            found.add(at)
+            at = low.find(char, at + 1, hi)
+    return sorted(found)
+
+
+def _transformed_spans(text: str, windows: Any, dropped: bytes,
+                       kept: re.Pattern[str]) -> list[list[int]]:
     """Find windows in the text's kept characters (ASCII letters and digits, or letters
-    alone), lower-cased; hide the original spans they cover.
+    alone), lower-cased; the spans of the original text they cover.
 
     The flat copy costs one ``bytes.translate`` (0.04 ms for 100 kB, 45x less than a
     ``re.sub``); the position map is built only on a hit.
     """
     spans = _merged(windows.iter(_flat(text, dropped).lower()))
     if not spans:
-        return text
+        return []
     where = [m.start() for m in kept.finditer(text)]  # flat index -> text index
-    return _replaced(text, [(where[start], where[stop - 1] + 1) for start, stop in spans])
+    return [[where[start], where[stop - 1] + 1] for start, stop in spans]
 
 
 def _flat(text: str, dropped: bytes = _NOT_ALNUM_BYTES) -> str:
@@ -229,12 +378,6 @@ def _anchor_automaton() -> Any:
         automaton.add_word(anchor, indexes[0])
     automaton.make_automaton()
     return automaton
-
-
-def _hide_pieces(text: str, windows: Any) -> str:
-    """Merge every window hit into spans (overlapping or touching) and replace each span."""
-    spans = _merged(windows.iter(_fold(text)))
-    return _replaced(text, spans) if spans else text
 
 
 def _merged(hits: Any) -> list[list[int]]:
@@ -319,5 +462,5 @@ _PATTERNS: list[tuple[str, re.Pattern[str], Any, tuple[str, ...]]] = [
      _keep_prefix("bearer"), ("bearer",)),
 ]
 
-__all__ = ["MIN_LETTERS_CHARS", "MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor",
-           "env_secrets"]
+__all__ = ["MAX_GAP", "MAX_SPREAD", "MIN_GAPPED_CHARS", "MIN_GAPPED_HEX_CHARS", "MIN_LETTERS_CHARS",
+           "MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor", "env_secrets"]
