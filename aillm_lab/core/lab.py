@@ -259,14 +259,19 @@ class Lab(LabServices, Lifecycle, Displayable):
     # -- agent runs --------------------------------------------------------------------------
     async def aruns(self) -> pd.DataFrame:
         """The agent runs saved under this home (``<home>/runs``), newest first: one row
-        per run with its id, agent, task, status, steps, cost and time."""
+        per run with its id, agent, task, status, steps, cost and time. A file that cannot
+        be read (edited, cut short, another schema) is skipped with a logged warning."""
         from aillm_lab.agents.store import list_runs
 
         return await asyncio.to_thread(list_runs, self.settings.home)
 
     async def aload_run(self, run_id: str) -> AgentRun:
-        """A saved agent run, equal to the one that was saved (``LookupError`` if unknown);
-        ``run.fork(step, agent=...)`` continues it."""
+        """A saved agent run, equal to the one that was saved: a pydantic ``output``
+        (``CodeResult``, ``AnalysisResult``, an ``output=`` model) comes back as its type when
+        that type is in ``aillm_lab`` or already imported (a file never makes other code
+        run), else as its JSON data (a dict). ``LookupError`` if unknown, ``SavedRunError``
+        (a ``ValueError``) naming the file if it cannot be read. ``run.fork(step,
+        agent=...)`` continues it."""
         from aillm_lab.agents.store import load_run
 
         return await asyncio.to_thread(load_run, self.settings.home, run_id)
