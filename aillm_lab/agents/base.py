@@ -13,7 +13,10 @@ kept as ``agent.last_run``.
 Subclasses change what is said and judged, not how the loop runs: ``instructions`` (the
 system text), ``initial_messages(run, memories)``, ``acheck_answer(run, text)`` (is a reply
 without tool calls a final answer? async, so it may run tests or queries) and
-``tools_for(run)`` (a run's own tools, e.g. over the data it was given). A subclass whose
+``tools_for(run)`` (a run's own tools, e.g. over the data it was given), and two doors for
+per-run state: ``aprepare(run, emit)`` (work before the first prompt, e.g. retrieval) and
+``arestore(run, replayed)`` (a fork rebuilds that state from its replayed steps' ``state``;
+see ``agents.fork``); both run in the body, so every limit covers them. A subclass whose
 ``arun`` takes more arguments (``tests=``, ``data=``) puts them in ``run.inputs``, starts the
 run with ``_launch(run)`` and derives its own ``run = sync_twin(arun)``.
 How tool calls travel is a ``ToolMode``, picked per run for its model: native tool calling
@@ -26,20 +29,20 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from aillm_lab.agents import memory_hook, prompts, store
 from aillm_lab.agents.arguments import check_limits
+from aillm_lab.agents.fork import fork_run, replayed_steps
+from aillm_lab.agents.live import Emit, LiveRun
 from aillm_lab.agents.modes import FINAL_TOOL, NativeTools, ToolMode, Verdict
-from aillm_lab.agents.progress import RunBar
 from aillm_lab.agents.run import (
     AgentEvent,
     AgentRun,
     AgentStep,
-    EventType,
     RunStatus,
     remember_agent,
 )
@@ -61,11 +64,9 @@ from aillm_lab.tools.base import ToolResult
 
 if TYPE_CHECKING:
     from aillm_lab import Lab
-    from aillm_lab.llm.base import Model
     from aillm_lab.memory.long_term import LongTermMemory
 
 ModelArg = str | Any | None  # a "provider:model" string or a Model
-Emit = Callable[[AgentEvent], None]
 log = logging.getLogger(__name__)
 _END = object()
 REPEAT_RULE = "agent.repeat"  # the rule a repeated call is refused under (see allow_repeats)
@@ -125,7 +126,7 @@ class Agent:
             self.tools.add_spec(ToolSpec(name=FINAL_TOOL, parameters=json_schema(output),
                                          description=prompts.FINAL_TOOL_DESCRIPTION))
         self.last_run: AgentRun | None = None
-        self._active: set[_Live] = set()
+        self._active: set[LiveRun] = set()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -165,14 +166,7 @@ class Agent:
     async def afork(self, run: AgentRun, step: int, model: ModelArg = None) -> AgentRun:
         """A new run that copies ``run``'s steps before ``step`` (no calls made for them)
         and continues live from there with ``model`` (default: this agent's)."""
-        if not 0 <= step <= len(run.steps):
-            raise ValueError(f"step={step}: run {run.id} has steps 0..{len(run.steps) - 1}; "
-                             f"fork at one of them (or at {len(run.steps)} to go on after "
-                             f"the last)")
-        new = AgentRun(task=run.task, inputs=dict(run.inputs), forked_from=f"{run.id}@{step}",
-                       steps=[s.model_copy(deep=True, update={"replayed": True})
-                              for s in run.steps[:step]])
-        history = run.steps[step - 1].history() if step else None
+        new, history = fork_run(run, step)  # the agent's state: ``arestore``, in the body
         return await self._launch(new, model, history)
 
     run = sync_twin(arun)
@@ -207,6 +201,16 @@ class Agent:
                 memories="\n".join(f"- {m}" for m in memories))
         return [Message.system(system), Message.user(run.task)]
 
+    async def aprepare(self, run: AgentRun, emit: Emit) -> None:
+        """Work a run needs before its first prompt (retrieval, describing tables); it runs
+        inside the limits (``max_seconds``, cancel, budget), and ``emit`` tells it as
+        events of step 0 to whoever streams the run. Not called for a fork past step 0."""
+
+    async def arestore(self, run: AgentRun, replayed: list[AgentStep]) -> None:
+        """A fork's door: rebuild this agent's per-run state from the ``replayed`` steps
+        (their ``state``, see ``agents.fork``) and ``run.inputs``, calling no model or tool;
+        called once, inside the limits, before the fork's first live step."""
+
     def tools_for(self, run: AgentRun) -> AgentTools:
         """The tools this run may call: the agent's, unless a subclass adds its own."""
         return self.tools
@@ -230,15 +234,15 @@ class Agent:
 
     # -- the supervisor ------------------------------------------------------------------------
     def _start(self, run: AgentRun, model: ModelArg, history: list[Message] | None,
-               emit: Emit | None = None) -> _Live:
+               emit: Emit | None = None) -> LiveRun:
         resolved = self.lab.model(model)
         run.agent, run.model = type(self).__name__, resolved.id
         remember_agent(run, self)
         self.last_run = run
-        return _Live(run, resolved, self.tool_mode.for_model(resolved), history,
+        return LiveRun(run, resolved, self.tool_mode.for_model(resolved), history,
                      self.runner.loop, emit, self.progress_after_s)
 
-    async def _supervise(self, live: _Live) -> AgentRun:
+    async def _supervise(self, live: LiveRun) -> AgentRun:
         """Run the body under the limits; always returns the run, except when cancelled
         from outside, which marks it cancelled and re-raises."""
         run, started = live.run, time.monotonic()
@@ -294,7 +298,7 @@ class Agent:
         except OSError as exc:  # a full disk must not lose the run the caller gets
             log.warning("agent run %s was not saved: %s", run.id, exc)
 
-    def _end(self, live: _Live, status: RunStatus, error: str | None, started: float) -> None:
+    def _end(self, live: LiveRun, status: RunStatus, error: str | None, started: float) -> None:
         run = live.run
         run.status, run.error = status, error
         run.latency_s = time.monotonic() - started
@@ -306,7 +310,7 @@ class Agent:
         live.send("final", step=len(run.steps), run=run,
                   text=run.output if isinstance(run.output, str) else "")
 
-    async def _events(self, live: _Live) -> AsyncIterator[AgentEvent]:
+    async def _events(self, live: LiveRun) -> AsyncIterator[AgentEvent]:
         """``astream``'s producer, on the runner loop: the run's events through a queue."""
         queue: asyncio.Queue[Any] = asyncio.Queue()
         live.emit = queue.put_nowait
@@ -324,12 +328,11 @@ class Agent:
                 await cancel_and_wait(task)
 
     # -- the body: steps -----------------------------------------------------------------------
-    async def _body(self, live: _Live) -> None:
+    async def _body(self, live: LiveRun) -> None:
         run = live.run
         cap = UNSET if self.max_cost_usd is None else self.max_cost_usd
         with self.lab.scope(run.id, budget_usd=cap) as scope:
-            messages = live.history or self.initial_messages(run,
-                                                             await self._recall(run.task))
+            messages = await self._first_messages(live)
             while True:
                 if live.bar.due():
                     live.bar.show(len(run.steps), self.max_steps)
@@ -358,7 +361,17 @@ class Agent:
                     return
                 messages = step.history()
 
-    async def _call_model(self, live: _Live, step: AgentStep) -> Completion:
+    async def _first_messages(self, live: LiveRun) -> list[Message]:
+        """A fork's recorded history with the agent's state restored from the replayed
+        steps, or a new run's first prompt after its preparation."""
+        run = live.run
+        if live.history is not None:
+            await self.arestore(run, replayed_steps(run))
+            return live.history
+        await self.aprepare(run, live.put)
+        return self.initial_messages(run, await self._recall(run.task))
+
+    async def _call_model(self, live: LiveRun, step: AgentStep) -> Completion:
         messages, tools = live.mode.request(step.messages,
                                                  self.tools_for(live.run).specs())
         params = self._params_for(live.run)
@@ -389,7 +402,7 @@ class Agent:
             return self.params.model_copy(update={"tool_choice": "auto"})
         return self.params
 
-    async def _observe(self, live: _Live, step: AgentStep, completion: Completion) -> bool:
+    async def _observe(self, live: LiveRun, step: AgentStep, completion: Completion) -> bool:
         """Act on one answer: run its tool calls, or judge it as the final answer. True when
         the run is done; failures are counted so repairs stay bounded."""
         calls = live.mode.calls(completion)
@@ -453,7 +466,7 @@ class Agent:
         memory = self._memory()
         return [] if memory is None else await memory_hook.recall(memory, task)
 
-    async def _save_facts(self, live: _Live) -> None:
+    async def _save_facts(self, live: LiveRun) -> None:
         """After the answer: the model's salient facts into memory, never failing the run
         (a refusal by the budget or a broken model is logged; the answer stands)."""
         memory = self._memory()
@@ -468,30 +481,6 @@ class Agent:
         except Exception as exc:
             log.warning("agent run %s: no facts saved to memory: %s: %s", run.id,
                         type(exc).__name__, exc)
-
-
-class _Live:
-    """One run in flight: its trace, model, event sink, body task and repair count."""
-
-    def __init__(self, run: AgentRun, model: Model, mode: ToolMode,
-                 history: list[Message] | None, loop: asyncio.AbstractEventLoop,
-                 emit: Emit | None, bar_after: float | None = None) -> None:
-        self.run, self.model, self.mode, self.history = run, model, mode, history
-        self.loop, self.emit = loop, emit
-        self.bar = RunBar(bar_after, f"{run.agent} {run.id}")
-        self.task: asyncio.Future[None] | None = None
-        self.cancel_requested = False
-        self.failures = 0
-        self.last_failure = ""
-
-    def send(self, type: EventType, step: int, **fields: Any) -> None:
-        """Emit an event; built only when someone streams the run (most runs are not)."""
-        if self.emit is not None:
-            self.emit(AgentEvent(type=type, step=step, **fields))
-
-    def failed(self, why: str) -> None:
-        self.failures += 1
-        self.last_failure = why[:500]
 
 
 def _final_answer(call: ToolCall, output: type[BaseModel]) -> tuple[Verdict, ToolResult]:

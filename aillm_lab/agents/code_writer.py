@@ -13,6 +13,8 @@ After every iteration ``run.output`` holds the ``CodeResult`` so far, so a run s
 ``passed=False``. The tests step and a failing iteration are progress, not mistakes
 (``Verdict(failed=False)``), so they do not count towards ``max_repairs``: the step limit
 ends a run whose tests keep failing (status ``max_steps``); replies without code do count.
+Each iteration is also kept in its step's ``state``, so a fork past it (even of a reloaded
+run) goes on counting from the replayed iterations, with no test run again (``arestore``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aillm_lab.agents.code_test_runner import (
     read_report,
     runner_program,
 )
+from aillm_lab.agents.fork import record, recorded
 from aillm_lab.agents.modes import ToolMode, Verdict
 from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import ToolsArg
@@ -90,6 +93,7 @@ BAD_TESTS = (
     "that use plain `assert`, in one ```python block.")
 
 SUBMIT_TOOL = "submit_code"
+ITERATION = "iteration"  # step state: the CodeIteration the step's answer was tested as
 SUBMIT_DESCRIPTION = ("Submit Python source: the tests when you are asked for tests, "
                       "otherwise the complete solution.")
 SUBMIT_SEEN = "Received; the result follows."
@@ -224,6 +228,14 @@ class CodeWriterAgent(Agent):
 
     check_answer = sync_twin(acheck_answer)
 
+    async def arestore(self, run: AgentRun, replayed: list[AgentStep]) -> None:
+        """The iterations the replayed steps tested, from their state; the run's output is
+        the result so far, as it was after the last of them."""
+        state = self._state(run)
+        state.history = [CodeIteration.model_validate(i) for i in recorded(replayed, ITERATION)]
+        if state.history:
+            run.output = state.result()
+
     # -- phases --------------------------------------------------------------------------------
     def _take_tests(self, run: AgentRun, state: _RunState, source: str | None) -> Verdict:
         if source is None:
@@ -254,6 +266,7 @@ class CodeWriterAgent(Agent):
                                   passed=passed, tests_passed=(counts or {}).get("passed", 0),
                                   tests_failed=(counts or {}).get("failed", 0))
         state.history.append(iteration)
+        record(run, ITERATION, iteration.model_dump(mode="json"))
         return iteration
 
     async def _save(self, run: AgentRun, result: CodeResult) -> None:

@@ -2,7 +2,9 @@
 
 - **A Database per run**: the run's tables (``data={"sales": df, "costs": "costs.csv"}``) on
   a read-only DuckDB opened for the run and closed after it; each schema and a few sample rows
-  go into the first prompt, so the first query can use real column names.
+  go into the first prompt, so the first query can use real column names. Registering (which
+  checks names and paths) happens before the run starts, so bad ``data`` raises; reading the
+  schemas and samples is the run's first work (``aprepare``), under its limits.
 - **Every query is an audited tool call**: ``run_sql`` is a per-run ``Tool`` sent through the
   Lab's Safety Guard. A fenced ```` ```sql ```` block (models without tool calling) becomes
   the same call through ``SqlBlocks``, a ``ToolMode``. Errors and refusals go back to the
@@ -12,7 +14,9 @@
   rewritten once, then flagged.
 - **The result is data**: ``AnalysisResult`` keeps its frame as columns, dtypes and records
   (``frame_json``) and its chart as a ``ChartSpec`` (``charts``), so a run's JSON reloads with
-  its frame and chart.
+  its frame and chart. Each successful query's result is also kept in its step's ``state``,
+  so a fork past it (even of a reloaded run) describes that result without running the
+  query again (``arestore``).
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, field_serializer, field
 
 from aillm_lab.agents.base import Agent, ModelArg
 from aillm_lab.agents.charts import ChartSpec, build_chart, choose_chart
+from aillm_lab.agents.fork import record, recorded
 from aillm_lab.agents.frame_json import frame_from_json, frame_to_json
+from aillm_lab.agents.live import Emit
 from aillm_lab.agents.modes import NativeTools, ToolMode, Verdict
 from aillm_lab.agents.narrative_numbers import unsupported_numbers
-from aillm_lab.agents.run import AgentEvent, AgentRun
+from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
 from aillm_lab.llm.types import Completion, Message, ToolCall, ToolSpec
@@ -90,6 +96,8 @@ UNSUPPORTED = (
     "what you want to say:\n{result}")
 
 SQL_TOOL = "run_sql"
+RESULT = "result"  # step state: the SQL and frame (JSON) of the step's last good query
+REWRITTEN = "rewritten"  # step state: the one rewrite of the narrative was asked for there
 _BLOCK_ID = "sqlblock-"  # call ids of queries sent as fenced blocks (no native tool call)
 _SAMPLE_ROWS = 3
 _KEPT_RUNS = 16  # runs whose DataFrames an agent keeps (by reference) so they can be forked
@@ -240,6 +248,24 @@ class DataAnalysisAgent(Agent):
     stream = sync_twin(astream)
 
     # -- hooks -----------------------------------------------------------------------------
+    async def aprepare(self, run: AgentRun, emit: Emit) -> None:
+        """Read each table's schema, row count and sample rows for the first prompt."""
+        state = self._runs.get(run.id)
+        if state is not None:
+            state.tables = _as_data(self.lab, await _describe_tables(state.db, state.sources))
+
+    async def arestore(self, run: AgentRun, replayed: list[AgentStep]) -> None:
+        """The last result the replayed steps got, from their state: no query runs."""
+        state = self._runs.get(run.id)
+        if state is None:
+            return
+        for kept in recorded(replayed, RESULT):
+            frame = frame_from_json(kept["frame"])
+            if kept.get("truncated"):
+                frame.attrs["truncated"] = True
+            state.result = (kept["sql"], frame)
+        state.rewritten = any(recorded(replayed, REWRITTEN))
+
     def initial_messages(self, run: AgentRun, memories: list[str]) -> list[Message]:
         """The instructions, then the question with every table's schema and sample rows."""
         messages = super().initial_messages(run, memories)
@@ -264,6 +290,7 @@ class DataAnalysisAgent(Agent):
         unsupported = unsupported_numbers(text, frame, also=(run.task, sql))
         if unsupported and not state.rewritten:
             state.rewritten = True
+            record(run, REWRITTEN, True)
             return Verdict(repair=UNSUPPORTED.format(numbers=", ".join(unsupported),
                                                      result=to_text(frame)))
         return Verdict(output=AnalysisResult(
@@ -281,7 +308,8 @@ class DataAnalysisAgent(Agent):
     # -- one run's database ----------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def _tables(self, run: AgentRun, sources: dict[str, Any]) -> AsyncIterator[None]:
-        """The run's Database with its tables registered, for as long as the run lasts."""
+        """The run's Database with its tables registered, for as long as the run lasts
+        (their schemas are read later, in the run: ``aprepare``)."""
         lab = self.lab
         db = Database(lab.tools.workspace, lab.settings.safety.sql)
         try:
@@ -290,8 +318,8 @@ class DataAnalysisAgent(Agent):
                     db.register(name, src)
                 else:
                     db.register_file(name, src)
-            state = _RunData(db, _as_data(lab, await _describe_tables(db, sources)))
-            state.tools = AgentTools(lab, [*_sql_tools(state), *self._extra_tools])
+            state = _RunData(db, sources)
+            state.tools = AgentTools(lab, [*_sql_tools(state, run), *self._extra_tools])
             self._runs[run.id] = state
             frames = {n: s for n, s in sources.items() if isinstance(s, pd.DataFrame)}
             if frames:
@@ -375,17 +403,20 @@ def sql_block(text: str) -> str | None:
 # -- per-run state and tools -------------------------------------------------------------------
 @dataclass
 class _RunData:
-    """One run's database, its tables as prompt text, its tools and its last result."""
+    """One run's database and table sources, the tables as prompt text, its tools and its
+    last result."""
 
     db: Database
-    tables: str
+    sources: dict[str, Any]
+    tables: str = "(none)"
     tools: AgentTools | None = None
     result: tuple[str, pd.DataFrame] | None = None
     rewritten: bool = False
 
 
-def _sql_tools(state: _RunData) -> list[Tool]:
-    """``run_sql`` (keeps the last good result for the answer) and the Database's
+def _sql_tools(state: _RunData, run: AgentRun) -> list[Tool]:
+    """``run_sql`` (keeps the last good result for the answer, and in the step's state
+    for a fork) and the Database's
     ``list_tables`` and ``describe_table``; its ``load_table`` is left out, so a run reads
     only the tables it was given."""
     db = state.db
@@ -398,6 +429,8 @@ def _sql_tools(state: _RunData) -> list[Tool]:
         """
         frame = await db.aquery(sql)
         state.result = (sql.strip(), frame)
+        record(run, RESULT, {"sql": sql.strip(), "frame": frame_to_json(frame),
+                             "truncated": bool(frame.attrs.get("truncated"))})
         return frame
 
     others = [t for t in db.tools() if t.name in ("list_tables", "describe_table")]

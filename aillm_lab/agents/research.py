@@ -33,9 +33,12 @@ passage with such a line, or one the tools' injection scan flags, is fenced with
 (``ResearchAnswer.sources``); labels are given as before. What a source is, and when two
 hits are one source, is ``research_sources``.
 
-Limits: a fork gets no seed retrieval (the model searches itself) and starts with an empty
-source list, so its citations of earlier sources are flagged. ``stream`` seeds as ``run``
-does and tells each seed search as events of step 0.
+The seed runs in the loop's body (``aprepare``), so ``max_seconds``, ``agent.cancel()`` and
+``task.cancel()`` stop a slow search too; ``stream`` tells each seed search as events of
+step 0. Forks: the seed's numbered sources are kept in ``run.inputs["sources"]`` and each
+source a later step numbered in that step's ``state``, so a fork (even of a reloaded run)
+restores the sources its replayed steps showed (``arestore``) and their citations hold,
+with no search made again; a fork at step 0 seeds afresh.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from aillm_lab.agents.base import Agent, ModelArg
+from aillm_lab.agents.fork import record, recorded
+from aillm_lab.agents.live import Emit
 from aillm_lab.agents.modes import Verdict
 from aillm_lab.agents.research_passages import one_line, passage_for_model
 from aillm_lab.agents.research_sources import (
@@ -57,7 +62,7 @@ from aillm_lab.agents.research_sources import (
     source_from_hit,
     source_key,
 )
-from aillm_lab.agents.run import AgentEvent, AgentRun
+from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
 from aillm_lab.llm.types import Message, ToolCall
@@ -121,6 +126,8 @@ SEED_FAILED = "The search for {query!r} failed: {error}"
 
 SEARCH_TOOL = "search_knowledge"
 WEB_TOOL = "read_web_page"
+SOURCES = "sources"  # run.inputs and step state: the sources numbered there, as JSON data
+REPAIRED = "repaired"  # step state: the one repair of the citations was asked for there
 
 
 class ResearchAnswer(BaseModel):
@@ -200,13 +207,7 @@ class ResearchAgent(Agent):
                    collections: str | Sequence[str] | None = None) -> AgentRun:
         """Research ``question`` in ``collections`` (default ``["default"]``); the run's
         ``output`` is a ``ResearchAnswer``. An unknown collection raises ``RagError``."""
-        run = await self._new_run(question, collections)
-        session = self._session(run)
-        try:
-            await self._seed(run, session)
-            return await self._launch(run)
-        finally:
-            self._sessions.pop(run.id, None)
+        return await self._launch(await self._new_run(question, collections))
 
     async def astream(self, question: str,  # type: ignore[override]
                       collections: str | Sequence[str] | None = None,
@@ -220,6 +221,14 @@ class ResearchAgent(Agent):
     run = sync_twin(arun)
     stream = sync_twin(astream)
 
+    async def _launch(self, run: AgentRun, model: ModelArg = None,
+                      history: list[Message] | None = None) -> AgentRun:
+        """Every run (``run``, ``fork``) drops its session when it ends."""
+        try:
+            return await super()._launch(run, model, history)
+        finally:
+            self._sessions.pop(run.id, None)
+
     async def _new_run(self, question: str,
                        collections: str | Sequence[str] | None) -> AgentRun:
         if not isinstance(question, str) or not question.strip():
@@ -228,17 +237,28 @@ class ResearchAgent(Agent):
         return AgentRun(task=question.strip(), inputs={"collections": names, "web": self.web})
 
     async def _stream(self, run: AgentRun) -> AsyncIterator[AgentEvent]:
-        """On the runner loop: seed, then the loop's events; the session ends with them."""
-        session = self._session(run)
+        """On the runner loop: the loop's events (the seed's first); the session ends
+        with them."""
         try:
-            async for event in self._seeding(run, session):
-                yield event
             async for event in self._events(self._start(run, self.model, None)):
                 yield event
         finally:
             self._sessions.pop(run.id, None)
 
     # -- hooks -----------------------------------------------------------------------------
+    async def aprepare(self, run: AgentRun, emit: Emit) -> None:
+        """The seed retrieval, inside the run's limits."""
+        await self._seed(run, self._session(run), emit)
+
+    async def arestore(self, run: AgentRun, replayed: list[AgentStep]) -> None:
+        """Number again the sources the replayed steps showed: the seed's (in ``inputs``),
+        then those each step numbered (its ``state``); no search is made."""
+        session = self._session(run)
+        for data in [*run.inputs.get(SOURCES, []), *recorded(replayed, SOURCES)]:
+            source = ResearchSource.model_validate(data)
+            session.add(source, source.label)
+        session.repaired = any(recorded(replayed, REPAIRED))
+
     def instructions(self) -> str:
         text = self.system if self.system is not None else self.system_prompt
         return text.replace("{web}", WEB_NOTE if self.web else "")
@@ -268,6 +288,7 @@ class ResearchAgent(Agent):
         for item, numbered in zip(kept, packed.sources, strict=True):
             session.add(session.pending[item.order - first], numbered.label)
         session.pending = []
+        run.inputs[SOURCES] = [s.model_dump(mode="json") for s in session.book.values()]
         return packed.messages
 
     def tools_for(self, run: AgentRun) -> AgentTools:
@@ -288,6 +309,7 @@ class ResearchAgent(Agent):
                                                  found=False))
         if (found.unknown or not found.cited) and not session.repaired:
             session.repaired = True
+            record(run, REPAIRED, True)
             if found.unknown:
                 return Verdict(repair=DANGLING_REPAIR.format(
                     bad=", ".join(f"[{n}]" for n in found.unknown),
@@ -320,11 +342,7 @@ class ResearchAgent(Agent):
                                f"with that embedder")
         return list(dict.fromkeys(names))
 
-    async def _seed(self, run: AgentRun, session: _Session) -> None:
-        async for _ in self._seeding(run, session):
-            pass
-
-    async def _seeding(self, run: AgentRun, session: _Session) -> AsyncIterator[AgentEvent]:
+    async def _seed(self, run: AgentRun, session: _Session, emit: Emit) -> None:
         """Search the question and its parts through the guard; hits wait for packing.
         Each search is told as a ``tool_call`` and a ``tool_result`` event of step 0."""
         session.seeding = True
@@ -332,12 +350,12 @@ class ResearchAgent(Agent):
             session.seed_queries = sub_questions(run.task, self.max_sub_questions)
             for i, query in enumerate(session.seed_queries):
                 call = ToolCall(id=f"seed-{i}", name=SEARCH_TOOL, arguments={"query": query})
-                yield AgentEvent(type="tool_call", step=0, tool_call=call)
+                emit(AgentEvent(type="tool_call", step=0, tool_call=call))
                 result = await session.tools.ainvoke(call)
                 if not result.ok:
                     session.notes.append(SEED_FAILED.format(query=query, error=result.content))
-                yield AgentEvent(type="tool_result", step=0, tool_call=call,
-                                 tool_result=result.model_copy(update={"value": None}))
+                emit(AgentEvent(type="tool_result", step=0, tool_call=call,
+                                tool_result=result.model_copy(update={"value": None})))
         finally:
             session.seeding = False
         session.pending = interleave(session.seed_hits)
@@ -395,12 +413,22 @@ class ResearchAgent(Agent):
             page = await agent.lab.tools.acall("fetch_url", url=url,
                                                max_chars=agent.search_tokens * 3)
             source = ResearchSource(label=0, source=url, text=page.content, kind="web")
-            label = session.add(source)
+            label = agent._add(run, session, source)
             # the guard already scanned and fenced the page; only its markup is made inert
             text = passage_for_model(page.content, scan=False)
             return f"[{label}] ({one_line(url)}) {text}"
 
         return [*tools, Tool(read_web_page, name=WEB_TOOL, risk=RiskLevel.NETWORK)]
+
+    @staticmethod
+    def _add(run: AgentRun, session: _Session, source: ResearchSource) -> int:
+        """Number ``source`` during a step; a new one is kept in the step's state."""
+        known = session.label_of(source)
+        if known is not None:
+            return known
+        label = session.add(source)
+        record(run, SOURCES, session.book[label].model_dump(mode="json"), append=True)
+        return label
 
     def _number(self, run: AgentRun, session: _Session, query: str,
                 hits: list[ResearchSource]) -> str:
@@ -411,7 +439,7 @@ class ResearchAgent(Agent):
         cm.sources([{"text": passage_for_model(h.text), "source": name_for_model(h)}
                     for h in fresh])
         for order in sorted(i.order for i in cm.pack().kept):
-            session.add(fresh[order])
+            self._add(run, session, fresh[order])
         new = {source_key(h) for h in fresh}
         lines = [SEARCH_HEADER.format(query=query)]
         for hit in hits:

@@ -261,7 +261,10 @@ def test_the_run_round_trips_through_json_with_its_research_answer(make_lab, doc
     lab = ingested(make_lab, docs, ScriptedModel(
         lambda messages, request: f"Over quota [{label_of(messages, 'quota')}]."))
     run = ResearchAgent(lab=lab).run("What is E4012?", collections=["default"])
-    assert run.inputs == {"collections": ["default"], "web": False}
+    assert {k: run.inputs[k] for k in ("collections", "web")} == {
+        "collections": ["default"], "web": False}
+    # the seed's numbered sources are kept too, so a fork of the reloaded run can cite them
+    assert [s["label"] for s in run.inputs["sources"]] == labels(run.steps[0].messages[0].text)
     again = al.AgentRun.model_validate_json(run.model_dump_json())
     assert ResearchAnswer.model_validate(again.output) == run.output
     assert again.model_dump() == run.model_dump()
