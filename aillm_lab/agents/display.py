@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from aillm_lab.agents.run import AgentRun, AgentStep
+    from aillm_lab.llm.types import Message
     from aillm_lab.tools.base import ToolResult
 
 _LIMIT = 2_000  # characters of one message or result shown before it is cut
@@ -60,8 +61,7 @@ def step_html(step: AgentStep, *, messages: bool = False) -> str:
     arguments and what came back, any error, then its tokens, cost and latency. The one
     rendering of a step, shared by this repr, the notebook's trace widget and the
     workbench's trace cards."""
-    parts = [f"<div><b>{m.role}</b>: <pre>{_esc(m.text)}</pre></div>"
-             for m in (step.messages[-3:] if messages else ())]
+    parts = [_message_html(m) for m in (step.messages[-3:] if messages else ())]
     if step.text:
         parts.append(f"<div><b>answer</b>: <pre>{_esc(step.text)}</pre></div>")
     for name, arguments, result in calls_of(step):
@@ -78,6 +78,17 @@ def step_html(step: AgentStep, *, messages: bool = False) -> str:
     parts.append(f"<small>{step.usage.input_tokens} in / {step.usage.output_tokens} out "
                  f"tokens · {cost} · {step.latency_s:.2f} s</small>")
     return "".join(parts)
+
+
+def _message_html(message: Message) -> str:
+    """A message sent: its text, and the tool calls of an assistant turn (a turn that only
+    called tools has no text, and would otherwise show as an empty block)."""
+    name = f" ({html.escape(message.name)})" if message.name else ""
+    body = f"<pre>{_esc(message.text)}</pre>" if message.text or not message.tool_calls else ""
+    calls = "".join(f"<div>→ <code>{html.escape(c.name)}"
+                    f"({_esc(json.dumps(c.arguments, default=str))})</code></div>"
+                    for c in message.tool_calls)
+    return f"<div><b>{html.escape(message.role)}</b>{name}: {body}{calls}</div>"
 
 
 def calls_of(step: AgentStep) -> list[tuple[str, dict[str, Any], ToolResult]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,65 @@ def test_to_pandas_has_one_row_per_step(make_lab):
     assert list(frame["tool_calls"]) == [["add(a=2, b=3)"], ["shout(text='<b>five</b>')"], []]
     assert list(frame["input_tokens"]) == [s.usage.input_tokens for s in run.steps]
     assert {"cost_usd", "latency_s", "output_tokens", "error"} <= set(frame.columns)
+    assert list(frame["tool_results"]) == [["5"], ["<B>FIVE</B>"], []]
+
+
+def test_to_pandas_cuts_a_long_tool_result_and_keeps_each_result_of_a_turn(make_lab):
+    @al.tool
+    def long_text(n: int) -> str:
+        """A text of n characters."""
+        return "x" * n
+
+    model = ScriptedModel([[call("long_text", "c1", n=1000), call("long_text", "c2", n=3)],
+                           "done"])
+    run = al.ReActAgent(tools=[long_text], lab=make_lab(model)).run("long")
+    first = run.to_pandas()["tool_results"][0]
+    assert first == ["x" * 197 + "...", "xxx"]
+    assert run.steps[0].tool_results[0].content == "x" * 1000  # the trace keeps it whole
+
+
+def hand_made_run() -> al.AgentRun:
+    """A two-step run with known tokens, cost and latency: a turn that only calls a tool,
+    then the answer."""
+    asked = [al.Message.system("You add."), al.Message.user("2 + 3?")]
+    first = al.AgentStep(
+        index=0, model="scripted:x", messages=asked,
+        completion=al.Completion(tool_calls=[call("add", a=2, b=3)]),
+        tool_results=[al.ToolResult(name="add", call_id="c1", content="5")],
+        observations=[al.Message.tool("5", "c1", name="add")],
+        usage=al.Usage(input_tokens=12, output_tokens=7), cost_usd=0.0123, latency_s=1.5)
+    second = al.AgentStep(
+        index=1, model="scripted:x", messages=first.history(),
+        completion=al.Completion(text="It is 5."),
+        usage=al.Usage(input_tokens=30, output_tokens=4), cost_usd=0.002, latency_s=0.25)
+    return al.AgentRun(agent="ReActAgent", task="2 + 3?", status="completed",
+                       output="It is 5.", steps=[first, second], latency_s=1.75)
+
+
+def test_each_step_is_a_collapsible_block_with_its_tokens_cost_and_latency():
+    page = hand_made_run()._repr_html_()
+    assert "2 steps · 53 tokens · $0.0143 · 1.75 s" in page  # the run's totals
+    blocks = re.findall(r"<details><summary>(.*?)</summary>(.*?)</details>", page, re.S)
+    assert [summary for summary, _ in blocks] == [
+        "step 0 · 1 tool calls · 12→7 tokens · $0.01230 · 1.50 s",
+        "step 1 · 0 tool calls · 30→4 tokens · $0.00200 · 0.25 s"]
+    first, second = (body for _, body in blocks)
+    assert first.endswith("<small>12 in / 7 out tokens · $0.0123 · 1.50 s</small>")
+    assert second.endswith("<small>30 in / 4 out tokens · $0.0020 · 0.25 s</small>")
+    assert "<code>add({&quot;a&quot;: 2, &quot;b&quot;: 3})</code>" in first
+    assert "<pre>5</pre>" in first and "It is 5." in second
+
+
+def test_a_turn_that_only_called_tools_shows_its_calls_not_an_empty_block():
+    page = hand_made_run()._repr_html_()
+    second = page.split("<details>")[2]
+    sent = re.findall(r"<div><b>(\w+)</b>(.*?)</div>(?=<div><b>)", second,
+                      re.S)
+    assert [role for role, _ in sent] == ["user", "assistant", "tool"]
+    assistant = dict(sent)["assistant"]
+    assert "<pre></pre>" not in page
+    assert "→ <code>add({&quot;a&quot;: 2, &quot;b&quot;: 3})</code>" in assistant
+    assert dict(sent)["tool"].startswith(" (add): <pre>5</pre>")
 
 
 def test_the_notebook_view_has_collapsible_escaped_steps_and_a_text_fallback(make_lab):

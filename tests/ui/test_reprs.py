@@ -49,6 +49,23 @@ def test_an_agent_run_and_a_lab_show_both_types(make_lab):
     assert "spent in this process" in html
 
 
+def test_an_agent_runs_html_has_a_collapsible_block_per_step_with_its_numbers(make_lab):
+    @al.tool
+    def echo(text: str) -> str:
+        """Say it back."""
+        return text
+
+    model = ScriptedModel([al.ToolCall(id="c1", name="echo", arguments={"text": EVIL}),
+                           "said it"], name="x")
+    run = al.ReActAgent(tools=[echo], lab=make_lab(model)).run("echo it")
+    html = bundle_of(run)["text/html"]
+    assert html.count("<details><summary>step ") == len(run.steps) == 2
+    for step in run.steps:
+        assert (f"{step.usage.input_tokens} in / {step.usage.output_tokens} out tokens · "
+                f"${step.cost_usd:.4f} · {step.latency_s:.2f} s</small>") in html
+    assert "<code>echo(" in html and "&lt;script&gt;" in html
+
+
 def test_memories_and_hits_show_both_types(tmp_path, runner):
     mem = LongTermMemory(db_path=tmp_path / "lab.db", embedder=HashingEmbedder(),
                          runner=runner)
