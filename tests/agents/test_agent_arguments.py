@@ -3,9 +3,11 @@ value out of range is a ``ConfigError`` naming the argument, its value and what 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
+from pydantic import BaseModel
 
 import aillm_lab as al
 from aillm_lab.errors import ConfigError
@@ -43,11 +45,38 @@ def test_a_bad_numeric_argument_names_itself_its_value_and_the_range(make_lab, n
     assert text.startswith(f"{name}={value!r}: ") and allowed in text
 
 
-@pytest.mark.parametrize("agent", ["ReActAgent", "ResearchAgent", "DataAnalysisAgent"])
+@pytest.mark.parametrize("agent", ["ReActAgent", "CodeWriterAgent", "ResearchAgent",
+                                   "DataAnalysisAgent"])
 def test_every_agent_checks_them_through_the_shared_constructor(make_lab, agent):
     lab = make_lab("scripted:echo")
     with pytest.raises(ConfigError, match="max_steps='ten'"):
         getattr(al, agent)(lab=lab, max_steps="ten")
+
+
+SHARED = ["tools", "model", "lab", "max_steps", "max_cost_usd", "max_seconds", "output",
+          "memory"]
+AGENTS = ["ReActAgent", "CodeWriterAgent", "ResearchAgent", "DataAnalysisAgent"]
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_every_agent_takes_the_shared_arguments_in_the_same_order_and_keeps_them(
+        make_lab, agent):
+    cls = getattr(al, agent)
+    assert list(inspect.signature(cls.__init__).parameters)[1:len(SHARED) + 1] == SHARED
+    lab = make_lab("scripted:echo")
+    made = cls(lab=lab, model="scripted:other", max_steps=3, max_cost_usd=0.5, max_seconds=9,
+               memory=None)
+    assert made.lab is lab and made.model == "scripted:other" and made.memory is None
+    assert (made.max_steps, made.max_cost_usd, made.max_seconds) == (3, 0.5, 9)
+
+
+@pytest.mark.parametrize("agent", AGENTS[1:])
+def test_an_agent_with_its_own_result_type_refuses_output(make_lab, agent):
+    class Other(BaseModel):
+        a: int = 0
+
+    with pytest.raises(ConfigError, match="output"):
+        getattr(al, agent)(lab=make_lab("scripted:echo"), output=Other)
 
 
 def test_good_values_are_kept_as_given(make_lab):
