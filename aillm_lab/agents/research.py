@@ -57,6 +57,7 @@ from aillm_lab.agents.modes import Verdict
 from aillm_lab.agents.research_passages import one_line, passage_for_model
 from aillm_lab.agents.research_sources import (
     ResearchSource,
+    SourceBook,
     interleave,
     name_for_model,
     source_from_hit,
@@ -66,7 +67,7 @@ from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
 from aillm_lab.llm.types import Message, ToolCall
-from aillm_lab.rag.context import ContextManager, Source, cite, counter_for
+from aillm_lab.rag.context import ContextManager, cite, counter_for
 from aillm_lab.rag.sparse import RagError
 from aillm_lab.runtime import sync_twin
 from aillm_lab.tools.base import RiskLevel, Tool
@@ -456,8 +457,8 @@ class ResearchAgent(Agent):
         return "\n\n".join(lines)
 
 
-@dataclass
-class _Session:
+@dataclass(kw_only=True)
+class _Session(SourceBook):
     """One run's retrieval state: its collections, the numbered sources, one repair."""
 
     collections: list[str]
@@ -467,28 +468,8 @@ class _Session:
     seed_queries: list[str] = field(default_factory=list)
     seed_hits: list[list[ResearchSource]] = field(default_factory=list)
     pending: list[ResearchSource] = field(default_factory=list)
-    book: dict[int, ResearchSource] = field(default_factory=dict)
-    keys: dict[tuple[str, str], int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     repaired: bool = False
-
-    def add(self, source: ResearchSource, label: int | None = None) -> int:
-        """Number ``source`` (the next label unless given); a known one keeps its label."""
-        known = self.label_of(source)
-        if known is not None:
-            return known
-        label = label if label is not None else len(self.book) + 1
-        self.book[label] = source.model_copy(update={"label": label})
-        self.keys[source_key(source)] = label
-        return label
-
-    def label_of(self, source: ResearchSource) -> int | None:
-        return self.keys.get(source_key(source))
-
-    def sources(self) -> list[Source]:
-        """The book as ``ContextManager`` sources, for ``cite()``."""
-        return [Source(label=s.label, source=s.source, text=s.text)
-                for s in self.book.values()]
 
 
 def sub_questions(question: str, limit: int = 4) -> list[str]:

@@ -1,5 +1,6 @@
 """A ``ResearchAgent``'s sources: what one is, how a search hit becomes one, when two are the
-same one, how the hits of several searches merge, and the name the model reads.
+same one, how the hits of several searches merge, the name the model reads, and a run's
+book of numbered sources (``SourceBook``).
 
 Why a module of its own: a source is the unit the whole agent turns on (retrieved, packed,
 numbered ``[n]``, cited, returned in ``ResearchAnswer.sources``), and its identity must be
@@ -11,12 +12,14 @@ number, check the citations) uses these; ``research_passages`` makes their text 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
 
 from aillm_lab.agents.research_passages import one_line, shown_name
+from aillm_lab.rag.context import Source
 
 if TYPE_CHECKING:
     from aillm_lab.rag.results import SearchHit
@@ -68,6 +71,33 @@ def interleave(lists: Sequence[Sequence[ResearchSource]]) -> list[ResearchSource
     return list(out.values())
 
 
+@dataclass
+class SourceBook:
+    """One run's numbered sources: each source under one label, each label once. A fork
+    fills it again from the trace with the recorded labels (``add(source, label)``)."""
+
+    book: dict[int, ResearchSource] = field(default_factory=dict)
+    keys: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, source: ResearchSource, label: int | None = None) -> int:
+        """Number ``source`` (the next label unless given); a known one keeps its label."""
+        known = self.label_of(source)
+        if known is not None:
+            return known
+        label = label if label is not None else len(self.book) + 1
+        self.book[label] = source.model_copy(update={"label": label})
+        self.keys[source_key(source)] = label
+        return label
+
+    def label_of(self, source: ResearchSource) -> int | None:
+        return self.keys.get(source_key(source))
+
+    def sources(self) -> list[Source]:
+        """The book as ``ContextManager`` sources, for ``cite()``."""
+        return [Source(label=s.label, source=s.source, text=s.text)
+                for s in self.book.values()]
+
+
 def name_for_model(source: ResearchSource) -> str:
     """The source's name as the model reads it (a section title is document text too)."""
     if source.kind == "web":
@@ -75,4 +105,5 @@ def name_for_model(source: ResearchSource) -> str:
     return shown_name(source.name, Path(source.source).name or source.source, source.section)
 
 
-__all__ = ["ResearchSource", "interleave", "name_for_model", "source_from_hit", "source_key"]
+__all__ = ["ResearchSource", "SourceBook", "interleave", "name_for_model", "source_from_hit",
+           "source_key"]
