@@ -9,6 +9,7 @@ imports them from this module.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets as _secrets
 import unicodedata
@@ -24,14 +25,10 @@ from aillm_lab.tools.redact import env_secrets as env_secrets  # re-exported
 def scan_injection(text: str) -> list[str]:
     """Names of the prompt-injection markers found in ``text`` (empty when it looks clean).
 
-    The scan reads a folded copy: backslash escapes (``\\xad``, ``\\u200b``, as a ``repr``
-    in an error shows them) decoded, invisible characters dropped (every format character,
-    Unicode category Cf, such as the soft hyphen or a zero-width space, plus fillers drawn
-    as nothing: variation selectors, Hangul fillers, the braille blank, ``_INVISIBLE``),
-    NFKC applied (full-width letters, ``ⅰ``) and look-alike letters folded to Latin
-    (``_CONFUSABLES``: Cyrillic, Greek, Armenian, small capitals). So ``ig\u00adnore previous
-    instructions`` or a Cyrillic ``о`` in ``ignоre`` do not slip through. Only the scan sees
-    the folded copy; the text shown is unchanged.
+    The scan reads a folded copy (``fold_for_scan``), so ``ig\u00adnore previous
+    instructions``, a Cyrillic ``о`` in ``ignоre``, ``Ignóre``, ``**Ignore** all previous
+    instructions`` or ``IGNORE-ALL-PREVIOUS-INSTRUCTIONS`` do not slip through. Only the
+    scan sees the folded copy; the text shown is unchanged.
 
     A known limit of matching patterns: an instruction said in other words ("what you were
     told earlier no longer applies") or in another language is not found. The fence and
@@ -39,23 +36,76 @@ def scan_injection(text: str) -> list[str]:
     """
     if not text:
         return []
-    found: list[str] = []
+    low, hidden = _folded(text)
+    found = ["hidden_text"] if hidden else []
+    maybe = [(name, pattern) for name, pattern, needs in _INJECTION if _may_match(low, needs)]
+    if maybe:  # the last folds only turn punctuation into spaces: the words were there
+        low = _words(low)
+        found.extend(name for name, pattern in maybe if pattern.search(low))
+    return list(dict.fromkeys(found))
+
+
+def fold_for_scan(text: str) -> str:
+    """The copy of ``text`` the injection patterns read; one pipeline for every pattern.
+
+    In order: backslash escapes (``\\xad``, ``\\u200b``, as a ``repr`` in an error shows
+    them) decoded; what a terminal does not draw dropped: ANSI escape sequences
+    (``ig\\x1b[0mnore``), a character struck out by a backspace, other control
+    characters; invisible characters dropped (every format character, Unicode category Cf,
+    such as the soft hyphen or a zero-width space, plus fillers drawn as nothing: variation
+    selectors, Hangul fillers, the braille blank, ``_INVISIBLE``); NFKD applied (full-width
+    letters, ``ⅰ``, and accents split from their letters) and combining marks dropped
+    (``Ignóre``, ``I\u0323gnore``); look-alike letters folded to Latin (``_CONFUSABLES``:
+    Cyrillic, Greek, Armenian, small capitals); ``-``, ``.`` and ``+`` between two letters
+    or digits, and ``_`` before a capital, read as a space (``IGNORE-ALL-PREVIOUS``,
+    ``IGNORE_ALL_PREVIOUS``; ``system_prompt`` in code stays one word); lower-cased;
+    Markdown emphasis marks (``*``, ``_``, ``~``, a backtick) dropped (``**Ignore** all``,
+    ``<|im_start|>`` reads ``<|imstart|>``).
+    """
+    return _words(_folded(text)[0])
+
+
+def _folded(text: str) -> tuple[str, bool]:
+    """``fold_for_scan(text)`` but for its last step (``_words``), and whether it hid text
+    (zero-width, bidi, tag characters)."""
+    hidden = False
     plain = text
-    if "\\" in text and _ESCAPE.search(text):  # \xad in a repr reads as the character
-        plain = _ESCAPE.sub(_unescape, text)
+    if "\\" in plain and _ESCAPE.search(plain):  # \xad in a repr reads as the character
+        plain = _ESCAPE.sub(_unescape, plain)
+    if "\x1b" in plain:  # what a terminal draws: no escape sequence, ...
+        plain = _ANSI.sub("", plain)
+    while "\x08" in plain:  # ... and not what a backspace struck out
+        struck = _STRUCK.sub("", plain)
+        if struck == plain:
+            break
+        plain = struck
     if not plain.isascii():  # O(1) in CPython; every hidden or look-alike char is non-ASCII
         maybe = _MAYBE_INVISIBLE.search(plain)
         if maybe and _INVISIBLE.search(plain, maybe.start()):
-            if _has_hidden_text(plain):
-                found.append("hidden_text")
+            hidden = _has_hidden_text(plain)
             plain = _INVISIBLE.sub("", plain)
-        plain = unicodedata.normalize("NFKC", plain)
-        if _CONFUSABLE_CHAR.search(plain):  # translate costs 10x the search: accents etc.
-            plain = plain.translate(_CONFUSABLES)
+        plain = unicodedata.normalize("NFKD", plain)
+        if not plain.isascii():
+            bmp, astral = _marks()
+            plain = bmp.sub("", plain)
+            if _ASTRAL.search(plain):
+                plain = astral.sub("", plain)
+            if _CONFUSABLE_CHAR.search(plain):  # translate costs 10x the search
+                plain = plain.translate(_CONFUSABLES)
+    elif _CONTROL.search(plain):
+        plain = _CONTROL.sub("", plain)
+    if "_" in plain:
+        plain = _CAPS_JOINED.sub(" ", plain)
     low = plain.lower()
-    found.extend(name for name, pattern, needs in _INJECTION
-                 if _may_match(low, needs) and pattern.search(low))
-    return list(dict.fromkeys(found))
+    for mark in "*`~":  # emphasis, even inside a word ("ig*no*re"): str.replace is cheap
+        if mark in low:
+            low = low.replace(mark, "")
+    return low, hidden
+
+
+def _words(low: str) -> str:
+    """``-``, ``.`` and ``+`` between two words read as a space, underscores dropped."""
+    return _JOINED.sub(" ", low).replace("_", "")
 
 
 def wrap_as_data(text: str, tool_name: str, markers: Iterable[str], *,
@@ -89,6 +139,39 @@ _INVISIBLE = re.compile(f"[{_INVISIBLE_BMP}\U000110bd\U000110cd\U00013430-\U0001
 # the seven above). One range for all of them finds where an exact search must start.
 _MAYBE_INVISIBLE = re.compile(f"[{_INVISIBLE_BMP}\U00010000-\U0010ffff]")
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U00[01][0-9a-fA-F]{5})")
+# ANSI escape sequences: CSI (colours, cursor moves), OSC (titles, links) and two-byte ones
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_STRUCK = re.compile(r"[^\x08\n]\x08")  # "igx\bnore" draws as "ignore"
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+# Between two letters or digits these join words ("ignore-all", "ignore.all"): read a space.
+# Not ":" or "/": URLs and "human:" keep them. An underscore joins words only before a
+# capital ("IGNORE_ALL_PREVIOUS", "Ignore_All"): lower-case snake_case is a name in code
+# ("system_prompt: str = ...", "# type: ignore" above "system_message = ..."), and reading
+# it as words flags ordinary source files; there the emphasis pass drops the underscore.
+_JOINED = re.compile(r"(?<=[a-z0-9])[-.+]+(?=[a-z0-9])")
+_CAPS_JOINED = re.compile(r"_+(?=[A-Z])")
+
+
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+@functools.cache
+def _marks() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """Every combining mark (Unicode categories Mn and Me: accents, dots below, enclosing
+    circles) as character classes, built on first use from ``unicodedata`` (planes 0-1 hold
+    them all but the variation selectors, which ``_INVISIBLE`` drops): those in the BMP,
+    and those past it, which cost a range test per character and run only when needed."""
+    ranges: list[list[int]] = []
+    for code in range(0x300, 0x20000):
+        if unicodedata.category(chr(code)) in ("Mn", "Me"):
+            if ranges and ranges[-1][1] == code - 1:
+                ranges[-1][1] = code
+            else:
+                ranges.append([code, code])
+    def klass(part: list[list[int]]) -> re.Pattern[str]:
+        return re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in part) + "]")
+    return (klass([r for r in ranges if r[1] < 0x10000]),
+            klass([r for r in ranges if r[0] >= 0x10000]))
 
 
 def _unescape(m: re.Match[str]) -> str:
@@ -150,8 +233,10 @@ def _has_hidden_text(text: str) -> bool:
     return any(m.start() == 0 or text[m.start() - 1] != _BLACK_FLAG for m in _TAGS.finditer(text))
 
 
-# The patterns run on the lower-cased text, without re.IGNORECASE and without a leading
-# ``\b``: that lets the regex engine skip ahead to its first literal, about 9x faster.
+# The patterns run on the folded text (``fold_for_scan``: lower-cased, "-", "." or "+"
+# between two words read as a space, "_" dropped, so "im_start" is "im\s*start"), without
+# re.IGNORECASE and without a leading ``\b``: that lets the regex engine skip ahead to its
+# first literal, about 9x faster.
 _SECRET_WORDS = (r"(?:\b(?:secrets?|api[ _-]?keys?|keys|tokens?|passwords?|credentials?|"
                  r"env(?:ironment)?(?: variables?| vars?)|private keys?|ssh keys?|"
                  r"cookies?|session ids?)|\.env\b)")
@@ -178,7 +263,13 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
         r"(?:ignore|disregard|forget|override|bypass|skip)\s+(?:(?:all|any|each|every|the|"
         r"your|my|of|these|those)\s+)*(?:previous|prior|above|earlier|preceding|former|"
         r"original|system|developer|safety)\s+(?:instructions?|prompts?|directions?|"
-        r"directives?|rules|messages?|guidelines|guardrails|context|commands?)"),
+        r"directives?|rules|messages?|guidelines|guardrails|context|commands?)"
+        # the other word order, "disregard the instructions above", with the verbs that
+        # only tell a reader to drop what they were told ("skip the steps above" is a README)
+        r"|(?:ignore|disregard|forget)\s+(?:(?:all|any|each|every|the|your|my|of|these|those)"
+        r"\s+)*(?:instructions?|prompts?|directions?|directives?|rules|guidelines|commands?)"
+        r"\s+(?:above|before\b|so\s+far|(?:you\s+(?:were|have\s+been)\s+)?given\s+"
+        r"(?:above|before|earlier|so\s+far)|you\s+(?:were|have\s+been)\s+given)"),
      (("ignore", "disregard", "forget", "override", "bypass", "skip"),)),
     ("role_override", re.compile(
         r"you\s+are\s+now\s+(?:an?\s|the\s|in\s+\w+\s+mode|no\s+longer|dan\b|unrestricted|"
@@ -188,9 +279,13 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
      (("now", "instructions", "act", "pretend"),)),
     ("fake_role_tag", re.compile(
         r"<\s*/?\s*(?:system|assistant|developer|tool|user|instructions?)\s*>"
-        r"|\[/?(?:inst|sys)\]|<</?sys>>|<\|(?:im_start|im_end|system|assistant|user|"
-        r"endoftext|begin_of_text|start_header_id|end_header_id|eot_id)\|>"),
+        r"|\[/?(?:inst|sys)\]|<</?sys>>|<\s*\|\s*(?:im\s*start|im\s*end|system|assistant|"
+        r"user|endoftext|begin\s*of\s*text|start\s*header\s*id|end\s*header\s*id|eot\s*id|"
+        r"(?:start|end)\s*of\s*turn)\s*\|\s*>"
+        r"|<\s*(?:start|end)\s*of\s*turn\s*>"),  # Gemma: <start_of_turn>system
      (("<", "["),)),
+    ("fake_role_tag", re.compile(  # the Human/Assistant turns of a chat transcript
+        r"^[^\w\n]{0,4}(?:human|assistant)\s*:", re.MULTILINE), (("human",), ("assistant",))),
     ("fake_role_tag", re.compile(r"^\s*#{2,}\s*(?:system|assistant|instructions?)\s*(?::|$)",
                                  re.MULTILINE), (("##",),)),
     ("fake_authority", re.compile(  # a line posing as the system
@@ -198,15 +293,18 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
         r"instructions?|directive|prompt)[^\w\n]{0,3}:", re.MULTILINE),
      (("system", "admin", "developer"), (":",))),
     ("fake_authority", re.compile(  # a claimed approval of what comes next
+        # "the", "all", "next"... must follow "approved": "user-approved actions" (folded
+        # "user approved actions") is a README's phrase, not a claim
         r"user\s+(?:has\s+)?(?:already\s+)?(?:pre-?\s*)?(?:approved|authori[sz]ed)\s+"
-        r"(?:(?:the|this|these|all|any|your|every|each)\s+)?(?:(?:next|following|upcoming)\s+)?"
+        r"(?:(?:the|this|these|all|any|your|every|each)\s+(?:(?:next|following|upcoming)\s+)?"
+        r"|(?:next|following|upcoming)\s+)"
         r"(?:steps?|actions?|(?:tool\s+)?calls?|requests?|commands?|operations?)\b"),
      (("approved", "authori"), ("user",))),
     ("exfiltration", re.compile(
-        r"(?:send|post|upload|forward|e-?mail|transmit|exfiltrate|leak|paste|submit|share|"
+        r"(?:send|post|upload|forward|e ?mail|transmit|exfiltrate|leak|paste|submit|share|"
         r"curl|wget)\b[^.\n]{0,60}?" + _SECRET_WORDS + r"[^.\n]{0,80}?\b(?:to|at|into)\s+"
-        r"(?:https?://|[\w.+-]+@[\w-]+\.\w|(?:this|the\s+following|my|our|that)\s+(?:url|"
-        r"address|e-?mail|server|endpoint|webhook|link))"),
+        r"(?:https?://|[\w.+-]+@[\w-]+[. ]\w|(?:this|the\s+following|my|our|that)\s+(?:url|"
+        r"address|e ?mail|server|endpoint|webhook|link))"),
      (_VERBS_EXFIL, _SECRET_STEMS, ("to", "at"))),
     ("prompt_leak", re.compile(
         r"(?:reveal|print|show|repeat|output|leak|dump)\s+(?:me\s+)?(?:your|the)\s+(?:full\s+)?"
@@ -214,5 +312,5 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
      (("prompt", "instructions", "message"),)),
 ]
 
-__all__ = ["MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor", "env_secrets", "scan_injection",
-           "wrap_as_data"]
+__all__ = ["MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor", "env_secrets", "fold_for_scan",
+           "scan_injection", "wrap_as_data"]
