@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "AgentRun": "aillm_lab.agents.run",
     "AgentStep": "aillm_lab.agents.run",
     "AgentEvent": "aillm_lab.agents.run",
+    "SavedRunError": "aillm_lab.agents.store",
     "CodeWriterAgent": "aillm_lab.agents.code_writer",
     "CodeResult": "aillm_lab.agents.code_writer",
     "CodeIteration": "aillm_lab.agents.code_writer",
@@ -150,6 +151,7 @@ if TYPE_CHECKING:
     from aillm_lab.agents.react import ReActAgent
     from aillm_lab.agents.research import ResearchAgent, ResearchAnswer, ResearchSource
     from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
+    from aillm_lab.agents.store import SavedRunError
     from aillm_lab.agents.workflow import Workflow, WorkflowAgent, WorkflowRun
     from aillm_lab.config import LabSettings, ModelLimits
     from aillm_lab.core.lab import (

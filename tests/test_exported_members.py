@@ -80,6 +80,7 @@ EXPECTED = [
     "SafetyPolicy",
     "SafetyViolation",
     "SandboxUnavailable",
+    "SavedRunError",
     "ScoringWeights",
     "SearchResults",
     "Selection",
