@@ -230,7 +230,9 @@ class DataAnalysisAgent(Agent):
 
         Bad ``data`` raises before the run starts: ``ConfigError`` (not a mapping of names
         to DataFrames or paths), ``SafetyViolation`` (a path outside the workspace) or
-        ``DatabaseError`` (a missing or unreadable file, a bad table name).
+        ``DatabaseError`` (a missing file or one of unknown format, a bad table name). A
+        file DuckDB cannot read is found when the run reads the schemas, under its limits:
+        the run ends with ``error`` and DuckDB's message in ``run.error``.
         """
         sources = check_data(data, self.lab.tools.workspace)
         return await self.runner.arun(self._analyse(_new_run(question, sources), sources,

@@ -118,3 +118,14 @@ def test_max_seconds_stops_slow_table_descriptions(make_lab, monkeypatch):
     run = agent.run("total?", data={"sales": pd.DataFrame({"amount": [1, 2]})})
     assert time.monotonic() - clock < QUICK_S
     assert run.status == "timeout" and model.requests == []
+
+
+def test_a_file_duckdb_cannot_read_ends_the_run_with_its_error(make_lab):
+    """Reading the schemas is the run's first work, so a file DuckDB cannot parse ends the
+    run (the trace kept, DuckDB's message in ``run.error``) before any model call."""
+    model = ScriptedModel(["never asked"])
+    lab = make_lab(model)
+    (lab.tools.workspace.root / "broken.parquet").write_text("not parquet at all")
+    run = al.DataAnalysisAgent(lab=lab).run("total?", data={"t": "broken.parquet"})
+    assert run.status == "error" and "DatabaseError" in run.error and "t" in run.error
+    assert model.requests == [] and lab.load_run(run.id).status == "error"
