@@ -63,6 +63,7 @@ from aillm_lab.agents.research_sources import (
     source_from_hit,
     source_key,
 )
+from aillm_lab.agents.research_support import check_support
 from aillm_lab.agents.run import AgentEvent, AgentRun, AgentStep
 from aillm_lab.agents.toolset import AgentTools, ToolsArg
 from aillm_lab.errors import ConfigError
@@ -110,6 +111,11 @@ UNCITED_REPAIR = (
     "Your answer cites no source. After each claim put the number of the source that "
     "supports it in square brackets, e.g. [1], or reply exactly: " + NOT_FOUND)
 
+# The one repair for sentences whose cited sources share no word with them (research_support).
+UNSUPPORTED_REPAIR = (
+    "These sentences are not supported by the sources they cite:\n{sentences}\nAnswer only "
+    "with what the sources say, citing them, or reply exactly: " + NOT_FOUND)
+
 EMPTY_REPLY = "Your reply was empty. Answer with citations, or reply exactly: " + NOT_FOUND
 
 # What a search tool call returns: numbered passages the model can cite.
@@ -136,19 +142,23 @@ class ResearchAnswer(BaseModel):
 
     ``found`` is False when the sources held no answer (``text`` is then ``NOT_FOUND``).
     ``unsupported`` lists markers such as ``[9]`` that name no retrieved source even after
-    one repair.
+    one repair; ``unsupported_claims`` the sentences whose cited sources share no word with
+    them after the repair (``research_support``). When every citing sentence is such a claim
+    the answer was invented: ``text`` is ``NOT_FOUND`` and the claims stay listed.
     """
 
     question: str = ""
     text: str
     sources: list[ResearchSource] = Field(default_factory=list)
     unsupported: list[int] = Field(default_factory=list)
+    unsupported_claims: list[str] = Field(default_factory=list)
     found: bool = True
 
     @property
     def supported(self) -> bool:
-        """Every marker maps to a source, and at least one source is cited."""
-        return bool(self.sources) and not self.unsupported
+        """Every marker maps to a source that shares words with its sentence, and at least
+        one source is cited."""
+        return bool(self.sources) and not self.unsupported and not self.unsupported_claims
 
 
 class ResearchAgent(Agent):
@@ -308,16 +318,26 @@ class ResearchAgent(Agent):
         if not found.cited and not found.unknown and _says_not_found(text):
             return Verdict(output=ResearchAnswer(question=run.task, text=NOT_FOUND,
                                                  found=False))
-        if (found.unknown or not found.cited) and not session.repaired:
+        support = check_support(text, {n: s.text for n, s in session.book.items()}, run.task)
+        if ((found.unknown or not found.cited or support.unsupported)
+                and not session.repaired):
             session.repaired = True
             record(run, REPAIRED, True)
             if found.unknown:
                 return Verdict(repair=DANGLING_REPAIR.format(
                     bad=", ".join(f"[{n}]" for n in found.unknown),
                     labels=", ".join(f"[{s.label}]" for s in session.book.values())))
-            return Verdict(repair=UNCITED_REPAIR)
+            if not found.cited:
+                return Verdict(repair=UNCITED_REPAIR)
+            return Verdict(repair=UNSUPPORTED_REPAIR.format(
+                sentences="\n".join(f"- {c}" for c in support.unsupported)))
+        if support.none_supported:  # invented after the repair too: say so, keep what
+            return Verdict(output=ResearchAnswer(  # it claimed for the reader to see
+                question=run.task, text=NOT_FOUND, found=False,
+                unsupported_claims=support.unsupported))
         return Verdict(output=ResearchAnswer(
             question=run.task, text=text, unsupported=found.unknown,
+            unsupported_claims=support.unsupported,
             sources=[session.book[s.label] for s in found.cited]))
 
     check_answer = sync_twin(acheck_answer)
