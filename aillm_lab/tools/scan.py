@@ -31,7 +31,9 @@ def scan_injection(text: str) -> list[str]:
     scan sees the folded copy; the text shown is unchanged.
 
     A known limit of matching patterns: an instruction said in other words ("what you were
-    told earlier no longer applies") or in another language is not found. The fence and
+    told earlier no longer applies") or in another language is not found, nor one spelt
+    out letter by letter (``i.g.n.o.r.e``), in HTML entities or %-escapes, reversed, or in
+    lower-case snake_case (``ignore_previous_instructions`` reads as a name in code). The fence and
     the tool policy, not this scan, are what keep such text from acting.
     """
     if not text:
@@ -74,11 +76,9 @@ def _folded(text: str) -> tuple[str, bool]:
         plain = _ESCAPE.sub(_unescape, plain)
     if "\x1b" in plain:  # what a terminal draws: no escape sequence, ...
         plain = _ANSI.sub("", plain)
-    while "\x08" in plain:  # ... and not what a backspace struck out
-        struck = _STRUCK.sub("", plain)
-        if struck == plain:
+    for _ in range(4):  # ... nor what a backspace struck out (a few deep; the rest are dropped)
+        if "\x08" not in plain or plain == (plain := _STRUCK.sub("", plain)):
             break
-        plain = struck
     if not plain.isascii():  # O(1) in CPython; every hidden or look-alike char is non-ASCII
         maybe = _MAYBE_INVISIBLE.search(plain)
         if maybe and _INVISIBLE.search(plain, maybe.start()):

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import aillm_lab as al
-from aillm_lab.tools.redact import MAX_GAP, MIN_GAPPED_CHARS, Redactor
+from aillm_lab.tools.redact import MAX_GAP, MIN_GAPPED_CHARS, MIN_GAPPED_HEX_CHARS, Redactor
 
 KEY = "sk-proj-" + secrets.token_urlsafe(33)
 
@@ -48,9 +48,10 @@ CASES = [(piece, d) for piece in (1, 2, 3, 5) for d in DELIMITERS if piece + len
                          ids=[f"{piece}-{DELIMITERS.index(d)}" for piece, d in CASES])
 def test_a_key_interleaved_with_any_delimiter_is_redacted(piece: int, delimiter: str) -> None:
     for form in (KEY, KEY[::-1], KEY.upper(), KEY[1:], KEY[9:9 + MIN_GAPPED_CHARS + 2]):
-        shown = Redactor([KEY]).redact(f"before\n{_interleaved(form, piece, delimiter)}\nafter")
+        # (no letters around it: one that happens to be the key's next character joins the run)
+        shown = Redactor([KEY]).redact(f"<<<\n{_interleaved(form, piece, delimiter)}\n>>>")
         assert not _readable(shown, delimiter, form), (form, shown)
-        assert shown.startswith("before\n") and shown.endswith("\nafter")
+        assert shown.startswith("<<<\n") and shown.endswith("\n>>>")
         assert "[REDACTED:secret]" in shown
 
 
@@ -73,8 +74,20 @@ def test_a_run_shorter_than_the_minimum_or_too_spread_out_is_left_alone() -> Non
     short = _interleaved(KEY[9:9 + MIN_GAPPED_CHARS - 1], 1, "ww")
     apart = _interleaved(KEY, 1, "w" * (MAX_GAP + 1))
     redactor = Redactor([KEY])
-    assert redactor.redact(f"x {short} y") == f"x {short} y"
-    assert redactor.redact(f"x {apart} y") == f"x {apart} y"
+    assert redactor.redact(f"< {short} >") == f"< {short} >"
+    assert redactor.redact(f"< {apart} >") == f"< {apart} >"
+
+
+def test_a_hex_key_needs_a_longer_run() -> None:
+    """Hex digits carry fewer bits, so a run of a hex key must be longer to count."""
+    key = secrets.token_hex(32)
+    redactor = Redactor([key])
+    whole = _interleaved(key, 2, "ww")
+    run = _interleaved(key[5:5 + MIN_GAPPED_HEX_CHARS], 1, "x")
+    short = _interleaved(key[5:5 + MIN_GAPPED_HEX_CHARS - 1], 1, "x")
+    assert redactor.redact(f"<{whole}>") == "<[REDACTED:secret]>"
+    assert redactor.redact(f"<{run}>") == "<[REDACTED:secret]>"
+    assert redactor.redact(f"<{short}>") == f"<{short}>"
 
 
 def _source_text(limit: int = 400_000) -> str:
