@@ -33,15 +33,16 @@ def scan_injection(text: str) -> list[str]:
     A known limit of matching patterns: an instruction said in other words ("what you were
     told earlier no longer applies") or in another language is not found, nor one spelt
     out letter by letter (``i.g.n.o.r.e``), in HTML entities or %-escapes, reversed, or in
-    lower-case snake_case (``ignore_previous_instructions`` reads as a name in code). The fence and
-    the tool policy, not this scan, are what keep such text from acting.
+    lower-case snake_case (``ignore_previous_instructions`` reads as a name in code). The
+    fence and the tool policy, not this scan, are what keep such text from acting.
     """
     if not text:
         return []
     low, hidden = _folded(text)
     found = ["hidden_text"] if hidden else []
     maybe = [(name, pattern) for name, pattern, needs in _INJECTION if _may_match(low, needs)]
-    if maybe:  # the last folds only turn punctuation into spaces: the words were there
+    if maybe:  # the last fold turns punctuation into spaces, so the words were there already
+        # (but for one an underscore splits, "ig_nore": not looked for)
         low = _words(low)
         found.extend(name for name, pattern in maybe if pattern.search(low))
     return list(dict.fromkeys(found))
@@ -150,8 +151,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 # it as words flags ordinary source files; there the emphasis pass drops the underscore.
 _JOINED = re.compile(r"(?<=[a-z0-9])[-.+]+(?=[a-z0-9])")
 _CAPS_JOINED = re.compile(r"_+(?=[A-Z])")
-
-
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
@@ -268,7 +267,7 @@ _INJECTION: list[tuple[str, re.Pattern[str], tuple[tuple[str, ...], ...]]] = [
         # only tell a reader to drop what they were told ("skip the steps above" is a README)
         r"|(?:ignore|disregard|forget)\s+(?:(?:all|any|each|every|the|your|my|of|these|those)"
         r"\s+)*(?:instructions?|prompts?|directions?|directives?|rules|guidelines|commands?)"
-        r"\s+(?:above|before\b|so\s+far|(?:you\s+(?:were|have\s+been)\s+)?given\s+"
+        r"\s+(?:above|before(?=\s*(?:[.,;:!)]|$))|so\s+far|(?:you\s+(?:were|have\s+been)\s+)?given\s+"
         r"(?:above|before|earlier|so\s+far)|you\s+(?:were|have\s+been)\s+given)"),
      (("ignore", "disregard", "forget", "override", "bypass", "skip"),)),
     ("role_override", re.compile(
