@@ -4,7 +4,10 @@ Both ends treat the text that crosses between runs as untrusted: a run may draw 
 from tool output an attacker planted, and a memory comes back in the system text, where a
 model trusts most. So a recalled memory the injection scan flags is fenced as data, and a
 fact is saved only when the scan finds nothing in it and the guard's redactor leaves it
-unchanged (a fact that holds a secret is not stored, not even redacted).
+unchanged (a fact that holds a secret is not stored, not even redacted). A run that read
+tool output the scan flagged saves no facts at all: a planted page can steer the answer with
+plain words the scan cannot see, and a fact drawn from it would come back in every later
+run's system text.
 
 The facts come from one model call through the Lab's gateway (the run's own model, in its
 own scope ``<run id>/memory`` nested in the run's, so it counts against the run's budget but
@@ -69,6 +72,11 @@ async def save_facts(memory: LongTermMemory, model: Model, run: AgentRun, *, lim
                      redact: Callable[[str], str]) -> list[str]:
     """Ask ``model`` for up to ``limit`` facts worth keeping from ``run`` and save those
     that pass the scan and the redactor; returns the saved memories' ids."""
+    flagged = [r.name for step in run.steps for r in step.tool_results if r.injection]
+    if flagged:
+        log.warning("run %s saves no facts: the output of %s read like an injection",
+                    run.id, ", ".join(sorted(set(flagged))))
+        return []
     request = [Message(role="system", content=prompts.FACTS_SYSTEM),
                Message(role="user", content=prompts.FACTS_REQUEST.format(
                    limit=limit, task=run.task[:_SHOWN_CHARS],
