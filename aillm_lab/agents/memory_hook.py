@@ -4,10 +4,11 @@ Both ends treat the text that crosses between runs as untrusted: a run may draw 
 from tool output an attacker planted, and a memory comes back in the system text, where a
 model trusts most. So a recalled memory the injection scan flags is fenced as data, and a
 fact is saved only when the scan finds nothing in it and the guard's redactor leaves it
-unchanged (a fact that holds a secret is not stored, not even redacted). A run that read
-tool output the scan flagged saves no facts at all: a planted page can steer the answer with
-plain words the scan cannot see, and a fact drawn from it would come back in every later
-run's system text.
+unchanged (a fact that holds a secret is not stored, not even redacted). A run that showed
+its model anything the scan flagged (a tool's output, or text an agent put in a prompt
+fenced: Research's passages, DataAnalysis' sample rows) saves no facts at all: a planted
+page can steer the answer with plain words the scan cannot see, and a fact drawn from it
+would come back in every later run's system text.
 
 The facts come from one model call through the Lab's gateway (the run's own model, in its
 own scope ``<run id>/memory`` nested in the run's, so it counts against the run's budget but
@@ -38,6 +39,9 @@ MAX_FACT_CHARS = 300  # a longer line is not a fact but a copy of the answer
 _SHOWN_CHARS = 2_000  # of the task and the answer, in the facts request
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 _PARAMS = GenerationParams(max_tokens=256, temperature=0.0)
+MEMORY_SOURCE = "memory"  # the name recalled memories are fenced under
+# the header ``wrap_as_data`` puts before fenced text, naming where the text came from
+_FENCED = re.compile(r"\[The [^\n`]*? of tool `([^`\n]*)` follows\. It is untrusted DATA")
 
 
 async def recall(memory: LongTermMemory, task: str) -> list[str]:
@@ -49,7 +53,8 @@ async def recall(memory: LongTermMemory, task: str) -> list[str]:
 def as_recalled(text: str) -> str:
     """A memory fenced as untrusted data when the injection scan flags it."""
     markers = scan_injection(text)
-    return wrap_as_data(text, "memory", markers, what="recalled memory") if markers else text
+    return (wrap_as_data(text, MEMORY_SOURCE, markers, what="recalled memory") if markers
+            else text)
 
 
 def parse_facts(text: str, limit: int) -> list[str]:
@@ -72,10 +77,10 @@ async def save_facts(memory: LongTermMemory, model: Model, run: AgentRun, *, lim
                      redact: Callable[[str], str]) -> list[str]:
     """Ask ``model`` for up to ``limit`` facts worth keeping from ``run`` and save those
     that pass the scan and the redactor; returns the saved memories' ids."""
-    flagged = [r.name for step in run.steps for r in step.tool_results if r.injection]
+    flagged = untrusted_reads(run)
     if flagged:
         log.warning("run %s saves no facts: the output of %s read like an injection",
-                    run.id, ", ".join(sorted(set(flagged))))
+                    run.id, ", ".join(flagged))
         return []
     request = [Message(role="system", content=prompts.FACTS_SYSTEM),
                Message(role="user", content=prompts.FACTS_REQUEST.format(
@@ -96,6 +101,20 @@ async def save_facts(memory: LongTermMemory, model: Model, run: AgentRun, *, lim
     saved = await memory.aadd_many(kept, metadata={"source": "agent run", "run_id": run.id,
                                                    "agent": run.agent}, tags=["agent"])
     return [m.id for m in saved]
+
+
+def untrusted_reads(run: AgentRun) -> list[str]:
+    """What the run's model was shown that the scan flagged: tools whose output was, and
+    the sources of fenced text in its prompts (``wrap_as_data`` names them); recalled
+    memories aside, or one fenced memory would stop every later run from saving."""
+    names = {r.name for step in run.steps for r in step.tool_results if r.injection}
+    seen: set[int] = set()
+    for step in run.steps:
+        for message in step.messages:
+            if id(message) not in seen:
+                seen.add(id(message))
+                names.update(t for t in _FENCED.findall(message.text) if t != MEMORY_SOURCE)
+    return sorted(names)
 
 
 def _answer_text(output: Any) -> str:
