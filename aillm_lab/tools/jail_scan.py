@@ -2,8 +2,9 @@
 
 Kept apart from ``jail.py`` (the launcher connection) because it is the file-system side:
 ``ProtectedScan`` lists the deny-listed entries, ``.git`` folders, folders laid out like
-a git directory (``git_layout``), Python environments and files that run by themselves
-(``write_rules``) before each call, and ``sweep`` compares that with a scan after a
+a git directory (``git_layout``), Python environments and installations, files that run
+by themselves and modules that would shadow one the Lab imports (``write_rules``) before
+each call, and ``sweep`` compares that with a scan after a
 writable call, removing the traps the program left for later.
 """
 
@@ -17,8 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aillm_lab.tools.git_layout import ADVICE, MARKERS, is_gitdir, markers
+from aillm_lab.tools.module_shadow import module_name, path_folders, shadowed_by
 from aillm_lab.tools.paths import Workspace
-from aillm_lab.tools.write_rules import ENV_MARKERS, runs_by_itself
+from aillm_lab.tools.write_rules import (
+    ENV_MARKERS,
+    STDLIB_FOLDER,
+    STDLIB_LANDMARKS,
+    runs_by_itself,
+)
 
 _GIT_PARTS = ("config", "hooks", "info", "config.worktree", "modules")
 CONFIGS = ("config", "config.worktree")
@@ -38,7 +45,8 @@ class Snapshot:
     them, it does not make them), ``.git`` entries, and per folder the entries that count
     as git markers (``git_layout.markers``) and its config files, where it has any; Python
     environments (``envs``) and entries that run by themselves (``autorun``, with their
-    inodes, as for deny-listed ones)."""
+    inodes, as for deny-listed ones), module files that would shadow one the Lab imports
+    among them."""
 
     hidden: set[str] = field(default_factory=set)
     gits: set[str] = field(default_factory=set)
@@ -62,7 +70,7 @@ class _Listing:
     inodes: list[int]
     gits: list[str]
     marker_names: list[str]
-    env: bool = False
+    envs: list[str] = field(default_factory=list)
     autorun: list[tuple[str, int]] = field(default_factory=list)
 
 
@@ -119,13 +127,13 @@ class ProtectedScan:
             inodes.extend(listing.inodes)
             gits.extend(listing.gits)
             autorun.extend(listing.autorun)
-            if listing.env:
-                envs.append(rel)
+            envs.extend(listing.envs)
             if listing.marker_names:
                 configs = {n for n in listing.marker_names if n.lower() in CONFIGS}
                 if found := markers(path, listing.marker_names) | configs:
                     marked[rel] = found
         self._dirs = fresh
+        autorun += _shadows(root)
         self.last = Snapshot(set(hidden), set(gits), marked, set(inodes), set(envs),
                              {rel for rel, _ in autorun}, {ino for _, ino in autorun})
         gitlike = sorted(self.last.gitlike)
@@ -154,7 +162,7 @@ class ProtectedScan:
                 inodes.append(entry.inode())
             else:
                 is_dir = entry.is_dir(follow_symlinks=False)
-                if runs_by_itself(entry.name, folder=is_dir, parent=os.path.basename(path)):
+                if runs_by_itself(child, folder=is_dir):
                     autorun.append((child, entry.inode()))
                 if entry.name.lower() == ".git":
                     gits.append(child)
@@ -162,17 +170,68 @@ class ProtectedScan:
                     subdirs.append(child)
             if entry.name.lower() in (*MARKERS, *CONFIGS):
                 marker_names.append(entry.name)
-        env = any(e.name.lower() in ENV_MARKERS for e in entries)
-        return _Listing(key, subdirs, hidden, inodes, gits, marker_names, env, autorun)
+        envs = _envs(rel, entries)
+        return _Listing(key, subdirs, hidden, inodes, gits, marker_names, envs, autorun)
+
+
+def _envs(rel: str, entries: list[os.DirEntry[str]]) -> list[str]:
+    """The Python environments a folder's listing reveals (``write_rules.env_kind``, read
+    from below so that the cached listings stay exact): the folder itself, if it holds an
+    environment's marker or is a standard library (``os.py`` beside ``encodings/``); the
+    prefix above ``Lib`` or two above ``lib/pythonX.Y`` holding ``os.py``."""
+    names = {e.name.lower() for e in entries}
+    found = [rel] if names & {*ENV_MARKERS} else []
+    if not names & {*STDLIB_LANDMARKS}:
+        return found
+    if any(e.name == "encodings" and e.is_dir(follow_symlinks=False) for e in entries):
+        found.append(rel)
+    parent, _, name = rel.rpartition("/")
+    above, _, parent_name = parent.rpartition("/")
+    if name == "Lib":
+        found.append(parent or ".")
+    elif rel != "." and STDLIB_FOLDER.match(name) and parent_name == "lib":
+        found.append(above or ".")
+    return found
+
+
+def _shadows(root: str) -> list[tuple[str, int]]:
+    """Module files in the workspace's folders on ``sys.path`` that would shadow a module the
+    Lab imports (``module_shadow``), with their inodes: a package by its ``__init__``."""
+    found: list[tuple[str, int]] = []
+    on_path = path_folders()
+    for folder in sorted(on_path):
+        if folder != root and not folder.startswith(f"{root}/"):
+            continue
+        rel = os.path.relpath(folder, root)
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and entry.name.isidentifier():
+                try:
+                    inits = [e for e in os.scandir(entry.path) if module_name(e.name) == "__init__"]
+                except OSError:
+                    inits = []
+            else:
+                inits = [entry]
+            found += [(_join(rel, os.path.relpath(e.path, folder)), e.inode()) for e in inits
+                      if shadowed_by(e.path, on_path)]
+    return found
 
 
 def _python_readonly(envs: list[str], autorun: list[str]) -> list[str]:
-    """Python environments, and the files that run by themselves outside them (inside one
-    they are read-only already; a bind per ``.pth`` there would only cost mounts)."""
+    """Python environments (an installation's own standard library counts once, inside
+    it), and the files that run by themselves outside them (inside one they are read-only
+    already; a bind per ``.pth`` there would only cost mounts)."""
     if "." in envs:
         return ["."]
-    inside = tuple(f"{e}/" for e in envs)
-    return [*envs, *(a for a in autorun if not a.startswith(inside))]
+    outer: list[str] = []
+    for env in sorted(set(envs)):
+        if not any(env.startswith(f"{o}/") for o in outer):
+            outer.append(env)
+    inside = tuple(f"{e}/" for e in outer)
+    return [*outer, *(a for a in autorun if not a.startswith(inside))]
 
 
 def _git_configs(root: str, gitdir: str) -> list[str]:
@@ -202,9 +261,11 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
     HEAD first, until it is none), and git directories only when the program was not git
     itself (``git_made``: a ``git init`` the policy allows makes a clean one). A file that
     runs by itself (``write_rules.runs_by_itself``: a ``.pth`` in a site folder,
-    ``sitecustomize``, ``.envrc``)
-    is undone like a deny-listed one, wherever it is: the user's next ``python`` or ``cd``
-    would run it. (Python environments need no sweep: the call sees them read-only.)
+    ``sitecustomize``, ``.envrc``, a shell's or git's startup file, IPython startup...)
+    is undone like a deny-listed one, wherever it is: the user's next ``python``, ``cd`` or
+    login would run it; so is a module file that would shadow one the Lab's own Python
+    imports (``module_shadow``: ``duckdb.py`` in the notebook's working folder).
+    (Python environments need no sweep: the call sees them read-only.)
 
     A deny-listed file the user saves while a call runs looks new too, so a plain regular
     file under a deny-listed name is moved aside (``_Aside``), not deleted, and the note
@@ -229,8 +290,10 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
         notes += _ungit(aside, rel, after.marked[rel], before.marked.get(rel, frozenset()))
     for rel in sorted(after.autorun - before.autorun):
         path = root / rel
-        why = runs_by_itself(path.name, folder=path.is_dir() and not path.is_symlink(),
-                             parent=path.parent.name)
+        why = runs_by_itself(rel, folder=path.is_dir() and not path.is_symlink())
+        if not why:
+            why = (f"the Lab's own Python would import it as {shadowed_by(str(path))!r} (its "
+                   "folder is on sys.path)")
         if _made(path, before.autorun_inodes) and (where := aside.take(rel)) is not None:
             notes.append(f"removed {rel}{where}: {why}; no tool may leave a file that runs "
                          "by itself")

@@ -1,0 +1,76 @@
+"""Which files would shadow a module this Python imports, and so run inside the Lab.
+
+The trap: the workspace is the notebook's working folder, and ipykernel puts ``''`` (the
+working folder) first on ``sys.path``. A tool writes ``duckdb.py`` there; the next
+``sql_query`` imports duckdb lazily and runs that file in the Lab's own process, with every
+API key, outside the jail and the sandbox. The rule does not judge the file's content: a
+module file (``NAME.py``, ``NAME.pyc``, ``NAME.*.so``, ``NAME.pyd``) or a package's
+``NAME/__init__.*`` lying directly in a folder on this process's ``sys.path`` is refused
+when ``NAME`` is a top-level name this Python can import (``importable``). Any other name
+(``my_helpers.py``) is fine, and so is the same file in a folder not on ``sys.path``.
+
+The path is read at each check (a notebook may ``chdir`` or extend ``sys.path``); the
+names of the standard library and installed distributions are read once, and
+``sys.modules`` at each check.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+_MODULE_SUFFIXES = ("py", "pyc", "pyw", "so", "pyd")
+
+
+@functools.cache
+def _installed_names() -> frozenset[str]:
+    """The standard library's top-level names and those of installed distributions (read
+    once: ``packages_distributions`` opens every distribution's metadata)."""
+    from importlib.metadata import packages_distributions
+
+    return frozenset(sys.stdlib_module_names) | frozenset(packages_distributions())
+
+
+def importable(name: str) -> bool:
+    """Whether ``name`` is a top-level module this process imports or could import."""
+    return name in sys.modules or name in _installed_names()
+
+
+def path_folders() -> set[str]:
+    """The real paths of the folders on ``sys.path`` (``''`` is the working folder)."""
+    found: set[str] = set()
+    for entry in sys.path:
+        if isinstance(entry, str):
+            try:
+                found.add(os.path.realpath(entry or os.getcwd()))
+            except OSError:  # the working folder is gone
+                continue
+    return found
+
+
+def module_name(filename: str) -> str | None:
+    """The module a file called ``filename`` is imported as (``a.cpython-311.so`` -> ``a``),
+    or None for a name Python does not import."""
+    stem, _, rest = filename.partition(".")
+    if not rest or rest.rsplit(".", 1)[-1] not in _MODULE_SUFFIXES or not stem.isidentifier():
+        return None
+    return stem
+
+
+def shadowed_by(path: str, on_path: set[str] | None = None) -> str | None:
+    """The importable module that the file at real absolute ``path`` would shadow, or None.
+
+    ``on_path``: ``path_folders()``, when the caller checks many files at once.
+    """
+    folder, name = os.path.split(path)
+    module = module_name(name)
+    if module == "__init__":
+        folder, module = os.path.split(folder)
+        module = module if module.isidentifier() else None
+    if module is None or folder not in (path_folders() if on_path is None else on_path):
+        return None
+    return module if importable(module) else None
+
+
+__all__ = ["importable", "module_name", "path_folders", "shadowed_by"]
