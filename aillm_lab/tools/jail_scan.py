@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aillm_lab.tools.git_layout import ADVICE, MARKERS, is_gitdir, markers
-from aillm_lab.tools.module_shadow import module_name, path_folders, shadowed_by
+from aillm_lab.tools.module_shadow import importable, module_name, path_folders, shadowed_by
 from aillm_lab.tools.paths import Workspace
 from aillm_lab.tools.write_rules import (
     ENV_MARKERS,
@@ -208,13 +208,15 @@ def _shadows(root: str) -> list[tuple[str, int]]:
         except OSError:
             continue
         for entry in entries:
-            if entry.is_dir(follow_symlinks=False) and entry.name.isidentifier():
+            if not entry.is_dir(follow_symlinks=False):
+                inits = [entry]
+            elif entry.name.isidentifier() and importable(entry.name):
                 try:
                     inits = [e for e in os.scandir(entry.path) if module_name(e.name) == "__init__"]
                 except OSError:
                     inits = []
             else:
-                inits = [entry]
+                continue
             found += [(_join(rel, os.path.relpath(e.path, folder)), e.inode()) for e in inits
                       if shadowed_by(e.path, on_path)]
     return found

@@ -6,8 +6,11 @@ working folder) first on ``sys.path``. A tool writes ``duckdb.py`` there; the ne
 API key, outside the jail and the sandbox. The rule does not judge the file's content: a
 module file (``NAME.py``, ``NAME.pyc``, ``NAME.*.so``, ``NAME.pyd``) or a package's
 ``NAME/__init__.*`` lying directly in a folder on this process's ``sys.path`` is refused
-when ``NAME`` is a top-level name this Python can import (``importable``). Any other name
-(``my_helpers.py``) is fine, and so is the same file in a folder not on ``sys.path``.
+when ``NAME`` is a top-level name this Python can import, or that an installed package may
+import optionally (``importable``). Any other name
+(``my_helpers.py``) is fine, and so is the same file in a folder not on ``sys.path``, and
+the very file a module this process has imported was loaded from (the notebook's own
+``helpers.py``: editing it changes the user's code, as editing any project file does).
 
 The path is read at each check (a notebook may ``chdir`` or extend ``sys.path``); the
 names of the standard library and installed distributions are read once, and
@@ -18,18 +21,32 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 
 _MODULE_SUFFIXES = ("py", "pyc", "pyw", "so", "pyd")
+_REQUIREMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # PEP 508: the name comes first
 
 
 @functools.cache
 def _installed_names() -> frozenset[str]:
-    """The standard library's top-level names and those of installed distributions (read
-    once: ``packages_distributions`` opens every distribution's metadata)."""
-    from importlib.metadata import packages_distributions
+    """The standard library's top-level names, those of installed distributions, and the
+    names of the distributions they require, extras included (read once: it opens every
+    distribution's metadata).
 
-    return frozenset(sys.stdlib_module_names) | frozenset(packages_distributions())
+    The required names catch optional imports of modules that are not installed: duckdb
+    imports pyarrow when it finds one, so a planted ``pyarrow.py`` would run too. A
+    distribution's name is its module's name only by convention (``readability-lxml``
+    imports ``readability``), so such a module is caught only where they agree.
+    """
+    from importlib.metadata import distributions, packages_distributions
+
+    required: set[str] = set()
+    for dist in distributions():
+        for requirement in dist.requires or ():
+            if found := _REQUIREMENT.match(requirement):
+                required.add(re.sub(r"[-.]+", "_", found.group(0)).lower())
+    return frozenset(sys.stdlib_module_names) | frozenset(packages_distributions()) | required
 
 
 def importable(name: str) -> bool:
@@ -70,7 +87,12 @@ def shadowed_by(path: str, on_path: set[str] | None = None) -> str | None:
         module = module if module.isidentifier() else None
     if module is None or folder not in (path_folders() if on_path is None else on_path):
         return None
-    return module if importable(module) else None
+    if not importable(module):
+        return None
+    loaded = getattr(sys.modules.get(module), "__file__", None)
+    if isinstance(loaded, str) and os.path.realpath(loaded) == path:
+        return None  # the module itself, loaded from here: the user's own, not a shadow
+    return module
 
 
 __all__ = ["importable", "module_name", "path_folders", "shadowed_by"]

@@ -63,6 +63,13 @@ def test_a_name_only_this_process_has_loaded_is_protected_too(
     assert write(lab, "zz_loaded_plugin.py").rule == "path.shadows_module"
 
 
+def test_a_module_an_installed_package_imports_optionally_is_protected(lab: Any) -> None:
+    """duckdb and pandas import pyarrow when they find one (an extra they declare), and
+    pyarrow need not be installed for a planted ``pyarrow.py`` to run."""
+    assert write(lab, "pyarrow.py").rule == "path.shadows_module"
+    assert write(lab, "pyarrow/__init__.py").rule == "path.shadows_module"
+
+
 def test_an_ordinary_module_name_or_folder_stays_writable(lab: Any) -> None:
     ws = lab.tools.workspace.root
     for path in ("my_helpers.py", "scripts/duckdb.py", "duckdb_notes.md", "pandas.txt",
@@ -70,6 +77,20 @@ def test_an_ordinary_module_name_or_folder_stays_writable(lab: Any) -> None:
         result = write(lab, path, "x = 1\n")
         assert result.ok, (path, result.content)
         assert (ws / path).exists()
+
+
+def test_a_module_this_process_loaded_from_the_workspace_stays_editable(
+        lab: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The notebook's own ``zz_analysis.py``, imported from its working folder, is the user's
+    code, not a shadow of it; a library's name beside it still is."""
+    ws = lab.tools.workspace.root
+    (ws / "zz_analysis.py").write_text("x = 1\n")
+    own = types.ModuleType("zz_analysis")
+    own.__file__ = str(ws / "zz_analysis.py")
+    monkeypatch.setitem(sys.modules, "zz_analysis", own)
+    assert write(lab, "zz_analysis.py", "x = 2\n").ok
+    assert write(lab, "zz_analysis.pyc").rule == "path.shadows_module"
+    assert write(lab, "duckdb.py").rule == "path.shadows_module"
 
 
 def test_the_same_name_is_fine_when_the_workspace_is_not_on_sys_path(tmp_path: Path) -> None:
