@@ -196,7 +196,7 @@ def _envs(rel: str, entries: list[os.DirEntry[str]]) -> list[str]:
 
 def _shadows(root: str) -> list[tuple[str, int]]:
     """Module files in the workspace's folders on ``sys.path`` that would shadow a module the
-    Lab imports (``module_shadow``), with their inodes: a package by its ``__init__``."""
+    Lab imports (``module_shadow``), with their inodes: a package's by its files."""
     found: list[tuple[str, int]] = []
     on_path = path_folders()
     for folder in sorted(on_path):
@@ -208,17 +208,32 @@ def _shadows(root: str) -> list[tuple[str, int]]:
         except OSError:
             continue
         for entry in entries:
+            package = entry.name.isidentifier() and importable(entry.name)
+            if package and entry.is_symlink():  # a link to a package's folder
+                found.append((_join(rel, entry.name), entry.inode()))
+                continue
             if not entry.is_dir(follow_symlinks=False):
-                inits = [entry]
-            elif entry.name.isidentifier() and importable(entry.name):
-                try:
-                    inits = [e for e in os.scandir(entry.path) if module_name(e.name) == "__init__"]
-                except OSError:
-                    inits = []
+                files = [entry.path]
+            elif package:
+                files = _module_files(entry.path)
             else:
                 continue
-            found += [(_join(rel, os.path.relpath(e.path, folder)), e.inode()) for e in inits
-                      if shadowed_by(e.path, on_path)]
+            for path in files:
+                try:
+                    if shadowed_by(path, on_path):
+                        found.append((_join(rel, os.path.relpath(path, folder)),
+                                      os.lstat(path).st_ino))
+                except OSError:  # gone since it was listed
+                    continue
+    return found
+
+
+def _module_files(folder: str) -> list[str]:
+    """The module files below a package-named folder, through importable folder names."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d.isidentifier()]
+        found += [os.path.join(dirpath, n) for n in filenames if module_name(n)]
     return found
 
 
@@ -294,8 +309,8 @@ def sweep(ws: Workspace, before: Snapshot, after: Snapshot, *, git_made: bool = 
         path = root / rel
         why = runs_by_itself(rel, folder=path.is_dir() and not path.is_symlink())
         if not why:
-            why = (f"the Lab's own Python would import it as {shadowed_by(str(path))!r} (its "
-                   "folder is on sys.path)")
+            module = shadowed_by(str(path)) or path.name
+            why = f"the Lab's own Python would import it as {module!r} (its folder is on sys.path)"
         if _made(path, before.autorun_inodes) and (where := aside.take(rel)) is not None:
             notes.append(f"removed {rel}{where}: {why}; no tool may leave a file that runs "
                          "by itself")

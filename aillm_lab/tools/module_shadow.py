@@ -4,8 +4,9 @@ The trap: the workspace is the notebook's working folder, and ipykernel puts ``'
 working folder) first on ``sys.path``. A tool writes ``duckdb.py`` there; the next
 ``sql_query`` imports duckdb lazily and runs that file in the Lab's own process, with every
 API key, outside the jail and the sandbox. The rule does not judge the file's content: a
-module file (``NAME.py``, ``NAME.pyc``, ``NAME.*.so``, ``NAME.pyd``) or a package's
-``NAME/__init__.*`` lying directly in a folder on this process's ``sys.path`` is refused
+module file (``NAME.py``, ``NAME.pyc``, ``NAME.*.so``, ``NAME.pyd``) lying directly in a
+folder on this process's ``sys.path``, or anywhere below a folder ``NAME/`` there (a
+package's ``__init__``, a namespace package's new part), is refused
 when ``NAME`` is a top-level name this Python can import, or that an installed package may
 import optionally (``importable``). Any other name
 (``my_helpers.py``) is fine, and so is the same file in a folder not on ``sys.path``, and
@@ -76,23 +77,33 @@ def module_name(filename: str) -> str | None:
 
 
 def shadowed_by(path: str, on_path: set[str] | None = None) -> str | None:
-    """The importable module that the file at real absolute ``path`` would shadow, or None.
+    """The importable module (dotted) that the module file at real absolute ``path`` would
+    shadow or join, or None.
 
-    ``on_path``: ``path_folders()``, when the caller checks many files at once.
+    A file anywhere below a folder ``NAME/`` that lies directly in a folder on ``sys.path``
+    counts, not only ``NAME/__init__.py``: where ``NAME`` is a namespace package
+    (``mpl_toolkits``, ``google``), a ``mpl_toolkits/mplot3d/__init__.py`` there comes before
+    the installed one. ``on_path``: ``path_folders()``, when checking many files at once.
     """
-    folder, name = os.path.split(path)
-    module = module_name(name)
-    if module == "__init__":
-        folder, module = os.path.split(folder)
-        module = module if module.isidentifier() else None
-    if module is None or folder not in (path_folders() if on_path is None else on_path):
+    module = module_name(os.path.basename(path))
+    if module is None:
         return None
-    if not importable(module):
+    on_path = path_folders() if on_path is None else on_path
+    folder = os.path.dirname(path)
+    names = [] if module == "__init__" else [module]
+    while folder not in on_path:
+        parent, part = os.path.split(folder)
+        if parent == folder or not part.isidentifier():
+            return None  # no folder on sys.path above it, or not importable from one
+        names.insert(0, part)
+        folder = parent
+    if not names or not importable(names[0]):
         return None
-    loaded = getattr(sys.modules.get(module), "__file__", None)
+    dotted = ".".join(names)
+    loaded = getattr(sys.modules.get(dotted), "__file__", None)
     if isinstance(loaded, str) and os.path.realpath(loaded) == path:
         return None  # the module itself, loaded from here: the user's own, not a shadow
-    return module
+    return dotted
 
 
 __all__ = ["importable", "module_name", "path_folders", "shadowed_by"]

@@ -70,10 +70,20 @@ def test_a_module_an_installed_package_imports_optionally_is_protected(lab: Any)
     assert write(lab, "pyarrow/__init__.py").rule == "path.shadows_module"
 
 
+@pytest.mark.parametrize("path", ["mpl_toolkits/mplot3d/__init__.py",
+                                  "mpl_toolkits/evil.py", "duckdb/experimental/x.py"])
+def test_a_module_below_a_package_named_folder_is_refused(lab: Any, path: str) -> None:
+    """A namespace package (``mpl_toolkits``) takes parts from every folder on sys.path, the
+    working folder first: a planted ``mplot3d`` there comes before matplotlib's own."""
+    result = write(lab, path)
+    assert result.rule == "path.shadows_module", result.content
+    assert not (lab.tools.workspace.root / path).exists()
+
+
 def test_an_ordinary_module_name_or_folder_stays_writable(lab: Any) -> None:
     ws = lab.tools.workspace.root
     for path in ("my_helpers.py", "scripts/duckdb.py", "duckdb_notes.md", "pandas.txt",
-                 "numpy/data.csv"):
+                 "numpy/data.csv", "scripts/duckdb/__init__.py", "my-lib/pandas/__init__.py"):
         result = write(lab, path, "x = 1\n")
         assert result.ok, (path, result.content)
         assert (ws / path).exists()
@@ -121,16 +131,22 @@ def test_a_shell_call_that_plants_shadowing_modules_has_them_swept(lab: Any) -> 
               "os.makedirs('pandas', exist_ok=True)\n"
               "open('pandas/__init__.py', 'w').write('import os\\n')\n"
               "open('numpy/__init__.py', 'w').write('import os\\n')\n"
+              "os.makedirs('mpl_toolkits/mplot3d', exist_ok=True)\n"
+              "open('mpl_toolkits/mplot3d/__init__.py', 'w').write('import os\\n')\n"
+              "os.makedirs('sub', exist_ok=True)\n"
+              "open('sub/__init__.py', 'w').write('import os\\n')\n"
+              "os.symlink('sub', 'httpx')\n"
               "open('my_helpers.py', 'w').write('x = 1\\n')\n"
               "os.makedirs('scripts', exist_ok=True)\n"
               "open('scripts/duckdb.py', 'w').write('x = 1\\n')\n")
     assert write(lab, "mk.py", script).ok
     result = lab.tools.invoke("run_shell", {"command": "python3 mk.py"})
     assert result.ok and "exit code 0" in result.content, result.content
-    for made in ("duckdb.py", "pandas/__init__.py", "numpy/__init__.py"):
-        assert not (ws / made).exists(), result.content
-        assert f"removed {made}" in result.content
-    assert "sys.path" in result.content
+    for made in ("duckdb.py", "pandas/__init__.py", "numpy/__init__.py",
+                 "mpl_toolkits/mplot3d/__init__.py", "httpx"):
+        assert not (ws / made).is_symlink() and not (ws / made).exists(), result.content
+        assert f"removed {made} " in result.content
+    assert "sys.path" in result.content and (ws / "sub/__init__.py").exists()
     assert (ws / "numpy/data.csv").exists() and (ws / "my_helpers.py").exists()
     assert (ws / "scripts/duckdb.py").exists()
 
