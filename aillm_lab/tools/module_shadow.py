@@ -103,6 +103,9 @@ def shadowed_by(path: str, on_path: set[str] | None = None) -> str | None:
     loaded = getattr(sys.modules.get(dotted), "__file__", None)
     if isinstance(loaded, str) and os.path.realpath(loaded) == path:
         return None  # the module itself, loaded from here: the user's own, not a shadow
+    package = getattr(sys.modules.get(names[0]), "__path__", None) or ()
+    if os.path.join(folder, names[0]) in {os.path.realpath(p) for p in package}:
+        return None  # inside a package this process imported from here: the user's own
     return dotted
 
 

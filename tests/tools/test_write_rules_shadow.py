@@ -91,8 +91,8 @@ def test_an_ordinary_module_name_or_folder_stays_writable(lab: Any) -> None:
 
 def test_a_module_this_process_loaded_from_the_workspace_stays_editable(
         lab: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The notebook's own ``zz_analysis.py``, imported from its working folder, is the user's
-    code, not a shadow of it; a library's name beside it still is."""
+    """The notebook's own ``zz_analysis.py`` and ``zz_pkg/``, imported from its working
+    folder, are the user's code, not shadows of it; a library's name beside them still is."""
     ws = lab.tools.workspace.root
     (ws / "zz_analysis.py").write_text("x = 1\n")
     own = types.ModuleType("zz_analysis")
@@ -100,7 +100,14 @@ def test_a_module_this_process_loaded_from_the_workspace_stays_editable(
     monkeypatch.setitem(sys.modules, "zz_analysis", own)
     assert write(lab, "zz_analysis.py", "x = 2\n").ok
     assert write(lab, "zz_analysis.pyc").rule == "path.shadows_module"
+    (ws / "zz_pkg").mkdir()
+    package = types.ModuleType("zz_pkg")
+    package.__path__ = [str(ws / "zz_pkg")]
+    monkeypatch.setitem(sys.modules, "zz_pkg", package)
+    assert write(lab, "zz_pkg/__init__.py", "x = 1\n").ok
+    assert write(lab, "zz_pkg/models/core.py", "x = 1\n").ok
     assert write(lab, "duckdb.py").rule == "path.shadows_module"
+    assert write(lab, "duckdb/core.py").rule == "path.shadows_module"
 
 
 def test_the_same_name_is_fine_when_the_workspace_is_not_on_sys_path(tmp_path: Path) -> None:
