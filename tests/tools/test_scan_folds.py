@@ -65,7 +65,7 @@ def test_a_folded_injection_is_found(text: str, marker: str) -> None:
     ("igx\bnore", "ignore"),
     ("<|im_start|>", "<|imstart|>"),
     ("system_prompt: str", "systemprompt: str"),  # a name in code stays one word
-    ("see https://example.com/a.html", "see https://example com/a html"),
+    ("see https://example.com/a.html", "see https://example com a html"),  # "/" joins too
     ("\uff49\uff47\uff4e\uff4f\uff52\uff45 caf\u00e9", "ignore cafe"),
 ])
 def test_fold_for_scan(text: str, folded: str) -> None:
