@@ -211,6 +211,9 @@ class Agent:
         (their ``state``, see ``agents.fork``) and ``run.inputs``, calling no model or tool;
         called once, inside the limits, before the fork's first live step."""
 
+    prepare = sync_twin(aprepare)  # hooks: the loop awaits them; the twins keep one shape
+    restore = sync_twin(arestore)
+
     def tools_for(self, run: AgentRun) -> AgentTools:
         """The tools this run may call: the agent's, unless a subclass adds its own."""
         return self.tools
