@@ -9,8 +9,10 @@ makes the open fail instead of being followed, and the file is created in a dire
 pinned by its descriptor, never in one reached through a path that has since changed.
 
 A write is also refused where its file would run code later (``write_rules``): inside
-``.git`` or a Python environment, a ``.pth`` / ``sitecustomize`` / ``.envrc`` anywhere, or
-when it would leave a folder that git takes for a repository.
+``.git`` or a Python environment or installation, a ``.pth`` in a site folder, a
+``sitecustomize`` / ``.envrc`` / shell, git, IPython or Jupyter startup file anywhere, a
+module that would shadow one the Lab imports, or when it would leave a folder that git
+takes for a repository.
 """
 
 from __future__ import annotations
