@@ -208,11 +208,11 @@ _PERCENT = re.compile(r"%[0-9a-fA-F]{2}(?:%[0-9a-fA-F]{2})*")  # "%" first: 40x 
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[a-zA-Z][a-zA-Z0-9]{1,31});")
 _MD_LINK = re.compile(r"\[([^\[\]\n]{1,200})\]\([^()\s]{0,500}\)")
 _HYPHEN_BREAK = re.compile(r"-(?<=[a-z]-)[ \t]*\r?\n[ \t]*(?=[a-z])")
-# A word spelt a letter at a time, one separator between the letters, four or more letters
-# ("i.g.n.o.r.e", "i g n o r e"). A search that starts with a letter costs 1.5 ms per 100
-# kB; one that starts with the separator, a literal, 0.1 ms: those find where to look.
-_SPACED = re.compile(r"(?<![a-z0-9])[a-z]([ .-])[a-z](?:\1[a-z]){2,}(?![a-z0-9])")
-_SPACED_HINTS = tuple(re.compile(f"{sep}[a-z]{sep}[a-z]{sep}") for sep in (" ", r"\.", "-"))
+# A word spelt a letter at a time, one separator between the letters, three or more letters
+# ("i.g.n.o.r.e", "i g n o r e  a l l"). A search that starts with a letter costs 1.5 ms per
+# 100 kB; one that starts with the separator, a literal, 0.1 ms: those find where to look.
+_SPACED = re.compile(r"(?<![a-z0-9])[a-z]([ .-])[a-z](?:\1[a-z])+(?![a-z0-9])")
+_SPACED_HINTS = tuple(re.compile(f"{sep}[a-z]{sep}[a-z](?![a-z0-9])") for sep in (" ", r"\.", "-"))
 _LEET = (("0", "o"), ("1", "i"), ("3", "e"), ("4", "a"), ("5", "s"), ("7", "t"))
 _CAPS_JOINED = re.compile(r"_+(?=[A-Z])")
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
@@ -444,10 +444,9 @@ _TAG_PATTERNS: list[tuple[str, re.Pattern[str], _Needs]] = [
         r"instructions?|directive|prompt)[^\w\n]{0,3}:", re.MULTILINE),
      (("system", "admin", "developer"), (":",))),
 ]
-# (marker, pattern, prefilter words, whether it reads the word view), in the order found
-_INJECTION = ([(name, pattern, needs, True) for name, pattern, needs in _WORD_PATTERNS[:2]]
-              + [(name, pattern, needs, False) for name, pattern, needs in _TAG_PATTERNS]
-              + [(name, pattern, needs, True) for name, pattern, needs in _WORD_PATTERNS[2:]])
+# (marker, pattern, prefilter words, whether it reads the word view)
+_INJECTION = ([(name, pattern, needs, True) for name, pattern, needs in _WORD_PATTERNS]
+              + [(name, pattern, needs, False) for name, pattern, needs in _TAG_PATTERNS])
 
 __all__ = ["MIN_SECRET_CHARS", "MIN_TRANSFORMED_CHARS", "Redactor", "env_secrets", "fold_for_scan",
            "scan_injection", "wrap_as_data"]
