@@ -38,6 +38,11 @@ def scan_injection(text: str) -> list[str]:
     ``1`` written for ``l``, nor lower-case snake_case (``ignore_previous_instructions``
     reads as a name in code). The fence and the tool policy, not this scan, are what keep
     such text from acting.
+
+    Flagged on purpose, though often harmless: a quoted chat transcript (``System: ...``
+    with three words or more), a chat message with a system prompt written out in code
+    (``{"role": "system", "content": "You are a helpful assistant."}``), a log line that
+    starts ``[SYSTEM] ...``. The fence marks such text as data; it does not drop it.
     """
     if not text:
         return []
@@ -314,10 +319,13 @@ _SECRET_WORDS = (r"(?:\b(?:secrets?|api[ _-]?keys?|keys|tokens?|passwords?|crede
 _VERBS_EXFIL = ("send", "post", "upload", "forward", "mail", "transmit", "exfiltrate", "leak",
                 "paste", "submit", "share", "curl", "wget")
 # A URL whose query waits for a value ("?k=" at its end), or asks for the reader's key
-_EMPTY_QUERY = re.compile(r"https?://\S*?[?&][\w-]*=(?:[\s<{$\[\"'`]|$)")
-_KEY_QUERY = re.compile(r"https?://\S*?[?&][\w-]*=[<{\[$(]?(?:your|the|my)\b")
+# (bounded: "http://?" 6k times over would cost each start the rest of the text)
+_EMPTY_QUERY = re.compile(r"https?://\S{0,300}?[?&][\w-]*=(?:[\s<{$\[\"'`]|$)")
+_KEY_QUERY = re.compile(r"https?://\S{0,300}?[?&][\w-]*=[<{\[$(]?(?:your|the|my)\b")
 _SECRET_STEMS = ("secret", "key", "token", "password", "credential", "env", "cookie", "session")
-_TURN = r"[a-z']+(?:(?:[ \t]+[,.;!?]?|[,.;!?])[ \t]*[a-z']+)"  # {n}: n+1 words of a turn
+# n+1 words of a chat turn with _TURN + "{n}"; one way to split the spaces between two
+# words, so a line of 50k spaces is not tried 50k^2 ways
+_TURN = r"[a-z']+(?:(?:[ \t]+(?:[,.;!?][ \t]*)?|[,.;!?][ \t]*)[a-z']+)"
 _REVERSED_HINTS = ("erongi", "dragersid", "snoitcurtsni")
 _AI = ("llm", " ai ", " ai,", " ai:", " ai!", " ai-", " ais ", "\nai ")  # not "openai agents"
 _READING = ("reading", "processing", "parsing", "analyzing", "analysing", "summarizing",
@@ -434,7 +442,7 @@ _TAG_PATTERNS: list[tuple[str, re.Pattern[str], _Needs]] = [
         r"[\"']\s*" + _TURN + r"{2}|[ \t]*:[ \t]*(?:system|developer)[ \t]*\r?\n[ \t]*content"
         r"[ \t]*:[ \t]*" + _TURN + ")"), (("role",), ("content",), ("system", "developer"))),
     ("fake_role_tag", re.compile(
-        r"content[\"']\s*:\s*[\"'][^\"'\n]*?" + _TURN + r"{2}[^\"'\n]*[\"']\s*,\s*[\"']role"
+        r"content[\"']\s*:\s*[\"']\s*" + _TURN + r"{2}[^\"'\n]{0,300}[\"']\s*,\s*[\"']role"
         r"[\"']\s*:\s*[\"'](?:system|developer)[\"']"),
      (("role",), ("content",), ("system", "developer"))),
     ("fake_role_tag", re.compile(r"^\s*#{2,}\s*(?:system|assistant|instructions?)\s*(?::|$)",
