@@ -354,7 +354,7 @@ def _may_match(low: str, needs: _Needs) -> bool:
 # (marker, pattern, words the text must contain for the pattern to have a chance)
 _WORD_PATTERNS: list[tuple[str, re.Pattern[str], _Needs]] = [
     ("ignore_instructions", re.compile(
-        r"(?:ignore|disregard|forget|override|bypass|skip)\s+(?:(?:all|any|each|every|the|"
+        r"(?:ignore|disregard|discard|forget|override|bypass|skip)\s+(?:(?:all|any|each|every|the|"
         r"your|my|of|these|those)\s+)*(?:previous|prior|above|earlier|preceding|former|"
         r"original|system|developer|safety)\s+(?:instructions?|prompts?|directions?|"
         r"directives?|rules|messages?|guidelines|guardrails|context|commands?)"
@@ -365,7 +365,7 @@ _WORD_PATTERNS: list[tuple[str, re.Pattern[str], _Needs]] = [
         r"\s+(?:above|before(?=\s*(?:[.,;:!)]|$))|so\s+far|(?:you\s+(?:were|have\s+been)\s+)?given\s+"
         r"(?:above|before|earlier|so\s+far)|you\s+(?:were|have\s+been)\s+(?:given|told)"
         r"|you\s+(?:have\s+|ve\s+)?(?:received|got|gotten|been\s+given))"),
-     (("ignore", "disregard", "forget", "override", "bypass", "skip"),)),
+     (("ignore", "disregard", "discard", "forget", "override", "bypass", "skip"),)),
     ("role_override", re.compile(
         r"you\s+are\s+now\s+(?:an?\s|the\s|in\s+\w+\s+mode|no\s+longer|dan\b|unrestricted|"
         r"jailbroken|free\s+(?:of|from))|from\s+now\s+on,?\s+you\s+(?:are|will|must|shall)\b"
@@ -382,10 +382,10 @@ _WORD_PATTERNS: list[tuple[str, re.Pattern[str], _Needs]] = [
      (("approved", "authori"), ("user",))),
     ("exfiltration", re.compile(
         r"(?:send|post|upload|forward|e ?mail|transmit|exfiltrate|leak|paste|submit|share|"
-        r"curl|wget)\b[^.\n]{0,60}?" + _SECRET_WORDS + r"[^.\n]{0,80}?\b(?:to|at|into)\s+"
+        r"curl|wget)\b[^.\n]{0,60}?" + _SECRET_WORDS + r"[^.\n]{0,80}?\b(?:to|at|into|via)\s+"
         r"(?:https?://|[\w.+-]+@[\w-]+[. ]\w|(?:this|the\s+following|my|our|that)\s+(?:url|"
         r"address|e ?mail|server|endpoint|webhook|link))"),
-     (_VERBS_EXFIL, _SECRET_STEMS, ("to", "at"))),
+     (_VERBS_EXFIL, _SECRET_STEMS, ("to", "at", "via"))),
     ("exfiltration", re.compile(  # "put the API key in a request to https://x.example/?k="
         r"(?:put|include|add|append|insert|embed|attach|place)\b[^.\n]{0,60}?" + _SECRET_WORDS
         + r"[^.\n]{0,80}?\b(?:to|at|in|into|on)\s+https?://[^\n]{0,150}?[?&][\w-]*="
