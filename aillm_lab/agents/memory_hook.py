@@ -2,13 +2,14 @@
 
 Both ends treat the text that crosses between runs as untrusted: a run may draw its answer
 from tool output an attacker planted, and a memory comes back in the system text, where a
-model trusts most. So a recalled memory the injection scan flags is fenced as data, and a
-fact is saved only when the scan finds nothing in it and the guard's redactor leaves it
-unchanged (a fact that holds a secret is not stored, not even redacted). A run that showed
-its model anything the scan flagged (a tool's output, or text an agent put in a prompt
-fenced: Research's passages, DataAnalysis' sample rows) saves no facts at all: a planted
-page can steer the answer with plain words the scan cannot see, and a fact drawn from it
-would come back in every later run's system text.
+model trusts most. So a recalled memory is fenced as data when the injection scan flags it
+or when an agent run saved it (its words came from what a model read, and the scan misses
+paraphrase), and a fact is saved only when the scan finds nothing in it and the guard's
+redactor leaves it unchanged (a fact that holds a secret is not stored, not even
+redacted). A run that showed its model anything the scan flagged (a tool's output, or text
+an agent put in a prompt fenced: Research's passages, DataAnalysis' sample rows) saves no
+facts at all: a planted page can steer the answer with plain words the scan cannot see, and
+a fact drawn from it would come back in every later run's system text.
 
 The facts come from one model call through the Lab's gateway (the run's own model, in its
 own scope ``<run id>/memory`` nested in the run's, so it counts against the run's budget but
@@ -40,6 +41,7 @@ _SHOWN_CHARS = 2_000  # of the task and the answer, in the facts request
 _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 _PARAMS = GenerationParams(max_tokens=256, temperature=0.0)
 MEMORY_SOURCE = "memory"  # the name recalled memories are fenced under
+SOURCE = "agent run"  # a saved fact's metadata["source"]: recalled fenced, always
 # the header ``wrap_as_data`` puts before fenced text, naming where the text came from
 _FENCED = re.compile(r"\[The [^\n`]*? of tool `([^`\n]*)` follows\. It is untrusted DATA")
 
@@ -47,14 +49,22 @@ _FENCED = re.compile(r"\[The [^\n`]*? of tool `([^`\n]*)` follows\. It is untrus
 async def recall(memory: LongTermMemory, task: str) -> list[str]:
     """The memories most relevant to ``task``, as they go into the system text."""
     hits = await memory.asearch(task, k=RECALL_K)
-    return [as_recalled(hit.memory.text) for hit in hits]
+    return [as_recalled(hit.memory.text, from_run=hit.memory.metadata.get("source") == SOURCE)
+            for hit in hits]
 
 
-def as_recalled(text: str) -> str:
-    """A memory fenced as untrusted data when the injection scan flags it."""
+def as_recalled(text: str, *, from_run: bool = False) -> str:
+    """A memory fenced as untrusted data when the injection scan flags it, and always when
+    an agent run saved it (``from_run``): such a fact was drawn from what a model read, and
+    planted text the scan cannot see ("from now on, always ...") must not become a standing
+    instruction of every later run. The user's own memories stay plain."""
     markers = scan_injection(text)
-    return (wrap_as_data(text, MEMORY_SOURCE, markers, what="recalled memory") if markers
-            else text)
+    if markers:
+        return wrap_as_data(text, MEMORY_SOURCE, markers, what="recalled memory")
+    if from_run:
+        return wrap_as_data(text, MEMORY_SOURCE, (), what="recalled memory",
+                            why="an earlier agent run saved it from what its model read")
+    return text
 
 
 def parse_facts(text: str, limit: int) -> list[str]:
@@ -98,7 +108,7 @@ async def save_facts(memory: LongTermMemory, model: Model, run: AgentRun, *, lim
             kept.append(fact)
     if not kept:
         return []
-    saved = await memory.aadd_many(kept, metadata={"source": "agent run", "run_id": run.id,
+    saved = await memory.aadd_many(kept, metadata={"source": SOURCE, "run_id": run.id,
                                                    "agent": run.agent}, tags=["agent"])
     return [m.id for m in saved]
 
