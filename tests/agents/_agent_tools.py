@@ -4,6 +4,7 @@ never shadows another test folder's helpers)."""
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import aillm_lab as al
@@ -35,3 +36,13 @@ async def slow(seconds: float) -> str:
 
 def call(name: str, call_id: str = "c1", **arguments: Any) -> al.ToolCall:
     return al.ToolCall(id=call_id, name=name, arguments=arguments)
+
+
+def label_of(messages: list[al.Message], needle: str) -> int:
+    """The [n] the prompt gives the passage that contains ``needle``."""
+    for message in messages:
+        for part in re.split(r"(?m)^(?=\[\d+\] \()", message.text):
+            found = re.match(r"\[(\d+)\] \(", part)
+            if found and needle in part:
+                return int(found.group(1))
+    raise AssertionError(f"no numbered source holds {needle!r}")

@@ -6,11 +6,10 @@ the Lab's home forks the same way (the state is in the trace)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from _agent_tools import call
+from _agent_tools import call, label_of
 
 import aillm_lab as al
 from aillm_lab.agents.code_writer import CodeResult, CodeWriterAgent
@@ -33,15 +32,6 @@ DOCS = {
     "rivers.md": "# Rivers\n\nThe Danube flows through ten countries.\n",
 }
 QUESTION = "Where do kittens sleep?"
-
-
-def label_of(messages: list[al.Message], needle: str) -> int:
-    for message in messages:
-        for part in re.split(r"(?m)^(?=\[\d+\] \()", message.text):
-            found = re.match(r"\[(\d+)\] \(", part)
-            if found and needle in part:
-                return int(found.group(1))
-    raise AssertionError(f"no numbered source holds {needle!r}")
 
 
 def cite_both(messages: list[al.Message], request: object = None) -> str:

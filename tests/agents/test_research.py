@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _agent_tools import call
+from _agent_tools import call, label_of
 
 import aillm_lab as al
 from aillm_lab.agents.research import (
@@ -54,16 +54,6 @@ def ingested(make_lab, docs: Path, model: ScriptedModel, **settings) -> al.Lab:
     report = lab.ingest(docs, progress=False)
     assert report.docs_added == len(CORPUS)
     return lab
-
-
-def label_of(messages: list[al.Message], needle: str) -> int:
-    """The [n] the prompt gives the passage that contains ``needle``."""
-    for message in messages:
-        for part in re.split(r"(?m)^(?=\[\d+\] \()", message.text):
-            found = re.match(r"\[(\d+)\] \(", part)
-            if found and needle in part:
-                return int(found.group(1))
-    raise AssertionError(f"no numbered source holds {needle!r}")
 
 
 def script(*replies: object) -> ScriptedModel:
