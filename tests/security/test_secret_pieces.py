@@ -65,4 +65,8 @@ def test_pieces_shorter_than_the_minimum_are_left_alone() -> None:
 def test_overlapping_and_adjacent_pieces_become_one_redaction() -> None:
     redactor = Redactor([KEY, "another-secret-value"])
     shown = redactor.redact(f"<{KEY[2:20]}{KEY[15:30]}|secret-value>")
-    assert shown == "<[REDACTED:secret]|[REDACTED:secret]>"
+    # the key's pieces are one redaction; the other secret is its own, unless the gapped
+    # pass's run for this (random) key reaches across the '|' into it: a key's next
+    # characters may stand within MAX_GAP of its end, and then the two merge (more hidden,
+    # never less)
+    assert shown in ("<[REDACTED:secret]|[REDACTED:secret]>", "<[REDACTED:secret]>"), shown
