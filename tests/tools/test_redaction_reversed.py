@@ -11,15 +11,14 @@ too, and reads the text's letters alone for windows of the secret's letters.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _key_lab import key_lab
 
-import aillm_lab as al
 from aillm_lab.tools.scan import MIN_LETTERS_CHARS, MIN_SECRET_CHARS, Redactor
 
 KEY = "sk-proj-" + secrets.token_urlsafe(33)
@@ -93,14 +92,9 @@ def test_ordinary_output_is_left_untouched(text: str) -> None:
 
 @pytest.fixture
 def lab(tmp_path: Any) -> Iterator[Any]:
-    os.environ["AILLM_REVERSED_TEST_API_KEY"] = KEY
-    try:
-        with al.Lab(home=tmp_path / "home") as the_lab:
-            (the_lab.tools.workspace.root / "settings.csv").write_text(
-                f"name,value\nOPENAI_API_KEY,{KEY}\nmodel,gpt\n")
-            yield the_lab
-    finally:
-        os.environ.pop("AILLM_REVERSED_TEST_API_KEY", None)
+    with key_lab(tmp_path, "AILLM_REVERSED_TEST_API_KEY", KEY, {
+            "settings.csv": f"name,value\nOPENAI_API_KEY,{KEY}\nmodel,gpt\n"}) as the_lab:
+        yield the_lab
 
 
 @pytest.mark.parametrize("command", [

@@ -10,15 +10,14 @@ knows with the separators taken out, and for their base64 (every alignment) and 
 from __future__ import annotations
 
 import base64
-import os
 import re
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _key_lab import key_lab
 
-import aillm_lab as al
 from aillm_lab.tools.scan import MIN_TRANSFORMED_CHARS, Redactor
 
 KEY = "sk-rt-" + secrets.token_hex(8) + "-" + secrets.token_urlsafe(18)
@@ -44,14 +43,9 @@ def _b64_leaks(text: str) -> list[str]:
 
 @pytest.fixture
 def lab(tmp_path: Any) -> Iterator[Any]:
-    os.environ["AILLM_TRANSFORMED_TEST_API_KEY"] = KEY
-    try:
-        with al.Lab(home=tmp_path / "home") as the_lab:
-            (the_lab.tools.workspace.root / "settings.toml").write_text(
-                f'api_key = "{KEY}"\nplain = "{KEY}"\n')
-            yield the_lab
-    finally:
-        os.environ.pop("AILLM_TRANSFORMED_TEST_API_KEY", None)
+    with key_lab(tmp_path, "AILLM_TRANSFORMED_TEST_API_KEY", KEY, {
+            "settings.toml": f'api_key = "{KEY}"\nplain = "{KEY}"\n'}) as the_lab:
+        yield the_lab
 
 
 def _cut_ranges(step: int) -> str:
