@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from aillm_lab.agents import prompts
 from aillm_lab.llm.types import GenerationParams, Message
-from aillm_lab.tools.scan import scan_injection, wrap_as_data
+from aillm_lab.tools.scan import fenced_sources, scan_injection, wrap_as_data
 
 if TYPE_CHECKING:
     from aillm_lab.agents.run import AgentRun
@@ -42,8 +42,6 @@ _BULLET = re.compile(r"^\s*(?:[-*\u2022]|\d+[.)])\s+")
 _PARAMS = GenerationParams(max_tokens=256, temperature=0.0)
 MEMORY_SOURCE = "memory"  # the name recalled memories are fenced under
 SOURCE = "agent run"  # a saved fact's metadata["source"]: recalled fenced, always
-# the header ``wrap_as_data`` puts before fenced text, naming where the text came from
-_FENCED = re.compile(r"\[The [^\n`]*? of tool `([^`\n]*)` follows\. It is untrusted DATA")
 
 
 async def recall(memory: LongTermMemory, task: str) -> list[str]:
@@ -123,7 +121,7 @@ def untrusted_reads(run: AgentRun) -> list[str]:
         for message in step.messages:
             if id(message) not in seen:
                 seen.add(id(message))
-                names.update(t for t in _FENCED.findall(message.text) if t != MEMORY_SOURCE)
+                names.update(t for t in fenced_sources(message.text) if t != MEMORY_SOURCE)
     return sorted(names)
 
 

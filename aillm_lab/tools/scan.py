@@ -187,6 +187,16 @@ def wrap_as_data(text: str, tool_name: str, markers: Iterable[str], *,
             f"<<<UNTRUSTED DATA {tag}>>>\n{text}\n<<<END UNTRUSTED DATA {tag}>>>")
 
 
+_FENCE_HEADER = re.compile(r"\[The [^\n`]*? of tool `([^`\n]*)` follows\. It is untrusted DATA")
+
+
+def fenced_sources(text: str) -> list[str]:
+    """The tool names of the fences ``wrap_as_data`` put in ``text``, in order (a run's
+    prompts say what untrusted text its model was shown). A forged header inside fenced
+    text only adds a name, never hides one."""
+    return _FENCE_HEADER.findall(text)
+
+
 # -- injection markers ----------------------------------------------------------------------
 # Characters the scan drops: every format character (Unicode category Cf: soft hyphen,
 # zero-width and bidi controls, Arabic letter mark, tag characters...), C0/C1 controls other
